@@ -1,0 +1,63 @@
+"""Ingest: read articles from files, URLs or stdin into :class:`ArticleDraft` records.
+
+One reader per source kind (``records`` for JSON/NDJSON, ``feed`` for RSS/Atom via
+feedparser, ``text`` for scraped plain-text pages). Readers never touch the store:
+they return drafts and per-record problems; ``digest.store.upsert_articles`` writes.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import datetime
+
+
+@dataclass
+class ArticleDraft:
+    """An article as read from a source, sanitised, not yet stored."""
+
+    title: str
+    url: str | None = None
+    guid: str | None = None
+    source: str = ""
+    summary: str = ""
+    body: str = ""  # sanitised HTML (nh3)
+    category: str = ""
+    tags: list[str] = field(default_factory=list)
+    author: str = ""
+    image_url: str | None = None
+    image_alt: str = ""
+    published_at: datetime | None = None  # aware; None = "now" at upsert time
+    breaking: bool = False
+    priority: int = 0
+    origin: str = ""  # "file:line" or "file[index]", for error messages
+
+
+@dataclass
+class RecordProblem:
+    """One malformed record: where it is and what is wrong with it."""
+
+    where: str  # e.g. "feeds/a.ndjson:7" or "a.json[3]"
+    problem: str
+
+    def __str__(self) -> str:
+        return f"{self.where}: {self.problem}"
+
+
+@dataclass
+class ReadResult:
+    """What reading one or more sources produced: good drafts and problems."""
+
+    drafts: list[ArticleDraft] = field(default_factory=list)
+    problems: list[RecordProblem] = field(default_factory=list)
+
+    def extend(self, other: ReadResult) -> None:
+        self.drafts.extend(other.drafts)
+        self.problems.extend(other.problems)
+
+
+BREAKING_CATEGORIES: frozenset[str] = frozenset({"breaking news", "breaking"})
+
+
+def is_breaking_category(category: str) -> bool:
+    """Whether a source's section name itself says the article is breaking news."""
+    return " ".join(category.split()).casefold() in BREAKING_CATEGORIES

@@ -1,0 +1,29 @@
+"""Inline: the premailer call and its settings, nothing else."""
+
+from __future__ import annotations
+
+import logging
+
+from premailer import Premailer
+
+
+def inline_css(html: str) -> str:
+    """Move the stylesheet into ``style`` attributes; keep media queries in ``<style>``.
+
+    - ``strip_important=False``: premailer strips ``!important`` by default, which
+      silently breaks the phone and dark-mode overrides in ``@media`` blocks (they
+      must beat the inlined styles, and only ``!important`` can).
+    - ``align_floating_images=False``: half of premailer's time on a digest, for a
+      feature a digest does not use.
+    - ``allow_network=False``: a template must never make the mailer fetch URLs.
+    """
+    return Premailer(
+        html,
+        strip_important=False,
+        align_floating_images=False,
+        keep_style_tags=False,
+        remove_classes=False,
+        disable_validation=True,
+        allow_network=False,
+        cssutils_logging_level=logging.CRITICAL,
+    ).transform()

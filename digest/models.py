@@ -1,0 +1,166 @@
+"""The store's tables (SQLModel).
+
+Uniqueness lives in the schema, not in Python checks: an article per url and per
+guid, a subscriber per lower-cased email, an edition per (digest, slot), a delivery
+per (edition, subscriber). That is what makes re-imports, retries and concurrent
+workers safe.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Any
+
+from sqlalchemy import JSON, Column, DateTime, Index, String, Text, TypeDecorator, UniqueConstraint
+from sqlmodel import Field, SQLModel
+
+
+class UTCDateTime(TypeDecorator[datetime]):
+    """Timezone-aware datetimes, stored as UTC on every backend.
+
+    SQLite has no timezone type and would hand back naive values; this keeps the
+    application's rule (every datetime is aware) true on SQLite and PostgreSQL alike.
+    """
+
+    impl = DateTime(timezone=True)
+    cache_ok = True
+
+    def process_bind_param(self, value: datetime | None, dialect: Any) -> datetime | None:
+        if value is None:
+            return None
+        if value.tzinfo is None:
+            raise ValueError("naive datetime given to a UTC column")
+        value = value.astimezone(UTC)
+        return value.replace(tzinfo=None) if dialect.name == "sqlite" else value
+
+    def process_result_value(self, value: datetime | None, dialect: Any) -> datetime | None:
+        if value is None:
+            return None
+        if value.tzinfo is None:
+            return value.replace(tzinfo=UTC)
+        return value.astimezone(UTC)
+
+
+def utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+def _ts(nullable: bool = False, index: bool = False) -> Any:
+    return Field(default=None, sa_column=Column(UTCDateTime(), nullable=nullable, index=index))
+
+
+class SubscriberStatus:
+    PENDING = "pending"
+    ACTIVE = "active"
+    UNSUBSCRIBED = "unsubscribed"
+    BOUNCED = "bounced"
+    ALL = (PENDING, ACTIVE, UNSUBSCRIBED, BOUNCED)
+
+
+class DeliveryStatus:
+    QUEUED = "queued"
+    CLAIMED = "claimed"
+    SENT = "sent"
+    FAILED_TEMPORARY = "failed_temporary"
+    FAILED_PERMANENT = "failed_permanent"
+    # Not sent by design: the subscriber left, or their topics had nothing new.
+    SKIPPED = "skipped"
+    ALL = (QUEUED, CLAIMED, SENT, FAILED_TEMPORARY, FAILED_PERMANENT, SKIPPED)
+    # Still to be sent (or retried) by some worker.
+    PENDING = (QUEUED, CLAIMED, FAILED_TEMPORARY)
+
+
+class EditionStatus:
+    READY = "ready"
+    SENDING = "sending"
+    SENT = "sent"
+    EMPTY = "empty"
+    SKIPPED = "skipped"
+
+
+class Article(SQLModel, table=True):
+    """One news article, sanitised on ingest."""
+
+    id: int | None = Field(default=None, primary_key=True)
+    guid: str = Field(sa_column=Column(String(1024), nullable=False, unique=True))
+    url: str | None = Field(default=None, sa_column=Column(String(2048), nullable=True, unique=True))
+    source: str = Field(default="", max_length=200)
+    title: str = Field(sa_column=Column(Text, nullable=False))
+    summary: str = Field(default="", sa_column=Column(Text, nullable=False, default=""))
+    body: str = Field(default="", sa_column=Column(Text, nullable=False, default=""))
+    category: str = Field(default="", max_length=200, index=True)
+    tags: list[str] = Field(default_factory=list, sa_column=Column(JSON, nullable=False, default=list))
+    author: str = Field(default="", max_length=300)
+    image_url: str | None = Field(default=None, sa_column=Column(String(2048), nullable=True))
+    image_alt: str = Field(default="", sa_column=Column(Text, nullable=False, default=""))
+    published_at: datetime = Field(sa_column=Column(UTCDateTime(), nullable=False, index=True))
+    ingested_at: datetime = Field(sa_column=Column(UTCDateTime(), nullable=False))
+    updated_at: datetime = Field(sa_column=Column(UTCDateTime(), nullable=False))
+    breaking: bool = Field(default=False)
+    priority: int = Field(default=0)
+    word_count: int = Field(default=0)
+
+
+class Subscriber(SQLModel, table=True):
+    """A person on the list. ``email_key`` is the lower-cased address, unique."""
+
+    id: int | None = Field(default=None, primary_key=True)
+    email: str = Field(sa_column=Column(String(320), nullable=False))
+    email_key: str = Field(sa_column=Column(String(320), nullable=False, unique=True))
+    name: str = Field(default="", max_length=200)
+    status: str = Field(default=SubscriberStatus.ACTIVE, max_length=20, index=True)
+    timezone: str | None = Field(default=None, max_length=64)
+    topics: list[str] = Field(default_factory=list, sa_column=Column(JSON, nullable=False, default=list))
+    send_time: str | None = Field(default=None, max_length=5)
+    frequency: str = Field(default="daily", max_length=10)
+    weekday: int | None = Field(default=None)
+    bounce_count: int = Field(default=0)
+    created_at: datetime = Field(sa_column=Column(UTCDateTime(), nullable=False))
+    updated_at: datetime = Field(sa_column=Column(UTCDateTime(), nullable=False))
+
+
+class Edition(SQLModel, table=True):
+    """One issue of a digest for one slot (e.g. ``daily`` for ``2026-11-25``)."""
+
+    __table_args__ = (UniqueConstraint("digest", "slot", name="uq_edition_digest_slot"),)
+
+    id: int | None = Field(default=None, primary_key=True)
+    digest: str = Field(max_length=100, index=True)
+    slot: str = Field(max_length=64)
+    status: str = Field(default=EditionStatus.READY, max_length=20)
+    built_at: datetime = Field(sa_column=Column(UTCDateTime(), nullable=False))
+    sent_at: datetime | None = Field(default=None, sa_column=Column(UTCDateTime(), nullable=True))
+    article_count: int = Field(default=0)
+
+
+class EditionArticle(SQLModel, table=True):
+    """The ordered article list of an edition."""
+
+    __tablename__ = "edition_article"
+
+    edition_id: int = Field(foreign_key="edition.id", primary_key=True)
+    article_id: int = Field(foreign_key="article.id", primary_key=True, index=True)
+    position: int
+    section: str = Field(default="", max_length=200)
+
+
+class Delivery(SQLModel, table=True):
+    """One edition to one subscriber: the outbox row and its outcome."""
+
+    __table_args__ = (
+        UniqueConstraint("edition_id", "subscriber_id", name="uq_delivery_edition_subscriber"),
+        Index("ix_delivery_status_next", "status", "next_attempt_at"),
+    )
+
+    id: int | None = Field(default=None, primary_key=True)
+    edition_id: int = Field(foreign_key="edition.id", index=True)
+    subscriber_id: int = Field(foreign_key="subscriber.id", index=True)
+    status: str = Field(default=DeliveryStatus.QUEUED, max_length=20)
+    attempts: int = Field(default=0)
+    last_response: str | None = Field(default=None, max_length=1000)
+    message_id: str | None = Field(default=None, max_length=300)
+    claimed_by: str | None = Field(default=None, max_length=200)
+    lease_until: datetime | None = Field(default=None, sa_column=Column(UTCDateTime(), nullable=True))
+    next_attempt_at: datetime | None = Field(default=None, sa_column=Column(UTCDateTime(), nullable=True))
+    sent_at: datetime | None = Field(default=None, sa_column=Column(UTCDateTime(), nullable=True))
+    created_at: datetime = Field(sa_column=Column(UTCDateTime(), nullable=False))

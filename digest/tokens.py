@@ -1,0 +1,48 @@
+"""Signed, purpose-scoped subscriber tokens (itsdangerous).
+
+A token carries its purpose (as the signing salt), the subscriber id and a short
+hash of the subscriber's address, so it can be neither forged, nor used for another
+purpose, nor for another subscriber (even one that later reuses a deleted row id).
+"""
+
+from __future__ import annotations
+
+import hashlib
+
+from itsdangerous import BadSignature, SignatureExpired, URLSafeTimedSerializer
+
+from digest.errors import DigestError
+
+PURPOSES = ("unsubscribe", "preferences", "confirm")
+
+
+class TokenError(DigestError):
+    """A token is malformed, forged, for another purpose, or expired."""
+
+
+def _serializer(secret_key: str, purpose: str) -> URLSafeTimedSerializer:
+    if purpose not in PURPOSES:
+        raise ValueError(f"unknown token purpose {purpose!r}")
+    return URLSafeTimedSerializer(secret_key, salt=f"digest.{purpose}")
+
+
+def address_hash(email_key: str) -> str:
+    return hashlib.sha256(email_key.encode()).hexdigest()[:10]
+
+
+def make_token(secret_key: str, purpose: str, subscriber_id: int, email_key: str) -> str:
+    """A URL-safe token for ``purpose`` and this subscriber."""
+    return _serializer(secret_key, purpose).dumps([subscriber_id, address_hash(email_key)])
+
+
+def read_token(secret_key: str, purpose: str, token: str, max_age: int | None = None) -> tuple[int, str]:
+    """Return ``(subscriber_id, address_hash)``; raise TokenError if it does not verify."""
+    try:
+        value = _serializer(secret_key, purpose).loads(token, max_age=max_age)
+    except SignatureExpired:
+        raise TokenError("this link has expired") from None
+    except BadSignature:
+        raise TokenError("this link is not valid") from None
+    if not (isinstance(value, list) and len(value) == 2 and isinstance(value[0], int)):
+        raise TokenError("this link is not valid")
+    return value[0], str(value[1])

@@ -1,0 +1,221 @@
+"""Transport: where prepared messages go. One small interface, several backends.
+
+- :class:`SMTPTransport`: a persistent SMTP connection (Mailman's ``Connection``
+  model), reconnecting when the server drops it, sorting failures per recipient
+  into temporary (4xx, timeouts, dropped connections) and permanent (5xx).
+- :class:`FileTransport`: writes ``.eml`` files (preview, demo).
+- :class:`MemoryTransport`: keeps messages in a list (dry-run, preview to stdout).
+
+The same pipeline runs for send, preview and dry-run; only the transport differs.
+"""
+
+from __future__ import annotations
+
+import re
+import smtplib
+import socket
+import ssl
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Protocol
+from urllib.parse import parse_qs, unquote, urlsplit
+
+from digest.errors import ConfigError, PermanentFailure, TemporaryFailure
+
+
+class Transport(Protocol):
+    """Sends one message to one recipient; returns the server's answer."""
+
+    def send(self, envelope_from: str, recipient: str, message: bytes) -> str: ...
+
+    def close(self) -> None: ...
+
+
+@dataclass(frozen=True)
+class SMTPConfig:
+    host: str
+    port: int
+    username: str | None = None
+    password: str | None = None
+    implicit_tls: bool = False
+    starttls: bool = False
+    verify: bool = True
+    cafile: str | None = None
+    timeout: float = 30.0
+    local_hostname: str | None = None
+
+    def __repr__(self) -> str:  # never show the password
+        return f"SMTPConfig(host={self.host!r}, port={self.port}, user={self.username!r}, tls={self.implicit_tls})"
+
+
+def parse_smtp_url(url: str, timeout: float = 30.0) -> SMTPConfig:
+    """Parse ``smtp://user:pass@host:port?starttls=true`` or ``smtps://...``."""
+    parts = urlsplit(url)
+    if parts.scheme not in ("smtp", "smtps"):
+        raise ConfigError("smtp_url", "scheme must be smtp:// or smtps://")
+    if not parts.hostname:
+        raise ConfigError("smtp_url", "has no host")
+    q = {k: v[-1].lower() for k, v in parse_qs(parts.query).items()}
+    truthy = ("1", "true", "yes", "on")
+    try:
+        port = parts.port or (465 if parts.scheme == "smtps" else 25)
+    except ValueError:
+        raise ConfigError("smtp_url", "port is not a number") from None
+    return SMTPConfig(
+        host=parts.hostname,
+        port=port,
+        username=unquote(parts.username) if parts.username else None,
+        password=unquote(parts.password) if parts.password else None,
+        implicit_tls=parts.scheme == "smtps",
+        starttls=q.get("starttls", "false") in truthy,
+        verify=q.get("verify", "true") in truthy,
+        cafile=parse_qs(parts.query).get("cafile", [None])[-1],
+        timeout=timeout,
+    )
+
+
+def _code_of(reply: str) -> int | None:
+    m = re.match(r"\s*(\d{3})", reply)
+    return int(m.group(1)) if m else None
+
+
+def classify(code: int, text: str) -> TemporaryFailure | PermanentFailure:
+    """4xx is temporary, 5xx permanent (RFC 5321 section 4.2.1)."""
+    reply = f"{code} {text}".strip()
+    if 400 <= code < 500:
+        return TemporaryFailure(reply, code)
+    return PermanentFailure(reply, code)
+
+
+class SMTPTransport:
+    """One persistent SMTP connection, opened lazily and reused for many messages."""
+
+    def __init__(self, config: SMTPConfig) -> None:
+        self.config = config
+        self._smtp: smtplib.SMTP | None = None
+        self.connections_opened = 0
+
+    def _connect(self) -> smtplib.SMTP:
+        c = self.config
+        context = ssl.create_default_context(cafile=c.cafile)
+        if not c.verify:
+            context.check_hostname = False
+            context.verify_mode = ssl.CERT_NONE
+        try:
+            smtp: smtplib.SMTP
+            if c.implicit_tls:
+                smtp = smtplib.SMTP_SSL(c.host, c.port, timeout=c.timeout, context=context)
+            else:
+                smtp = smtplib.SMTP(c.host, c.port, timeout=c.timeout, local_hostname=c.local_hostname)
+            # smtplib never sets TCP_NODELAY: on a reused connection Nagle's algorithm
+            # then stalls every message for ~40 ms waiting for a delayed ACK.
+            smtp.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            smtp.ehlo()
+            if c.starttls and not c.implicit_tls:
+                smtp.starttls(context=context)
+                smtp.ehlo()
+            if c.username:
+                smtp.login(c.username, c.password or "")
+        except smtplib.SMTPAuthenticationError as exc:
+            raise PermanentFailure(f"SMTP authentication failed at {c.host}:{c.port}", exc.smtp_code) from None
+        except smtplib.SMTPResponseException as exc:
+            raise classify(exc.smtp_code, _text(exc.smtp_error)) from None
+        except (OSError, smtplib.SMTPException) as exc:
+            raise TemporaryFailure(f"cannot connect to {c.host}:{c.port}: {type(exc).__name__}: {exc}") from None
+        self.connections_opened += 1
+        return smtp
+
+    def send(self, envelope_from: str, recipient: str, message: bytes) -> str:
+        """Send one message; raise TemporaryFailure or PermanentFailure for this recipient."""
+        if self._smtp is None:
+            self._smtp = self._connect()
+        smtp = self._smtp
+        try:
+            refused = smtp.sendmail(envelope_from, [recipient], message)
+        except smtplib.SMTPRecipientsRefused as exc:
+            code, text = exc.recipients.get(recipient, (550, b"refused"))
+            self._reset(smtp)
+            raise classify(code, _text(text)) from None
+        except (smtplib.SMTPSenderRefused, smtplib.SMTPDataError) as exc:
+            self._reset(smtp)
+            raise classify(exc.smtp_code, _text(exc.smtp_error)) from None
+        except smtplib.SMTPResponseException as exc:
+            self._drop()
+            raise classify(exc.smtp_code, _text(exc.smtp_error)) from None
+        except (smtplib.SMTPServerDisconnected, OSError) as exc:
+            # The message may or may not have been accepted: it is retried later,
+            # which is the one duplicate SMTP cannot rule out.
+            self._drop()
+            raise TemporaryFailure(f"connection lost: {type(exc).__name__}: {exc}") from None
+        if refused:
+            code, text = refused[recipient]
+            raise classify(code, _text(text))
+        return "250 accepted"
+
+    def _reset(self, smtp: smtplib.SMTP) -> None:
+        try:
+            smtp.rset()
+        except (smtplib.SMTPException, OSError):
+            self._drop()
+
+    def _drop(self) -> None:
+        if self._smtp is not None:
+            try:
+                self._smtp.close()
+            finally:
+                self._smtp = None
+
+    def close(self) -> None:
+        """Say QUIT politely; the connection is gone either way."""
+        if self._smtp is not None:
+            try:
+                self._smtp.quit()
+            except (smtplib.SMTPException, OSError):
+                pass
+            finally:
+                self._drop()
+
+    def __enter__(self) -> SMTPTransport:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+def _text(value: bytes | str) -> str:
+    return value.decode("utf-8", "replace") if isinstance(value, bytes) else value
+
+
+@dataclass
+class MemoryTransport:
+    """Keeps every message in memory: dry-run and preview."""
+
+    messages: list[tuple[str, str, bytes]] = field(default_factory=list)
+
+    def send(self, envelope_from: str, recipient: str, message: bytes) -> str:
+        self.messages.append((envelope_from, recipient, message))
+        return "250 kept in memory"
+
+    def close(self) -> None:
+        pass
+
+
+class FileTransport:
+    """Writes each message to ``DIR/NNNN-recipient.eml``."""
+
+    def __init__(self, directory: str | Path) -> None:
+        self.directory = Path(directory)
+        self.directory.mkdir(parents=True, exist_ok=True)
+        self.written: list[Path] = []
+
+    def send(self, envelope_from: str, recipient: str, message: bytes) -> str:
+        safe = re.sub(r"[^A-Za-z0-9@._-]", "_", recipient)
+        path = self.directory / f"{len(self.written) + 1:04d}-{safe}.eml"
+        tmp = path.with_suffix(".tmp")
+        tmp.write_bytes(message)
+        tmp.replace(path)  # never leave a half-written .eml behind
+        self.written.append(path)
+        return f"250 written to {path}"
+
+    def close(self) -> None:
+        pass
