@@ -454,6 +454,15 @@ def sink(
             pass
 
 
+def _load_command_modules() -> None:
+    from digest.commands import load_all
+
+    load_all()
+
+
+_load_command_modules()
+
+
 def main() -> None:
     """Console entry point: DigestError becomes a one-line message and its exit code."""
     try:
@@ -470,9 +479,10 @@ def main() -> None:
     except Exception as exc:  # click usage errors arrive here in non-standalone mode
         import click
 
-        if isinstance(exc, click.ClickException):
+        # Newer typer vendors click: its usage errors derive from typer.TyperException.
+        if isinstance(exc, click.ClickException | typer.TyperException) and hasattr(exc, "show"):
             exc.show()
-            sys.exit(exc.exit_code)
+            sys.exit(getattr(exc, "exit_code", 2))
         raise
     sys.exit(rc if isinstance(rc, int) else 0)
 

@@ -164,3 +164,12 @@ class Delivery(SQLModel, table=True):
     next_attempt_at: datetime | None = Field(default=None, sa_column=Column(UTCDateTime(), nullable=True))
     sent_at: datetime | None = Field(default=None, sa_column=Column(UTCDateTime(), nullable=True))
     created_at: datetime = Field(sa_column=Column(UTCDateTime(), nullable=False))
+
+
+# ---------------------------------------------------------------- service (feeds, scheduler)
+
+
+# ---------------------------------------------------------------- delivery engine
+
+
+# ---------------------------------------------------------------- web (subscriber lifecycle)

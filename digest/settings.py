@@ -89,6 +89,30 @@ class DigestConfig(BaseModel):
     _tz = field_validator("timezone")(classmethod(lambda cls, v: check_timezone(v)))
 
 
+class ServiceSettings(BaseModel):
+    """``[service]``: the long-running ``digest serve`` process."""
+
+    model_config = ConfigDict(extra="forbid")
+
+
+class DeliverySettings(BaseModel):
+    """``[delivery]``: the delivery engine (SMTP pool, rate limits, workers)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+
+class WebSettings(BaseModel):
+    """``[web]``: the subscriber web app."""
+
+    model_config = ConfigDict(extra="forbid")
+
+
+class DkimSettings(BaseModel):
+    """``[dkim]``: DKIM signing of every message."""
+
+    model_config = ConfigDict(extra="forbid")
+
+
 class Settings(BaseSettings):
     """Every setting of digest, with defaults and help text."""
 
@@ -127,6 +151,10 @@ class Settings(BaseSettings):
     )
     lease: Duration = Field(timedelta(minutes=5), description="How long a worker holds claimed deliveries.")
     batch_size: int = Field(500, ge=1, description="Deliveries claimed and recorded per batch.")
+    service: ServiceSettings = Field(default_factory=ServiceSettings, description="The service (digest serve).")
+    delivery: DeliverySettings = Field(default_factory=DeliverySettings, description="The delivery engine.")
+    web: WebSettings = Field(default_factory=WebSettings, description="The subscriber web app.")
+    dkim: DkimSettings = Field(default_factory=DkimSettings, description="DKIM signing.")
     digests: dict[str, DigestConfig] = Field(
         default_factory=lambda: {"daily": DigestConfig()}, description="The digests, by name."
     )
