@@ -432,7 +432,7 @@ def demo(
     from digest.demo import run_demo
 
     summary = run_demo(directory, state(ctx).clock)
-    out.print(summary.describe())
+    out.print(summary.describe(), soft_wrap=True, highlight=False)
 
 
 @app.command()

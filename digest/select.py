@@ -153,10 +153,12 @@ def to_story(a: Article, base_url: str) -> Story:
     )
 
 
-def deduplicate(articles: Sequence[Article]) -> list[Article]:
+def deduplicate(articles: Sequence[Article], limit: int | None = None) -> list[Article]:
     """Drop repeats: the same url, or a near-identical title from another source.
 
     ``articles`` must already be ranked: the first of a group of duplicates wins.
+    Stops once ``limit`` articles are kept, so the pairwise title comparison costs
+    at most ``len(articles) * limit`` instead of growing with the square of a busy day.
     """
     kept: list[Article] = []
     seen_urls: set[str] = set()
@@ -165,15 +167,25 @@ def deduplicate(articles: Sequence[Article]) -> list[Article]:
         if a.url and a.url in seen_urls:
             continue
         norm = normalise_title(a.title)
-        if any(
-            SequenceMatcher(None, norm, other, autojunk=False).ratio() >= NEAR_DUPLICATE_RATIO for other in kept_titles
-        ):
+        if any(_near(norm, other) for other in kept_titles):
             continue
         kept.append(a)
         kept_titles.append(norm)
         if a.url:
             seen_urls.add(a.url)
+        if limit is not None and len(kept) >= limit:
+            break
     return kept
+
+
+def _near(a: str, b: str) -> bool:
+    m = SequenceMatcher(None, a, b, autojunk=False)
+    # The cheap upper bounds rule out most pairs before the quadratic ratio().
+    return (
+        m.real_quick_ratio() >= NEAR_DUPLICATE_RATIO
+        and m.quick_ratio() >= NEAR_DUPLICATE_RATIO
+        and m.ratio() >= NEAR_DUPLICATE_RATIO
+    )
 
 
 def select_articles(
@@ -203,7 +215,7 @@ def select_articles(
             return a.category or OTHER_SECTION
         return configured.get(a.category.casefold(), OTHER_SECTION)
 
-    ranked = deduplicate(sorted(fresh, key=rank_key))[: cfg.max_articles]
+    ranked = deduplicate(sorted(fresh, key=rank_key), limit=cfg.max_articles)
     section_of = {a.id: section(a) for a in ranked if a.id is not None}
     if configured:
         order = [*cfg.sections, OTHER_SECTION]

@@ -139,8 +139,15 @@ def import_csv(session: Session, text: str, source: str, now: datetime) -> CsvRe
     if unknown:
         raise InputError(f"{source}:1", f"unknown column(s): {', '.join(unknown)} (known: {', '.join(CSV_COLUMNS)})")
     reader.fieldnames = fields
+    lines = text.splitlines()
+    end = reader.line_num
     for row in reader:
-        where = f"{source}:{reader.line_num}"
+        # line_num is the record's LAST line (quoted fields may span lines): report the
+        # first, as an editor shows it; blank lines in between are skipped by csv.
+        start, end = end + 1, reader.line_num
+        while start < end and not lines[start - 1].strip():
+            start += 1
+        where = f"{source}:{start}"
         try:
             with session.begin_nested():
                 _, created = add_subscriber(

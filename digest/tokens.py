@@ -9,21 +9,26 @@ from __future__ import annotations
 
 import hashlib
 
-from itsdangerous import BadSignature, SignatureExpired, URLSafeTimedSerializer
+from itsdangerous import BadSignature, SignatureExpired, URLSafeSerializer, URLSafeTimedSerializer
 
 from digest.errors import DigestError
 
 PURPOSES = ("unsubscribe", "preferences", "confirm")
+# Only these carry a timestamp and can expire. Unsubscribe and preference links must
+# work for as long as the mail sits in an inbox, and without a timestamp they are
+# deterministic: a preview shows the very links the subscriber will get.
+TIMED = frozenset({"confirm"})
 
 
 class TokenError(DigestError):
     """A token is malformed, forged, for another purpose, or expired."""
 
 
-def _serializer(secret_key: str, purpose: str) -> URLSafeTimedSerializer:
+def _serializer(secret_key: str, purpose: str) -> URLSafeSerializer:
     if purpose not in PURPOSES:
         raise ValueError(f"unknown token purpose {purpose!r}")
-    return URLSafeTimedSerializer(secret_key, salt=f"digest.{purpose}")
+    cls = URLSafeTimedSerializer if purpose in TIMED else URLSafeSerializer
+    return cls(secret_key, salt=f"digest.{purpose}")
 
 
 def address_hash(email_key: str) -> str:
@@ -37,8 +42,12 @@ def make_token(secret_key: str, purpose: str, subscriber_id: int, email_key: str
 
 def read_token(secret_key: str, purpose: str, token: str, max_age: int | None = None) -> tuple[int, str]:
     """Return ``(subscriber_id, address_hash)``; raise TokenError if it does not verify."""
+    serializer = _serializer(secret_key, purpose)
     try:
-        value = _serializer(secret_key, purpose).loads(token, max_age=max_age)
+        if isinstance(serializer, URLSafeTimedSerializer):
+            value = serializer.loads(token, max_age=max_age)
+        else:
+            value = serializer.loads(token)
     except SignatureExpired:
         raise TokenError("this link has expired") from None
     except BadSignature:

@@ -110,10 +110,6 @@ def test_csv_import_keeps_valid_rows_and_reports_each_bad_row_by_file_line(engin
     assert emails(engine) == ["ana@example.org", "bob@example.org", "dee@example.org"]
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="import_csv reports csv.reader.line_num, the LAST line of a record with a quoted newline",
-)
 def test_csv_bad_row_after_multiline_field_is_reported_at_its_first_line(engine: Engine) -> None:
     text = 'email,name\n"not-an-email","Ana\nLima"\n'
 
