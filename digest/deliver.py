@@ -577,7 +577,7 @@ def send_test(
         report.sent += 1
         if id(prepared) not in checked:
             checked.add(id(prepared))
-            report.warnings += check_html(prepared.html, empty=not content.ranked)
+            report.warnings += check_html(prepared.filled_html(recipient), empty=not content.ranked)
     if not content.ranked and not report.warnings:
         report.warnings.append("the edition has no new articles")
     report.variants = variants.prepared_count

@@ -16,6 +16,8 @@ def inline_css(html: str) -> str:
     - ``align_floating_images=False``: half of premailer's time on a digest, for a
       feature a digest does not use.
     - ``allow_network=False``: a template must never make the mailer fetch URLs.
+    - cssutils validation stays on: ``disable_validation=True`` made premailer 7x
+      slower on the default digest (400 ms against 57 ms, ``python -m bench.render``).
     """
     return Premailer(
         html,
@@ -23,7 +25,6 @@ def inline_css(html: str) -> str:
         align_floating_images=False,
         keep_style_tags=False,
         remove_classes=False,
-        disable_validation=True,
         allow_network=False,
         cssutils_logging_level=logging.CRITICAL,
     ).transform()

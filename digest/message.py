@@ -156,6 +156,10 @@ class PreparedMessage:
         self._open_html = b"\r\n--" + b + b"\r\n" + part_head % b"html"
         self._close = b"\r\n--" + b + b"--\r\n"
 
+    def filled_html(self, recipient: Recipient) -> str:
+        """The HTML part as ``recipient`` sees it (for checks and previews)."""
+        return self._html.fill(recipient.values())
+
     def message_id(self, recipient: Recipient) -> str:
         return message_id(self.digest, self.slot, recipient.subscriber_id, self.domain)
 

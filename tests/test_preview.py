@@ -117,3 +117,8 @@ def test_template_typo_fails_preview_with_file_and_line(
     with pytest.raises(TemplateError) as info:
         preview(engine, settings, clock)
     assert "daily.html:2" in str(info.value) and "digset" in str(info.value)
+
+
+def test_personal_links_are_not_reported_as_relative(engine: Engine, settings: Settings, clock: FixedClock) -> None:
+    seed(engine, STANDARD_DRAFTS, SUBS)
+    assert preview(engine, settings, clock, "ana@example.org").warnings == []
