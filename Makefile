@@ -18,6 +18,7 @@ demo: $(STAMP)
 
 test: $(STAMP)
 	$(BIN)/ruff check .
+	$(BIN)/mypy digest
 	$(BIN)/pytest -q
 
 lint: $(STAMP)

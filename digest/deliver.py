@@ -23,6 +23,7 @@ from urllib.parse import quote
 
 import jinja2
 from sqlalchemy import and_, insert, literal, or_, update
+from sqlalchemy import select as sa_select
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Engine
 from sqlalchemy.exc import IntegrityError
@@ -160,13 +161,13 @@ def queue_deliveries(session: Session, edition_id: int, now: datetime) -> int:
     """
     dialect = session.get_bind().dialect.name
     ins = postgresql.insert if dialect == "postgresql" else sqlite.insert if dialect == "sqlite" else insert
-    source = select(
+    source = sa_select(
         literal(edition_id),
         col(Subscriber.id),
         literal(DeliveryStatus.QUEUED),
         literal(0),
         literal(now, type_=Delivery.__table__.c.created_at.type),  # type: ignore[attr-defined]
-    ).where(Subscriber.status == SubscriberStatus.ACTIVE)
+    ).where(col(Subscriber.status) == SubscriberStatus.ACTIVE)
     stmt = ins(Delivery.__table__).from_select(  # type: ignore[attr-defined]
         ["edition_id", "subscriber_id", "status", "attempts", "created_at"], source
     )

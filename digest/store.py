@@ -6,6 +6,7 @@ import hashlib
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
+from typing import Any
 
 from sqlalchemy import or_
 from sqlmodel import Session, col, select
@@ -39,11 +40,11 @@ def upsert_articles(session: Session, drafts: Iterable[ArticleDraft], now: datet
     report = UpsertReport()
     for draft in drafts:
         guid = article_guid(draft)
-        conds = [Article.guid == guid]
+        conds: list[Any] = [Article.guid == guid]
         if draft.url:
             conds.append(Article.url == draft.url)
         existing = session.exec(select(Article).where(or_(*conds))).first()
-        values = {
+        values: dict[str, Any] = {
             "guid": guid,
             "url": draft.url,
             "source": draft.source[:200],

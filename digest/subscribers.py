@@ -7,6 +7,7 @@ import io
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
+from typing import Any
 
 from email_validator import EmailNotValidError, validate_email
 from sqlmodel import Session, col, func, select
@@ -87,7 +88,7 @@ def add_subscriber(
     tz = validate_timezone(timezone, where)
     if status is not None and status not in SubscriberStatus.ALL:
         raise InputError(where, f"status must be one of {', '.join(SubscriberStatus.ALL)}")
-    values = {
+    values: dict[str, Any] = {
         "name": one_line(name)[:200],
         "timezone": tz,
         "topics": parse_topics(topics),

@@ -24,7 +24,7 @@ class TokenError(DigestError):
     """A token is malformed, forged, for another purpose, or expired."""
 
 
-def _serializer(secret_key: str, purpose: str) -> URLSafeSerializer:
+def _serializer(secret_key: str, purpose: str) -> URLSafeSerializer | URLSafeTimedSerializer:
     if purpose not in PURPOSES:
         raise ValueError(f"unknown token purpose {purpose!r}")
     cls = URLSafeTimedSerializer if purpose in TIMED else URLSafeSerializer

@@ -109,6 +109,7 @@ class SMTPTransport:
                 smtp = smtplib.SMTP(c.host, c.port, timeout=c.timeout, local_hostname=c.local_hostname)
             # smtplib never sets TCP_NODELAY: on a reused connection Nagle's algorithm
             # then stalls every message for ~40 ms waiting for a delayed ACK.
+            assert smtp.sock is not None
             smtp.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
             smtp.ehlo()
             if c.starttls and not c.implicit_tls:

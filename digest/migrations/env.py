@@ -6,7 +6,7 @@ from sqlmodel import SQLModel
 import digest.models  # noqa: F401  (registers the tables)
 
 config = context.config
-engine = config.attributes.get("engine")
+engine = config.attributes["engine"]
 target_metadata = SQLModel.metadata
 
 with engine.connect() as connection:
