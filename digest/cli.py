@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 import sys
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from functools import cached_property
@@ -98,6 +99,15 @@ def parse_at(value: str | None, tz: str) -> Clock:
     return FixedClock(at)
 
 
+def _finish_import(problems: Sequence[object], summary: str) -> None:
+    """Report each rejected record on stderr, the summary on stdout; exit 3 if any was rejected."""
+    for problem in problems:
+        err.print(f"[red]error[/red]: {escape(str(problem))}", highlight=False, soft_wrap=True)
+    out.print(f"{summary}, rejected {len(problems)}")
+    if problems:
+        raise typer.Exit(InputError.exit_code)
+
+
 # ---------------------------------------------------------------- db
 
 
@@ -142,11 +152,7 @@ def articles_import(
         result.extend(read_source(p, data=data, default_category=category))
     with session_scope(st.engine) as session:
         report = upsert_articles(session, result.drafts, st.clock.now())
-    for problem in result.problems:
-        err.print(f"[red]error[/red]: {escape(str(problem))}", highlight=False, soft_wrap=True)
-    out.print(f"imported {report.inserted} new, updated {report.updated}, rejected {len(result.problems)}")
-    if result.problems:
-        raise typer.Exit(InputError.exit_code)
+    _finish_import(result.problems, f"imported {report.inserted} new, updated {report.updated}")
 
 
 @articles_app.command("add")
@@ -245,11 +251,7 @@ def subscribers_import(ctx: typer.Context, path: Path) -> None:
         raise InputError(str(path), f"cannot read: {exc}") from None
     with session_scope(st.engine) as session:
         report = import_csv(session, text, str(path), st.clock.now())
-    for problem in report.problems:
-        err.print(f"[red]error[/red]: {escape(str(problem))}", highlight=False, soft_wrap=True)
-    out.print(f"added {report.added}, updated {report.updated}, rejected {len(report.problems)}")
-    if report.problems:
-        raise typer.Exit(InputError.exit_code)
+    _finish_import(report.problems, f"added {report.added}, updated {report.updated}")
 
 
 @subscribers_app.command("list")
