@@ -77,7 +77,7 @@ def _global(
     ] = None,
     log_level: Annotated[str | None, typer.Option("--log-level", help="Override the configured log level.")] = None,
     log_format: Annotated[
-        str | None, typer.Option("--log-format", help="Log lines as 'human' or 'json' (default [service] log_format).")
+        str | None, typer.Option("--log-format", help="Log lines as 'human' or 'json' (default: service.log_format).")
     ] = None,
 ) -> None:
     ctx.obj = State(config=config, log_level=log_level, log_format=log_format)
