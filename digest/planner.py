@@ -240,6 +240,10 @@ def claim_and_queue(
 def run_due(engine: Engine, settings: Settings, name: str, clock: Clock) -> list[SlotOutcome]:
     """Build and queue every edition of digest ``name`` that is due now; skip the too-late ones.
 
+    A slot missed by more than ``max_delay`` is recorded as a skipped edition (and
+    logged with the reason) when its series ran before; a series that never ran
+    (a new install, a new send time) simply starts with its next slot.
+
     Safe to call at any time and as often as wanted: what already ran is read
     from the store.
     """
@@ -255,6 +259,9 @@ def run_due(engine: Engine, settings: Settings, name: str, clock: Clock) -> list
             e.slot: e
             for e in session.exec(select(Edition).where(Edition.digest == name, col(Edition.slot).in_(slots))).all()
         }
+        started = set(
+            session.exec(select(func.substr(Edition.slot, 11)).where(Edition.digest == name).distinct()).all()
+        )
     outcomes: list[SlotOutcome] = []
     for series in sorted(groups, key=lambda x: (x.send_time or "", x.zone, -1 if x.weekday is None else x.weekday)):
         d = decide(cfg, series, now, existing, trigger)
@@ -264,7 +271,9 @@ def run_due(engine: Engine, settings: Settings, name: str, clock: Clock) -> list
         if d.action == Decision.DONE and found is not None and found.status != EditionStatus.READY:
             continue
         if d.action == Decision.SKIP:
-            outcomes.append(_skip(engine, name, d, now))
+            # A series that never ran (a new install, a new send time) missed nothing.
+            if series.suffix in started:
+                outcomes.append(_skip(engine, name, d, now))
             continue
         # SEND, or an edition left "ready" by a process that died before queueing it.
         edition, created = build_edition(engine, settings, name, series, d.slot, now)

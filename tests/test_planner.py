@@ -189,7 +189,8 @@ def test_restart_beyond_max_delay_skips_with_a_logged_reason(
     db_url: str, engine: Engine, caplog: pytest.LogCaptureFixture
 ) -> None:
     settings = make_settings(db_url)
-    subscribe(engine, "ana@example.org", utc(2026, 11, 24))
+    subscribe(engine, "ana@example.org", utc(2026, 11, 23))
+    run_due(engine, settings, "daily", FixedClock(utc(2026, 11, 24, 7, 1)))  # the last edition before the outage
     publish(engine, "Story", utc(2026, 11, 25, 6, 30))
 
     with caplog.at_level(logging.INFO, logger="digest.planner"):
@@ -201,8 +202,18 @@ def test_restart_beyond_max_delay_skips_with_a_logged_reason(
     skipped = [r for r in caplog.records if getattr(r, "event", "") == "edition.skipped"]
     assert len(skipped) == 1 and skipped[0].fields["reason"] == outcomes[0].reason  # type: ignore[attr-defined]
     with session_scope(engine) as s:
-        assert s.exec(select(Edition.status)).all() == [EditionStatus.SKIPPED]
-        assert s.exec(select(Delivery)).all() == []
+        skipped = s.exec(select(Edition).where(Edition.slot == "2026-11-25")).one()
+        assert skipped.status == EditionStatus.SKIPPED
+        assert s.exec(select(Delivery).where(Delivery.edition_id == skipped.id)).all() == []
+
+
+def test_a_series_that_never_ran_starts_with_its_next_slot_without_a_skip(db_url: str, engine: Engine) -> None:
+    settings = make_settings(db_url)
+    subscribe(engine, "ana@example.org", utc(2026, 11, 24))
+
+    assert run_due(engine, settings, "daily", FixedClock(utc(2026, 11, 25, 12))) == []
+    with session_scope(engine) as s:
+        assert s.exec(select(Edition)).all() == []
 
 
 def test_days_of_downtime_are_coalesced_into_one_edition(db_url: str, engine: Engine) -> None:
