@@ -129,6 +129,14 @@ def seed(engine: Engine, n: int) -> list[str]:
     return emails
 
 
+def ran_yesterday(engine: Engine, *digests: str) -> None:
+    """Record yesterday's editions, so a slot that passed moments ago is caught up at start."""
+    yesterday = datetime.now(UTC) - timedelta(days=1)
+    with session_scope(engine) as s:
+        for name in digests:
+            s.add(Edition(digest=name, slot=yesterday.date().isoformat(), built_at=yesterday, status="sent"))
+
+
 def deliveries(engine: Engine) -> list[tuple[Delivery, Edition]]:
     with session_scope(engine) as s:
         return list(s.exec(select(Delivery, Edition).join(Edition, Edition.id == Delivery.edition_id)).all())  # type: ignore[arg-type]
@@ -177,7 +185,8 @@ def test_sigterm_while_sending_finishes_the_transaction_in_flight_and_releases_t
 ) -> None:
     sink = slow_sink(0.4)
     seed(engine, 12)
-    at = (datetime.now(UTC) + timedelta(seconds=6)).replace(microsecond=0)
+    ran_yesterday(engine, "daily")
+    at = (datetime.now(UTC) - timedelta(seconds=30)).replace(microsecond=0)  # caught up at start
     env = write_config(tmp_path / "digest.toml", db_url, sink.url, {"daily": cron_at(at)})
     proc = start(env, "--log-format", "json", "serve")
     proc.wait_for("edition.queued", timeout=40)
@@ -206,7 +215,8 @@ def test_second_signal_exits_at_once(
         pytest.skip("one backend is enough for signal handling")
     sink = slow_sink(20.0)  # the transaction in flight would take 20 s
     seed(engine, 2)
-    at = (datetime.now(UTC) + timedelta(seconds=6)).replace(microsecond=0)
+    ran_yesterday(engine, "daily")
+    at = (datetime.now(UTC) - timedelta(seconds=30)).replace(microsecond=0)  # caught up at start
     env = write_config(tmp_path / "digest.toml", db_url, sink.url, {"daily": cron_at(at)}, shutdown_timeout='"30s"')
     proc = start(env, "--log-format", "json", "serve")
     proc.wait_for("edition.queued", timeout=40)
@@ -221,6 +231,7 @@ def test_second_signal_exits_at_once(
     assert time.monotonic() - t0 < 5
     proc.wait_for("service.killed")
     assert {d.status for d, _ in deliveries(engine)} <= {DeliveryStatus.CLAIMED, DeliveryStatus.QUEUED}
+    assert sink.messages == []  # the transaction was cut off, not completed
 
 
 @pytest.mark.postgres
@@ -231,9 +242,10 @@ def test_two_services_on_postgresql_one_scheduler_takeover_after_kill_9(
         pytest.skip("several services share PostgreSQL only")
     sink = slow_sink(0.05)
     emails = seed(engine, 8)
+    ran_yesterday(engine, "morning", "evening")
     t0 = datetime.now(UTC)
-    morning = (t0 + timedelta(seconds=10)).replace(microsecond=0)
-    evening = (t0 + timedelta(seconds=22)).replace(microsecond=0)
+    morning = (t0 - timedelta(seconds=30)).replace(microsecond=0)  # caught up by the first leader
+    evening = (t0 + timedelta(seconds=14)).replace(microsecond=0)
     env = write_config(
         tmp_path / "digest.toml", db_url, sink.url, {"morning": cron_at(morning), "evening": cron_at(evening)}
     )
@@ -269,7 +281,8 @@ def test_two_services_on_postgresql_one_scheduler_takeover_after_kill_9(
     got = sorted((m.rcpt_tos[0], m.data.split(b"Subject: ")[1][:7]) for m in sink.messages)
     assert len(got) == 16 and len(set(got)) == 16  # each delivery sent once
     with session_scope(engine) as s:
-        assert sorted(e.digest for e in s.exec(select(Edition)).all()) == ["evening", "morning"]  # each edition once
+        today = s.exec(select(Edition).where(Edition.built_at > t0 - timedelta(minutes=1))).all()
+        assert sorted(e.digest for e in today) == ["evening", "morning"]  # each edition once
     rows = deliveries(engine)
     assert len(rows) == 16 and all(d.status == DeliveryStatus.SENT for d, _ in rows)
     assert {e.digest for _, e in rows} == {"morning", "evening"} and len({d.subscriber_id for d, _ in rows}) == len(

@@ -289,3 +289,22 @@ def test_shipped_config_loads_and_sets_only_defaults() -> None:
         for key in table:
             assert getattr(loaded.digests[name], key) == getattr(default_digest, key), f"digests.{name}.{key}"
     assert loaded == defaults
+
+
+def test_service_settings_come_from_their_table_and_the_environment(
+    write_config: WriteConfig, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    path = write_config('[service]\ntick = "30s"\nlog_format = "json"\n')
+    monkeypatch.setenv("DIGEST_SERVICE__FEED_MAX_BYTES", "2048")
+
+    settings = load_settings(path)
+
+    assert settings.service.tick == timedelta(seconds=30)
+    assert settings.service.log_format == "json"
+    assert settings.service.feed_max_bytes == 2048
+
+
+def test_bad_service_value_names_the_nested_key(write_config: WriteConfig) -> None:
+    exc = config_error(write_config('[service]\nlog_format = "xml"\n'))
+
+    assert exc.key == "service.log_format"

@@ -202,7 +202,7 @@ def feeds_list(
         ]
     if as_json:
         for f in feeds:
-            out.print_json(json.dumps(f))
+            typer.echo(json.dumps(f))
         return
     _feeds_table(feeds)  # type: ignore[arg-type]
     out.print(f"{len(feeds)} feed(s)")
