@@ -36,7 +36,7 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from types import FrameType
 from typing import Any
 
@@ -45,7 +45,7 @@ from apscheduler.jobstores.memory import MemoryJobStore
 from apscheduler.schedulers.background import BackgroundScheduler
 from apscheduler.triggers.base import BaseTrigger
 from apscheduler.triggers.interval import IntervalTrigger
-from sqlalchemy import update
+from sqlalchemy import delete, update
 from sqlalchemy.engine import Engine
 from sqlmodel import col
 
@@ -62,6 +62,9 @@ from digest.settings import Settings
 from digest.transport import SMTPTransport, Transport, parse_smtp_url
 
 log = logging.getLogger(__name__)
+
+# A process not seen for this long is forgotten by ``digest status``.
+STALE_NODE = timedelta(hours=1)
 
 
 @dataclass(frozen=True)
@@ -149,6 +152,8 @@ class Service:
         self.stopping = threading.Event()
         self.started_at = self.clock.now()
         self._busy: dict[str, int] = {}
+        # The digest's cron job and the slots job may both look at a digest at once.
+        self._digest_locks = {name: threading.Lock() for name in settings.digests}
         self._idle = threading.Condition()
         self.specs = job_specs(settings)
         self.scheduler = BackgroundScheduler(
@@ -202,7 +207,11 @@ class Service:
 
     def _heartbeat(self, leading: bool) -> None:
         host, _, pid = self.worker.rpartition(":")
+        now = self.clock.now()
         with session_scope(self.engine) as session:
+            if leading:
+                # Processes that died without saying goodbye (kill -9, a lost machine).
+                session.execute(delete(ServiceNode).where(col(ServiceNode.seen_at) < now - STALE_NODE))
             session.merge(
                 ServiceNode(
                     worker=self.worker,
@@ -210,12 +219,13 @@ class Service:
                     pid=int(pid) if pid.isdigit() else 0,
                     leader=leading,
                     started_at=self.started_at,
-                    seen_at=self.clock.now(),
+                    seen_at=now,
                 )
             )
 
     def run_digest(self, name: str) -> None:
-        outcomes = run_due(self.engine, self.settings, name, self.clock)
+        with self._digest_locks[name]:
+            outcomes = run_due(self.engine, self.settings, name, self.clock)
         if any(o.queued for o in outcomes):
             self.wake("outbox")
 
