@@ -220,7 +220,7 @@ def claim_and_queue(
         ins = postgresql.insert if dialect == "postgresql" else sqlite.insert
         for zone in sorted(zones):
             local_day = fire.astimezone(ZoneInfo(zone)).date().isoformat()
-            source = select(
+            source = select(  # type: ignore[call-overload]
                 literal(name),
                 col(Subscriber.id),
                 literal(local_day),
@@ -328,7 +328,9 @@ def _due(now: datetime) -> ColumnElement[bool]:
 
 
 def editions_with_due_deliveries(session: Session, now: datetime) -> list[int]:
-    rows = session.exec(select(Delivery.edition_id).where(_due(now)).distinct().order_by(Delivery.edition_id)).all()
+    rows = session.exec(
+        select(Delivery.edition_id).where(_due(now)).distinct().order_by(col(Delivery.edition_id))
+    ).all()
     return list(rows)
 
 

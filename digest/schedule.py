@@ -247,9 +247,9 @@ def latest_fire(
     day -= timedelta(days=(day.weekday() - series.weekday) % 7)
     for _ in range(3):
         end_of_day = datetime.combine(day + timedelta(days=1), time(), tzinfo=zone).astimezone(UTC)
-        fire = previous_fire(trigger, min(now, end_of_day - timedelta(microseconds=1)))
-        if fire is not None and fire.astimezone(zone).date() == day:
-            return fire
+        found = previous_fire(trigger, min(now, end_of_day - timedelta(microseconds=1)))
+        if found is not None and found.astimezone(zone).date() == day:
+            return found
         day -= timedelta(days=7)
     return None
 
@@ -269,11 +269,11 @@ def upcoming_fire(
             day += timedelta(days=1)
         return None
     trigger = trigger or cron_trigger(cfg.schedule, cfg.timezone)
-    fire = next_fire(trigger, now)
+    candidate = next_fire(trigger, now)
     for _ in range(400):
-        if fire is None or series.weekday is None or fire.astimezone(zone).weekday() == series.weekday:
-            return fire
-        fire = _next_after(trigger, fire)
+        if candidate is None or series.weekday is None or candidate.astimezone(zone).weekday() == series.weekday:
+            return candidate
+        candidate = _next_after(trigger, candidate)
     return None
 
 

@@ -8,6 +8,7 @@ from typing import Annotated
 import typer
 from rich.markup import escape
 from rich.table import Table
+from sqlalchemy.engine import Engine
 
 from digest.cli import _setup_logging, app, out, state
 from digest.errors import ConfigError, InputError
@@ -17,14 +18,14 @@ feeds_app = typer.Typer(help="RSS/Atom feeds the service polls.", no_args_is_hel
 app.add_typer(feeds_app, name="feeds")
 
 
-def _check_schema_current(engine: object) -> None:
+def _check_schema_current(engine: Engine) -> None:
     """Refuse to serve from a database whose schema is behind this version."""
     from alembic.script import ScriptDirectory
 
     from digest.db import _alembic_config, current_revision
 
     head = ScriptDirectory.from_config(_alembic_config(engine)).get_current_head()
-    current = current_revision(engine)  # type: ignore[arg-type]
+    current = current_revision(engine)
     if current != head:
         raise ConfigError(
             "database_url", f"schema is at revision {current}, this version needs {head}: run `digest db upgrade`"
@@ -144,7 +145,7 @@ def _feeds_table(feeds: list[dict[str, object]]) -> None:
             f"{f['every_seconds']}s",
             str(f["status"]),
             str(f["failures"]),
-            _when(f["last_polled_at"]),
+            _when(f["last_polled_at"]),  # type: ignore[arg-type]
             _when(f["next_poll_at"]),  # type: ignore[arg-type]
             escape(str(f["last_error"] or "")),
         )
