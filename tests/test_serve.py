@@ -170,7 +170,7 @@ def test_serve_sends_the_scheduled_edition_stops_on_sigterm_and_restarts_without
     engine: Engine, db_url: str, sink: SmtpSink, tmp_path: Path, feeds: FeedServer
 ) -> None:
     emails = seed(engine, 3)
-    at = (datetime.now(UTC) + timedelta(seconds=10)).replace(microsecond=0)
+    at = (datetime.now(UTC) + timedelta(seconds=12)).replace(microsecond=0)  # startup takes a few seconds
     env = write_config(tmp_path / "digest.toml", db_url, sink.url, {"daily": cron_at(at)})
     server = feeds
     server.routes["/wire.xml"] = Route(
