@@ -7,7 +7,6 @@ one-line message and an exit code here, in ``main``, and nowhere else.
 
 from __future__ import annotations
 
-import logging
 import sys
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -46,6 +45,7 @@ class State:
 
     config: Path | None = None
     log_level: str | None = None
+    log_format: str | None = None
     _clock: Clock = field(default_factory=SystemClock)
 
     @cached_property
@@ -77,13 +77,18 @@ def _global(
         typer.Option("--config", "-c", help="Settings file (default config/digest.toml or $DIGEST_CONFIG)."),
     ] = None,
     log_level: Annotated[str | None, typer.Option("--log-level", help="Override the configured log level.")] = None,
+    log_format: Annotated[
+        str | None, typer.Option("--log-format", help="Log lines as 'human' or 'json' (default: service.log_format).")
+    ] = None,
 ) -> None:
-    ctx.obj = State(config=config, log_level=log_level)
+    ctx.obj = State(config=config, log_level=log_level, log_format=log_format)
 
 
 def _setup_logging(st: State) -> None:
+    from digest.logs import secret_values, setup_logging
+
     level = (st.log_level or st.settings.log_level).upper()
-    logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s", stream=sys.stderr)
+    setup_logging(level, (st.log_format or st.settings.service.log_format).lower(), secret_values(st.settings))
 
 
 def parse_at(value: str | None, tz: str) -> Clock:

@@ -27,6 +27,7 @@ from sqlalchemy import select as sa_select
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Engine
 from sqlalchemy.exc import IntegrityError
+from sqlalchemy.sql.elements import ColumnElement
 from sqlmodel import Session, col, select
 
 from digest.clock import Clock
@@ -153,11 +154,15 @@ def get_or_build_edition(
             return existing, load_content(session, settings, cfg, existing), False
 
 
-def queue_deliveries(session: Session, edition_id: int, now: datetime) -> int:
+def queue_deliveries(
+    session: Session, edition_id: int, now: datetime, *, only: ColumnElement[bool] | None = None
+) -> int:
     """Create a queued Delivery for every active subscriber, in one statement.
 
     Existing deliveries are left alone (ON CONFLICT DO NOTHING on the unique
     (edition, subscriber) pair), so this is safe to run again and concurrently.
+    ``only`` restricts the subscribers further (a condition on Subscriber rows), e.g.
+    to those whose local send time the edition is for.
     """
     dialect = session.get_bind().dialect.name
     ins = postgresql.insert if dialect == "postgresql" else sqlite.insert if dialect == "sqlite" else insert
@@ -168,6 +173,8 @@ def queue_deliveries(session: Session, edition_id: int, now: datetime) -> int:
         literal(0),
         literal(now, type_=Delivery.__table__.c.created_at.type),  # type: ignore[attr-defined]
     ).where(col(Subscriber.status) == SubscriberStatus.ACTIVE)
+    if only is not None:
+        source = source.where(only)
     stmt = ins(Delivery.__table__).from_select(  # type: ignore[attr-defined]
         ["edition_id", "subscriber_id", "status", "attempts", "created_at"], source
     )

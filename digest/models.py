@@ -11,7 +11,18 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import JSON, Column, DateTime, Index, String, Text, TypeDecorator, UniqueConstraint
+from sqlalchemy import (
+    JSON,
+    Column,
+    DateTime,
+    ForeignKey,
+    Index,
+    Integer,
+    String,
+    Text,
+    TypeDecorator,
+    UniqueConstraint,
+)
 from sqlmodel import Field, SQLModel
 
 
@@ -167,6 +178,68 @@ class Delivery(SQLModel, table=True):
 
 
 # ---------------------------------------------------------------- service (feeds, scheduler)
+
+
+class FeedStatus:
+    NEW = "new"
+    OK = "ok"
+    NOT_MODIFIED = "not_modified"
+    # Some entries were stored, some were not (a malformed feed, bad entries).
+    PARTIAL = "partial"
+    ERROR = "error"
+
+
+class Feed(SQLModel, table=True):
+    """An RSS/Atom feed the service polls on its own interval."""
+
+    id: int | None = Field(default=None, primary_key=True)
+    url: str = Field(sa_column=Column(String(2048), nullable=False, unique=True))
+    category: str = Field(default="", max_length=200)
+    every_seconds: int = Field(default=900)
+    etag: str | None = Field(default=None, sa_column=Column(String(1024), nullable=True))
+    last_modified: str | None = Field(default=None, max_length=100)
+    status: str = Field(default=FeedStatus.NEW, max_length=20)
+    last_error: str | None = Field(default=None, sa_column=Column(Text, nullable=True))
+    failures: int = Field(default=0)
+    last_new: int = Field(default=0)
+    last_polled_at: datetime | None = Field(default=None, sa_column=Column(UTCDateTime(), nullable=True))
+    last_ok_at: datetime | None = Field(default=None, sa_column=Column(UTCDateTime(), nullable=True))
+    next_poll_at: datetime = Field(sa_column=Column(UTCDateTime(), nullable=False, index=True))
+    created_at: datetime = Field(sa_column=Column(UTCDateTime(), nullable=False))
+
+
+class SlotClaim(SQLModel, table=True):
+    """A subscriber's local day taken by one edition of a digest.
+
+    The unique (digest, subscriber, local_day) is what guarantees that nobody gets
+    two editions of a digest for the same day in their own timezone, whatever
+    their send time or timezone did in between.
+    """
+
+    __tablename__ = "slot_claim"
+    __table_args__ = (UniqueConstraint("digest", "subscriber_id", "local_day", name="uq_slot_claim_day"),)
+
+    id: int | None = Field(default=None, primary_key=True)
+    digest: str = Field(max_length=100)
+    subscriber_id: int = Field(
+        sa_column=Column(Integer, ForeignKey("subscriber.id", ondelete="CASCADE"), nullable=False, index=True)
+    )
+    local_day: str = Field(max_length=10)
+    edition_id: int = Field(foreign_key="edition.id", index=True)
+    created_at: datetime = Field(sa_column=Column(UTCDateTime(), nullable=False))
+
+
+class ServiceNode(SQLModel, table=True):
+    """A running ``digest serve`` process, as last seen (for ``digest status``)."""
+
+    __tablename__ = "service_node"
+
+    worker: str = Field(sa_column=Column(String(200), primary_key=True))
+    hostname: str = Field(default="", max_length=200)
+    pid: int = Field(default=0)
+    leader: bool = Field(default=False)
+    started_at: datetime = Field(sa_column=Column(UTCDateTime(), nullable=False))
+    seen_at: datetime = Field(sa_column=Column(UTCDateTime(), nullable=False))
 
 
 # ---------------------------------------------------------------- delivery engine

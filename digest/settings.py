@@ -85,6 +85,9 @@ class DigestConfig(BaseModel):
     list_id: str | None = Field(None, description="List-Id (RFC 2919); defaults to NAME.<sender domain>.")
     send_empty: bool = Field(False, description="Send an edition even when it has no new articles.")
     max_delay: Duration = Field(timedelta(hours=2), description="A missed run is still sent if at most this late.")
+    weekly_lookback: Duration = Field(
+        timedelta(days=7), description="Publication window of the editions for weekly subscribers."
+    )
 
     _tz = field_validator("timezone")(classmethod(lambda cls, v: check_timezone(v)))
 
@@ -93,6 +96,42 @@ class ServiceSettings(BaseModel):
     """``[service]``: the long-running ``digest serve`` process."""
 
     model_config = ConfigDict(extra="forbid")
+
+    tick: Duration = Field(
+        timedelta(seconds=15),
+        description="How often the scheduler re-checks due editions (local-time slots, catch-up) and due feeds.",
+    )
+    outbox_interval: Duration = Field(
+        timedelta(seconds=5), description="How often every process looks for deliveries to send."
+    )
+    leader_interval: Duration = Field(
+        timedelta(seconds=2), description="How often a process tries to take (or confirms it holds) the scheduler role."
+    )
+    leader_lock_id: int | None = Field(
+        None,
+        description="PostgreSQL advisory lock key of the scheduler role; unset = derived from database and schema.",
+    )
+    shutdown_timeout: Duration = Field(
+        timedelta(seconds=30),
+        description="On SIGTERM/SIGINT, how long the SMTP transaction in flight may take before the process exits.",
+    )
+    workers: int = Field(4, ge=2, le=64, description="Threads running the service's jobs.")
+    log_format: str = Field("human", description="Log line format: human or json.")
+    feed_every: Duration = Field(timedelta(minutes=15), description="Default polling interval of a new feed.")
+    feed_timeout: float = Field(20.0, gt=0, description="Seconds before a feed request times out.")
+    feed_max_bytes: int = Field(5_000_000, ge=1024, description="Largest feed response accepted, in bytes.")
+    feed_max_redirects: int = Field(5, ge=0, le=20, description="Most redirects followed for one feed request.")
+    feed_backoff_max: Duration = Field(
+        timedelta(hours=6), description="Longest wait before retrying a failing feed (back-off doubles up to this)."
+    )
+    feed_user_agent: str = Field("digest/0.1 (feed poller)", description="User-Agent header of feed requests.")
+
+    @field_validator("log_format")
+    @classmethod
+    def _format(cls, v: str) -> str:
+        if v.lower() not in {"human", "json"}:
+            raise ValueError("must be human or json")
+        return v.lower()
 
 
 class DeliverySettings(BaseModel):

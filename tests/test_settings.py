@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from digest.errors import ConfigError
-from digest.settings import DigestConfig, Settings, load_settings
+from digest.settings import DigestConfig, ServiceSettings, Settings, load_settings
 
 ROOT = Path(__file__).resolve().parent.parent
 SHIPPED_CONFIG = ROOT / "config" / "digest.toml"
@@ -263,7 +263,9 @@ def documented_keys() -> set[str]:
 
 @pytest.mark.parametrize(
     ("model", "name"),
-    [(Settings, n) for n in Settings.model_fields] + [(DigestConfig, n) for n in DigestConfig.model_fields],
+    [(Settings, n) for n in Settings.model_fields]
+    + [(DigestConfig, n) for n in DigestConfig.model_fields]
+    + [(ServiceSettings, n) for n in ServiceSettings.model_fields],
     ids=lambda v: v if isinstance(v, str) else v.__name__,
 )
 def test_every_field_is_documented(model: type, name: str) -> None:
@@ -280,8 +282,29 @@ def test_shipped_config_loads_and_sets_only_defaults() -> None:
 
     for key in data.keys() - {"digests"}:
         assert getattr(loaded, key) == getattr(defaults, key), key
+    for key in data["service"]:
+        assert getattr(loaded.service, key) == getattr(defaults.service, key), f"service.{key}"
     default_digest = DigestConfig()
     for name, table in data["digests"].items():
         for key in table:
             assert getattr(loaded.digests[name], key) == getattr(default_digest, key), f"digests.{name}.{key}"
     assert loaded == defaults
+
+
+def test_service_settings_come_from_their_table_and_the_environment(
+    write_config: WriteConfig, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    path = write_config('[service]\ntick = "30s"\nlog_format = "json"\n')
+    monkeypatch.setenv("DIGEST_SERVICE__FEED_MAX_BYTES", "2048")
+
+    settings = load_settings(path)
+
+    assert settings.service.tick == timedelta(seconds=30)
+    assert settings.service.log_format == "json"
+    assert settings.service.feed_max_bytes == 2048
+
+
+def test_bad_service_value_names_the_nested_key(write_config: WriteConfig) -> None:
+    exc = config_error(write_config('[service]\nlog_format = "xml"\n'))
+
+    assert exc.key == "service.log_format"

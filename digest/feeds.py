@@ -1,0 +1,283 @@
+"""Feeds: the RSS/Atom sources the service polls, each on its own interval.
+
+A poll is a conditional GET with httpx (``If-None-Match`` from the last ETag,
+``If-Modified-Since`` from the last ``Last-Modified``), with a timeout on every
+operation and on the whole response, a cap on the response size and a limit on
+redirects. The body goes through ``digest.ingest.feed.read_feed`` (feedparser) and
+the good entries through ``digest.store.upsert_articles``; a partly broken feed keeps
+its good entries and records what was wrong. A failing feed is retried later and
+later (the wait doubles with every consecutive failure, up to ``feed_backoff_max``).
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+
+import httpx
+from sqlalchemy.engine import Engine
+from sqlalchemy.exc import IntegrityError
+from sqlmodel import Session, col, select
+
+from digest.clock import Clock
+from digest.db import session_scope
+from digest.errors import InputError, NotFoundError
+from digest.ingest.feed import read_feed
+from digest.ingest.records import check_http_url
+from digest.logs import event
+from digest.models import Feed, FeedStatus
+from digest.settings import ServiceSettings
+from digest.store import upsert_articles
+
+log = logging.getLogger(__name__)
+
+MIN_EVERY = timedelta(seconds=10)
+_ACCEPT = "application/rss+xml, application/atom+xml, application/xml;q=0.9, text/xml;q=0.9, */*;q=0.5"
+
+
+class FeedFetchError(Exception):
+    """The feed could not be fetched (network, HTTP status, size, redirects)."""
+
+
+# ---------------------------------------------------------------- the feed list
+
+
+def add_feed(session: Session, url: str, now: datetime, *, category: str = "", every: timedelta) -> Feed:
+    """Add a feed, polled first right away; InputError for a bad or already known URL."""
+    url = url.strip()
+    problem = check_http_url(url)
+    if problem:
+        raise InputError("URL", f"{url!r} {problem}")
+    if every < MIN_EVERY:
+        raise InputError("--every", f"must be at least {int(MIN_EVERY.total_seconds())}s")
+    if session.exec(select(Feed).where(Feed.url == url)).first() is not None:
+        raise InputError("URL", f"feed {url} is already added")
+    feed = Feed(
+        url=url,
+        category=category.strip()[:200],
+        every_seconds=int(every.total_seconds()),
+        next_poll_at=now,
+        created_at=now,
+    )
+    session.add(feed)
+    try:
+        session.flush()
+    except IntegrityError:  # added by someone else in between
+        raise InputError("URL", f"feed {url} is already added") from None
+    return feed
+
+
+def list_feeds(session: Session) -> Sequence[Feed]:
+    return session.exec(select(Feed).order_by(col(Feed.id))).all()
+
+
+def find_feed(session: Session, ref: str) -> Feed | None:
+    """A feed by URL or by id."""
+    if ref.isdigit():
+        return session.get(Feed, int(ref))
+    return session.exec(select(Feed).where(Feed.url == ref.strip())).first()
+
+
+def remove_feed(session: Session, ref: str) -> Feed:
+    """Remove a feed (its articles stay); NotFoundError if there is no such feed."""
+    feed = find_feed(session, ref)
+    if feed is None:
+        raise NotFoundError(f"no feed {ref}")
+    session.delete(feed)
+    session.flush()
+    return feed
+
+
+def due_feeds(session: Session, now: datetime) -> list[int]:
+    rows = session.exec(select(Feed.id).where(Feed.next_poll_at <= now).order_by(col(Feed.next_poll_at))).all()
+    return [r for r in rows if r is not None]
+
+
+# ---------------------------------------------------------------- fetching
+
+
+@dataclass
+class Fetched:
+    status_code: int
+    body: bytes = b""
+    etag: str | None = None
+    last_modified: str | None = None
+
+    @property
+    def not_modified(self) -> bool:
+        return self.status_code == 304
+
+
+def make_client(cfg: ServiceSettings) -> httpx.Client:
+    """An HTTP client with the service's timeouts, redirect limit and User-Agent."""
+    return httpx.Client(
+        timeout=httpx.Timeout(cfg.feed_timeout),
+        follow_redirects=True,
+        max_redirects=cfg.feed_max_redirects,
+        headers={"User-Agent": cfg.feed_user_agent, "Accept": _ACCEPT},
+    )
+
+
+def fetch(client: httpx.Client, feed: Feed, cfg: ServiceSettings) -> Fetched:
+    """GET the feed conditionally; raise FeedFetchError with a one-line reason on failure."""
+    headers = {}
+    if feed.etag:
+        headers["If-None-Match"] = feed.etag
+    if feed.last_modified:
+        headers["If-Modified-Since"] = feed.last_modified
+    deadline = time.monotonic() + cfg.feed_timeout
+    try:
+        with client.stream("GET", feed.url, headers=headers) as resp:
+            if resp.status_code == 304:
+                return Fetched(304, etag=feed.etag, last_modified=feed.last_modified)
+            if resp.status_code >= 300:
+                raise FeedFetchError(f"HTTP {resp.status_code} {resp.reason_phrase}".strip())
+            declared = resp.headers.get("content-length", "")
+            if declared.isdigit() and int(declared) > cfg.feed_max_bytes:
+                raise FeedFetchError(f"response of {declared} bytes is larger than feed_max_bytes {cfg.feed_max_bytes}")
+            body = bytearray()
+            for chunk in resp.iter_bytes():
+                body += chunk
+                if len(body) > cfg.feed_max_bytes:
+                    raise FeedFetchError(f"response is larger than feed_max_bytes {cfg.feed_max_bytes}")
+                # Per-read timeouts do not bound a server that trickles bytes forever.
+                if time.monotonic() > deadline:
+                    raise FeedFetchError(f"response took longer than feed_timeout {cfg.feed_timeout:g}s")
+            return Fetched(
+                resp.status_code,
+                bytes(body),
+                etag=resp.headers.get("etag"),
+                last_modified=resp.headers.get("last-modified"),
+            )
+    except httpx.TooManyRedirects:
+        raise FeedFetchError(f"more than {cfg.feed_max_redirects} redirects") from None
+    except httpx.TimeoutException:
+        raise FeedFetchError(f"timed out after {cfg.feed_timeout:g}s") from None
+    except httpx.HTTPError as exc:
+        raise FeedFetchError(f"{type(exc).__name__}: {exc}") from None
+
+
+# ---------------------------------------------------------------- polling
+
+
+@dataclass
+class PollResult:
+    """What one poll of one feed did."""
+
+    feed_id: int
+    url: str
+    status: str
+    new: int = 0
+    updated: int = 0
+    problems: int = 0
+    error: str | None = None
+    next_poll_at: datetime | None = None
+
+
+def backoff(feed: Feed, failures: int, cfg: ServiceSettings) -> timedelta:
+    """The wait after ``failures`` consecutive failures: the interval, doubled each time, capped."""
+    every = timedelta(seconds=feed.every_seconds)
+    wait = every * (2 ** min(failures, 30))
+    return max(every, min(wait, cfg.feed_backoff_max))
+
+
+def _summary(problems: list[str], limit: int = 3) -> str:
+    text = "; ".join(problems[:limit])
+    if len(problems) > limit:
+        text += f"; and {len(problems) - limit} more"
+    return text[:2000]
+
+
+def poll_feed(engine: Engine, cfg: ServiceSettings, feed_id: int, clock: Clock, client: httpx.Client) -> PollResult:
+    """Fetch, parse and store one feed; record its status, validators and next poll time."""
+    with session_scope(engine) as session:
+        feed = session.get(Feed, feed_id)
+        if feed is None:
+            raise NotFoundError(f"no feed {feed_id}")
+    result = PollResult(feed_id, feed.url, FeedStatus.OK)
+    now = clock.now()
+    try:
+        got = fetch(client, feed, cfg)
+    except FeedFetchError as exc:
+        got = None
+        result.status, result.error = FeedStatus.ERROR, str(exc)
+    if got is not None and got.not_modified:
+        result.status = FeedStatus.NOT_MODIFIED
+    elif got is not None:
+        parsed = read_feed(got.body, feed.url, default_category=feed.category)
+        problems = [str(p) for p in parsed.problems]
+        result.problems = len(problems)
+        if parsed.drafts:
+            with session_scope(engine) as session:
+                report = upsert_articles(session, parsed.drafts, now)
+            result.new, result.updated = report.inserted, report.updated
+            if problems:
+                result.status, result.error = FeedStatus.PARTIAL, _summary(problems)
+        elif problems:
+            result.status, result.error = FeedStatus.ERROR, _summary(problems)
+    with session_scope(engine) as session:
+        feed = session.get(Feed, feed_id)
+        if feed is None:  # removed while we polled
+            return result
+        feed.last_polled_at = now
+        feed.status = result.status
+        feed.last_error = result.error
+        if result.status == FeedStatus.ERROR:
+            feed.failures += 1
+            feed.next_poll_at = now + backoff(feed, feed.failures, cfg)
+        else:
+            feed.failures = 0
+            feed.last_ok_at = now
+            feed.last_new = result.new
+            feed.next_poll_at = now + timedelta(seconds=feed.every_seconds)
+            if got is not None and not got.not_modified:
+                feed.etag, feed.last_modified = got.etag, got.last_modified
+        session.add(feed)
+        result.next_poll_at = feed.next_poll_at
+    level = logging.WARNING if result.status in (FeedStatus.ERROR, FeedStatus.PARTIAL) else logging.INFO
+    event(
+        log,
+        "feed.polled",
+        level,
+        feed=feed_id,
+        url=feed.url,
+        status=result.status,
+        new=result.new,
+        updated=result.updated,
+        error=result.error,
+        next_poll=result.next_poll_at,
+    )
+    return result
+
+
+def poll_due(
+    engine: Engine,
+    cfg: ServiceSettings,
+    clock: Clock,
+    *,
+    should_stop: Callable[[], bool] = lambda: False,
+    client: httpx.Client | None = None,
+) -> list[PollResult]:
+    """Poll every feed whose time has come, one after another, until told to stop."""
+    with session_scope(engine) as session:
+        ids = due_feeds(session, clock.now())
+    if not ids:
+        return []
+    own = client is None
+    http = client or make_client(cfg)
+    try:
+        results = []
+        for feed_id in ids:
+            if should_stop():
+                break
+            try:
+                results.append(poll_feed(engine, cfg, feed_id, clock, http))
+            except NotFoundError:
+                continue
+        return results
+    finally:
+        if own:
+            http.close()
