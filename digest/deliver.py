@@ -592,11 +592,14 @@ def send_test(
     emails: Sequence[str],
     transport: Transport,
     clock: Clock,
+    *,
+    signer: Signer | None = None,
 ) -> TrialReport:
     """Send the current edition to ``emails`` through ``transport``, recording nothing.
 
-    The same variant preparation and per-recipient fill as a real send: a subscriber
-    gets their own topics and links; any other address gets the full edition.
+    The same variant preparation and per-recipient fill (and ``signer``) as a real
+    send: a subscriber gets their own topics and links; any other address gets the
+    full edition.
     """
     from digest.checks import check_html
     from digest.subscribers import find_subscriber
@@ -613,7 +616,10 @@ def send_test(
         if prepared is None:
             report.skipped += 1
             continue
-        transport.send(prepared.envelope_from, recipient.email, prepared.fill(recipient, now))
+        data = prepared.fill(recipient, now)
+        if signer is not None:
+            data = signer.sign(data)
+        transport.send(prepared.envelope_from, recipient.email, data)
         report.sent += 1
         if id(prepared) not in checked:
             checked.add(id(prepared))

@@ -134,10 +134,15 @@ class SMTPTransport:
                 smtp.ehlo()
             if c.username:
                 smtp.login(c.username, c.password or "")
+        # A session that cannot be set up is the server's (or our configuration's)
+        # problem, never the recipient's: connection-level, so the circuit breaker
+        # pauses the server instead of every subscriber collecting a bounce.
         except smtplib.SMTPAuthenticationError as exc:
-            raise PermanentFailure(f"SMTP authentication failed at {c.host}:{c.port}", exc.smtp_code) from None
+            raise TemporaryFailure(
+                f"SMTP authentication failed at {c.host}:{c.port}", exc.smtp_code, connection_level=True
+            ) from None
         except smtplib.SMTPNotSupportedError as exc:
-            raise PermanentFailure(f"{c.host}:{c.port}: {exc}") from None
+            raise TemporaryFailure(f"{c.host}:{c.port}: {exc}", connection_level=True) from None
         except smtplib.SMTPResponseException as exc:
             raise TemporaryFailure(
                 f"{c.host}:{c.port} refused the session: {exc.smtp_code} {_text(exc.smtp_error)}",
