@@ -555,6 +555,59 @@ def send_digest(
     return result
 
 
+def find_edition_ref(engine: Engine, settings: Settings, ref: str) -> Edition:
+    """The edition named by ``ref``: its id, ``DIGEST:SLOT``, or a slot of the first digest."""
+    from digest.errors import InputError, NotFoundError
+
+    ref = ref.strip()
+    with session_scope(engine) as session:
+        if ref.isdigit():
+            edition = session.get(Edition, int(ref))
+        else:
+            digest_name, _, slot = ref.rpartition(":")
+            if not slot:
+                raise InputError("EDITION", f"expected an id, DIGEST:SLOT or SLOT, not {ref!r}")
+            name, _ = settings.digest(digest_name or None)
+            edition = find_edition(session, name, slot)
+    if edition is None:
+        raise NotFoundError(f"no edition {ref}")
+    return edition
+
+
+def resend_failed(
+    engine: Engine,
+    settings: Settings,
+    edition_id: int,
+    clock: Clock,
+    *,
+    transport: Transport | None = None,
+    transport_factory: TransportFactory | None = None,
+    signer: Signer | None = None,
+    processes: int | None = None,
+    progress: Callable[[int], None] | None = None,
+) -> SendReport:
+    """Retry now the failed deliveries of an edition (and only those); record the results."""
+    from digest.outbox import requeue_failed
+
+    requeued = requeue_failed(engine, edition_id)
+    report = SendReport(edition_id=edition_id)
+    if requeued:
+        variants = edition_variants(engine, settings)(edition_id)
+        if variants is None:
+            from digest.errors import NotFoundError
+
+            raise NotFoundError(f"edition {edition_id}: its digest is no longer configured")
+        try:
+            report = send_edition(
+                engine, settings, variants, edition_id, transport, clock,
+                signer=signer, transport_factory=transport_factory, processes=processes, progress=progress,
+            )  # fmt: skip
+        finally:
+            finish_edition(engine, edition_id, clock.now())
+    report.queued = requeued
+    return report
+
+
 # ---------------------------------------------------------------- preview, dry-run, test copies
 
 

@@ -381,3 +381,78 @@ def recover_dead_workers(engine: Engine, journal_dir: str | Path, now: datetime)
     if found.journalled:
         log.warning("recorded %d accepted deliveries from the journal of a stopped sender", found.journalled)
     return found
+
+
+# ---------------------------------------------------------------- listing and re-queueing
+
+FAILED = (DeliveryStatus.FAILED_TEMPORARY, DeliveryStatus.FAILED_PERMANENT)
+STATUS_FILTERS: dict[str, tuple[str, ...]] = {
+    **{s: (s,) for s in DeliveryStatus.ALL},
+    "failed": FAILED,
+    "pending": DeliveryStatus.PENDING,
+}
+
+
+@dataclass(frozen=True)
+class DeliveryRow:
+    """One line of ``digest deliveries``."""
+
+    id: int
+    edition_id: int
+    digest: str
+    slot: str
+    email: str
+    status: str
+    attempts: int
+    last_response: str | None
+    next_attempt_at: datetime | None
+    sent_at: datetime | None
+
+
+def list_deliveries(
+    engine: Engine, edition_id: int | None = None, statuses: Sequence[str] | None = None, limit: int = 100
+) -> tuple[list[DeliveryRow], dict[str, int]]:
+    """Up to ``limit`` deliveries (newest editions first) and the count of each status overall."""
+    where = []
+    if edition_id is not None:
+        where.append(D.c.edition_id == edition_id)
+    if statuses:
+        where.append(D.c.status.in_(list(statuses)))
+    stmt = (
+        select(
+            D.c.id, D.c.edition_id, E.c.digest, E.c.slot, S.c.email, D.c.status, D.c.attempts,
+            D.c.last_response, D.c.next_attempt_at, D.c.sent_at,
+        )
+        .join(E, E.c.id == D.c.edition_id)
+        .join(S, S.c.id == D.c.subscriber_id)
+        .where(*where)
+        .order_by(D.c.edition_id.desc(), D.c.id)
+        .limit(limit)
+    )  # fmt: skip
+    counts_stmt = select(D.c.status, func.count()).where(*where).group_by(D.c.status)
+    with engine.connect() as conn:
+        found = [DeliveryRow(*r) for r in conn.execute(stmt)]
+        counts = {status: int(n) for status, n in conn.execute(counts_stmt)}
+    return found, counts
+
+
+def requeue_failed(engine: Engine, edition_id: int) -> int:
+    """Put the failed deliveries of an edition back in the queue, due now; return how many.
+
+    Sent deliveries are never touched: a resend reaches only those who did not get it.
+    The edition goes back to ``sending`` so the service's drain picks it up too.
+    """
+    with engine.begin() as conn:
+        result = conn.execute(
+            update(D)
+            .where(D.c.edition_id == edition_id, D.c.status.in_(FAILED))
+            .values(status=DeliveryStatus.QUEUED, next_attempt_at=None, claimed_by=None, lease_until=None)
+        )
+        n = max(result.rowcount or 0, 0)
+        if n:
+            conn.execute(
+                update(E)
+                .where(E.c.id == edition_id, E.c.status.in_((EditionStatus.SENT, EditionStatus.READY)))
+                .values(status=EditionStatus.SENDING, sent_at=None)
+            )
+    return n
