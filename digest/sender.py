@@ -38,7 +38,6 @@ from digest.outbox import (
     extend_leases,
     record,
     recover_dead_workers,
-    sent_count,
     worker_id,
 )
 from digest.settings import Settings
@@ -125,7 +124,9 @@ class Sender:
         self.settings = settings
         self.clock = clock
         self.variants_for = variants_for
-        self.worker = worker or worker_id()
+        # Claims always start with host:pid:start, so a restart on this host can tell
+        # that their process is gone; a caller's label is kept after it.
+        self.worker = worker_id() if not worker or worker == worker_id() else f"{worker_id()}:{worker}"[:200]
         self.signer = signer
         self.should_stop = should_stop
         self.progress = progress
@@ -171,6 +172,20 @@ class Sender:
                 if time.monotonic() - last_extend > self.settings.lease.total_seconds() / 3:
                     extend_leases(self.engine, self.worker, self.clock.now(), self.settings.lease)
                     last_extend = time.monotonic()
+        except BaseException:
+            # The database failed (or we are interrupted): stop handing out messages,
+            # let the lanes finish the ones in flight, and record what we can. What
+            # cannot be recorded stays claimed until its lease expires.
+            for job in self.dispatcher.release_pending():
+                job.outcome = "released"
+                job.done(job)
+            for batch in inflight:
+                batch.finished.wait()
+                try:
+                    self._finish(batch)
+                except Exception:  # noqa: BLE001 - the original error is the one to raise
+                    log.exception("could not record a batch after an error")
+            raise
         finally:
             self.dispatcher.close()
         if self.dispatcher.all_paused():
@@ -372,12 +387,13 @@ def _run_processes(
         "rate_share": 1.0 / n,
         "parent": os.getpid(),
     }
-    children = [ctx.Process(target=_child_main, args=(spec, stop, results), daemon=False) for _ in range(n)]
+    counter = ctx.Value("q", 0)  # messages sent, all workers: progress without counting rows
+    children = [ctx.Process(target=_child_main, args=(spec, stop, results, counter), daemon=False) for _ in range(n)]
     for child in children:
         child.start()
     report = SendReport(editions=list(edition_ids))
     done = 0
-    seen = sent_count(engine, edition_ids) if progress else 0
+    seen = 0
     while done < n:
         if should_stop():
             stop.set()
@@ -390,7 +406,7 @@ def _run_processes(
             done += 1
             report.add(SendReport(**part))
         if progress:
-            now_sent = sent_count(engine, edition_ids)
+            now_sent = int(counter.value)
             if now_sent > seen:
                 progress(now_sent - seen)
                 seen = now_sent
@@ -404,7 +420,12 @@ def _run_processes(
     return report
 
 
-def _child_main(spec: dict[str, Any], stop: Any, results: Any) -> None:
+def _add(counter: Any, n: int) -> None:
+    with counter.get_lock():
+        counter.value += n
+
+
+def _child_main(spec: dict[str, Any], stop: Any, results: Any, counter: Any) -> None:
     """A worker process: its own engine, variants and connections; the parent's limits split."""
     from digest.db import make_engine
     from digest.deliver import edition_variants
@@ -429,6 +450,7 @@ def _child_main(spec: dict[str, Any], stop: Any, results: Any) -> None:
             signer=spec["signer"],
             should_stop=should_stop,
             rate_share=spec["rate_share"],
+            progress=lambda n: _add(counter, n),
         )
         report = sender.run(spec["edition_ids"])
         results.put(asdict(report))

@@ -324,12 +324,17 @@ class Dispatcher:
 
     def _lane(self, state: ServerState, transport: Transport) -> None:
         while True:
-            if not self._closing and not state.breaker.allow():
-                time.sleep(0.05)
+            if not self._closing and state.breaker.is_open:
+                time.sleep(0.05)  # the server rests; the other servers' lanes take the jobs
                 continue
             job = self.jobs.get()
             if job is None:
                 return
+            if not self._closing and not state.breaker.allow():
+                # Paused meanwhile, or another lane is probing it: leave the job to others.
+                self.jobs.put(job)
+                time.sleep(0.05)
+                continue
             with self._lock:
                 self.in_flight += 1
             try:
