@@ -134,7 +134,6 @@ class Sender:
         self.journal = Journal(settings.delivery.journal_dir, worker_id())
         self.dispatcher = Dispatcher(lanes, settings, rate_share=rate_share, should_stop=should_stop)
         self.lock = threading.Lock()
-        self._key = settings.secret_key.get_secret_value()
         self._variants_seen: set[int] = set()
         # A batch must be sendable well within its lease even at the configured rate.
         rate = min((s.rate_per_second * rate_share for s, _ in lanes if s.rate_per_second), default=0)
@@ -159,13 +158,7 @@ class Sender:
                 if not inflight:
                     break
                 if stopping:
-                    for job in self.dispatcher.release_pending():
-                        job.outcome = "released"
-                        job.done(job)
-                    while inflight:
-                        head = inflight.popleft()
-                        head.finished.wait()
-                        self._finish(head)
+                    self._wind_down(inflight)
                     break
                 if inflight[0].finished.wait(0.05):
                     self._finish(inflight.popleft())
@@ -176,15 +169,10 @@ class Sender:
             # The database failed (or we are interrupted): stop handing out messages,
             # let the lanes finish the ones in flight, and record what we can. What
             # cannot be recorded stays claimed until its lease expires.
-            for job in self.dispatcher.release_pending():
-                job.outcome = "released"
-                job.done(job)
-            for batch in inflight:
-                batch.finished.wait()
-                try:
-                    self._finish(batch)
-                except Exception:  # noqa: BLE001 - the original error is the one to raise
-                    log.exception("could not record a batch after an error")
+            try:
+                self._wind_down(inflight)
+            except Exception:  # noqa: BLE001 - the original error is the one to raise
+                log.exception("could not record the batches in flight after an error")
             raise
         finally:
             self.dispatcher.close()
@@ -192,6 +180,17 @@ class Sender:
             self.report.paused = self.dispatcher.pause_reason() or "every SMTP server is paused"
         self.report.variants = sum(getattr(self.variants_for(e), "prepared_count", 0) for e in self._variants_seen)
         return self.report
+
+    def _wind_down(self, inflight: deque[_Batch]) -> None:
+        """Release every job no lane has started, wait for those in flight, record all."""
+        while inflight:
+            # Again on every turn: a lane may hand a job back (its server failed
+            # before the message was handed over) after the previous sweep.
+            for job in self.dispatcher.release_pending():
+                job.outcome = "released"
+                job.done(job)
+            if inflight[0].finished.wait(0.05):
+                self._finish(inflight.popleft())
 
     # ------------------------------------------------------------ one batch
 
