@@ -1,8 +1,11 @@
 # make demo: one real send on SQLite into a local SMTP sink (var/mail/*.eml)
 # make test: the test suite (PostgreSQL tests run when DIGEST_TEST_DATABASE_URL is set)
+# make bench: the delivery benchmark (SUBSCRIBERS=100000; BENCH_DATABASE_URL=postgresql+psycopg://... for PostgreSQL)
 PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
+SUBSCRIBERS ?= 100000
+BENCH_DATABASE_URL ?=
 STAMP := $(VENV)/.installed
 
 .PHONY: demo test lint typecheck bench clean
@@ -20,6 +23,9 @@ test: $(STAMP)
 	$(BIN)/ruff check .
 	$(BIN)/mypy digest
 	$(BIN)/pytest -q
+
+bench: $(STAMP)
+	$(BIN)/python -m bench.send --subscribers $(SUBSCRIBERS) $(if $(BENCH_DATABASE_URL),--database-url $(BENCH_DATABASE_URL))
 
 lint: $(STAMP)
 	$(BIN)/ruff check .

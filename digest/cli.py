@@ -354,14 +354,14 @@ def send(
         for w in res.warnings:
             err.print(f"[yellow]warning[/yellow]: {escape(w)}", highlight=False)
         return
-    smtp = SMTPTransport(parse_smtp_url(st.settings.smtp_url.get_secret_value(), st.settings.smtp_timeout))
-    with _progress() as bar, smtp:
+    # None: the delivery engine's pool ([delivery] servers, connections, processes).
+    with _progress() as bar:
         task = bar.add_task("send", total=None)
         report = send_digest(
             st.engine,
             st.settings,
             name,
-            smtp,
+            None,
             clock,
             progress=lambda n: bar.advance(task, n),
             on_total=lambda n: bar.update(task, total=n),

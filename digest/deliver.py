@@ -12,17 +12,22 @@
 
 from __future__ import annotations
 
+import base64
+import functools
+import hashlib
+import hmac
+import json
 import logging
-import os
 import random
-import socket
+import time
+import zlib
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from urllib.parse import quote
 
 import jinja2
-from sqlalchemy import and_, insert, literal, or_, update
+from sqlalchemy import insert, literal
 from sqlalchemy import select as sa_select
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Engine
@@ -32,7 +37,7 @@ from sqlmodel import Session, col, select
 
 from digest.clock import Clock
 from digest.db import session_scope
-from digest.errors import DeliveryError, PermanentFailure, TemporaryFailure
+from digest.errors import DeliveryError
 from digest.inline import inline_css
 from digest.message import PreparedMessage, Recipient, address_domain
 from digest.models import (
@@ -45,19 +50,16 @@ from digest.models import (
     Subscriber,
     SubscriberStatus,
 )
+from digest.outbox import worker_id as worker_id
 from digest.render import Markers, build_context, make_environment, render_variant
 from digest.select import EditionContent, edition_date, edition_slot, select_articles, to_story, window
+from digest.sender import SendReport, run_send
 from digest.settings import DigestConfig, Settings
+from digest.smtppool import Signer, TransportFactory
 from digest.store import recent_articles
-from digest.tokens import make_token
 from digest.transport import Transport
 
 log = logging.getLogger(__name__)
-
-# After this many consecutive connection-level failures the server is treated as
-# down: the run stops and releases its claims instead of burning every retry.
-CIRCUIT_BREAKER_FAILURES = 3
-
 
 # ---------------------------------------------------------------- editions
 
@@ -198,19 +200,73 @@ def _count_deliveries(session: Session, edition_id: int) -> int:
 
 def recipient_for(settings: Settings, sub: Subscriber) -> Recipient:
     """The personal values of ``sub``'s copy: address, name and signed links."""
-    key = settings.secret_key.get_secret_value()
     assert sub.id is not None
-    unsub = make_token(key, "unsubscribe", sub.id, sub.email_key)
-    prefs = make_token(key, "preferences", sub.id, sub.email_key)
-    mailbox = settings.unsubscribe_address or f"unsubscribe@{address_domain(settings.from_addr)}"
+    return recipient_values(settings, sub.id, sub.email, sub.email_key, sub.name)
+
+
+def recipient_values(settings: Settings, subscriber_id: int, email: str, email_key: str, name: str) -> Recipient:
+    """:func:`recipient_for` from the bare columns (the send loop reads no ORM objects)."""
+    key = settings.secret_key.get_secret_value()
+    tokens = _token_maker(key)
+    unsub = tokens.make("unsubscribe", subscriber_id, email_key)
+    prefs = tokens.make("preferences", subscriber_id, email_key)
+    mailbox = settings.unsubscribe_address or _unsubscribe_mailbox(settings.from_addr)
     return Recipient(
-        email=sub.email,
-        name=sub.name,
-        subscriber_id=sub.id,
+        email=email,
+        name=name,
+        subscriber_id=subscriber_id,
         unsubscribe_url=f"{settings.base_url}/unsubscribe/{unsub}",
         preferences_url=f"{settings.base_url}/preferences/{prefs}",
         unsubscribe_mailto=f"mailto:{mailbox}?subject={quote('unsubscribe ' + unsub)}",
     )
+
+
+@functools.lru_cache(maxsize=16)
+def _unsubscribe_mailbox(from_addr: str) -> str:
+    return f"unsubscribe@{address_domain(from_addr)}"
+
+
+class TokenMaker:
+    """Exactly :func:`digest.tokens.make_token`'s tokens, at a tenth of the cost.
+
+    itsdangerous derives the HMAC key and zlib-compresses the payload on every call
+    (the zlib set-up alone is ~90 us); a million subscribers need two tokens each.
+    Here the keys are derived once, and zlib runs only when the payload repeats a
+    3-byte sequence: without one, deflate cannot make it shorter, so itsdangerous
+    would not have used the compressed form either. ``tests/test_delivery_engine.py``
+    checks the tokens against ``make_token`` and ``read_token``.
+    """
+
+    def __init__(self, secret_key: str) -> None:
+        from digest.tokens import PURPOSES
+
+        self._keys = {
+            p: hashlib.sha1(f"digest.{p}".encode() + b"signer" + secret_key.encode()).digest() for p in PURPOSES
+        }
+
+    def make(self, purpose: str, subscriber_id: int, email_key: str, timestamp: int | None = None) -> str:
+        from digest.tokens import address_hash
+
+        payload = json.dumps([subscriber_id, address_hash(email_key)], ensure_ascii=False, separators=(",", ":"))
+        raw = payload.encode()
+        body = _b64(raw)
+        if len({raw[i : i + 3] for i in range(len(raw) - 2)}) < len(raw) - 2:
+            compressed = zlib.compress(raw)
+            if len(compressed) < len(raw) - 1:
+                body = b"." + _b64(compressed)
+        ts = int(time.time()) if timestamp is None else timestamp
+        value = body + b"." + _b64(ts.to_bytes(8, "big").lstrip(b"\x00"))
+        signature = hmac.new(self._keys[purpose], value, hashlib.sha1).digest()
+        return (value + b"." + _b64(signature)).decode("ascii")
+
+
+def _b64(data: bytes) -> bytes:
+    return base64.urlsafe_b64encode(data).rstrip(b"=")
+
+
+@functools.lru_cache(maxsize=4)
+def _token_maker(secret_key: str) -> TokenMaker:
+    return TokenMaker(secret_key)
 
 
 def test_recipient(settings: Settings, email: str, name: str = "") -> Recipient:
@@ -293,53 +349,46 @@ def make_variants(settings: Settings, name: str, slot: str, when: datetime, cont
 # ---------------------------------------------------------------- sending
 
 
-@dataclass
-class SendReport:
-    """What one send run did. ``skipped`` counts subscribers already sent to before."""
-
-    edition_id: int | None = None
-    slot: str = ""
-    queued: int = 0
-    sent: int = 0
-    failed_temporary: int = 0
-    failed_permanent: int = 0
-    skipped: int = 0
-    already_sent: int = 0
-    empty: bool = False
-    variants: int = 0
-
-    @property
-    def failed(self) -> int:
-        return self.failed_temporary + self.failed_permanent
-
-
-def worker_id() -> str:
-    return f"{socket.gethostname()}:{os.getpid()}"
-
-
 def backoff(settings: Settings, attempts: int) -> timedelta:
-    """Exponential back-off with full jitter, capped at 6 hours."""
-    base = settings.retry_base.total_seconds() * (2 ** max(attempts - 1, 0))
-    return timedelta(seconds=min(base, 6 * 3600) * (0.5 + random.random() / 2))
+    """Exponential back-off with jitter: ``retry_base * 2^(attempts-1)``, capped, times 0.5-1.0.
+
+    The jitter spreads the retries of a whole failed batch instead of sending them
+    back to a struggling server at the same second.
+    """
+    cap = settings.delivery.retry_max_delay.total_seconds()
+    base = settings.retry_base.total_seconds() * (2 ** min(max(attempts - 1, 0), 30))
+    return timedelta(seconds=min(base, cap) * (0.5 + random.random() / 2))
 
 
-def _claim(session: Session, edition_id: int, now: datetime, lease: timedelta, worker: str, limit: int) -> list[int]:
-    due = or_(
-        col(Delivery.status) == DeliveryStatus.QUEUED,
-        and_(col(Delivery.status) == DeliveryStatus.FAILED_TEMPORARY, col(Delivery.next_attempt_at) <= now),
-        and_(col(Delivery.status) == DeliveryStatus.CLAIMED, col(Delivery.lease_until) < now),
-    )
-    stmt = select(Delivery.id).where(Delivery.edition_id == edition_id, due).order_by(col(Delivery.id)).limit(limit)
-    if session.get_bind().dialect.name == "postgresql":
-        stmt = stmt.with_for_update(skip_locked=True)
-    ids = [i for i in session.exec(stmt).all() if i is not None]
-    if ids:
-        session.execute(
-            update(Delivery)
-            .where(col(Delivery.id).in_(ids))
-            .values(status=DeliveryStatus.CLAIMED, claimed_by=worker, lease_until=now + lease)
-        )
-    return ids
+def edition_variants(
+    engine: Engine,
+    settings: Settings,
+    inline: Callable[[str], str] = inline_css,
+    known: dict[int, Variants] | None = None,
+) -> Callable[[int], Variants | None]:
+    """``variants_for(edition_id)``: each edition's Variants, built from the store on first use.
+
+    None for an edition whose digest is no longer configured (its deliveries stay queued).
+    """
+    cache: dict[int, Variants | None] = dict(known or {})
+    env = make_environment(settings.templates_dir)
+
+    def variants_for(edition_id: int) -> Variants | None:
+        if edition_id not in cache:
+            with session_scope(engine) as session:
+                edition = session.get(Edition, edition_id)
+                if edition is None or edition.digest not in settings.digests:
+                    log.error("edition %s: its digest is not configured; its deliveries wait", edition_id)
+                    cache[edition_id] = None
+                    return None
+                cfg = settings.digests[edition.digest]
+                content = load_content(session, settings, cfg, edition)
+            cache[edition_id] = Variants(
+                settings, edition.digest, cfg, edition.slot, edition.built_at, content, env, inline
+            )
+        return cache[edition_id]
+
+    return variants_for
 
 
 def send_edition(
@@ -347,118 +396,90 @@ def send_edition(
     settings: Settings,
     variants: Variants,
     edition_id: int,
-    transport: Transport,
+    transport: Transport | None,
     clock: Clock,
     *,
     progress: Callable[[int], None] | None = None,
     worker: str | None = None,
     should_stop: Callable[[], bool] = lambda: False,
+    signer: Signer | None = None,
+    transport_factory: TransportFactory | None = None,
+    processes: int | None = None,
 ) -> SendReport:
     """Send every due delivery of the edition, recording each result.
 
-    Raises DeliveryError when the SMTP server looks down (after releasing the claims,
-    so nothing is lost); per-recipient failures are recorded, not raised.
+    With ``transport`` everything goes over that one connection in this process;
+    with None, over the configured pool (``[delivery]``: servers, connections,
+    processes), each connection made by ``transport_factory``. ``signer`` (DKIM) signs
+    every filled message before it is handed over.
+
+    Raises DeliveryError when every SMTP server is paused by its circuit breaker
+    (after recording and releasing, so nothing is lost); per-recipient failures are
+    recorded, not raised.
     """
-    worker = worker or worker_id()
-    report = SendReport(edition_id=edition_id, slot=variants.slot)
-    consecutive_conn_failures = 0
-    while not should_stop():
-        now = clock.now()
-        with session_scope(engine) as session:
-            ids = _claim(session, edition_id, now, settings.lease, worker, settings.batch_size)
-        if not ids:
-            break
-        with session_scope(engine) as session:
-            rows = session.exec(
-                select(Delivery, Subscriber)
-                .join(Subscriber, col(Subscriber.id) == Delivery.subscriber_id)
-                .where(col(Delivery.id).in_(ids))
-                .order_by(col(Delivery.id))
-            ).all()
-        results: list[dict[str, object]] = []
-        bounced: list[int] = []
-        breaker: DeliveryError | None = None
-        for delivery, sub in rows:
-            result: dict[str, object] = {"id": delivery.id, "claimed_by": None, "lease_until": None}
-            results.append(result)
-            if breaker is not None or should_stop():
-                result["status"] = DeliveryStatus.QUEUED  # released untouched
-                continue
-            if sub.status != SubscriberStatus.ACTIVE:
-                result.update(status=DeliveryStatus.SKIPPED, last_response="subscriber no longer active")
-                report.skipped += 1
-                continue
-            prepared = variants.for_topics(sub.topics)
-            if prepared is None:
-                result.update(status=DeliveryStatus.SKIPPED, last_response="nothing new in the subscriber's topics")
-                report.skipped += 1
-                continue
-            recipient = recipient_for(settings, sub)
-            msgid = prepared.message_id(recipient)
-            data = prepared.fill(recipient, clock.now(), msgid)
-            attempts = delivery.attempts + 1
-            result.update(attempts=attempts, message_id=msgid)
-            try:
-                answer = transport.send(prepared.envelope_from, recipient.email, data)
-            except TemporaryFailure as exc:
-                conn_level = exc.code is None or exc.code == 421
-                consecutive_conn_failures = consecutive_conn_failures + 1 if conn_level else 0
-                too_old = now - delivery.created_at > settings.retry_max_age
-                if consecutive_conn_failures >= CIRCUIT_BREAKER_FAILURES:
-                    breaker = DeliveryError(f"SMTP server unavailable, stopping this run: {exc}")
-                status = DeliveryStatus.FAILED_PERMANENT if too_old else DeliveryStatus.FAILED_TEMPORARY
-                result.update(
-                    status=status,
-                    last_response=str(exc)[:1000],
-                    next_attempt_at=None if too_old else clock.now() + backoff(settings, attempts),
-                )
-                if too_old:
-                    report.failed_permanent += 1
-                else:
-                    report.failed_temporary += 1
-                log.warning("delivery %s failed temporarily: %s", delivery.id, exc)
-            except PermanentFailure as exc:
-                consecutive_conn_failures = 0
-                result.update(status=DeliveryStatus.FAILED_PERMANENT, last_response=str(exc)[:1000])
-                report.failed_permanent += 1
-                assert sub.id is not None
-                bounced.append(sub.id)
-                log.warning("delivery %s failed permanently: %s", delivery.id, exc)
-            else:
-                consecutive_conn_failures = 0
-                result.update(status=DeliveryStatus.SENT, last_response=answer[:1000], sent_at=clock.now())
-                report.sent += 1
-                if progress:
-                    progress(1)
-        _record(engine, settings, results, bounced, clock.now())
-        if breaker is not None:
-            raise breaker
-    report.variants = variants.prepared_count
+    report = run_send(
+        engine,
+        settings,
+        clock,
+        [edition_id],
+        edition_variants(engine, settings, variants.inline, {edition_id: variants}),
+        transport=transport,
+        transport_factory=transport_factory,
+        processes=processes,
+        signer=signer,
+        should_stop=should_stop,
+        progress=progress,
+        worker=worker,
+    )
+    report.edition_id, report.slot = edition_id, variants.slot
+    if report.paused and not should_stop():
+        raise DeliveryError(f"SMTP server unavailable, stopping this run: {report.paused}")
     return report
 
 
-def _record(
-    engine: Engine, settings: Settings, results: Sequence[dict[str, object]], bounced: list[int], now: datetime
-) -> None:
-    """Write a batch of results in one transaction (bulk UPDATE by primary key)."""
-    if not results:
-        return
-    with session_scope(engine) as session:
-        # Group by key set: executemany needs the same columns in every row.
-        groups: dict[tuple[str, ...], list[dict[str, object]]] = {}
-        for r in results:
-            groups.setdefault(tuple(sorted(r)), []).append(r)
-        for rows in groups.values():
-            session.execute(update(Delivery), rows)
-        for sub_id in bounced:
-            sub = session.get(Subscriber, sub_id)
-            if sub is None:
-                continue
-            sub.bounce_count += 1
-            if sub.bounce_count >= settings.bounce_limit:
-                sub.status = SubscriberStatus.BOUNCED
-            sub.updated_at = now
-            session.add(sub)
+def drain_outbox(
+    engine: Engine,
+    settings: Settings,
+    transport_factory: TransportFactory | None = None,
+    clock: Clock | None = None,
+    worker: str | None = None,
+    should_stop: Callable[[], bool] = lambda: False,
+    *,
+    signer: Signer | None = None,
+    processes: int | None = None,
+    progress: Callable[[int], None] | None = None,
+) -> SendReport:
+    """Send whatever is due across all editions (new deliveries, retries, expired leases).
+
+    For the service: call it from a scheduler job as often as you like, from as
+    many processes and hosts as share the database. It returns when nothing is due,
+    when ``should_stop()`` turns true (the messages in flight are finished, the rest
+    released), or when every server is paused (``report.paused`` says why; nothing
+    is raised). Editions with nothing left pending are marked sent.
+    """
+    from digest.clock import SystemClock
+    from digest.outbox import editions_with_work
+
+    clock = clock or SystemClock()
+    editions = editions_with_work(engine)
+    if not editions:
+        return SendReport()
+    report = run_send(
+        engine,
+        settings,
+        clock,
+        editions,
+        edition_variants(engine, settings),
+        transport_factory=transport_factory,
+        processes=processes,
+        signer=signer,
+        should_stop=should_stop,
+        progress=progress,
+        worker=worker,
+    )
+    for edition_id in editions:
+        finish_edition(engine, edition_id, clock.now())
+    return report
 
 
 def delivery_counts(session: Session, edition_id: int) -> dict[str, int]:
@@ -489,14 +510,21 @@ def send_digest(
     engine: Engine,
     settings: Settings,
     name: str | None,
-    transport: Transport,
+    transport: Transport | None,
     clock: Clock,
     *,
     progress: Callable[[int], None] | None = None,
     on_total: Callable[[int], None] | None = None,
     inline: Callable[[str], str] = inline_css,
+    signer: Signer | None = None,
+    transport_factory: TransportFactory | None = None,
+    processes: int | None = None,
+    should_stop: Callable[[], bool] = lambda: False,
 ) -> SendReport:
-    """Build (or find) the current edition of a digest and deliver it to every active subscriber."""
+    """Build (or find) the current edition of a digest and deliver it to every active subscriber.
+
+    ``transport`` None sends over the configured pool (see :func:`send_edition`).
+    """
     name, cfg = settings.digest(name)
     now = clock.now()
     edition, content, _ = get_or_build_edition(engine, settings, name, now)
@@ -515,12 +543,77 @@ def send_digest(
     env = make_environment(settings.templates_dir)
     variants = Variants(settings, name, cfg, edition.slot, edition.built_at, content, env, inline)
     try:
-        result = send_edition(engine, settings, variants, edition.id, transport, clock, progress=progress)
+        result = send_edition(
+            engine,
+            settings,
+            variants,
+            edition.id,
+            transport,
+            clock,
+            progress=progress,
+            signer=signer,
+            transport_factory=transport_factory,
+            processes=processes,
+            should_stop=should_stop,
+        )
     finally:
         finish_edition(engine, edition.id, clock.now())
     result.already_sent = already
     result.queued = due
     return result
+
+
+def find_edition_ref(engine: Engine, settings: Settings, ref: str) -> Edition:
+    """The edition named by ``ref``: its id, ``DIGEST:SLOT``, or a slot of the first digest."""
+    from digest.errors import InputError, NotFoundError
+
+    ref = ref.strip()
+    with session_scope(engine) as session:
+        if ref.isdigit():
+            edition = session.get(Edition, int(ref))
+        else:
+            digest_name, _, slot = ref.rpartition(":")
+            if not slot:
+                raise InputError("EDITION", f"expected an id, DIGEST:SLOT or SLOT, not {ref!r}")
+            name, _ = settings.digest(digest_name or None)
+            edition = find_edition(session, name, slot)
+    if edition is None:
+        raise NotFoundError(f"no edition {ref}")
+    return edition
+
+
+def resend_failed(
+    engine: Engine,
+    settings: Settings,
+    edition_id: int,
+    clock: Clock,
+    *,
+    transport: Transport | None = None,
+    transport_factory: TransportFactory | None = None,
+    signer: Signer | None = None,
+    processes: int | None = None,
+    progress: Callable[[int], None] | None = None,
+) -> SendReport:
+    """Retry now the failed deliveries of an edition (and only those); record the results."""
+    from digest.outbox import requeue_failed
+
+    requeued = requeue_failed(engine, edition_id)
+    report = SendReport(edition_id=edition_id)
+    if requeued:
+        variants = edition_variants(engine, settings)(edition_id)
+        if variants is None:
+            from digest.errors import NotFoundError
+
+            raise NotFoundError(f"edition {edition_id}: its digest is no longer configured")
+        try:
+            report = send_edition(
+                engine, settings, variants, edition_id, transport, clock,
+                signer=signer, transport_factory=transport_factory, processes=processes, progress=progress,
+            )  # fmt: skip
+        finally:
+            finish_edition(engine, edition_id, clock.now())
+    report.queued = requeued
+    return report
 
 
 # ---------------------------------------------------------------- preview, dry-run, test copies
@@ -560,11 +653,14 @@ def send_test(
     emails: Sequence[str],
     transport: Transport,
     clock: Clock,
+    *,
+    signer: Signer | None = None,
 ) -> TrialReport:
     """Send the current edition to ``emails`` through ``transport``, recording nothing.
 
-    The same variant preparation and per-recipient fill as a real send: a subscriber
-    gets their own topics and links; any other address gets the full edition.
+    The same variant preparation and per-recipient fill (and ``signer``) as a real
+    send: a subscriber gets their own topics and links; any other address gets the
+    full edition.
     """
     from digest.checks import check_html
     from digest.subscribers import find_subscriber
@@ -581,7 +677,10 @@ def send_test(
         if prepared is None:
             report.skipped += 1
             continue
-        transport.send(prepared.envelope_from, recipient.email, prepared.fill(recipient, now))
+        data = prepared.fill(recipient, now)
+        if signer is not None:
+            data = signer.sign(data)
+        transport.send(prepared.envelope_from, recipient.email, data)
         report.sent += 1
         if id(prepared) not in checked:
             checked.add(id(prepared))

@@ -69,11 +69,21 @@ class DeliveryError(DigestError):
 
 
 class TemporaryFailure(DeliveryError):
-    """A per-recipient failure worth retrying (4xx, timeout, dropped connection)."""
+    """A per-recipient failure worth retrying (4xx, timeout, dropped connection).
 
-    def __init__(self, message: str, code: int | None = None) -> None:
+    ``connection_level`` marks failures of the server rather than of the recipient
+    (cannot connect, 421, dropped or stalled connection): they feed the circuit breaker.
+    """
+
+    def __init__(
+        self, message: str, code: int | None = None, *, connection_level: bool = False, maybe_delivered: bool = False
+    ) -> None:
         super().__init__(message)
         self.code = code
+        self.connection_level = connection_level or code is None or code == 421
+        # True when the connection died after the whole message was handed over:
+        # the server may have accepted it, so it must not be re-sent at once elsewhere.
+        self.maybe_delivered = maybe_delivered
 
 
 class PermanentFailure(DeliveryError):
@@ -82,3 +92,4 @@ class PermanentFailure(DeliveryError):
     def __init__(self, message: str, code: int | None = None) -> None:
         super().__init__(message)
         self.code = code
+        self.connection_level = False

@@ -56,6 +56,10 @@ def address_domain(addr: str) -> str:
 
 def encode_header(name: str, value: str) -> bytes:
     """``Name: value`` as folded ASCII bytes (RFC 2047 where needed), CRLF-terminated."""
+    if value.isascii() and value.isprintable() and len(name) + len(value) < 76:
+        # The common case (a short ASCII To:), without the email package: it costs
+        # ~60 us a header, a third of filling a whole message.
+        return f"{name}: {' '.join(value.split())}\r\n".encode("ascii")
     value = one_line(value)
     try:
         value.encode("ascii")
@@ -94,6 +98,9 @@ class _Filler:
             pos = m.end()
         self.parts.append(text[pos:])
         self.escape = escape
+        # The static parts, quoted-printable encoded once: b2a_qp costs ~17 us a KB,
+        # 0.6 ms for a digest's HTML, too much to repeat for every recipient.
+        self.qp_parts = [_qp_chunk(part) for part in self.parts]
 
     def fill(self, values: dict[str, str]) -> str:
         esc = html.escape if self.escape else (lambda s: s)
@@ -103,10 +110,32 @@ class _Filler:
             out.append(part)
         return "".join(out)
 
+    def fill_qp(self, values: dict[str, str]) -> bytes:
+        """``_qp(self.fill(values))`` in effect, encoding only the personal values.
+
+        Every chunk is encoded from column 0 and ends with a line break (a soft one,
+        ``=CRLF``, which decoding removes), so lines stay within 76 characters
+        and the decoded text is exactly the filled text.
+        """
+        esc = html.escape if self.escape else (lambda s: s)
+        out = [self.qp_parts[0]]
+        for name, part in zip(self.fields, self.qp_parts[1:], strict=True):
+            out.append(_qp_chunk(esc(values[name])))
+            out.append(part)
+        return b"".join(out)
+
 
 def _qp(text: str) -> bytes:
     body = text.replace("\r\n", "\n").replace("\r", "\n")
     return binascii.b2a_qp(body.encode("utf-8"), istext=True).replace(b"\n", CRLF)
+
+
+def _qp_chunk(text: str) -> bytes:
+    """``text`` quoted-printable encoded (CRLF line ends), ending at column 0."""
+    if not text:
+        return b""
+    encoded = _qp(text)
+    return encoded if encoded.endswith(CRLF) else encoded + b"=" + CRLF
 
 
 class PreparedMessage:
@@ -176,9 +205,9 @@ class PreparedMessage:
                 self._head,
                 b"\r\nThis is a multi-part message in MIME format.\r\n",
                 self._open_text,
-                _qp(self._text.fill(values)),
+                self._text.fill_qp(values),
                 self._open_html,
-                _qp(self._html.fill(values)),
+                self._html.fill_qp(values),
                 self._close,
             )
         )

@@ -244,5 +244,15 @@ class ServiceNode(SQLModel, table=True):
 
 # ---------------------------------------------------------------- delivery engine
 
+# The outbox's work list: only deliveries still to be sent are in it, so claiming
+# the next batch stays an index range scan however many million rows were sent.
+Index(
+    "ix_delivery_pending",
+    Delivery.__table__.c.edition_id,  # type: ignore[attr-defined]
+    Delivery.__table__.c.id,  # type: ignore[attr-defined]
+    sqlite_where=Delivery.__table__.c.status.in_(DeliveryStatus.PENDING),  # type: ignore[attr-defined]
+    postgresql_where=Delivery.__table__.c.status.in_(DeliveryStatus.PENDING),  # type: ignore[attr-defined]
+)
+
 
 # ---------------------------------------------------------------- web (subscriber lifecycle)

@@ -139,6 +139,35 @@ class DeliverySettings(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
+    servers: list[SecretStr] = Field(
+        default_factory=list,
+        description="SMTP server URLs to spread sending over; empty = smtp_url alone. A URL may carry its own "
+        "?connections=, ?rate=, ?hourly= and ?max_per_connection= overriding the keys below.",
+    )
+    connections: int = Field(4, ge=1, le=64, description="Persistent SMTP connections per server and process.")
+    processes: int = Field(
+        1, ge=0, le=64, description="Sender processes, each claiming from the outbox; 0 = one per CPU core."
+    )
+    rate_per_second: float = Field(0, ge=0, description="Most messages a second per server (0 = no limit).")
+    rate_per_hour: int = Field(0, ge=0, description="Most messages an hour per server (0 = no limit).")
+    max_per_connection: int = Field(
+        0, ge=0, description="Reconnect after this many messages on one connection (0 = never by choice)."
+    )
+    breaker_failures: int = Field(
+        3, ge=1, description="Consecutive connection failures after which a server is paused (circuit breaker)."
+    )
+    breaker_cooldown: Duration = Field(
+        timedelta(seconds=60), description="How long a paused server rests before one message probes it."
+    )
+    retry_max_delay: Duration = Field(
+        timedelta(hours=6), description="Longest back-off between two attempts of one delivery."
+    )
+    journal_dir: str = Field(
+        "var/journal",
+        description="Where each sender process notes every accepted message before recording it in the "
+        "database; a restart on the same host reads it so a killed sender causes no duplicates.",
+    )
+
 
 class WebSettings(BaseModel):
     """``[web]``: the subscriber web app."""

@@ -80,20 +80,36 @@ def _code_of(reply: str) -> int | None:
 
 
 def classify(code: int, text: str) -> TemporaryFailure | PermanentFailure:
-    """4xx is temporary, 5xx permanent (RFC 5321 section 4.2.1)."""
+    """5xx is permanent; 4xx (and anything unintelligible) temporary (RFC 5321 section 4.2.1)."""
     reply = f"{code} {text}".strip()
-    if 400 <= code < 500:
+    if 400 <= code < 500 or not 500 <= code < 600:
         return TemporaryFailure(reply, code)
     return PermanentFailure(reply, code)
 
 
 class SMTPTransport:
-    """One persistent SMTP connection, opened lazily and reused for many messages."""
+    """One persistent SMTP connection, opened lazily and reused for many messages.
 
-    def __init__(self, config: SMTPConfig) -> None:
+    Connection set-up (EHLO, STARTTLS, AUTH) is smtplib's; the per-message
+    transaction is our own, because smtplib's costs more than the network does on a
+    fast link: it dot-stuffs with a regular expression (40% of its time on a 30 KB
+    message) and waits for each reply before sending the next command. Here
+    dot-stuffing is one ``bytes.replace`` and, when the server offers PIPELINING
+    (RFC 2920), MAIL, RCPT and DATA go out in one packet: two round trips a message
+    instead of four.
+
+    ``max_messages`` closes the connection after that many messages (some servers
+    limit messages per connection); a connection the server has dropped meanwhile is
+    noticed before the message is handed over and replaced once, transparently.
+    """
+
+    def __init__(self, config: SMTPConfig, *, max_messages: int = 0) -> None:
         self.config = config
+        self.max_messages = max_messages
         self._smtp: smtplib.SMTP | None = None
+        self._on_connection = 0
         self.connections_opened = 0
+        self.messages_sent = 0
 
     def _connect(self) -> smtplib.SMTP:
         c = self.config
@@ -104,7 +120,9 @@ class SMTPTransport:
         try:
             smtp: smtplib.SMTP
             if c.implicit_tls:
-                smtp = smtplib.SMTP_SSL(c.host, c.port, timeout=c.timeout, context=context)
+                smtp = smtplib.SMTP_SSL(
+                    c.host, c.port, timeout=c.timeout, context=context, local_hostname=c.local_hostname
+                )
             else:
                 smtp = smtplib.SMTP(c.host, c.port, timeout=c.timeout, local_hostname=c.local_hostname)
             # smtplib never sets TCP_NODELAY: on a reused connection Nagle's algorithm
@@ -117,41 +135,112 @@ class SMTPTransport:
                 smtp.ehlo()
             if c.username:
                 smtp.login(c.username, c.password or "")
+        # A session that cannot be set up is the server's (or our configuration's)
+        # problem, never the recipient's: connection-level, so the circuit breaker
+        # pauses the server instead of every subscriber collecting a bounce.
         except smtplib.SMTPAuthenticationError as exc:
-            raise PermanentFailure(f"SMTP authentication failed at {c.host}:{c.port}", exc.smtp_code) from None
+            raise TemporaryFailure(
+                f"SMTP authentication failed at {c.host}:{c.port}", exc.smtp_code, connection_level=True
+            ) from None
+        except smtplib.SMTPNotSupportedError as exc:
+            raise TemporaryFailure(f"{c.host}:{c.port}: {exc}", connection_level=True) from None
         except smtplib.SMTPResponseException as exc:
-            raise classify(exc.smtp_code, _text(exc.smtp_error)) from None
+            raise TemporaryFailure(
+                f"{c.host}:{c.port} refused the session: {exc.smtp_code} {_text(exc.smtp_error)}",
+                exc.smtp_code,
+                connection_level=True,
+            ) from None
         except (OSError, smtplib.SMTPException) as exc:
-            raise TemporaryFailure(f"cannot connect to {c.host}:{c.port}: {type(exc).__name__}: {exc}") from None
+            raise TemporaryFailure(
+                f"cannot connect to {c.host}:{c.port}: {type(exc).__name__}: {exc}", connection_level=True
+            ) from None
         self.connections_opened += 1
+        self._on_connection = 0
         return smtp
 
     def send(self, envelope_from: str, recipient: str, message: bytes) -> str:
         """Send one message; raise TemporaryFailure or PermanentFailure for this recipient."""
-        if self._smtp is None:
-            self._smtp = self._connect()
-        smtp = self._smtp
+        for attempt in (1, 2):
+            if self._smtp is not None and self.max_messages and self._on_connection >= self.max_messages:
+                self.close()
+            if self._smtp is None:
+                self._smtp = self._connect()
+            reused = self._on_connection > 0
+            try:
+                answer = self._transaction(self._smtp, envelope_from, recipient, message)
+            except _NotHandedOver as exc:
+                # The server closed an idle connection (its per-connection limit, or
+                # 421 before DATA): nothing was delivered, so one fresh connection may
+                # take the message now.
+                self._drop()
+                if attempt == 1 and reused:
+                    continue
+                raise TemporaryFailure(str(exc), exc.code, connection_level=True) from None
+            self._on_connection += 1
+            self.messages_sent += 1
+            return answer
+        raise AssertionError("unreachable")
+
+    def _transaction(self, smtp: smtplib.SMTP, envelope_from: str, recipient: str, message: bytes) -> str:
+        utf8 = not (envelope_from.isascii() and recipient.isascii())
+        if utf8 and not smtp.has_extn("smtputf8"):
+            raise PermanentFailure(f"{recipient}: non-ASCII address and the server does not offer SMTPUTF8", 553)
+        enc = "utf-8" if utf8 else "ascii"
+        mail = b"MAIL FROM:<" + envelope_from.encode(enc) + (b"> SMTPUTF8\r\n" if utf8 else b">\r\n")
+        commands = (mail, b"RCPT TO:<" + recipient.encode(enc) + b">\r\n", b"DATA\r\n")
+        replies: list[tuple[int, bytes]] = []
         try:
-            refused = smtp.sendmail(envelope_from, [recipient], message)
-        except smtplib.SMTPRecipientsRefused as exc:
-            code, text = exc.recipients.get(recipient, (550, b"refused"))
-            self._reset(smtp)
-            raise classify(code, _text(text)) from None
-        except (smtplib.SMTPSenderRefused, smtplib.SMTPDataError) as exc:
-            self._reset(smtp)
-            raise classify(exc.smtp_code, _text(exc.smtp_error)) from None
-        except smtplib.SMTPResponseException as exc:
+            if smtp.has_extn("pipelining"):
+                smtp.sock.sendall(b"".join(commands))
+                replies = [smtp.getreply() for _ in commands]
+            else:
+                for cmd in commands:
+                    smtp.sock.sendall(cmd)
+                    replies.append(smtp.getreply())
+                    if replies[-1][0] not in (250, 251, 354):
+                        break
+        except (smtplib.SMTPServerDisconnected, OSError) as exc:
+            raise _NotHandedOver(f"connection lost before DATA: {type(exc).__name__}: {exc}") from None
+        for code, text in replies:
+            if code == 421:
+                raise _NotHandedOver(f"421 {_text(text)}", 421)
+        bad = next(((c, t) for c, t in replies if c not in (250, 251, 354)), None)
+        if bad is not None:
+            if replies[-1][0] == 354:
+                # A server that accepted DATA after refusing the envelope cannot be
+                # put back in a known state: drop it rather than send an empty message.
+                self._drop()
+            else:
+                self._reset(smtp)
+            raise classify(bad[0], _text(bad[1]))
+        body = message.replace(b"\r\n.", b"\r\n..")
+        if body.startswith(b"."):
+            body = b"." + body
+        if not body.endswith(b"\r\n"):
+            body += b"\r\n"
+        try:
+            smtp.sock.sendall(body + b".\r\n")
+        except OSError as exc:
+            # The terminating dot never left: the server cannot have accepted it.
             self._drop()
-            raise classify(exc.smtp_code, _text(exc.smtp_error)) from None
+            raise TemporaryFailure(
+                f"connection lost during DATA: {type(exc).__name__}: {exc}", connection_level=True
+            ) from None
+        try:
+            code, text = smtp.getreply()
         except (smtplib.SMTPServerDisconnected, OSError) as exc:
             # The message may or may not have been accepted: it is retried later,
             # which is the one duplicate SMTP cannot rule out.
             self._drop()
-            raise TemporaryFailure(f"connection lost: {type(exc).__name__}: {exc}") from None
-        if refused:
-            code, text = refused[recipient]
+            raise TemporaryFailure(
+                f"connection lost after DATA: {type(exc).__name__}: {exc}", connection_level=True, maybe_delivered=True
+            ) from None
+        if code != 250:
+            if code == 421:
+                self._drop()
+                raise TemporaryFailure(f"421 {_text(text)}", 421, connection_level=True)
             raise classify(code, _text(text))
-        return "250 accepted"
+        return f"{code} {_text(text)}"
 
     def _reset(self, smtp: smtplib.SMTP) -> None:
         try:
@@ -181,6 +270,14 @@ class SMTPTransport:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+class _NotHandedOver(Exception):
+    """The connection failed before the message data was sent: nothing was delivered."""
+
+    def __init__(self, message: str, code: int | None = None) -> None:
+        super().__init__(message)
+        self.code = code
 
 
 def _text(value: bytes | str) -> str:

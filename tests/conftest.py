@@ -21,7 +21,7 @@ from sqlalchemy.engine import Engine
 from digest.clock import FixedClock
 from digest.db import make_engine, session_scope, upgrade
 from digest.ingest import ArticleDraft
-from digest.settings import DigestConfig, Settings
+from digest.settings import DeliverySettings, DigestConfig, Settings
 from digest.smtpsink import SmtpSink
 from digest.store import upsert_articles
 from digest.subscribers import add_subscriber
@@ -78,7 +78,7 @@ def sink(tmp_path: Path) -> Iterator[SmtpSink]:
 
 
 @pytest.fixture
-def settings(db_url: str, sink: SmtpSink) -> Settings:
+def settings(db_url: str, sink: SmtpSink, tmp_path: Path) -> Settings:
     return Settings(
         database_url=db_url,
         smtp_url=sink.url,  # type: ignore[arg-type]
@@ -87,6 +87,7 @@ def settings(db_url: str, sink: SmtpSink) -> Settings:
         from_addr="The Briefing <briefing@news.example.com>",
         postal_address="Example News, 1 Harbour Road, Springfield",
         digests={"daily": DigestConfig(title="The Briefing", sections=["World", "Business", "Science"])},
+        delivery=DeliverySettings(journal_dir=str(tmp_path / "journal")),
     )
 
 

@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from digest.errors import ConfigError
-from digest.settings import DigestConfig, ServiceSettings, Settings, load_settings
+from digest.settings import DeliverySettings, DigestConfig, ServiceSettings, Settings, load_settings
 
 ROOT = Path(__file__).resolve().parent.parent
 SHIPPED_CONFIG = ROOT / "config" / "digest.toml"
@@ -265,7 +265,8 @@ def documented_keys() -> set[str]:
     ("model", "name"),
     [(Settings, n) for n in Settings.model_fields]
     + [(DigestConfig, n) for n in DigestConfig.model_fields]
-    + [(ServiceSettings, n) for n in ServiceSettings.model_fields],
+    + [(ServiceSettings, n) for n in ServiceSettings.model_fields]
+    + [(DeliverySettings, n) for n in DeliverySettings.model_fields],
     ids=lambda v: v if isinstance(v, str) else v.__name__,
 )
 def test_every_field_is_documented(model: type, name: str) -> None:
