@@ -19,6 +19,7 @@ import socket
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
+from typing import TYPE_CHECKING
 from urllib.parse import quote
 
 import jinja2
@@ -49,6 +50,9 @@ from digest.settings import DigestConfig, Settings
 from digest.store import recent_articles
 from digest.tokens import make_token
 from digest.transport import Transport
+
+if TYPE_CHECKING:
+    from digest.dkim import Signer
 
 log = logging.getLogger(__name__)
 
@@ -345,8 +349,12 @@ def send_edition(
     progress: Callable[[int], None] | None = None,
     worker: str | None = None,
     should_stop: Callable[[], bool] = lambda: False,
+    signer: Signer | None = None,
 ) -> SendReport:
     """Send every due delivery of the edition, recording each result.
+
+    With ``signer`` (e.g. :class:`digest.dkim.DkimSigner`) every message is signed
+    right after it is filled.
 
     Raises DeliveryError when the SMTP server looks down (after releasing the claims,
     so nothing is lost); per-recipient failures are recorded, not raised.
@@ -388,6 +396,8 @@ def send_edition(
             recipient = recipient_for(settings, sub)
             msgid = prepared.message_id(recipient)
             data = prepared.fill(recipient, clock.now(), msgid)
+            if signer is not None:
+                data = signer.sign(data)
             attempts = delivery.attempts + 1
             result.update(attempts=attempts, message_id=msgid)
             try:
@@ -487,6 +497,7 @@ def send_digest(
     progress: Callable[[int], None] | None = None,
     on_total: Callable[[int], None] | None = None,
     inline: Callable[[str], str] = inline_css,
+    signer: Signer | None = None,
 ) -> SendReport:
     """Build (or find) the current edition of a digest and deliver it to every active subscriber."""
     name, cfg = settings.digest(name)
@@ -507,7 +518,9 @@ def send_digest(
     env = make_environment(settings.templates_dir)
     variants = Variants(settings, name, cfg, edition.slot, edition.built_at, content, env, inline)
     try:
-        result = send_edition(engine, settings, variants, edition.id, transport, clock, progress=progress)
+        result = send_edition(
+            engine, settings, variants, edition.id, transport, clock, progress=progress, signer=signer
+        )
     finally:
         finish_edition(engine, edition.id, clock.now())
     result.already_sent = already
@@ -552,6 +565,7 @@ def send_test(
     emails: Sequence[str],
     transport: Transport,
     clock: Clock,
+    signer: Signer | None = None,
 ) -> TrialReport:
     """Send the current edition to ``emails`` through ``transport``, recording nothing.
 
@@ -573,7 +587,10 @@ def send_test(
         if prepared is None:
             report.skipped += 1
             continue
-        transport.send(prepared.envelope_from, recipient.email, prepared.fill(recipient, now))
+        data = prepared.fill(recipient, now)
+        if signer is not None:
+            data = signer.sign(data)
+        transport.send(prepared.envelope_from, recipient.email, data)
         report.sent += 1
         if id(prepared) not in checked:
             checked.add(id(prepared))
