@@ -114,9 +114,7 @@ class WebSettings(BaseModel):
         "127.0.0.1",
         description="Proxies whose X-Forwarded-For/-Proto headers are trusted (comma-separated, or *).",
     )
-    confirm_max_age: Duration = Field(
-        timedelta(days=3), description="A confirmation link expires after this long."
-    )
+    confirm_max_age: Duration = Field(timedelta(days=3), description="A confirmation link expires after this long.")
     subscribe_limit: int = Field(5, ge=1, description="Subscribe requests allowed per client address per window.")
     subscribe_window: Duration = Field(timedelta(hours=1), description="The window of subscribe_limit.")
     resend_interval: Duration = Field(
