@@ -117,13 +117,13 @@ def process_message(engine: Engine, settings: Settings, clock: Clock, data: byte
             return InboundResult(InboundKind.IGNORED, ref, ["automatic reply (Auto-Submitted): ignored"])
         sender = parseaddr(msg.get("From") or "")[1]
         with session_scope(engine) as session:
-            sub = find_subscriber(session, sender) if "@" in sender else None
-            if sub is None:
+            found = find_subscriber(session, sender) if "@" in sender else None
+            if found is None:
                 return InboundResult(InboundKind.IGNORED, ref, ["unsubscribe request from an unknown sender"])
-            changed = unsubscribe(session, sub, now, source="mailto-sender", ref=ref)
-            assert sub.id is not None
-            line = f"unsubscribed {mask_email(sub.email)}" if changed else f"{mask_email(sub.email)} already out"
-            return InboundResult(InboundKind.UNSUBSCRIBE, ref, [line + " (by sender address)"], [sub.id])
+            changed = unsubscribe(session, found, now, source="mailto-sender", ref=ref)
+            assert found.id is not None
+            line = f"unsubscribed {mask_email(found.email)}" if changed else f"{mask_email(found.email)} already out"
+            return InboundResult(InboundKind.UNSUBSCRIBE, ref, [line + " (by sender address)"], [found.id])
 
     return InboundResult(InboundKind.IGNORED, ref, ["neither an unsubscribe request nor a bounce"])
 

@@ -100,6 +100,17 @@ def timezone_groups() -> list[tuple[str, list[str]]]:
     return [("", ["UTC"]), *groups.items()]
 
 
+def text_field(form: FormData, name: str, limit: int) -> str:
+    """A form value as text, at most ``limit`` characters (uploads are refused as empty)."""
+    value = form.get(name)
+    return value[:limit] if isinstance(value, str) else ""
+
+
+def list_field(form: FormData, name: str, limit: int = 50) -> list[str]:
+    """Every value of a repeated field (checkboxes), at most ``limit`` of them."""
+    return [v[:200] for v in form.getlist(name) if isinstance(v, str)][:limit]
+
+
 # ---------------------------------------------------------------- CSRF and rate limit
 
 
@@ -261,21 +272,24 @@ class WebApp:
                 "error.html", 429, headers={"Retry-After": str(retry_after)}, title="Too many attempts", kind="rate"
             )
         form = await request.form(max_files=0, max_fields=50)
+        request_form = SubscribeForm(
+            email=text_field(form, "email", 320),
+            name=text_field(form, "name", 200),
+            topics=tuple(list_field(form, "topics")),
+            timezone=text_field(form, "timezone", 64),
+        )
         values = {
-            "email": str(form.get("email") or "")[:320],
-            "name": str(form.get("name") or "")[:200],
-            "topics": [str(t) for t in form.getlist("topics")][:50],
-            "timezone": str(form.get("timezone") or "")[:64],
+            "email": request_form.email,
+            "name": request_form.name,
+            "topics": list(request_form.topics),
+            "timezone": request_form.timezone,
         }
         if not self.csrf.valid(request, form, "subscribe"):
             return self.page("error.html", 403, title="This form has expired", kind="csrf")
         if form.get(HONEYPOT_FIELD):
             # A bot: answer exactly as for a person, do nothing.
             log.info("subscribe honeypot filled; ignored")
-            return self.page("check_inbox.html", email=values["email"].strip())
-        request_form = SubscribeForm(
-            email=values["email"], name=values["name"], topics=tuple(values["topics"]), timezone=values["timezone"]
-        )
+            return self.page("check_inbox.html", email=request_form.email.strip())
         try:
             await run_in_threadpool(
                 lifecycle.request_subscription, self.engine, self.settings, self.clock, request_form, self.mailer
@@ -291,7 +305,7 @@ class WebApp:
         except DeliveryError as exc:
             log.warning("confirmation email not sent: %s", exc)
             return self.page("error.html", 503, title="We couldn't send the email", kind="mail")
-        return self.page("check_inbox.html", email=values["email"].strip())
+        return self.page("check_inbox.html", email=request_form.email.strip())
 
     async def confirm(self, request: Request) -> Response:
         token = request.path_params["token"]
@@ -388,22 +402,27 @@ class WebApp:
         if form.get("action") == "resubscribe":
             sub = await run_in_threadpool(lifecycle.resubscribe_by_token, self.engine, self.settings, self.clock, token)
             return self._preferences_page(request, sub, lifecycle.current_preferences(sub), notice="resubscribed")
-        raw = {
-            "topics": [str(t) for t in form.getlist("topics")][:50],
-            "timezone": str(form.get("timezone") or "")[:64] or None,
-            "send_time": str(form.get("send_time") or "")[:5] or None,
-            "frequency": str(form.get("frequency") or "")[:10] or None,
-            "weekday": str(form.get("weekday") or "")[:2] or None,
-        }
+        topics = list_field(form, "topics")
+        timezone = text_field(form, "timezone", 64) or None
+        send_time = text_field(form, "send_time", 5) or None
+        frequency = text_field(form, "frequency", 10) or None
+        weekday = text_field(form, "weekday", 2) or None
         try:
-            prefs = lifecycle.parse_preferences(self.settings, **raw)
+            prefs = lifecycle.parse_preferences(
+                self.settings,
+                topics=topics,
+                timezone=timezone,
+                send_time=send_time,
+                frequency=frequency,
+                weekday=weekday,
+            )
         except InputError as exc:
             entered = lifecycle.Preferences(
-                topics=tuple(raw["topics"]),
-                timezone=raw["timezone"],
-                send_time=raw["send_time"],
-                frequency=raw["frequency"] or "daily",
-                weekday=int(raw["weekday"]) if (raw["weekday"] or "").isdigit() else None,
+                topics=tuple(topics),
+                timezone=timezone,
+                send_time=send_time,
+                frequency=frequency or "daily",
+                weekday=int(weekday) if weekday and weekday.isdigit() else None,
             )
             return self._preferences_page(request, sub, entered, 400, error=exc.problem, error_field=exc.where)
         sub = await run_in_threadpool(
@@ -619,6 +638,30 @@ def uvicorn_config(app: Starlette, settings: Settings, host: str | None = None, 
         log_level="warning",
         lifespan="off",
     )
+
+
+def serve_forever(app: Starlette, settings: Settings, host: str | None = None, port: int | None = None) -> None:
+    """Serve in the foreground until SIGTERM or SIGINT; return (exit 0) after a graceful stop.
+
+    uvicorn re-raises the signal after shutting down, which ends the process "killed
+    by SIGTERM"; a service manager and a shell both prefer a plain exit 0.
+    """
+    import signal
+    from contextlib import contextmanager
+
+    import uvicorn
+
+    class _Server(uvicorn.Server):
+        @contextmanager
+        def capture_signals(self) -> Any:
+            previous = {sig: signal.signal(sig, self.handle_exit) for sig in (signal.SIGINT, signal.SIGTERM)}
+            try:
+                yield
+            finally:
+                for sig, handler in previous.items():
+                    signal.signal(sig, handler)
+
+    _Server(uvicorn_config(app, settings, host, port)).run()
 
 
 class WebServer:

@@ -26,16 +26,14 @@ def web(
     port: Annotated[int | None, typer.Option(help="Port (default [web] port).")] = None,
 ) -> None:
     """Run the subscriber web app (subscribe, confirm, preferences, unsubscribe, archive)."""
-    import uvicorn
-
-    from digest.web import make_app, uvicorn_config
+    from digest.web import make_app, serve_forever
 
     st = state(ctx)
     _setup_logging(st)
     application = make_app(st.settings, st.engine, st.clock)
-    config = uvicorn_config(application, st.settings, host, port)
-    err.print(f"web app on http://{config.host}:{config.port} (public URL {st.settings.base_url})")
-    uvicorn.Server(config).run()
+    where = f"http://{host or st.settings.web.host}:{port or st.settings.web.port}"
+    err.print(f"web app on {where} (public URL {st.settings.base_url}); Ctrl-C to stop")
+    serve_forever(application, st.settings, host, port)
 
 
 @app.command()
