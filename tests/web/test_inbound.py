@@ -287,8 +287,10 @@ def test_command_processes_a_maildir(engine: Engine, web_settings: Settings, ana
 
 
 @pytest.mark.slow
-def test_command_reports_a_missing_mailbox(web_settings: Settings, tmp_path: Path) -> None:
-    done = run_inbound(web_settings, "--mbox", str(tmp_path / "nope.mbox"))
+def test_command_reports_a_missing_mailbox(tmp_path: Path) -> None:
+    settings = Settings(database_url=f"sqlite:///{tmp_path / 'digest.db'}")
+
+    done = run_inbound(settings, "--mbox", str(tmp_path / "nope.mbox"))
 
     assert done.returncode == 3
     assert b"no such mbox file" in done.stderr
