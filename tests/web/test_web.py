@@ -369,3 +369,17 @@ def test_unknown_page_is_a_friendly_404(client: httpx.Client) -> None:
     answer = client.get("/no/such/page")
 
     assert answer.status_code == 404 and "couldn't find" in answer.text
+
+
+def test_unsubscribed_reader_can_subscribe_again_from_the_preferences_page(
+    client: httpx.Client, engine: Engine
+) -> None:
+    ana = active(engine, "ana@example.org", status="unsubscribed")
+    url = f"/preferences/{token('preferences', ana)}"
+    page = client.get(url)
+    assert "Subscribe again" in page.text
+
+    answer = client.post(url, data={"csrf": csrf_of(page.text), "action": "resubscribe"})
+
+    assert answer.status_code == 200 and "Welcome back" in answer.text
+    assert subscriber(engine, "ana@example.org").status == SubscriberStatus.ACTIVE  # type: ignore[union-attr]
