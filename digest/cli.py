@@ -331,12 +331,14 @@ def send(
 ) -> None:
     """Build (or find) the current edition and deliver it to every active subscriber."""
     from digest.deliver import send_digest, send_test
+    from digest.dkim import signer_from_settings
     from digest.transport import MemoryTransport, SMTPTransport, parse_smtp_url
 
     st = state(ctx)
     _setup_logging(st)
     name, cfg = st.settings.digest(digest)
     clock = parse_at(at, cfg.timezone)
+    signer = signer_from_settings(st.settings)
     if dry_run or to:
         from digest.db import session_scope
         from digest.subscribers import normalise_email
@@ -347,7 +349,7 @@ def send(
             transport = SMTPTransport(parse_smtp_url(st.settings.smtp_url.get_secret_value(), st.settings.smtp_timeout))
         with session_scope(st.engine) as session:
             emails = [to] if to else [s.email for s in _active(session)]
-            res = send_test(session, st.settings, name, emails, transport, clock)
+            res = send_test(session, st.settings, name, emails, transport, clock, signer)
         transport.close()
         verb = "would send" if dry_run else "sent test copy to"
         out.print(f"{name} {res.slot}: {verb} {res.sent} message(s) ({res.variants} variant(s), {res.skipped} skipped)")
@@ -365,6 +367,7 @@ def send(
             clock,
             progress=lambda n: bar.advance(task, n),
             on_total=lambda n: bar.update(task, total=n),
+            signer=signer,
         )
     if report.empty:
         out.print(f"{name} {report.slot}: no new articles; nothing sent (set send_empty to send anyway)")

@@ -254,8 +254,12 @@ class TokenMaker:
             compressed = zlib.compress(raw)
             if len(compressed) < len(raw) - 1:
                 body = b"." + _b64(compressed)
-        ts = int(time.time()) if timestamp is None else timestamp
-        value = body + b"." + _b64(ts.to_bytes(8, "big").lstrip(b"\x00"))
+        from digest.tokens import TIMED
+
+        value = body
+        if purpose in TIMED:
+            ts = int(time.time()) if timestamp is None else timestamp
+            value = body + b"." + _b64(ts.to_bytes(8, "big").lstrip(b"\x00"))
         signature = hmac.new(self._keys[purpose], value, hashlib.sha1).digest()
         return (value + b"." + _b64(signature)).decode("ascii")
 

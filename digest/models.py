@@ -256,3 +256,37 @@ Index(
 
 
 # ---------------------------------------------------------------- web (subscriber lifecycle)
+
+
+class SubscriberEventKind:
+    """What happened to a subscriber: the consent and bounce trail."""
+
+    SUBSCRIBE_REQUEST = "subscribe_request"
+    CONFIRM_SENT = "confirm_sent"
+    CONFIRMED = "confirmed"
+    PREFERENCES = "preferences"
+    UNSUBSCRIBED = "unsubscribed"
+    BOUNCE_PERMANENT = "bounce_permanent"
+    BOUNCE_TEMPORARY = "bounce_temporary"
+
+
+class SubscriberEvent(SQLModel, table=True):
+    """One lifecycle event of a subscriber (consent proof, bounces, throttling).
+
+    Deleted with the subscriber (ON DELETE CASCADE): erasure leaves no trail.
+    ``ref`` is the Message-ID of the inbound mail that caused it, so reading the
+    same bounce twice counts it once.
+    """
+
+    __tablename__ = "subscriber_event"
+    __table_args__ = (Index("ix_subscriber_event_sub_kind", "subscriber_id", "kind", "created_at"),)
+
+    id: int | None = Field(default=None, primary_key=True)
+    subscriber_id: int = Field(
+        sa_column=Column(Integer, ForeignKey("subscriber.id", ondelete="CASCADE"), nullable=False)
+    )
+    kind: str = Field(max_length=30)
+    source: str = Field(default="", max_length=30)
+    ref: str | None = Field(default=None, max_length=300, index=True)
+    detail: str = Field(default="", max_length=1000)
+    created_at: datetime = Field(sa_column=Column(UTCDateTime(), nullable=False))

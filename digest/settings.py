@@ -25,6 +25,7 @@ from pydantic import (
     SecretStr,
     ValidationError,
     field_validator,
+    model_validator,
 )
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict, SettingsError
 
@@ -174,11 +175,45 @@ class WebSettings(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
+    enabled: bool = Field(False, description="Run the web app inside `digest serve`.")
+    host: str = Field("127.0.0.1", description="Address the web app listens on.")
+    port: int = Field(8000, ge=1, le=65535, description="Port the web app listens on.")
+    forwarded_allow_ips: str = Field(
+        "127.0.0.1",
+        description="Proxies whose X-Forwarded-For/-Proto headers are trusted (comma-separated, or *).",
+    )
+    confirm_max_age: Duration = Field(timedelta(days=3), description="A confirmation link expires after this long.")
+    subscribe_limit: int = Field(5, ge=1, description="Subscribe requests allowed per client address per window.")
+    subscribe_window: Duration = Field(timedelta(hours=1), description="The window of subscribe_limit.")
+    resend_interval: Duration = Field(
+        timedelta(minutes=10), description="At most one confirmation email per address this often."
+    )
+    csrf_max_age: Duration = Field(timedelta(hours=2), description="A form must be sent back within this long.")
+
 
 class DkimSettings(BaseModel):
     """``[dkim]``: DKIM signing of every message."""
 
     model_config = ConfigDict(extra="forbid")
+
+    selector: str | None = Field(None, description="DKIM selector (the s= tag); unset = no signing.")
+    domain: str | None = Field(None, description="Signing domain (the d= tag), usually the From domain.")
+    private_key_file: str | None = Field(None, description="PEM file of the RSA private key.")
+    feedback_id: str | None = Field(
+        None, description="Feedback-ID header (Gmail feedback loop), e.g. 'daily:digest:example'; unset = none."
+    )
+
+    @model_validator(mode="after")
+    def _all_or_nothing(self) -> DkimSettings:
+        given = [self.selector, self.domain, self.private_key_file]
+        if any(given) and not all(given):
+            raise ValueError("selector, domain and private_key_file must be set together")
+        return self
+
+    @property
+    def enabled(self) -> bool:
+        """True when messages are to be signed."""
+        return bool(self.selector and self.domain and self.private_key_file)
 
 
 class Settings(BaseSettings):

@@ -12,7 +12,15 @@ from pathlib import Path
 import pytest
 
 from digest.errors import ConfigError
-from digest.settings import DeliverySettings, DigestConfig, ServiceSettings, Settings, load_settings
+from digest.settings import (
+    DeliverySettings,
+    DigestConfig,
+    DkimSettings,
+    ServiceSettings,
+    Settings,
+    WebSettings,
+    load_settings,
+)
 
 ROOT = Path(__file__).resolve().parent.parent
 SHIPPED_CONFIG = ROOT / "config" / "digest.toml"
@@ -263,10 +271,11 @@ def documented_keys() -> set[str]:
 
 @pytest.mark.parametrize(
     ("model", "name"),
-    [(Settings, n) for n in Settings.model_fields]
-    + [(DigestConfig, n) for n in DigestConfig.model_fields]
-    + [(ServiceSettings, n) for n in ServiceSettings.model_fields]
-    + [(DeliverySettings, n) for n in DeliverySettings.model_fields],
+    [
+        (model, n)
+        for model in (Settings, DigestConfig, ServiceSettings, DeliverySettings, WebSettings, DkimSettings)
+        for n in model.model_fields
+    ],
     ids=lambda v: v if isinstance(v, str) else v.__name__,
 )
 def test_every_field_is_documented(model: type, name: str) -> None:
@@ -309,3 +318,26 @@ def test_bad_service_value_names_the_nested_key(write_config: WriteConfig) -> No
     exc = config_error(write_config('[service]\nlog_format = "xml"\n'))
 
     assert exc.key == "service.log_format"
+
+
+def test_nested_section_is_read_from_its_table_and_the_environment(
+    write_config: WriteConfig, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    path = write_config('[web]\nenabled = true\nport = 8100\n[dkim]\nfeedback_id = "d:x"\n')
+    monkeypatch.setenv("DIGEST_WEB__PORT", "8200")
+
+    settings = load_settings(path)
+
+    assert settings.web.enabled is True
+    assert settings.web.port == 8200
+    assert settings.dkim.feedback_id == "d:x"
+    assert not settings.dkim.enabled
+
+
+def test_dkim_needs_selector_domain_and_key_together(write_config: WriteConfig) -> None:
+    path = write_config('[dkim]\nselector = "s1"\n')
+
+    error = config_error(path)
+
+    assert error.key == "dkim"
+    assert "set together" in str(error)

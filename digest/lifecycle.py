@@ -1,0 +1,496 @@
+"""Lifecycle: a subscriber joins (double opt-in), confirms, changes preferences and leaves.
+
+The web app and the inbound-mail handler are thin shells over these functions.
+Every state change is recorded as a :class:`~digest.models.SubscriberEvent` (the
+consent trail, bounces, and the throttle of confirmation emails).
+
+Privacy rule: nothing here tells a caller whether an address was already on the
+list. :func:`request_subscription` answers the same for every valid address, and
+the one person who learns the truth is the mailbox owner, by email.
+"""
+
+from __future__ import annotations
+
+import logging
+import secrets
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from enum import StrEnum
+from typing import TYPE_CHECKING, Any
+
+import jinja2
+from sqlalchemy.engine import Engine
+from sqlalchemy.exc import IntegrityError
+from sqlmodel import Session, col, select
+
+from digest.clock import Clock
+from digest.db import session_scope
+from digest.deliver import list_id, recipient_for
+from digest.errors import InputError
+from digest.inline import inline_css
+from digest.message import PreparedMessage, address_domain
+from digest.models import Subscriber, SubscriberEvent, SubscriberEventKind, SubscriberStatus
+from digest.render import Markers, make_environment, one_line, render_variant
+from digest.settings import Settings
+from digest.subscribers import find_subscriber, normalise_email, validate_send_time, validate_timezone
+from digest.tokens import TokenError, address_hash, make_token, read_token
+from digest.transport import Transport
+
+if TYPE_CHECKING:
+    from digest.dkim import Signer
+
+log = logging.getLogger(__name__)
+
+FREQUENCIES = ("daily", "weekly")
+WEEKDAYS = ("Monday", "Tuesday", "Wednesday", "Thursday", "Friday", "Saturday", "Sunday")
+
+CONFIRM_SUBJECT = "Confirm your subscription to {{ site.title }}"
+NOTICE_SUBJECT = "You're already subscribed to {{ site.title }}"
+
+
+class Outcome(StrEnum):
+    """What :func:`request_subscription` did. Never shown to the requester."""
+
+    CONFIRMATION_SENT = "confirmation_sent"
+    NOTICE_SENT = "notice_sent"  # already active: a reminder with their own links instead
+    THROTTLED = "throttled"  # a message went to this address moments ago
+
+
+@dataclass(frozen=True)
+class SubscribeForm:
+    """What the subscribe form sends (raw, unvalidated)."""
+
+    email: str
+    name: str = ""
+    topics: tuple[str, ...] = ()
+    timezone: str | None = None
+
+
+@dataclass(frozen=True)
+class Preferences:
+    """A subscriber's validated delivery choices."""
+
+    topics: tuple[str, ...] = ()
+    timezone: str | None = None
+    send_time: str | None = None
+    frequency: str = "daily"
+    weekday: int | None = None
+
+
+# ---------------------------------------------------------------- small helpers
+
+
+def site_title(settings: Settings) -> str:
+    """The name shown on web pages and notices: the only digest's title, else a generic one."""
+    if len(settings.digests) == 1:
+        return next(iter(settings.digests.values())).title
+    return "our newsletters"
+
+
+def available_topics(settings: Settings) -> list[str]:
+    """The topics a subscriber can choose: every configured section, in order, once."""
+    seen: dict[str, str] = {}
+    for cfg in settings.digests.values():
+        for s in cfg.sections:
+            seen.setdefault(s.casefold(), s)
+    return list(seen.values())
+
+
+def clean_topics(settings: Settings, topics: Iterable[str]) -> tuple[str, ...]:
+    """The known topics among ``topics`` (case-insensitive), in configured order; unknown ones are dropped."""
+    wanted = {one_line(t).casefold() for t in topics}
+    return tuple(t for t in available_topics(settings) if t.casefold() in wanted)
+
+
+def mask_email(email: str) -> str:
+    """``ana.lima@example.org`` -> ``a•••a@example.org``: recognisable to its owner only."""
+    local, _, domain = email.rpartition("@")
+    if len(local) <= 2:
+        return f"{local[:1]}•••@{domain}"
+    return f"{local[0]}•••{local[-1]}@{domain}"
+
+
+def record_event(
+    session: Session,
+    sub: Subscriber,
+    kind: str,
+    now: datetime,
+    *,
+    source: str = "",
+    ref: str | None = None,
+    detail: str = "",
+) -> None:
+    assert sub.id is not None
+    session.add(
+        SubscriberEvent(
+            subscriber_id=sub.id, kind=kind, source=source[:30], ref=ref, detail=detail[:1000], created_at=now
+        )
+    )
+
+
+def events(session: Session, subscriber_id: int, kind: str | None = None) -> Sequence[SubscriberEvent]:
+    """A subscriber's events, oldest first."""
+    stmt = select(SubscriberEvent).where(SubscriberEvent.subscriber_id == subscriber_id)
+    if kind:
+        stmt = stmt.where(SubscriberEvent.kind == kind)
+    return session.exec(stmt.order_by(col(SubscriberEvent.id))).all()
+
+
+def subscriber_from_token(
+    session: Session,
+    settings: Settings,
+    purpose: str,
+    token: str,
+    now: datetime,
+    max_age: int | None = None,
+) -> Subscriber:
+    """The subscriber a token was made for; TokenError if it is forged, expired or not theirs.
+
+    The token's address hash must match the subscriber's current address: a token
+    never works for a row whose address changed, or for a deleted id reused later.
+    Every failure raises the same message, so a caller cannot tell them apart.
+    """
+    sub_id, hashed = read_token(settings.secret_key.get_secret_value(), purpose, token, max_age, now=now)
+    sub = session.get(Subscriber, sub_id)
+    if sub is None or not secrets.compare_digest(address_hash(sub.email_key), hashed):
+        raise TokenError("this link is not valid")
+    return sub
+
+
+def make_link(settings: Settings, purpose: str, sub: Subscriber, now: datetime) -> str:
+    """``{base_url}/{purpose}/{token}`` for this subscriber."""
+    assert sub.id is not None
+    token = make_token(settings.secret_key.get_secret_value(), purpose, sub.id, sub.email_key, now=now)
+    return f"{settings.base_url}/{purpose}/{token}"
+
+
+# ---------------------------------------------------------------- notices (confirmation email)
+
+
+class Mailer:
+    """Sends one-off notices (confirmation, already-subscribed) through the normal message path.
+
+    A notice is rendered from ``email/NAME.html`` and ``.txt`` with the one Jinja
+    environment, inlined, built into a :class:`PreparedMessage`, filled for its
+    recipient, DKIM-signed when a signer is given, and sent through a transport
+    made for it by ``transport_factory`` (notices are rare: no connection is kept).
+    """
+
+    def __init__(
+        self,
+        settings: Settings,
+        transport_factory: Callable[[], Transport],
+        *,
+        signer: Signer | None = None,
+        env: jinja2.Environment | None = None,
+        inline: Callable[[str], str] = inline_css,
+    ) -> None:
+        self.settings = settings
+        self.transport_factory = transport_factory
+        self.signer = signer
+        self.env = env or make_environment(settings.templates_dir)
+        self.inline = inline
+
+    def context(self, sub: Subscriber, markers: Markers, **extra: Any) -> dict[str, Any]:
+        """The render context of a notice (documented in docs/web.md)."""
+        s = self.settings
+        ctx: dict[str, Any] = {
+            "site": {"title": site_title(s), "base_url": s.base_url},
+            "digests": [{"name": n, "title": c.title} for n, c in s.digests.items()],
+            "topics": list(sub.topics),
+            "confirm_url": "",
+            "confirm_days": max(1, round(s.web.confirm_max_age.total_seconds() / 86400)),
+            "subscribe_url": f"{s.base_url}/",
+            "base_url": s.base_url,
+            "postal_address": s.postal_address,
+            "personal": markers.as_context(),
+        }
+        ctx.update(extra)
+        return ctx
+
+    def build(self, sub: Subscriber, template: str, subject: str, now: datetime, **extra: Any) -> tuple[str, bytes]:
+        """``(envelope_from, message bytes)`` of notice ``template`` for ``sub``."""
+        markers = Markers.new()
+        rendered = render_variant(self.env, template, subject, self.context(sub, markers, **extra), markers)
+        name, cfg = next(iter(self.settings.digests.items()))
+        from_addr = cfg.from_addr or self.settings.from_addr
+        prepared = PreparedMessage(
+            rendered,
+            inlined_html=self.inline(rendered.html),
+            from_addr=from_addr,
+            reply_to=None,
+            list_id=list_id(name, cfg, from_addr),
+            digest=template,
+            slot="notice",
+        )
+        msgid = f"<notice.{template}.{secrets.token_hex(10)}@{address_domain(from_addr)}>"
+        data = prepared.fill(recipient_for(self.settings, sub), now, msgid)
+        if self.signer is not None:
+            data = self.signer.sign(data)
+        return prepared.envelope_from, data
+
+    def send(self, sub: Subscriber, template: str, subject: str, now: datetime, **extra: Any) -> str:
+        """Send notice ``template`` to ``sub``; TemporaryFailure/PermanentFailure propagate."""
+        envelope_from, data = self.build(sub, template, subject, now, **extra)
+        transport = self.transport_factory()
+        try:
+            return transport.send(envelope_from, sub.email, data)
+        finally:
+            transport.close()
+
+
+# ---------------------------------------------------------------- subscribe and confirm
+
+
+def _upsert_pending(session: Session, settings: Settings, form: SubscribeForm, now: datetime) -> Subscriber:
+    email, key = normalise_email(form.email, "email")
+    tz = validate_timezone(form.timezone, "timezone")
+    topics = list(clean_topics(settings, form.topics))
+    name = one_line(form.name)[:200]
+    sub = find_subscriber(session, key)
+    if sub is None:
+        sub = Subscriber(
+            email=email,
+            email_key=key,
+            name=name,
+            status=SubscriberStatus.PENDING,
+            timezone=tz,
+            topics=topics,
+            created_at=now,
+            updated_at=now,
+        )
+        session.add(sub)
+        session.flush()
+    elif sub.status != SubscriberStatus.ACTIVE:
+        # Someone not receiving mail may restate their choices; they take effect only
+        # once the mailbox owner confirms. An active subscriber's choices are changed
+        # by their preferences link alone, never by a form anyone can post.
+        if name:
+            sub.name = name
+        sub.timezone = tz or sub.timezone
+        sub.topics = topics
+        sub.updated_at = now
+        session.add(sub)
+    record_event(session, sub, SubscriberEventKind.SUBSCRIBE_REQUEST, now, source="web")
+    return sub
+
+
+def request_subscription(
+    engine: Engine, settings: Settings, clock: Clock, form: SubscribeForm, mailer: Mailer
+) -> Outcome:
+    """Handle a subscribe request: store a pending subscriber and email them a confirmation link.
+
+    An address already active gets a reminder with its own preferences and
+    unsubscribe links instead, and nothing about it changes. At most one message
+    per address per ``web.resend_interval``. Raises InputError for an invalid
+    address or timezone; send failures (TemporaryFailure, PermanentFailure) propagate.
+    """
+    now = clock.now()
+    try:
+        with session_scope(engine) as session:
+            sub = _upsert_pending(session, settings, form, now)
+    except IntegrityError:
+        # Another request created the same address a moment ago: it exists now.
+        with session_scope(engine) as session:
+            sub = _upsert_pending(session, settings, form, now)
+    assert sub.id is not None
+    with session_scope(engine) as session:
+        sent = events(session, sub.id, SubscriberEventKind.CONFIRM_SENT)
+        if sent and now - sent[-1].created_at < settings.web.resend_interval:
+            log.info("subscriber %s: confirmation sent recently, not sending again", sub.id)
+            return Outcome.THROTTLED
+    if sub.status == SubscriberStatus.ACTIVE:
+        mailer.send(sub, "already_subscribed", NOTICE_SUBJECT, now)
+        outcome = Outcome.NOTICE_SENT
+    else:
+        confirm_url = make_link(settings, "confirm", sub, now)
+        mailer.send(sub, "confirm", CONFIRM_SUBJECT, now, confirm_url=confirm_url)
+        outcome = Outcome.CONFIRMATION_SENT
+    with session_scope(engine) as session:
+        record_event(session, sub, SubscriberEventKind.CONFIRM_SENT, now, source="web", detail=outcome.value)
+    log.info("subscriber %s: %s", sub.id, outcome.value)
+    return outcome
+
+
+def confirm_subscription(engine: Engine, settings: Settings, clock: Clock, token: str) -> Subscriber:
+    """Activate the subscriber of a confirmation token (idempotent). TokenError if it is bad or expired."""
+    now = clock.now()
+    max_age = int(settings.web.confirm_max_age.total_seconds())
+    with session_scope(engine) as session:
+        sub = subscriber_from_token(session, settings, "confirm", token, now, max_age)
+        if sub.status != SubscriberStatus.ACTIVE:
+            sub.status = SubscriberStatus.ACTIVE
+            sub.bounce_count = 0
+            sub.updated_at = now
+            session.add(sub)
+            record_event(session, sub, SubscriberEventKind.CONFIRMED, now, source="web")
+            log.info("subscriber %s confirmed", sub.id)
+        return sub
+
+
+# ---------------------------------------------------------------- unsubscribe
+
+
+def unsubscribe(
+    session: Session, sub: Subscriber, now: datetime, *, source: str, ref: str | None = None, detail: str = ""
+) -> bool:
+    """Mark ``sub`` unsubscribed; return False when they already were."""
+    if sub.status == SubscriberStatus.UNSUBSCRIBED:
+        return False
+    sub.status = SubscriberStatus.UNSUBSCRIBED
+    sub.updated_at = now
+    session.add(sub)
+    record_event(session, sub, SubscriberEventKind.UNSUBSCRIBED, now, source=source, ref=ref, detail=detail)
+    log.info("subscriber %s unsubscribed (%s)", sub.id, source)
+    return True
+
+
+def unsubscribe_by_token(engine: Engine, settings: Settings, clock: Clock, token: str, *, source: str) -> Subscriber:
+    """Unsubscribe the owner of an unsubscribe token (idempotent). TokenError if it is bad."""
+    now = clock.now()
+    with session_scope(engine) as session:
+        sub = subscriber_from_token(session, settings, "unsubscribe", token, now)
+        unsubscribe(session, sub, now, source=source)
+        return sub
+
+
+# ---------------------------------------------------------------- preferences
+
+
+def subscriber_for_preferences(engine: Engine, settings: Settings, clock: Clock, token: str) -> Subscriber:
+    """The subscriber a preferences token belongs to (read only). TokenError if it is bad."""
+    with session_scope(engine) as session:
+        return subscriber_from_token(session, settings, "preferences", token, clock.now())
+
+
+def current_preferences(sub: Subscriber) -> Preferences:
+    return Preferences(
+        topics=tuple(sub.topics),
+        timezone=sub.timezone,
+        send_time=sub.send_time,
+        frequency=sub.frequency if sub.frequency in FREQUENCIES else "daily",
+        weekday=sub.weekday,
+    )
+
+
+def parse_preferences(
+    settings: Settings,
+    *,
+    topics: Iterable[str],
+    timezone: str | None,
+    send_time: str | None,
+    frequency: str | None,
+    weekday: str | None,
+) -> Preferences:
+    """Validate raw form values; InputError names the offending field."""
+    freq = (frequency or "daily").strip().lower()
+    if freq not in FREQUENCIES:
+        raise InputError("frequency", f"must be one of {', '.join(FREQUENCIES)}")
+    day: int | None = None
+    if weekday not in (None, ""):
+        try:
+            day = int(str(weekday))
+        except ValueError:
+            day = -1
+        if not 0 <= day < 7:
+            raise InputError("weekday", "must be a day of the week")
+    if freq == "weekly" and day is None:
+        raise InputError("weekday", "choose a day for a weekly digest")
+    return Preferences(
+        topics=clean_topics(settings, topics),
+        timezone=validate_timezone(timezone, "timezone"),
+        send_time=validate_send_time(send_time, "send_time"),
+        frequency=freq,
+        weekday=day if freq == "weekly" else None,
+    )
+
+
+def update_preferences(engine: Engine, settings: Settings, clock: Clock, token: str, prefs: Preferences) -> Subscriber:
+    """Store the preferences of the owner of a preferences token. TokenError if it is bad."""
+    now = clock.now()
+    with session_scope(engine) as session:
+        sub = subscriber_from_token(session, settings, "preferences", token, now)
+        sub.topics = list(prefs.topics)
+        sub.timezone = prefs.timezone
+        sub.send_time = prefs.send_time
+        sub.frequency = prefs.frequency
+        sub.weekday = prefs.weekday
+        sub.updated_at = now
+        session.add(sub)
+        record_event(session, sub, SubscriberEventKind.PREFERENCES, now, source="web")
+        return sub
+
+
+def resubscribe_by_token(engine: Engine, settings: Settings, clock: Clock, token: str) -> Subscriber:
+    """Re-activate the owner of a preferences token.
+
+    The token came by email to that mailbox, so following it is as good as a
+    confirmation: no second round trip is needed.
+    """
+    now = clock.now()
+    with session_scope(engine) as session:
+        sub = subscriber_from_token(session, settings, "preferences", token, now)
+        if sub.status != SubscriberStatus.ACTIVE:
+            sub.status = SubscriberStatus.ACTIVE
+            sub.bounce_count = 0
+            sub.updated_at = now
+            session.add(sub)
+            record_event(session, sub, SubscriberEventKind.CONFIRMED, now, source="preferences")
+        return sub
+
+
+# ---------------------------------------------------------------- bounces
+
+
+class BounceResult(StrEnum):
+    """What one bounce report did to one subscriber."""
+
+    COUNTED = "counted"  # a permanent failure, counted
+    BOUNCED = "bounced"  # ... and it reached bounce_limit: no more mail
+    RECORDED = "recorded"  # a temporary failure: noted only
+    DUPLICATE = "duplicate"  # this report was processed before
+    UNKNOWN = "unknown"  # not a subscriber
+
+
+def record_bounce(
+    engine: Engine,
+    settings: Settings,
+    clock: Clock,
+    email: str,
+    *,
+    permanent: bool,
+    ref: str | None,
+    detail: str = "",
+) -> BounceResult:
+    """Record a bounce for ``email``: permanent ones count towards ``bounce_limit``.
+
+    ``ref`` (the report's Message-ID) makes it idempotent: the same report read
+    twice (an mbox processed again) counts once.
+    """
+    now = clock.now()
+    kind = SubscriberEventKind.BOUNCE_PERMANENT if permanent else SubscriberEventKind.BOUNCE_TEMPORARY
+    with session_scope(engine) as session:
+        sub = find_subscriber(session, email)
+        if sub is None:
+            return BounceResult.UNKNOWN
+        if ref is not None:
+            seen = session.exec(
+                select(SubscriberEvent.id).where(
+                    SubscriberEvent.subscriber_id == sub.id, SubscriberEvent.kind == kind, SubscriberEvent.ref == ref
+                )
+            ).first()
+            if seen is not None:
+                return BounceResult.DUPLICATE
+        record_event(session, sub, kind, now, source="inbound", ref=ref, detail=detail)
+        if not permanent:
+            return BounceResult.RECORDED
+        sub.bounce_count += 1
+        sub.updated_at = now
+        result = BounceResult.COUNTED
+        if sub.bounce_count >= settings.bounce_limit and sub.status == SubscriberStatus.ACTIVE:
+            sub.status = SubscriberStatus.BOUNCED
+            result = BounceResult.BOUNCED
+            log.info("subscriber %s bounced after %d permanent failures", sub.id, sub.bounce_count)
+        session.add(sub)
+        return result

@@ -1,0 +1,107 @@
+"""Fixtures of the subscriber-lifecycle tests: the real app on a real uvicorn server on loopback.
+
+The database is created and migrated once per module and backend (SQLite, and
+PostgreSQL when DIGEST_TEST_DATABASE_URL is set), then emptied before each test:
+the same real databases as the root ``db_url``/``engine`` fixtures, without paying
+for a migration per test.
+"""
+
+from __future__ import annotations
+
+import secrets
+from collections.abc import Iterator
+from pathlib import Path
+from urllib.parse import quote
+
+import httpx
+import pytest
+from sqlalchemy import create_engine, text
+from sqlalchemy.engine import Engine
+from sqlmodel import SQLModel
+
+from digest.clock import FixedClock
+from digest.db import make_engine, upgrade
+from digest.settings import DigestConfig, Settings, WebSettings
+from digest.smtpsink import SmtpSink, free_port
+from digest.web import WebServer, make_app
+from tests.conftest import BACKENDS, PG_URL
+
+TOPICS = ["World", "Business", "Science"]
+
+
+@pytest.fixture(scope="module", params=BACKENDS)
+def module_db_url(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    if request.param == "sqlite":
+        path: Path = tmp_path_factory.mktemp("web") / "digest.db"
+        yield f"sqlite:///{path}"
+        return
+    if not PG_URL:
+        pytest.skip(
+            "PostgreSQL tests need DIGEST_TEST_DATABASE_URL (e.g. postgresql+psycopg://postgres@127.0.0.1/test)"
+        )
+    schema = f"t_{secrets.token_hex(6)}"
+    admin = create_engine(PG_URL, isolation_level="AUTOCOMMIT")
+    with admin.connect() as conn:
+        conn.execute(text(f'CREATE SCHEMA "{schema}"'))
+    sep = "&" if "?" in PG_URL else "?"
+    yield f"{PG_URL}{sep}options={quote(f'-csearch_path={schema}')}"
+    with admin.connect() as conn:
+        conn.execute(text(f'DROP SCHEMA "{schema}" CASCADE'))
+    admin.dispose()
+
+
+@pytest.fixture(scope="module")
+def module_engine(module_db_url: str) -> Iterator[Engine]:
+    eng = make_engine(module_db_url)
+    upgrade(eng)
+    yield eng
+    eng.dispose()
+
+
+@pytest.fixture
+def db_url(module_db_url: str) -> str:
+    return module_db_url
+
+
+@pytest.fixture
+def engine(module_engine: Engine) -> Engine:
+    """The module's database, emptied: every table, children first."""
+    with module_engine.begin() as conn:
+        for table in reversed(SQLModel.metadata.sorted_tables):
+            conn.execute(table.delete())
+    return module_engine
+
+
+@pytest.fixture
+def web_port() -> int:
+    return free_port()
+
+
+@pytest.fixture
+def web_settings(db_url: str, sink: SmtpSink, web_port: int) -> Settings:
+    """Settings whose base_url is the test server, so links in emails can be followed."""
+    return Settings(
+        database_url=db_url,
+        smtp_url=sink.url,  # type: ignore[arg-type]
+        secret_key="test-secret",  # type: ignore[arg-type]
+        base_url=f"http://127.0.0.1:{web_port}",
+        from_addr="The Briefing <briefing@news.example.com>",
+        postal_address="Example News, 1 Harbour Road, Springfield",
+        digests={"daily": DigestConfig(title="The Briefing", sections=TOPICS)},
+        web=WebSettings(subscribe_limit=5),
+    )
+
+
+@pytest.fixture
+def server(engine: Engine, web_settings: Settings, clock: FixedClock, web_port: int) -> Iterator[WebServer]:
+    """The app, served by uvicorn from a thread on a free loopback port."""
+    app = make_app(web_settings, engine, clock)
+    with WebServer(app, web_settings, "127.0.0.1", web_port) as srv:
+        yield srv
+
+
+@pytest.fixture
+def client(server: WebServer) -> Iterator[httpx.Client]:
+    """An HTTP client that keeps cookies, like a browser, and never follows redirects."""
+    with httpx.Client(base_url=server.url, follow_redirects=False, timeout=20) as c:
+        yield c

@@ -1,0 +1,156 @@
+"""The whole subscriber journey in headless Chromium (Playwright), against the real server.
+
+Subscribe through the form, read the confirmation email from the real SMTP server,
+open its link, change preferences, unsubscribe. Screenshots of every page land in
+``test-artifacts/web-*.png`` (git-ignored) for a human to look at.
+"""
+
+from __future__ import annotations
+
+import shutil
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from sqlalchemy.engine import Engine
+
+from digest.db import session_scope
+from digest.deliver import get_or_build_edition
+from digest.models import SubscriberStatus
+from digest.settings import Settings
+from digest.smtpsink import SmtpSink
+from digest.store import upsert_articles
+from digest.subscribers import find_subscriber
+from digest.web import WebServer
+from tests.conftest import NOW, STANDARD_DRAFTS
+from tests.web.helpers import link_in, parsed
+
+pytestmark = pytest.mark.browser
+
+ARTIFACTS = Path(__file__).resolve().parent.parent.parent / "test-artifacts"
+CHROMIUM = "/usr/bin/chromium" if Path("/usr/bin/chromium").is_file() else shutil.which("chromium")
+PHONE = {"width": 390, "height": 844}
+DESKTOP = {"width": 1280, "height": 900}
+
+sync_api = pytest.importorskip("playwright.sync_api", reason="Playwright is not installed (pip install playwright)")
+
+
+@pytest.fixture(scope="module")
+def browser() -> Iterator[object]:
+    if CHROMIUM is None:
+        pytest.skip("no Chromium at /usr/bin/chromium or on PATH (apt install chromium); never `playwright install`")
+    with sync_api.sync_playwright() as p:
+        b = p.chromium.launch(
+            executable_path=CHROMIUM,
+            headless=True,
+            args=["--no-sandbox", "--disable-gpu", "--disable-background-networking"],
+        )
+        yield b
+        b.close()
+
+
+def shot(page: object, name: str) -> None:
+    ARTIFACTS.mkdir(exist_ok=True)
+    page.screenshot(path=str(ARTIFACTS / f"web-{name}.png"), full_page=True)  # type: ignore[attr-defined]
+
+
+def status_of(engine: Engine, address: str) -> object:
+    with session_scope(engine) as s:
+        sub = find_subscriber(s, address)
+        assert sub is not None
+        return sub
+
+
+def test_subscribe_confirm_change_preferences_and_unsubscribe_in_a_browser(
+    browser: object, server: WebServer, engine: Engine, sink: SmtpSink, web_settings: Settings
+) -> None:
+    context = browser.new_context(viewport=PHONE, timezone_id="Europe/Berlin")  # type: ignore[attr-defined]
+    page = context.new_page()
+
+    # Subscribe.
+    page.goto(f"{server.url}/")
+    assert page.locator("#timezone").input_value() == "Europe/Berlin", "the optional script preselects the zone"
+    shot(page, "subscribe")
+    page.fill("#email", "ana.lima@example.org")
+    page.fill("#name", "Ana")
+    page.locator("label.chip", has_text="Science").click()
+    page.get_by_role("button", name="Subscribe").click()
+    page.wait_for_selector("text=Check your inbox")
+    shot(page, "check-inbox")
+    sub = status_of(engine, "ana.lima@example.org")
+    assert (sub.status, sub.topics, sub.timezone) == ("pending", ["Science"], "Europe/Berlin")  # type: ignore[attr-defined]
+
+    # The confirmation email, as received by the real SMTP server.
+    [received] = sink.messages
+    html = parsed(received.data).get_body(preferencelist=("html",)).get_content()  # type: ignore[union-attr]
+    mail_view = context.new_page()
+    mail_view.set_content(html)
+    shot(mail_view, "confirm-email")
+    mail_view.close()
+
+    # Confirm by opening the emailed link.
+    page.goto(link_in(received.data, "confirm"))
+    page.wait_for_selector("text=You're subscribed!")
+    shot(page, "confirmed")
+    assert status_of(engine, "ana.lima@example.org").status == SubscriberStatus.ACTIVE  # type: ignore[attr-defined]
+
+    # Change preferences.
+    page.get_by_role("link", name="Choose topics and time").click()
+    page.wait_for_selector("h1:has-text('Your preferences')")
+    shot(page, "preferences")
+    page.locator("label.chip", has_text="World").click()
+    page.locator("label.chip", has_text="Weekly").click()
+    page.select_option("#weekday", "4")
+    page.fill("#send_time", "07:30")
+    page.select_option("#timezone", "America/New_York")
+    page.get_by_role("button", name="Save preferences").click()
+    page.wait_for_selector("text=Saved.")
+    shot(page, "preferences-saved")
+    sub = status_of(engine, "ana.lima@example.org")
+    assert (sub.topics, sub.frequency, sub.weekday, sub.send_time, sub.timezone) == (  # type: ignore[attr-defined]
+        ["World", "Science"],
+        "weekly",
+        4,
+        "07:30",
+        "America/New_York",
+    )
+
+    # Unsubscribe: a page with one button.
+    page.get_by_role("link", name="Unsubscribe").click()
+    page.wait_for_selector("h1:has-text('Unsubscribe?')")
+    shot(page, "unsubscribe")
+    page.get_by_role("button", name="Unsubscribe").click()
+    page.wait_for_selector("text=You're unsubscribed")
+    shot(page, "unsubscribed")
+    assert status_of(engine, "ana.lima@example.org").status == SubscriberStatus.UNSUBSCRIBED  # type: ignore[attr-defined]
+    context.close()
+
+
+def test_other_pages_look_right_on_desktop_phone_and_in_dark_mode(
+    browser: object, server: WebServer, engine: Engine, web_settings: Settings
+) -> None:
+    with session_scope(engine) as s:
+        upsert_articles(s, STANDARD_DRAFTS, NOW)
+    get_or_build_edition(engine, web_settings, "daily", NOW)
+
+    desktop = browser.new_context(viewport=DESKTOP)  # type: ignore[attr-defined]
+    page = desktop.new_page()
+    page.goto(f"{server.url}/")
+    shot(page, "subscribe-desktop")
+    page.fill("#email", "not an address")
+    page.get_by_role("button", name="Subscribe").click()
+    page.wait_for_selector("text=Please enter a valid email address.")
+    shot(page, "subscribe-error")
+    page.goto(f"{server.url}/archive/daily/2026-11-25")
+    assert page.locator("text=Harbour cities agree storm warning pact").count() >= 1
+    shot(page, "archive")
+    desktop.close()
+
+    phone = browser.new_context(viewport=PHONE, color_scheme="dark")  # type: ignore[attr-defined]
+    page = phone.new_page()
+    response = page.goto(f"{server.url}/unsubscribe/not-a-real-token")
+    assert response is not None and response.status == 400
+    shot(page, "bad-link-dark")
+    page.goto(f"{server.url}/")
+    shot(page, "subscribe-dark")
+    phone.close()
