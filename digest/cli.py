@@ -349,7 +349,7 @@ def send(
             transport = SMTPTransport(parse_smtp_url(st.settings.smtp_url.get_secret_value(), st.settings.smtp_timeout))
         with session_scope(st.engine) as session:
             emails = [to] if to else [s.email for s in _active(session)]
-            res = send_test(session, st.settings, name, emails, transport, clock, signer)
+            res = send_test(session, st.settings, name, emails, transport, clock, signer=signer)
         transport.close()
         verb = "would send" if dry_run else "sent test copy to"
         out.print(f"{name} {res.slot}: {verb} {res.sent} message(s) ({res.variants} variant(s), {res.skipped} skipped)")

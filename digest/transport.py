@@ -189,13 +189,15 @@ class SMTPTransport:
         mail = b"MAIL FROM:<" + envelope_from.encode(enc) + (b"> SMTPUTF8\r\n" if utf8 else b">\r\n")
         commands = (mail, b"RCPT TO:<" + recipient.encode(enc) + b">\r\n", b"DATA\r\n")
         replies: list[tuple[int, bytes]] = []
+        sock = smtp.sock
+        assert sock is not None  # connected: _connect returned it
         try:
             if smtp.has_extn("pipelining"):
-                smtp.sock.sendall(b"".join(commands))
+                sock.sendall(b"".join(commands))
                 replies = [smtp.getreply() for _ in commands]
             else:
                 for cmd in commands:
-                    smtp.sock.sendall(cmd)
+                    sock.sendall(cmd)
                     replies.append(smtp.getreply())
                     if replies[-1][0] not in (250, 251, 354):
                         break
@@ -219,7 +221,7 @@ class SMTPTransport:
         if not body.endswith(b"\r\n"):
             body += b"\r\n"
         try:
-            smtp.sock.sendall(body + b".\r\n")
+            sock.sendall(body + b".\r\n")
         except OSError as exc:
             # The terminating dot never left: the server cannot have accepted it.
             self._drop()

@@ -1,7 +1,7 @@
 """delivery engine: partial index of the outbox's pending deliveries
 
 Revision ID: 0003
-Revises: 0001
+Revises: 0002
 Create Date: 2026-11-25 03:20:00
 """
 
