@@ -200,7 +200,7 @@ def test_every_digest_sent_with_a_signer_verifies(
     with SMTPTransport(parse_smtp_url(sink.url)) as t:
         report = send_digest(engine, web_settings, "daily", t, clock, signer=signer)
         with session_scope(engine) as s:
-            send_test(s, web_settings, "daily", ["test@example.org"], t, clock, signer)
+            send_test(s, web_settings, "daily", ["test@example.org"], t, clock, signer=signer)
 
     assert report.sent == 2 and len(sink.messages) == 3
     assert all(verify(m.data, DNS) for m in sink.messages)
