@@ -59,6 +59,7 @@ from digest.render import make_environment
 from digest.schedule import Decision, Series, check_send_time, cron_trigger, decide, default_series, parse_slot
 from digest.select import select_articles, window
 from digest.settings import DigestConfig, Settings
+from digest.smtppool import Signer
 from digest.store import recent_articles
 from digest.transport import Transport
 
@@ -342,6 +343,7 @@ def send_pending(
     *,
     should_stop: Callable[[], bool] = lambda: False,
     worker: str | None = None,
+    signer: Signer | None = None,
 ) -> list[SendReport]:
     """Send every delivery that is due, edition by edition; any number of processes may run this.
 
@@ -381,7 +383,15 @@ def send_pending(
             variants = Variants(settings, edition.digest, vcfg, edition.slot, edition.built_at, content, env)
             try:
                 report = send_edition(
-                    engine, settings, variants, edition_id, smtp, clock, worker=worker, should_stop=should_stop
+                    engine,
+                    settings,
+                    variants,
+                    edition_id,
+                    smtp,
+                    clock,
+                    worker=worker,
+                    should_stop=should_stop,
+                    signer=signer,
                 )
             except DeliveryError as exc:
                 event(log, "outbox.smtp_down", logging.ERROR, digest=edition.digest, slot=edition.slot, error=str(exc))

@@ -52,6 +52,7 @@ from sqlmodel import col
 from digest.clock import Clock, SystemClock
 from digest.db import session_scope
 from digest.deliver import worker_id
+from digest.dkim import Signer, signer_from_settings
 from digest.feeds import poll_due
 from digest.leader import Leadership, make_leader
 from digest.logs import event
@@ -142,8 +143,11 @@ class Service:
         clock: Clock | None = None,
         transport: Callable[[], Transport] | None = None,
         leader: Leadership | None = None,
+        signer: Signer | None = None,
     ) -> None:
         self.settings = settings
+        # DKIM: the key is read once at start; a bad key file stops the service here.
+        self.signer = signer if signer is not None else signer_from_settings(settings, clock)
         self.engine = engine
         self.clock = clock or SystemClock()
         self.transport = transport or self._smtp
@@ -240,7 +244,13 @@ class Service:
 
     def send(self) -> None:
         send_pending(
-            self.engine, self.settings, self.transport, self.clock, should_stop=self.stopping.is_set, worker=self.worker
+            self.engine,
+            self.settings,
+            self.transport,
+            self.clock,
+            should_stop=self.stopping.is_set,
+            worker=self.worker,
+            signer=self.signer,
         )
 
     def _job_function(self, spec: JobSpec) -> Callable[[], None]:

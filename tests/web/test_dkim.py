@@ -242,3 +242,22 @@ def test_keygen_writes_a_private_key_and_prints_the_record_that_verifies(tmp_pat
     assert verify(signer.sign(message()), static_dns({"sel1._domainkey.news.example.com": txt}))
     again = subprocess.run(cmd, capture_output=True, env=env, timeout=60, cwd=tmp_path)
     assert again.returncode == 3 and b"exists already" in again.stderr
+
+
+def test_the_service_outbox_signs_what_it_sends(
+    engine: Engine, web_settings: Settings, sink: SmtpSink, clock: FixedClock, signer: DkimSigner
+) -> None:
+    from digest.deliver import get_or_build_edition, queue_deliveries
+    from digest.planner import send_pending
+
+    with session_scope(engine) as s:
+        upsert_articles(s, STANDARD_DRAFTS, NOW)
+        add_subscriber(s, "ana@example.org", NOW, name="Ana")
+    edition, _, _ = get_or_build_edition(engine, web_settings, "daily", NOW)
+    assert edition.id is not None
+    with session_scope(engine) as s:
+        queue_deliveries(s, edition.id, NOW)
+
+    send_pending(engine, web_settings, lambda: SMTPTransport(parse_smtp_url(sink.url)), clock, signer=signer)
+
+    assert len(sink.messages) == 1 and verify(sink.messages[0].data, DNS)
