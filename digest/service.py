@@ -363,10 +363,20 @@ def serve(service: Service, *, install_signals: bool = True) -> int:
     if install_signals:
         signal.signal(signal.SIGTERM, on_signal)
         signal.signal(signal.SIGINT, on_signal)
+    web = None
+    if service.settings.web.enabled:
+        from digest.web import WebServer, make_app
+
+        app = make_app(service.settings, service.engine, service.clock, service.transport, signer=service.signer)
+        web = WebServer(app, service.settings).start()
+        event(log, "web.started", url=web.url)
     service.start()
     while not service.stopping.wait(1.0):
         pass
     finished = service.shutdown()
+    if web is not None:
+        # After the scheduler: a subscriber's unsubscribe in flight still lands.
+        web.stop()
     for handler in logging.getLogger().handlers:
         handler.flush()
     if not finished:

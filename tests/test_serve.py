@@ -331,3 +331,24 @@ def test_two_services_on_postgresql_one_scheduler_takeover_after_kill_9(
     rows = deliveries(engine)
     assert len(rows) == 16 and all(d.status == DeliveryStatus.SENT for d, _ in rows)
     print(f"takeover after kill -9: {takeover:.2f}s")
+
+
+def test_serve_runs_the_web_app_when_enabled(engine: Engine, db_url: str, sink: SmtpSink, tmp_path: Path) -> None:
+    if engine.dialect.name != "sqlite":
+        pytest.skip("one backend is enough for the web wiring")
+    import httpx
+
+    from digest.smtpsink import free_port
+
+    port = free_port()
+    env = write_config(tmp_path / "digest.toml", db_url, sink.url, {"daily": "0 0 7 * * *"})
+    env.update(DIGEST_WEB__ENABLED="true", DIGEST_WEB__PORT=str(port))
+    proc = start(env, "--log-format", "json", "serve")
+    started = proc.wait_for("web.started", timeout=40)
+    proc.wait_for("service.started", timeout=40)
+
+    response = httpx.get(f"{started['url']}/healthz", timeout=10)
+
+    assert response.status_code == 200
+    proc.popen.send_signal(signal.SIGTERM)
+    assert proc.popen.wait(timeout=30) == 0
