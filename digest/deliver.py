@@ -286,10 +286,14 @@ class Variants:
     env: jinja2.Environment
     inline: Callable[[str], str] = inline_css
     _cache: dict[tuple[str, ...], PreparedMessage | None] = field(default_factory=dict)
+    _keys: dict[tuple[str, ...], tuple[str, ...]] = field(default_factory=dict)
 
     def for_topics(self, topics: Iterable[str]) -> PreparedMessage | None:
         """The prepared message for subscribers with ``topics``; None when it would be empty."""
-        key = self.content.variant_key(topics)
+        topics = tuple(topics)
+        key = self._keys.get(topics)
+        if key is None:  # a million subscribers share a handful of topic lists
+            key = self._keys[topics] = self.content.variant_key(topics)
         if key not in self._cache:
             self._cache[key] = self._prepare(key)
         return self._cache[key]
