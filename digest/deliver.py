@@ -16,7 +16,6 @@ import base64
 import functools
 import hashlib
 import hmac
-import json
 import logging
 import random
 import time
@@ -24,7 +23,6 @@ import zlib
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
-from urllib.parse import quote
 
 import jinja2
 from sqlalchemy import insert, literal
@@ -217,7 +215,8 @@ def recipient_values(settings: Settings, subscriber_id: int, email: str, email_k
         subscriber_id=subscriber_id,
         unsubscribe_url=f"{settings.base_url}/unsubscribe/{unsub}",
         preferences_url=f"{settings.base_url}/preferences/{prefs}",
-        unsubscribe_mailto=f"mailto:{mailbox}?subject={quote('unsubscribe ' + unsub)}",
+        # The token is URL-safe already: only the space needs quoting (as quote() would).
+        unsubscribe_mailto=f"mailto:{mailbox}?subject=unsubscribe%20{unsub}",
     )
 
 
@@ -247,8 +246,8 @@ class TokenMaker:
     def make(self, purpose: str, subscriber_id: int, email_key: str, timestamp: int | None = None) -> str:
         from digest.tokens import address_hash
 
-        payload = json.dumps([subscriber_id, address_hash(email_key)], ensure_ascii=False, separators=(",", ":"))
-        raw = payload.encode()
+        # Compact JSON of [int, hex string], as itsdangerous writes it.
+        raw = f'[{int(subscriber_id)},"{address_hash(email_key)}"]'.encode()
         body = _b64(raw)
         if len({raw[i : i + 3] for i in range(len(raw) - 2)}) < len(raw) - 2:
             compressed = zlib.compress(raw)
@@ -299,10 +298,14 @@ class Variants:
     env: jinja2.Environment
     inline: Callable[[str], str] = inline_css
     _cache: dict[tuple[str, ...], PreparedMessage | None] = field(default_factory=dict)
+    _keys: dict[tuple[str, ...], tuple[str, ...]] = field(default_factory=dict)
 
     def for_topics(self, topics: Iterable[str]) -> PreparedMessage | None:
         """The prepared message for subscribers with ``topics``; None when it would be empty."""
-        key = self.content.variant_key(topics)
+        topics = tuple(topics)
+        key = self._keys.get(topics)
+        if key is None:  # a million subscribers share a handful of topic lists
+            key = self._keys[topics] = self.content.variant_key(topics)
         if key not in self._cache:
             self._cache[key] = self._prepare(key)
         return self._cache[key]

@@ -11,6 +11,7 @@ milliseconds a message.
 from __future__ import annotations
 
 import binascii
+import functools
 import html
 import re
 import secrets
@@ -70,9 +71,22 @@ def encode_header(name: str, value: str) -> bytes:
     return f"{name}: {folded}\r\n".encode("ascii")
 
 
+_PLAIN_NAME = re.compile(r"[A-Za-z0-9 ]*")
+
+
 def format_address(name: str, addr: str) -> str:
     """An address with display name, RFC 2047-encoded when not ASCII."""
+    if _PLAIN_NAME.fullmatch(name) and addr.isascii():
+        # What formataddr gives for a name of letters, digits and spaces, at a tenth of the cost.
+        name = " ".join(name.split())
+        return f"{name} <{addr}>" if name else addr
     return formataddr((one_line(name), addr), charset="utf-8")
+
+
+@functools.lru_cache(maxsize=4)
+def _date_header(date: datetime) -> bytes:
+    # Many messages share a second (and a fixed clock shares all): format it once.
+    return f"Date: {format_datetime(date)}\r\n".encode("ascii")
 
 
 def message_id(digest: str, slot: str, subscriber_id: int | None, domain: str) -> str:
@@ -200,7 +214,8 @@ class PreparedMessage:
         return b"".join(
             (
                 encode_header("To", format_address(recipient.name, recipient.email)),
-                f"Date: {format_datetime(date)}\r\nMessage-ID: {msgid}\r\n".encode("ascii"),
+                _date_header(date.replace(microsecond=0)),
+                f"Message-ID: {msgid}\r\n".encode("ascii"),
                 b"List-Unsubscribe: " + unsub.encode("ascii") + CRLF,
                 self._head,
                 b"\r\nThis is a multi-part message in MIME format.\r\n",

@@ -295,6 +295,8 @@ def tls_settings(pool: Settings, url: str, cert: Path) -> Settings:
     return pool
 
 
+# With implicit TLS the whole session is encrypted; aiosmtpd only knows STARTTLS as "TLS".
+@pytest.mark.filterwarnings("ignore:Requiring AUTH while not requiring TLS")
 @pytest.mark.parametrize("implicit", [False, True], ids=["starttls", "smtps"])
 def test_tls_with_a_verified_self_signed_certificate(
     engine: Engine, pool: Settings, clock: FixedClock, tmp_path: Path, implicit: bool
