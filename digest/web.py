@@ -640,6 +640,21 @@ def uvicorn_config(app: Starlette, settings: Settings, host: str | None = None, 
     )
 
 
+def start_in_thread(
+    settings: Settings,
+    engine: Engine,
+    clock: Clock | None = None,
+    transport_factory: Callable[[], Transport] | None = None,
+) -> WebServer | None:
+    """For ``digest serve``: the web app running in a background thread when ``[web] enabled``, else None.
+
+    Call ``stop()`` on the result at shutdown.
+    """
+    if not settings.web.enabled:
+        return None
+    return WebServer(make_app(settings, engine, clock, transport_factory), settings).start()
+
+
 def serve_forever(app: Starlette, settings: Settings, host: str | None = None, port: int | None = None) -> None:
     """Serve in the foreground until SIGTERM or SIGINT; return (exit 0) after a graceful stop.
 

@@ -1,4 +1,4 @@
-"""``digest web`` through the real entry point: it serves, and stops on SIGTERM."""
+"""``digest web`` through the real entry point, and the web app inside another process (``digest serve``)."""
 
 from __future__ import annotations
 
@@ -11,8 +11,11 @@ from pathlib import Path
 
 import httpx
 import pytest
+from sqlalchemy.engine import Engine
 
+from digest.settings import Settings
 from digest.smtpsink import free_port
+from digest.web import start_in_thread
 
 DIGEST = Path(sys.executable).parent / "digest"
 
@@ -43,3 +46,17 @@ def test_digest_web_serves_and_stops_on_sigterm(tmp_path: Path) -> None:
         proc.send_signal(signal.SIGTERM)
         code = proc.wait(timeout=20)
     assert code == 0
+
+
+def test_start_in_thread_runs_the_app_only_when_enabled(engine: Engine, web_settings: Settings, web_port: int) -> None:
+    assert start_in_thread(web_settings, engine) is None
+    enabled = web_settings.model_copy(
+        update={"web": web_settings.web.model_copy(update={"enabled": True, "port": web_port})}
+    )
+    server = start_in_thread(enabled, engine)
+    assert server is not None
+    try:
+        assert httpx.get(f"http://127.0.0.1:{web_port}/healthz", timeout=10).json() == {"status": "ok"}
+    finally:
+        server.stop()
+    assert not server.thread.is_alive()
