@@ -363,12 +363,10 @@ def serve(service: Service, *, install_signals: bool = True) -> int:
     if install_signals:
         signal.signal(signal.SIGTERM, on_signal)
         signal.signal(signal.SIGINT, on_signal)
-    web = None
-    if service.settings.web.enabled:
-        from digest.web import WebServer, make_app
+    from digest.web import start_in_thread
 
-        app = make_app(service.settings, service.engine, service.clock, service.transport, signer=service.signer)
-        web = WebServer(app, service.settings).start()
+    web = start_in_thread(service.settings, service.engine, service.clock, service.transport)
+    if web is not None:
         event(log, "web.started", url=web.url)
     service.start()
     while not service.stopping.wait(1.0):
