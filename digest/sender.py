@@ -36,6 +36,7 @@ from digest.outbox import (
     Journal,
     claim_batch,
     extend_leases,
+    pending_count,
     record,
     recover_dead_workers,
     worker_id,
@@ -67,6 +68,7 @@ class SendReport:
     released: int = 0
     paused: str = ""  # why sending stopped early: every SMTP server paused by its circuit breaker
     recovered: int = 0  # deliveries recorded from the journal of a killed sender
+    workers: int = 1  # sender processes used
     workers_failed: int = 0
     editions: list[int] = field(default_factory=list)
 
@@ -347,6 +349,8 @@ def run_send(
     """Send the due deliveries of ``edition_ids``: in this process, or in worker processes."""
     recovered = recover_dead_workers(engine, settings.delivery.journal_dir, clock.now())
     n = 1 if transport is not None else process_count(settings, processes)
+    if n > 1 and pending_count(engine, edition_ids) <= settings.batch_size:
+        n = 1  # a few retries are not worth starting processes for (the service drains often)
     if n <= 1:
         lanes = make_lanes(settings, transport, transport_factory)
         sender = Sender(
@@ -359,6 +363,7 @@ def run_send(
             engine, settings, clock, edition_ids, n, transport_factory, signer, should_stop, progress
         )
     report.recovered += recovered.journalled
+    report.workers = n
     return report
 
 

@@ -516,9 +516,10 @@ def test_signer_reaches_worker_processes(
 ) -> None:
     pickle.dumps(PrependSigner())
     pool.delivery.processes = 2
+    pool.batch_size = 4  # more due than one batch: worth starting the processes
     seed(engine, STANDARD_DRAFTS, readers(10))
     report = send_digest(engine, pool, "daily", None, clock, signer=PrependSigner())
-    assert report.sent == 10 and len(script.messages) == 10
+    assert (report.sent, report.workers) == (10, 2) and len(script.messages) == 10
     assert all(m.data.startswith(b"DKIM-Signature: ") for m in script.messages)
 
 
