@@ -322,8 +322,25 @@ def make_lanes(
     lanes: list[tuple[Server, Transport]] = []
     for server in configured_servers(settings):
         assert server.config is not None
-        lanes += [(server, factory(server.config, server.max_per_connection)) for _ in range(server.connections)]
+        lanes += [(server, _build(factory, server)) for _ in range(server.connections)]
     return lanes
+
+
+def _build(factory: Callable[..., Transport], server: Server) -> Transport:
+    """``factory(config, max_per_connection)``; a factory taking fewer arguments gets fewer."""
+    import inspect
+
+    try:
+        params = [
+            p
+            for p in inspect.signature(factory).parameters.values()
+            if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD, p.VAR_POSITIONAL)
+        ]
+    except (TypeError, ValueError):
+        params = []
+    if any(p.kind == p.VAR_POSITIONAL for p in params) or len(params) >= 2:
+        return factory(server.config, server.max_per_connection)
+    return factory(server.config) if params else factory()
 
 
 def process_count(settings: Settings, processes: int | None) -> int:
