@@ -22,6 +22,7 @@ was in flight at the kill: at most one per open connection. See docs/delivery.md
 
 from __future__ import annotations
 
+import itertools
 import logging
 import os
 import socket
@@ -290,11 +291,14 @@ class Journal:
         self.directory = Path(directory) / host
         self.directory.mkdir(parents=True, exist_ok=True)
         self.prefix = f"{pid}-{start}"
-        self._seq = 0
 
     def batch(self) -> BatchJournal:
-        self._seq += 1
-        return BatchJournal(self.directory / f"{self.prefix}-{self._seq}.sent")
+        # Numbered per process, not per Journal: a file left by an earlier send of
+        # this process (its batch could not be recorded) is never reused or deleted.
+        return BatchJournal(self.directory / f"{self.prefix}-{next(_BATCH_NUMBERS)}.sent")
+
+
+_BATCH_NUMBERS = itertools.count(1)
 
 
 def _read_journal(path: Path) -> list[tuple[int, str, datetime]]:

@@ -36,6 +36,7 @@ from digest.outbox import (
     Journal,
     claim_batch,
     extend_leases,
+    pending_count,
     record,
     recover_dead_workers,
     worker_id,
@@ -67,6 +68,7 @@ class SendReport:
     released: int = 0
     paused: str = ""  # why sending stopped early: every SMTP server paused by its circuit breaker
     recovered: int = 0  # deliveries recorded from the journal of a killed sender
+    workers: int = 1  # sender processes used
     workers_failed: int = 0
     editions: list[int] = field(default_factory=list)
 
@@ -320,8 +322,25 @@ def make_lanes(
     lanes: list[tuple[Server, Transport]] = []
     for server in configured_servers(settings):
         assert server.config is not None
-        lanes += [(server, factory(server.config, server.max_per_connection)) for _ in range(server.connections)]
+        lanes += [(server, _build(factory, server)) for _ in range(server.connections)]
     return lanes
+
+
+def _build(factory: Callable[..., Transport], server: Server) -> Transport:
+    """``factory(config, max_per_connection)``; a factory taking fewer arguments gets fewer."""
+    import inspect
+
+    try:
+        params = [
+            p
+            for p in inspect.signature(factory).parameters.values()
+            if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD, p.VAR_POSITIONAL)
+        ]
+    except (TypeError, ValueError):
+        params = []
+    if any(p.kind == p.VAR_POSITIONAL for p in params) or len(params) >= 2:
+        return factory(server.config, server.max_per_connection)
+    return factory(server.config) if params else factory()
 
 
 def process_count(settings: Settings, processes: int | None) -> int:
@@ -347,6 +366,8 @@ def run_send(
     """Send the due deliveries of ``edition_ids``: in this process, or in worker processes."""
     recovered = recover_dead_workers(engine, settings.delivery.journal_dir, clock.now())
     n = 1 if transport is not None else process_count(settings, processes)
+    if n > 1 and pending_count(engine, edition_ids) <= settings.batch_size:
+        n = 1  # a few retries are not worth starting processes for (the service drains often)
     if n <= 1:
         lanes = make_lanes(settings, transport, transport_factory)
         sender = Sender(
@@ -359,6 +380,7 @@ def run_send(
             engine, settings, clock, edition_ids, n, transport_factory, signer, should_stop, progress
         )
     report.recovered += recovered.journalled
+    report.workers = n
     return report
 
 

@@ -37,8 +37,9 @@ class Signer(Protocol):
     def sign(self, message: bytes) -> bytes: ...
 
 
-TransportFactory = Callable[[SMTPConfig, int], Transport]
-"""Builds one connection's transport: ``factory(config, max_per_connection)``."""
+TransportFactory = Callable[..., Transport]
+"""Builds one connection's transport: ``factory(config, max_per_connection)``, or
+``factory(config)``, or ``factory()`` (the engine passes as many as it takes)."""
 
 
 def smtp_transport(config: SMTPConfig, max_per_connection: int = 0) -> Transport:

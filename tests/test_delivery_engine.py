@@ -516,9 +516,10 @@ def test_signer_reaches_worker_processes(
 ) -> None:
     pickle.dumps(PrependSigner())
     pool.delivery.processes = 2
+    pool.batch_size = 4  # more due than one batch: worth starting the processes
     seed(engine, STANDARD_DRAFTS, readers(10))
     report = send_digest(engine, pool, "daily", None, clock, signer=PrependSigner())
-    assert report.sent == 10 and len(script.messages) == 10
+    assert (report.sent, report.workers) == (10, 2) and len(script.messages) == 10
     assert all(m.data.startswith(b"DKIM-Signature: ") for m in script.messages)
 
 
@@ -541,3 +542,24 @@ def test_single_transport_still_works_for_callers_that_pass_one(
         report = send_digest(engine, settings, "daily", t, clock)
         assert t.connections_opened == 1
     assert report.sent == 3
+
+
+def test_transport_factory_may_take_the_config_or_nothing(
+    engine: Engine, pool: Settings, clock: FixedClock
+) -> None:
+    kept = MemoryTransport()
+    seed(engine, STANDARD_DRAFTS, readers(3))
+    send_digest(engine, pool, "daily", None, clock, transport_factory=lambda: kept)
+    assert len(kept.messages) == 3
+    configs = []
+
+    def by_config(config: object) -> MemoryTransport:
+        configs.append(config)
+        return kept
+
+    from tests.conftest import draft
+
+    clock.advance(timedelta(days=1))
+    seed(engine, [draft("Next day news", -24 * 60 + 30)], [])
+    send_digest(engine, pool, "daily", None, clock, transport_factory=by_config)
+    assert len(kept.messages) == 6 and len(configs) == pool.delivery.connections
