@@ -55,7 +55,12 @@ def _start_time(pid: int) -> str | None:
     except OSError:
         return None
     # The command name (field 2) may contain spaces and parentheses: split after the last ')'.
-    return stat.rpartition(")")[2].split()[19]
+    fields = stat.rpartition(")")[2].split()
+    # A killed worker whose parent died too stays a zombie until something reaps it
+    # (in a container, often nothing does): it runs no code and holds nothing.
+    if fields[0] in ("Z", "X"):
+        return None
+    return fields[19]
 
 
 _WORKER: str | None = None
@@ -85,6 +90,8 @@ def is_dead_here(worker: str) -> bool:
         return False
     now_start = _start_time(pid)
     if now_start is None:
+        if Path(f"/proc/{pid}").exists():
+            return True  # a zombie: /proc knows it, and it no longer runs
         try:
             os.kill(pid, 0)
         except ProcessLookupError:

@@ -1,0 +1,41 @@
+"""Lease release on restart: which worker processes of this host count as gone."""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import time
+from pathlib import Path
+
+from digest.outbox import _start_time, is_dead_here, worker_id
+
+
+def test_this_process_is_alive() -> None:
+    assert not is_dead_here(worker_id())
+
+
+def test_a_reaped_process_is_dead() -> None:
+    child = subprocess.Popen(["true"])
+    start = _start_time(child.pid)
+    child.wait()
+    assert is_dead_here(f"{socket.gethostname()}:{child.pid}:{start}")
+
+
+def test_a_zombie_is_dead() -> None:
+    """A killed worker nobody reaps (its parent was killed too) must not hold its claims forever."""
+    child = subprocess.Popen(["sleep", "30"])
+    start = _start_time(child.pid)
+    try:
+        os.kill(child.pid, 9)
+        deadline = time.monotonic() + 5
+        while Path(f"/proc/{child.pid}/stat").read_text().rpartition(")")[2].split()[0] != "Z":
+            assert time.monotonic() < deadline
+            time.sleep(0.01)
+        assert is_dead_here(f"{socket.gethostname()}:{child.pid}:{start}")
+    finally:
+        child.wait()
+
+
+def test_a_worker_of_another_host_is_never_judged_here() -> None:
+    assert not is_dead_here(f"not-{socket.gethostname()}:1:1")
