@@ -49,13 +49,20 @@ E = Edition.__table__  # type: ignore[attr-defined]
 
 
 def _start_time(pid: int) -> str | None:
-    """The process's start time in clock ticks since boot (/proc), or None where unknown."""
+    """The process's start time in clock ticks since boot (/proc), or None where unknown.
+
+    A zombie (killed, not yet reaped: in a container whose init never reaps, it stays
+    one) reports ``"zombie"``: it holds its pid and start time but runs no more.
+    """
     try:
         stat = Path(f"/proc/{pid}/stat").read_text()
     except OSError:
         return None
     # The command name (field 2) may contain spaces and parentheses: split after the last ')'.
-    return stat.rpartition(")")[2].split()[19]
+    fields = stat.rpartition(")")[2].split()
+    if fields[0] in ("Z", "X"):
+        return "zombie"
+    return fields[19]
 
 
 _WORKER: str | None = None
@@ -84,6 +91,8 @@ def is_dead_here(worker: str) -> bool:
     if pid == os.getpid():
         return False
     now_start = _start_time(pid)
+    if now_start == "zombie":
+        return True
     if now_start is None:
         try:
             os.kill(pid, 0)
