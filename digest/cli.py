@@ -380,6 +380,11 @@ def send(
         f"({report.failed_temporary} will be retried), skipped {report.skipped + report.already_sent} "
         f"({report.already_sent} already sent)"
     )
+    if report.pending_after:
+        out.print(
+            f"{report.pending_after} still pending (retries not yet due, or held by another sender): "
+            "digest deliveries --status pending"
+        )
     if report.failed_permanent:
         raise typer.Exit(1)
 

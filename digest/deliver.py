@@ -565,6 +565,9 @@ def send_digest(
         )
     finally:
         finish_edition(engine, edition.id, clock.now())
+    with session_scope(engine) as session:
+        after = delivery_counts(session, edition.id)
+    result.pending_after = sum(after.get(s, 0) for s in DeliveryStatus.PENDING)
     result.already_sent = already
     result.queued = due
     return result

@@ -49,17 +49,19 @@ E = Edition.__table__  # type: ignore[attr-defined]
 
 
 def _start_time(pid: int) -> str | None:
-    """The process's start time in clock ticks since boot (/proc), or None where unknown."""
+    """The process's start time in clock ticks since boot (/proc), or None where unknown.
+
+    A zombie (killed, not yet reaped: in a container whose init never reaps, it stays
+    one) reports ``"zombie"``: it holds its pid and start time but runs no more.
+    """
     try:
         stat = Path(f"/proc/{pid}/stat").read_text()
     except OSError:
         return None
     # The command name (field 2) may contain spaces and parentheses: split after the last ')'.
     fields = stat.rpartition(")")[2].split()
-    # A killed worker whose parent died too stays a zombie until something reaps it
-    # (in a container, often nothing does): it runs no code and holds nothing.
     if fields[0] in ("Z", "X"):
-        return None
+        return "zombie"
     return fields[19]
 
 
@@ -89,9 +91,9 @@ def is_dead_here(worker: str) -> bool:
     if pid == os.getpid():
         return False
     now_start = _start_time(pid)
+    if now_start == "zombie":
+        return True
     if now_start is None:
-        if Path(f"/proc/{pid}").exists():
-            return True  # a zombie: /proc knows it, and it no longer runs
         try:
             os.kill(pid, 0)
         except ProcessLookupError:
@@ -221,7 +223,7 @@ def record(
         groups.setdefault(tuple(sorted(row)), []).append(row)
     with engine.begin() as conn:
         for keys, rows in groups.items():
-            values: dict[str, Any] = {k: bindparam(k) for k in keys if k != "_id"}
+            values = {k: bindparam(k) for k in keys if k != "_id"}
             conn.execute(update(D).where(D.c.id == bindparam("_id")).values(values), rows)
         for sub_id in bounced:
             conn.execute(
@@ -442,7 +444,7 @@ def list_deliveries(
     )  # fmt: skip
     counts_stmt = select(D.c.status, func.count()).where(*where).group_by(D.c.status)
     with engine.connect() as conn:
-        found = [DeliveryRow(*r) for r in conn.execute(stmt)]  # type: ignore[call-arg]
+        found = [DeliveryRow(*r) for r in conn.execute(stmt)]
         counts = {status: int(n) for status, n in conn.execute(counts_stmt)}
     return found, counts
 

@@ -69,6 +69,7 @@ class SendReport:
     paused: str = ""  # why sending stopped early: every SMTP server paused by its circuit breaker
     recovered: int = 0  # deliveries recorded from the journal of a killed sender
     workers: int = 1  # sender processes used
+    pending_after: int = 0  # still to send after the run: retries not yet due, or held by another sender
     workers_failed: int = 0
     editions: list[int] = field(default_factory=list)
 

@@ -52,6 +52,24 @@ def digest(config: Path, *args: str, timeout: float = 120) -> subprocess.Complet
     )
 
 
+def wait_until_gone(group: int, timeout: float = 10) -> None:
+    """SIGKILL is delivered asynchronously: wait until no process of ``group`` still runs."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        running = False
+        for stat in Path("/proc").glob("[0-9]*/stat"):
+            try:
+                fields = stat.read_text().rpartition(")")[2].split()
+            except OSError:
+                continue
+            if int(fields[2]) == group and fields[0] not in ("Z", "X"):
+                running = True
+                break
+        if not running:
+            return
+        time.sleep(0.02)
+
+
 @pytest.fixture
 def script() -> ScriptedSink:
     with ScriptedSink() as s:
@@ -78,6 +96,7 @@ def test_sender_killed_mid_send_and_restarted_reaches_everyone_at_most_in_flight
         time.sleep(0.01)
     os.killpg(proc.pid, signal.SIGKILL)
     proc.wait()
+    wait_until_gone(proc.pid)
     at_kill = len(script.messages)
     assert 0 < at_kill < subscribers, "the kill must land mid-send"
 

@@ -563,3 +563,22 @@ def test_transport_factory_may_take_the_config_or_nothing(
     seed(engine, [draft("Next day news", -24 * 60 + 30)], [])
     send_digest(engine, pool, "daily", None, clock, transport_factory=by_config)
     assert len(kept.messages) == 6 and len(configs) == pool.delivery.connections
+
+
+def test_a_killed_but_unreaped_process_counts_as_dead() -> None:
+    import subprocess
+    import sys
+
+    from digest.outbox import _start_time, is_dead_here
+
+    proc = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(0.3)"])
+    start = _start_time(proc.pid)
+    worker = f"{socket.gethostname()}:{proc.pid}:{start}"
+    assert not is_dead_here(worker)
+    proc.kill()
+    deadline = time.monotonic() + 5
+    while _start_time(proc.pid) != "zombie" and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert is_dead_here(worker)  # a zombie: pid and start time still there, nothing runs
+    proc.wait()
+    assert is_dead_here(worker)
