@@ -223,7 +223,7 @@ def record(
         groups.setdefault(tuple(sorted(row)), []).append(row)
     with engine.begin() as conn:
         for keys, rows in groups.items():
-            values = {k: bindparam(k) for k in keys if k != "_id"}
+            values: dict[str, Any] = {k: bindparam(k) for k in keys if k != "_id"}
             conn.execute(update(D).where(D.c.id == bindparam("_id")).values(values), rows)
         for sub_id in bounced:
             conn.execute(
@@ -444,7 +444,7 @@ def list_deliveries(
     )  # fmt: skip
     counts_stmt = select(D.c.status, func.count()).where(*where).group_by(D.c.status)
     with engine.connect() as conn:
-        found = [DeliveryRow(*r) for r in conn.execute(stmt)]
+        found = [DeliveryRow(*r) for r in conn.execute(stmt)]  # type: ignore[call-arg]
         counts = {status: int(n) for status, n in conn.execute(counts_stmt)}
     return found, counts
 
