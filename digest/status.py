@@ -24,6 +24,23 @@ from digest.service import job_specs
 from digest.settings import Settings
 
 
+def feed_row(f: Feed) -> dict[str, Any]:
+    """One feed as ``digest status`` and ``digest feeds list`` report it (JSON-ready)."""
+    return {
+        "id": f.id,
+        "url": f.url,
+        "category": f.category,
+        "every_seconds": f.every_seconds,
+        "status": f.status,
+        "failures": f.failures,
+        "last_error": f.last_error,
+        "last_polled_at": _iso(f.last_polled_at),
+        "last_ok_at": _iso(f.last_ok_at),
+        "next_poll_at": _iso(f.next_poll_at),
+        "last_new": f.last_new,
+    }
+
+
 def _iso(value: datetime | None) -> str | None:
     return value.isoformat().replace("+00:00", "Z") if value else None
 
@@ -90,22 +107,7 @@ def collect_status(engine: Engine, settings: Settings, now: datetime) -> dict[st
             .where(col(Delivery.status).in_(DeliveryStatus.PENDING))
             .order_by(col(Delivery.created_at), col(Delivery.id))
         ).first()
-        feeds = [
-            {
-                "id": f.id,
-                "url": f.url,
-                "category": f.category,
-                "every_seconds": f.every_seconds,
-                "status": f.status,
-                "failures": f.failures,
-                "last_error": f.last_error,
-                "last_polled_at": _iso(f.last_polled_at),
-                "last_ok_at": _iso(f.last_ok_at),
-                "next_poll_at": _iso(f.next_poll_at),
-                "last_new": f.last_new,
-            }
-            for f in session.exec(select(Feed).order_by(col(Feed.id))).all()
-        ]
+        feeds = [feed_row(f) for f in session.exec(select(Feed).order_by(col(Feed.id))).all()]
         nodes = [
             {
                 "worker": n.worker,

@@ -183,24 +183,10 @@ def feeds_list(
     """List the feeds with the status of their last poll."""
     from digest.db import session_scope
     from digest.feeds import list_feeds
-    from digest.status import _iso
+    from digest.status import feed_row
 
     with session_scope(state(ctx).engine) as session:
-        feeds = [
-            {
-                "id": f.id,
-                "url": f.url,
-                "category": f.category,
-                "every_seconds": f.every_seconds,
-                "status": f.status,
-                "failures": f.failures,
-                "last_error": f.last_error,
-                "last_polled_at": _iso(f.last_polled_at),
-                "next_poll_at": _iso(f.next_poll_at),
-                "last_new": f.last_new,
-            }
-            for f in list_feeds(session)
-        ]
+        feeds = [feed_row(f) for f in list_feeds(session)]
     if as_json:
         for f in feeds:
             typer.echo(json.dumps(f))
