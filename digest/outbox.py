@@ -223,7 +223,7 @@ def record(
         groups.setdefault(tuple(sorted(row)), []).append(row)
     with engine.begin() as conn:
         for keys, rows in groups.items():
-            values = {k: bindparam(k) for k in keys if k != "_id"}
+            values: dict[str, Any] = {k: bindparam(k) for k in keys if k != "_id"}
             conn.execute(update(D).where(D.c.id == bindparam("_id")).values(values), rows)
         for sub_id in bounced:
             conn.execute(

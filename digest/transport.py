@@ -127,6 +127,7 @@ class SMTPTransport:
                 smtp = smtplib.SMTP(c.host, c.port, timeout=c.timeout, local_hostname=c.local_hostname)
             # smtplib never sets TCP_NODELAY: on a reused connection Nagle's algorithm
             # then stalls every message for ~40 ms waiting for a delayed ACK.
+            assert smtp.sock is not None
             smtp.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
             smtp.ehlo()
             if c.starttls and not c.implicit_tls:
@@ -188,13 +189,16 @@ class SMTPTransport:
         mail = b"MAIL FROM:<" + envelope_from.encode(enc) + (b"> SMTPUTF8\r\n" if utf8 else b">\r\n")
         commands = (mail, b"RCPT TO:<" + recipient.encode(enc) + b">\r\n", b"DATA\r\n")
         replies: list[tuple[int, bytes]] = []
+        sock = smtp.sock
+        if sock is None:
+            raise _NotHandedOver("connection closed")
         try:
             if smtp.has_extn("pipelining"):
-                smtp.sock.sendall(b"".join(commands))
+                sock.sendall(b"".join(commands))
                 replies = [smtp.getreply() for _ in commands]
             else:
                 for cmd in commands:
-                    smtp.sock.sendall(cmd)
+                    sock.sendall(cmd)
                     replies.append(smtp.getreply())
                     if replies[-1][0] not in (250, 251, 354):
                         break
@@ -218,7 +222,7 @@ class SMTPTransport:
         if not body.endswith(b"\r\n"):
             body += b"\r\n"
         try:
-            smtp.sock.sendall(body + b".\r\n")
+            sock.sendall(body + b".\r\n")
         except OSError as exc:
             # The terminating dot never left: the server cannot have accepted it.
             self._drop()
