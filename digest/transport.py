@@ -190,7 +190,8 @@ class SMTPTransport:
         commands = (mail, b"RCPT TO:<" + recipient.encode(enc) + b">\r\n", b"DATA\r\n")
         replies: list[tuple[int, bytes]] = []
         sock = smtp.sock
-        assert sock is not None  # connected: _connect returned it
+        if sock is None:
+            raise _NotHandedOver("connection closed")
         try:
             if smtp.has_extn("pipelining"):
                 sock.sendall(b"".join(commands))
