@@ -148,6 +148,18 @@ class DkimSigner:
                 raise ConfigError("dkim.feedback_id", "must be printable ASCII without spaces")
             self._feedback = b"Feedback-ID: " + feedback_id.encode("ascii") + CRLF
 
+    def __getstate__(self) -> dict[str, object]:
+        # Worker processes get the signer by pickling: the key object and the thread
+        # pool cannot travel, the PEM can (the process boundary stays on this host).
+        state = self.__dict__.copy()
+        state["_key"] = None
+        state["_pool"] = None
+        return state
+
+    def __setstate__(self, state: dict[str, object]) -> None:
+        self.__dict__.update(state)
+        self._key = serialization.load_pem_private_key(self.private_key_pem, password=None)  # type: ignore[assignment]
+
     def _timestamp(self) -> int:
         return int(self._clock.now().timestamp()) if self._clock is not None else int(time.time())
 

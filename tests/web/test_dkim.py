@@ -261,3 +261,12 @@ def test_the_service_outbox_signs_what_it_sends(
     send_pending(engine, web_settings, lambda: SMTPTransport(parse_smtp_url(sink.url)), clock, signer=signer)
 
     assert len(sink.messages) == 1 and verify(sink.messages[0].data, DNS)
+
+
+def test_signer_survives_the_trip_to_a_worker_process(signer: DkimSigner) -> None:
+    """[delivery] processes > 1 hands the signer to worker processes by pickling it."""
+    import pickle
+
+    copy = pickle.loads(pickle.dumps(signer))
+
+    assert verify(copy.sign(message()), DNS)
