@@ -8,14 +8,10 @@ for a migration per test.
 
 from __future__ import annotations
 
-import secrets
 from collections.abc import Iterator
-from pathlib import Path
-from urllib.parse import quote
 
 import httpx
 import pytest
-from sqlalchemy import create_engine, text
 from sqlalchemy.engine import Engine
 from sqlmodel import SQLModel
 
@@ -24,30 +20,15 @@ from digest.db import make_engine, upgrade
 from digest.settings import DigestConfig, Settings, WebSettings
 from digest.smtpsink import SmtpSink, free_port
 from digest.web import WebServer, make_app
-from tests.conftest import BACKENDS, PG_URL
+from tests.conftest import BACKENDS, empty_database
 
 TOPICS = ["World", "Business", "Science"]
 
 
 @pytest.fixture(scope="module", params=BACKENDS)
 def module_db_url(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    if request.param == "sqlite":
-        path: Path = tmp_path_factory.mktemp("web") / "digest.db"
-        yield f"sqlite:///{path}"
-        return
-    if not PG_URL:
-        pytest.skip(
-            "PostgreSQL tests need DIGEST_TEST_DATABASE_URL (e.g. postgresql+psycopg://postgres@127.0.0.1/test)"
-        )
-    schema = f"t_{secrets.token_hex(6)}"
-    admin = create_engine(PG_URL, isolation_level="AUTOCOMMIT")
-    with admin.connect() as conn:
-        conn.execute(text(f'CREATE SCHEMA "{schema}"'))
-    sep = "&" if "?" in PG_URL else "?"
-    yield f"{PG_URL}{sep}options={quote(f'-csearch_path={schema}')}"
-    with admin.connect() as conn:
-        conn.execute(text(f'DROP SCHEMA "{schema}" CASCADE'))
-    admin.dispose()
+    with empty_database(request.param, tmp_path_factory.mktemp("web")) as url:
+        yield url
 
 
 @pytest.fixture(scope="module")
