@@ -15,6 +15,7 @@ import re
 import sys
 import traceback
 from collections.abc import Iterable
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, TextIO
 
@@ -122,15 +123,45 @@ class JsonFormatter(_Base):
         return self.redact(json.dumps(obj, ensure_ascii=False, default=str), record.levelno)
 
 
+@dataclass(frozen=True)
+class LogConfig:
+    """How this process logs: what a worker process needs to log exactly like its parent."""
+
+    level: str = "INFO"
+    fmt: str = "human"
+    secrets: tuple[str, ...] = field(default=(), repr=False)
+
+    def apply(self, stream: TextIO | None = None) -> logging.Handler:
+        """Configure this process's logging (see :func:`setup_logging`)."""
+        return setup_logging(self.level, self.fmt, self.secrets, stream)
+
+
+# Set by setup_logging: a worker process started later is configured the same way.
+_current: LogConfig | None = None
+
+
+def current_config(settings: Any) -> LogConfig:
+    """The configuration of the last :func:`setup_logging` of this process.
+
+    Without one (a library caller that configured nothing), the configured level and
+    format of ``settings``, with its secrets masked.
+    """
+    if _current is not None:
+        return _current
+    return LogConfig(settings.log_level, settings.service.log_format, tuple(secret_values(settings)))
+
+
 def setup_logging(
     level: str = "INFO", fmt: str = "human", secrets: Iterable[str] = (), stream: TextIO | None = None
 ) -> logging.Handler:
     """Send every log record to ``stream`` (stderr) as one human or JSON line per event."""
+    global _current
     if fmt not in FORMATS:
         from digest.errors import InputError
 
         raise InputError("--log-format", f"must be human or json, not {fmt!r}")
     handler = logging.StreamHandler(stream or sys.stderr)
+    secrets = tuple(secrets)
     redactor = Redactor(secrets)
     handler.setFormatter(JsonFormatter(redactor) if fmt == "json" else HumanFormatter(redactor))
     root = logging.getLogger()
@@ -142,6 +173,7 @@ def setup_logging(
     quiet = logging.WARNING if level.upper() != "DEBUG" else logging.DEBUG
     for noisy in ("apscheduler", "httpx", "httpcore", "mail.log", "alembic"):
         logging.getLogger(noisy).setLevel(max(quiet, logging.getLogger().level))
+    _current = LogConfig(level.upper(), fmt, secrets)
     return handler
 
 

@@ -396,6 +396,8 @@ def _run_processes(
     should_stop: Callable[[], bool],
     progress: Callable[[int], None] | None,
 ) -> SendReport:
+    from digest.logs import current_config
+
     ctx = multiprocessing.get_context("spawn")
     stop = ctx.Event()
     results = ctx.Queue()
@@ -408,6 +410,7 @@ def _run_processes(
         "signer": signer,
         "rate_share": 1.0 / n,
         "parent": os.getpid(),
+        "logging": current_config(settings),
     }
     counter = ctx.Value("q", 0)  # messages sent, all workers: progress without counting rows
     children = [ctx.Process(target=_child_main, args=(spec, stop, results, counter), daemon=False) for _ in range(n)]
@@ -453,7 +456,9 @@ def _child_main(spec: dict[str, Any], stop: Any, results: Any, counter: Any) -> 
     from digest.deliver import edition_variants
 
     settings: Settings = spec["settings"]
-    logging.basicConfig(level=settings.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    # The parent's level, format (--log-format) and masking: a spawned process starts
+    # with none of them, and its lines share the parent's stderr.
+    spec["logging"].apply()
     engine = make_engine(spec["url"])
     parent = spec["parent"]
 
