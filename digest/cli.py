@@ -104,13 +104,17 @@ def parse_at(value: str | None, tz: str) -> Clock:
     return FixedClock(at)
 
 
-def _finish_import(problems: Sequence[object], summary: str) -> None:
-    """Report each rejected record on stderr, the summary on stdout; exit 3 if any was rejected."""
+def _finish_import(problems: Sequence[object], summary: str, code: int = InputError.exit_code, unread: int = 0) -> None:
+    """Report each rejected record on stderr, the summary on stdout; exit ``code`` if any was rejected.
+
+    ``unread``: how many of the problems are whole sources that could not be read.
+    """
     for problem in problems:
         err.print(f"[red]error[/red]: {escape(str(problem))}", highlight=False, soft_wrap=True)
-    out.print(f"{summary}, rejected {len(problems)}")
+    note = f" ({unread} of them whole source(s) not read)" if unread else ""
+    out.print(f"{summary}, rejected {len(problems)}{note}")
     if problems:
-        raise typer.Exit(InputError.exit_code)
+        raise typer.Exit(code)
 
 
 # ---------------------------------------------------------------- db
@@ -144,20 +148,24 @@ def articles_import(
     paths: Annotated[list[str], typer.Argument(help="Files or URLs (JSON, NDJSON, RSS, Atom, text); - for stdin.")],
     category: Annotated[str, typer.Option(help="Category for articles that have none.")] = "",
 ) -> None:
-    """Import articles; bad records are reported, good ones kept."""
+    """Import articles; bad records are reported, good ones kept.
+
+    Exit status: 0 when everything was imported; 3 when some records were rejected;
+    7 when a whole source could not be read (missing, too large, not JSON...). In
+    both cases the good records of every other source are imported.
+    """
     from digest.db import session_scope
-    from digest.ingest import ReadResult
-    from digest.ingest.reader import read_source
+    from digest.errors import UnreadableSourceError
+    from digest.ingest.reader import read_sources
     from digest.store import upsert_articles
 
     st = state(ctx)
-    result = ReadResult()
-    for p in paths:
-        data = sys.stdin.buffer.read() if p == "-" else None
-        result.extend(read_source(p, data=data, default_category=category))
+    result = read_sources(paths, default_category=category, max_bytes=st.settings.import_max_bytes)
     with session_scope(st.engine) as session:
         report = upsert_articles(session, result.drafts, st.clock.now())
-    _finish_import(result.problems, f"imported {report.inserted} new, updated {report.updated}")
+    unread = sum(p.whole_source for p in result.problems)
+    code = UnreadableSourceError.exit_code if unread else InputError.exit_code
+    _finish_import(result.problems, f"imported {report.inserted} new, updated {report.updated}", code, unread)
 
 
 @articles_app.command("add")
@@ -245,17 +253,34 @@ def subscribers_add(
 
 @subscribers_app.command("import")
 def subscribers_import(ctx: typer.Context, path: Path) -> None:
-    """Import subscribers from CSV (columns: email, name, timezone, topics, status, send_time)."""
+    """Import subscribers from CSV (columns: email, name, timezone, topics, status, send_time).
+
+    All or nothing per file: bad rows are reported and skipped, and the good ones are
+    committed together; if the database refuses the write (disk full, a constraint)
+    no row of the file is kept (exit 8).
+    """
+    from sqlalchemy.exc import SQLAlchemyError
+
     from digest.db import session_scope
+    from digest.errors import StoreError
+    from digest.ingest.reader import read_capped
+    from digest.logs import mask_email
     from digest.subscribers import import_csv
 
     st = state(ctx)
+    data = read_capped(str(path), st.settings.import_max_bytes)
     try:
-        text = sys.stdin.read() if str(path) == "-" else path.read_text(encoding="utf-8-sig")
-    except (OSError, UnicodeDecodeError) as exc:
+        text = data.decode("utf-8-sig")
+    except UnicodeDecodeError as exc:
         raise InputError(str(path), f"cannot read: {exc}") from None
-    with session_scope(st.engine) as session:
-        report = import_csv(session, text, str(path), st.clock.now())
+    try:
+        with session_scope(st.engine) as session:
+            report = import_csv(session, text, str(path), st.clock.now())
+    except SQLAlchemyError as exc:
+        # The driver's first line says why ("database or disk is full"); it may quote a
+        # row's values, so addresses are masked.
+        reason = str(getattr(exc, "orig", None) or exc).strip().splitlines()[0]
+        raise StoreError(f"{path}: nothing imported, no row of the file kept: {mask_email(reason)}") from None
     _finish_import(report.problems, f"added {report.added}, updated {report.updated}")
 
 

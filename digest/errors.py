@@ -44,6 +44,18 @@ class InputError(DigestError):
         super().__init__(f"{where}: {problem}")
 
 
+class UnreadableSourceError(InputError):
+    """A whole import source (file, URL, stdin) could not be read; the others were imported."""
+
+    exit_code = 7
+
+
+class StoreError(DigestError):
+    """The database refused a write (disk full, a constraint, unreachable); that write was rolled back whole."""
+
+    exit_code = 8
+
+
 class NotFoundError(DigestError):
     """A named object (digest, subscriber, edition) does not exist."""
 

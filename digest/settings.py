@@ -32,6 +32,8 @@ from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, Settings
 from digest.errors import ConfigError
 
 DEFAULT_CONFIG = Path("config/digest.toml")
+# Also the default of the readers themselves, for callers without settings.
+IMPORT_MAX_BYTES = 50_000_000
 
 _DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(s|m|h|d|w)\s*$")
 _UNITS = {"s": "seconds", "m": "minutes", "h": "hours", "d": "days", "w": "weeks"}
@@ -254,6 +256,11 @@ class Settings(BaseSettings):
     )
     lease: Duration = Field(timedelta(minutes=5), description="How long a worker holds claimed deliveries.")
     batch_size: int = Field(500, ge=1, description="Deliveries claimed and recorded per batch.")
+    import_max_bytes: int = Field(
+        IMPORT_MAX_BYTES,
+        ge=1,
+        description="Largest file, stdin or URL response `articles import` and `subscribers import` read, in bytes.",
+    )
     service: ServiceSettings = Field(default_factory=ServiceSettings, description="The service (digest serve).")
     delivery: DeliverySettings = Field(default_factory=DeliverySettings, description="The delivery engine.")
     web: WebSettings = Field(default_factory=WebSettings, description="The subscriber web app.")

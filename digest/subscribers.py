@@ -128,8 +128,9 @@ def import_csv(session: Session, text: str, source: str, now: datetime) -> CsvRe
     """Import subscribers from CSV text with a header row (``email`` required).
 
     Each bad row is reported by file and line and skipped; valid rows are kept.
-    Existing addresses are updated. Each row is its own savepoint, so a bad row
-    never leaves half a row behind.
+    Existing addresses are updated. Nothing is committed here: the caller's one
+    transaction holds every row of the file, so a database failure on any row (a full
+    disk, a constraint) leaves none of them behind.
     """
     report = CsvReport()
     reader = csv.DictReader(io.StringIO(text))
@@ -149,20 +150,22 @@ def import_csv(session: Session, text: str, source: str, now: datetime) -> CsvRe
         while start < end and not lines[start - 1].strip():
             start += 1
         where = f"{source}:{start}"
+        # No savepoint per row: add_subscriber validates everything before it writes, so
+        # a bad row leaves nothing behind. And on SQLite a savepoint opened outside a
+        # transaction becomes the transaction: releasing it committed each row alone.
         try:
-            with session.begin_nested():
-                _, created = add_subscriber(
-                    session,
-                    (row.get("email") or "").strip(),
-                    now,
-                    name=row.get("name") or "",
-                    timezone=row.get("timezone") or None,
-                    topics=row.get("topics") or None,
-                    status=(row.get("status") or "").strip().lower() or None,
-                    send_time=row.get("send_time") or None,
-                    where=where,
-                    update=True,
-                )
+            _, created = add_subscriber(
+                session,
+                (row.get("email") or "").strip(),
+                now,
+                name=row.get("name") or "",
+                timezone=row.get("timezone") or None,
+                topics=row.get("topics") or None,
+                status=(row.get("status") or "").strip().lower() or None,
+                send_time=row.get("send_time") or None,
+                where=where,
+                update=True,
+            )
         except InputError as exc:
             report.problems.append(exc)
             continue

@@ -14,13 +14,14 @@ from urllib.parse import urlsplit
 import pytest
 
 from digest.errors import InputError
-from digest.ingest.reader import FETCH_MAX_BYTES, read_source, read_sources, sniff_kind
+from digest.ingest.reader import read_capped, read_source, read_sources, sniff_kind
 
 FIXTURES = Path(__file__).parent / "fixtures" / "ingest"
 
 RSS = (FIXTURES / "rss20.xml").read_bytes()
 ATOM = (FIXTURES / "atom.xml").read_bytes()
 TEXT_PAGE = "Council votes to keep the night bus\n\nThe route will run for another year.\n"
+LIMIT = 1_000_000  # max_bytes of the size tests: the default (50 MB) would make them slow
 
 
 def _write(tmp_path: Path, name: str, content: str | bytes) -> Path:
@@ -218,7 +219,7 @@ def _no_proxy(monkeypatch: pytest.MonkeyPatch) -> None:
 
 @pytest.fixture(scope="module")
 def server() -> Iterator[str]:
-    big = b"x" * (FETCH_MAX_BYTES + 1)
+    big = b"x" * (LIMIT + 1)
     _Handler.routes = {
         "/feed": (200, {"Content-Type": "application/rss+xml; charset=utf-8"}, RSS),
         "/data/articles.json": (200, {"Content-Type": "application/json"}, json.dumps([{"title": "U"}]).encode()),
@@ -281,13 +282,13 @@ def test_url_http_error_status_is_an_input_error(server: str) -> None:
 
 
 def test_url_announced_oversized_body_is_refused(server: str) -> None:
-    with pytest.raises(InputError, match="larger than 10 MB"):
-        read_source(f"{server}/huge")
+    with pytest.raises(InputError, match=r"larger than 1 MB \(import_max_bytes\)"):
+        read_source(f"{server}/huge", max_bytes=LIMIT)
 
 
 def test_url_unannounced_oversized_body_is_refused(server: str) -> None:
-    with pytest.raises(InputError, match="larger than 10 MB"):
-        read_source(f"{server}/huge-unannounced")
+    with pytest.raises(InputError, match=r"larger than 1 MB \(import_max_bytes\)"):
+        read_source(f"{server}/huge-unannounced", max_bytes=LIMIT)
 
 
 def _free_port() -> int:
@@ -315,3 +316,27 @@ def test_url_with_data_given_is_not_fetched() -> None:
     # Port 9 (discard) on localhost: a fetch attempt would fail, so success proves none.
     result = read_source("http://127.0.0.1:9/x.json", data=b'{"title": "Prefetched"}')
     assert [d.title for d in result.drafts] == ["Prefetched"]
+
+
+# --- size limit of local files and stdin ------------------------------------------------
+
+
+def test_file_over_the_limit_is_one_problem_naming_file_and_limit(tmp_path: Path) -> None:
+    path = _write(tmp_path, "big.json", json.dumps([{"title": "x" * 100}] * 20))
+    result = read_source(str(path), max_bytes=1000)
+    assert result.drafts == []
+    assert [str(p) for p in result.problems] == [f"{path}: larger than 1000 bytes (import_max_bytes); not read"]
+    assert result.problems[0].whole_source
+
+
+def test_file_at_the_limit_is_read(tmp_path: Path) -> None:
+    content = json.dumps({"title": "Exactly at the limit"})
+    path = _write(tmp_path, "a.json", content)
+    assert _titles(str(path), max_bytes=len(content)) == ["Exactly at the limit"]
+
+
+def test_endless_file_is_refused_after_reading_one_byte_over_the_limit() -> None:
+    # /dev/zero never ends and reports no size: only a bounded read can return at all.
+    with pytest.raises(InputError, match="larger than 1 MB") as info:
+        read_capped("/dev/zero", LIMIT)
+    assert info.value.where == "/dev/zero"

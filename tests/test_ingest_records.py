@@ -333,3 +333,24 @@ def test_ndjson_with_crlf_line_endings(tmp_path: Path) -> None:
     path = tmp_path / "crlf.ndjson"
     path.write_bytes(b'{"title": "A"}\r\n\r\n{"title": "B"}\r\n')
     assert [d.title for d in read_source(str(path)).drafts] == ["A", "B"]
+
+
+# --- hostile nesting ---------------------------------------------------------------------
+
+
+def test_deeply_nested_json_is_one_problem_for_the_file(tmp_path: Path) -> None:
+    path = tmp_path / "deep.json"
+    path.write_text("[" * 100_000, encoding="utf-8")
+    result = read_source(str(path))
+    assert result.drafts == []
+    assert [(p.where, p.whole_source) for p in result.problems] == [(str(path), True)]
+    assert "nested too deeply" in result.problems[0].problem
+
+
+def test_deeply_nested_ndjson_line_is_one_problem_and_other_lines_are_kept(tmp_path: Path) -> None:
+    path = tmp_path / "feed.ndjson"
+    path.write_text('{"title": "Before"}\n' + "[" * 100_000 + '\n{"title": "After"}\n', encoding="utf-8")
+    result = read_source(str(path))
+    assert [d.title for d in result.drafts] == ["Before", "After"]
+    assert [(p.where, p.whole_source) for p in result.problems] == [(f"{path}:2", False)]
+    assert "nested too deeply" in result.problems[0].problem

@@ -38,6 +38,9 @@ class RecordProblem:
 
     where: str  # e.g. "feeds/a.ndjson:7" or "a.json[3]"
     problem: str
+    # Nothing in the source could be read (missing, too large, not UTF-8, not JSON...),
+    # as opposed to one bad record among good ones.
+    whole_source: bool = False
 
     def __str__(self) -> str:
         return f"{self.where}: {self.problem}"

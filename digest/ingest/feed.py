@@ -48,7 +48,7 @@ def read_feed(data: bytes, path: str, *, default_category: str = "") -> ReadResu
     parsed = feedparser.parse(io.BytesIO(data), sanitize_html=False)
     if not parsed.get("version") and not parsed.entries:
         detail = f" ({_exc_text(parsed.get('bozo_exception'))})" if parsed.get("bozo") else ""
-        result.problems.append(RecordProblem(path, f"not an RSS or Atom feed{detail}"))
+        result.problems.append(RecordProblem(path, f"not an RSS or Atom feed{detail}", whole_source=True))
         return result
     feed_info = parsed.feed
     source = clean_text(feed_info.get("title", ""))

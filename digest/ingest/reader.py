@@ -9,13 +9,19 @@ a scraped text page.
 Unreadable input (a missing file, bytes that are not UTF-8, a malformed record) is a
 :class:`RecordProblem`, never an exception; only a failed URL fetch raises
 :class:`digest.errors.InputError` from :func:`read_source`.
+
+No source is read beyond ``max_bytes`` (the ``import_max_bytes`` setting): a file,
+stdin or URL response larger than that is refused whole, after reading at most one
+byte more than the limit.
 """
 
 from __future__ import annotations
 
+import os
+import stat
 import sys
 from collections.abc import Iterable
-from pathlib import Path, PurePosixPath
+from pathlib import PurePosixPath
 from typing import Literal
 from urllib.parse import urlsplit
 
@@ -27,6 +33,7 @@ from digest.ingest import ReadResult, RecordProblem
 from digest.ingest.feed import read_feed
 from digest.ingest.records import read_records
 from digest.ingest.text import read_text
+from digest.settings import IMPORT_MAX_BYTES
 
 Kind = Literal["json", "ndjson", "feed", "text"]
 
@@ -34,7 +41,6 @@ STDIN = "-"
 STDIN_NAME = "<stdin>"
 FETCH_TIMEOUT_SECONDS = 20.0
 FETCH_MAX_REDIRECTS = 5
-FETCH_MAX_BYTES = 10 * 1024 * 1024
 
 EXTENSION_KINDS: dict[str, Kind] = {
     ".json": "json",
@@ -62,30 +68,32 @@ _FEED_PREFIXES = (b"<?xml", b"<rss", b"<feed", b"<rdf")
 _BOM = b"\xef\xbb\xbf"
 
 
-def read_source(path_or_url: str, *, data: bytes | None = None, default_category: str = "") -> ReadResult:
+def read_source(
+    path_or_url: str,
+    *,
+    data: bytes | None = None,
+    default_category: str = "",
+    max_bytes: int = IMPORT_MAX_BYTES,
+) -> ReadResult:
     """Read one source: a file path, an http(s) URL, or ``-`` for stdin.
 
     ``data``, when given, is the source's content (the caller already read stdin or
     fetched the URL) and nothing is read or fetched. ``default_category`` applies to
     articles that name no category. Each draft's ``origin`` is its location string.
-    Raises :class:`InputError` only when fetching a URL fails.
+    A source larger than ``max_bytes`` is one problem. Raises :class:`InputError` only
+    when fetching a URL fails.
     """
     content_type = ""
-    if path_or_url == STDIN:
-        name = STDIN_NAME
-        if data is None:
-            data = sys.stdin.buffer.read()
-    elif _is_url(path_or_url):
-        name = path_or_url
-        if data is None:
-            data, content_type = fetch_url(path_or_url)
-    else:
-        name = path_or_url
-        if data is None:
-            try:
-                data = Path(path_or_url).read_bytes()
-            except OSError as exc:
-                return ReadResult(problems=[RecordProblem(name, f"cannot read file: {exc.strerror or exc}")])
+    name = STDIN_NAME if path_or_url == STDIN else path_or_url
+    if data is None and _is_url(path_or_url):
+        data, content_type = fetch_url(path_or_url, max_bytes=max_bytes)
+    elif data is None:
+        try:
+            data = read_capped(path_or_url, max_bytes)
+        except InputError as exc:
+            return ReadResult(problems=[RecordProblem(exc.where, exc.problem, whole_source=True)])
+    elif len(data) > max_bytes:
+        return ReadResult(problems=[RecordProblem(name, too_large(max_bytes), whole_source=True)])
 
     ext_path = urlsplit(path_or_url).path if _is_url(path_or_url) else path_or_url
     declared = EXTENSION_KINDS.get(PurePosixPath(ext_path).suffix.lower()) or _CONTENT_TYPE_KINDS.get(content_type)
@@ -96,19 +104,58 @@ def read_source(path_or_url: str, *, data: bytes | None = None, default_category
     return result
 
 
-def read_sources(paths: Iterable[str], *, stdin: bytes | None = None, default_category: str = "") -> ReadResult:
+def read_sources(
+    paths: Iterable[str],
+    *,
+    stdin: bytes | None = None,
+    default_category: str = "",
+    max_bytes: int = IMPORT_MAX_BYTES,
+) -> ReadResult:
     """Read several sources into one result, in order.
 
-    ``stdin`` is the content for a ``-`` entry. A URL that cannot be fetched becomes a
-    problem here, so one unreachable feed does not stop the others from being read.
+    ``stdin`` is the content for a ``-`` entry (default: read from stdin). A URL that
+    cannot be fetched becomes a problem here, so one unreachable feed does not stop the
+    others from being read.
     """
     result = ReadResult()
     for path in paths:
+        data = stdin if path == STDIN else None
         try:
-            result.extend(read_source(path, data=stdin if path == STDIN else None, default_category=default_category))
+            result.extend(read_source(path, data=data, default_category=default_category, max_bytes=max_bytes))
         except InputError as exc:
-            result.problems.append(RecordProblem(exc.where, exc.problem))
+            result.problems.append(RecordProblem(exc.where, exc.problem, whole_source=True))
     return result
+
+
+def read_capped(path: str, max_bytes: int) -> bytes:
+    """The bytes of the file ``path`` (``-``: stdin), refused if larger than ``max_bytes``.
+
+    Reads at most ``max_bytes + 1`` bytes, so a huge file (or an endless one, such as a
+    device or a pipe) never fills memory. Raises :class:`InputError` (the file, why).
+    """
+    if path == STDIN:
+        data = sys.stdin.buffer.read(max_bytes + 1)
+        if len(data) > max_bytes:
+            raise InputError(STDIN_NAME, too_large(max_bytes))
+        return data
+    try:
+        with open(path, "rb") as fh:
+            info = os.fstat(fh.fileno())
+            # A regular file says its size: refuse it without reading anything.
+            if stat.S_ISREG(info.st_mode) and info.st_size > max_bytes:
+                raise InputError(path, too_large(max_bytes))
+            data = fh.read(max_bytes + 1)
+    except OSError as exc:
+        raise InputError(path, f"cannot read file: {exc.strerror or exc}") from None
+    if len(data) > max_bytes:
+        raise InputError(path, too_large(max_bytes))
+    return data
+
+
+def too_large(max_bytes: int) -> str:
+    """The problem of a source over the limit, naming the setting."""
+    size = f"{max_bytes // 1_000_000} MB" if max_bytes % 1_000_000 == 0 else f"{max_bytes} bytes"
+    return f"larger than {size} (import_max_bytes); not read"
 
 
 def sniff_kind(data: bytes) -> Kind:
@@ -121,11 +168,11 @@ def sniff_kind(data: bytes) -> Kind:
     return "text"
 
 
-def fetch_url(url: str) -> tuple[bytes, str]:
+def fetch_url(url: str, *, max_bytes: int = IMPORT_MAX_BYTES) -> tuple[bytes, str]:
     """GET ``url`` and return its body and media type (e.g. ``application/rss+xml``).
 
     Follows at most 5 redirects, gives up after 20 seconds and refuses bodies over
-    10 MB. Raises :class:`InputError` (url, problem) on any failure.
+    ``max_bytes``. Raises :class:`InputError` (url, problem) on any failure.
     """
     headers = {
         "User-Agent": f"digest/{_digest_version} (newsletter ingest)",
@@ -144,15 +191,15 @@ def fetch_url(url: str) -> tuple[bytes, str]:
             if response.status_code >= 400:
                 raise InputError(url, f"HTTP {response.status_code} {response.reason_phrase}".strip())
             declared = response.headers.get("Content-Length", "")
-            if declared.isdigit() and int(declared) > FETCH_MAX_BYTES:
-                raise InputError(url, f"response is larger than {FETCH_MAX_BYTES // (1024 * 1024)} MB")
+            if declared.isdigit() and int(declared) > max_bytes:
+                raise InputError(url, f"response {too_large(max_bytes)}")
             chunks: list[bytes] = []
             size = 0
             # Count while reading: Content-Length may be absent or lie.
             for chunk in response.iter_bytes():
                 size += len(chunk)
-                if size > FETCH_MAX_BYTES:
-                    raise InputError(url, f"response is larger than {FETCH_MAX_BYTES // (1024 * 1024)} MB")
+                if size > max_bytes:
+                    raise InputError(url, f"response {too_large(max_bytes)}")
                 chunks.append(chunk)
             media_type = response.headers.get("Content-Type", "").split(";")[0].strip().lower()
             return b"".join(chunks), media_type
@@ -173,7 +220,7 @@ def _read(data: bytes, name: str, kind: Kind, default_category: str, *, sniffed:
     except UnicodeDecodeError as exc:
         line = data.count(b"\n", 0, exc.start) + 1
         problem = f"not UTF-8 text (invalid byte 0x{data[exc.start]:02x} on line {line})"
-        return ReadResult(problems=[RecordProblem(name, problem)])
+        return ReadResult(problems=[RecordProblem(name, problem, whole_source=True)])
     if kind == "text":
         return read_text(text, name, default_category=default_category)
     # A sniffed "{" may start JSON or NDJSON; an extension says which.

@@ -28,7 +28,7 @@ Fields (anything else is an error naming the field; ``null`` counts as absent)
 Problems are reported per record, and good records of the same file are kept. A
 problem's location is ``path:LINE`` for NDJSON (1-based line), ``path[INDEX]`` for an
 element of a JSON list (0-based), ``path`` for a single JSON object, and ``path:LINE``
-for a JSON syntax error (the whole file is then unreadable). See also
+for a JSON syntax error or JSON nested too deeply (the whole file is then unreadable). See also
 ``docs/import-formats.md``.
 """
 
@@ -50,6 +50,9 @@ FIELDS: frozenset[str] = frozenset(
     }
 )  # fmt: skip
 ALIASES: dict[str, str] = {"section": "category", "published": "published_at"}
+# The json module recurses once per level of [ and {; a hostile file (100,000 x "[")
+# exhausts the interpreter's recursion limit (about 1,000 levels) instead.
+TOO_DEEP = "invalid JSON: nested too deeply (more than about 1,000 levels of [ and {)"
 
 
 def read_records(
@@ -72,6 +75,8 @@ def read_records(
         except json.JSONDecodeError as exc:
             if exc.msg == "Extra data":
                 return read_ndjson(text, path, default_category=default_category)
+        except RecursionError:
+            pass  # read_json reports it
     return read_json(text, path, default_category=default_category)
 
 
@@ -81,7 +86,10 @@ def read_json(text: str, path: str, *, default_category: str = "") -> ReadResult
     try:
         doc = json.loads(text)
     except json.JSONDecodeError as exc:
-        result.problems.append(RecordProblem(f"{path}:{exc.lineno}", _json_error(exc)))
+        result.problems.append(RecordProblem(f"{path}:{exc.lineno}", _json_error(exc), whole_source=True))
+        return result
+    except RecursionError:
+        result.problems.append(RecordProblem(path, TOO_DEEP, whole_source=True))
         return result
     if isinstance(doc, dict):
         _add(result, doc, path, default_category)
@@ -90,7 +98,7 @@ def read_json(text: str, path: str, *, default_category: str = "") -> ReadResult
             _add(result, obj, f"{path}[{index}]", default_category)
     else:
         problem = f"expected a JSON object or a list of objects, got {_json_type(doc)}"
-        result.problems.append(RecordProblem(path, problem))
+        result.problems.append(RecordProblem(path, problem, whole_source=True))
     return result
 
 
@@ -108,6 +116,9 @@ def read_ndjson(text: str, path: str, *, default_category: str = "") -> ReadResu
             obj = json.loads(line)
         except json.JSONDecodeError as exc:
             result.problems.append(RecordProblem(where, _json_error(exc)))
+            continue
+        except RecursionError:
+            result.problems.append(RecordProblem(where, TOO_DEEP))
             continue
         _add(result, obj, where, default_category)
     return result
