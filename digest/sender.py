@@ -454,6 +454,7 @@ def _child_main(spec: dict[str, Any], stop: Any, results: Any, counter: Any) -> 
     """A worker process: its own engine, variants and connections; the parent's limits split."""
     from digest.db import make_engine
     from digest.deliver import edition_variants
+    from digest.logs import event
 
     settings: Settings = spec["settings"]
     # The parent's level, format (--log-format) and masking: a spawned process starts
@@ -461,6 +462,8 @@ def _child_main(spec: dict[str, Any], stop: Any, results: Any, counter: Any) -> 
     spec["logging"].apply()
     engine = make_engine(spec["url"])
     parent = spec["parent"]
+    # Which lines of the shared stderr come from which process.
+    event(log, "sender.process_started", pid=os.getpid(), parent=parent)
 
     def should_stop() -> bool:
         # An orphan (the parent was killed) stops cleanly instead of sending on unsupervised.

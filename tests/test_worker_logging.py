@@ -33,6 +33,8 @@ def test_worker_processes_log_json_lines_with_addresses_masked(
     # Everything on stderr but rich's final progress bar ("sending ━━━ 60/60") is a log line.
     lines = [line for line in proc.stderr.splitlines() if line.strip() and not line.startswith("sending")]
     records = [json.loads(line) for line in lines]  # fails on any line that is not JSON
+    started = [r for r in records if r["event"] == "sender.process_started"]
+    assert len({r["pid"] for r in started}) == 2  # both workers ran, and logged as JSON
     failures = [r for r in records if "failed permanently" in r.get("message", "")]
     assert len(failures) == len(REJECTED)  # logged by the workers: the parent sends nothing itself
     assert all(r["logger"] == "digest.sender" and r["level"] == "WARNING" for r in failures)
