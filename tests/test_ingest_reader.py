@@ -340,3 +340,8 @@ def test_endless_file_is_refused_after_reading_one_byte_over_the_limit() -> None
     with pytest.raises(InputError, match="larger than 1 MB") as info:
         read_capped("/dev/zero", LIMIT)
     assert info.value.where == "/dev/zero"
+
+
+def test_content_given_over_the_limit_is_one_problem() -> None:
+    result = read_source("-", data=b'{"title": "' + b"x" * 1000 + b'"}', max_bytes=1000)
+    assert [str(p) for p in result.problems] == ["<stdin>: larger than 1000 bytes (import_max_bytes); not read"]

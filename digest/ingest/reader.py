@@ -84,15 +84,20 @@ def read_source(
     when fetching a URL fails.
     """
     content_type = ""
-    name = STDIN_NAME if path_or_url == STDIN else path_or_url
-    if data is None and _is_url(path_or_url):
-        data, content_type = fetch_url(path_or_url, max_bytes=max_bytes)
-    elif data is None:
+    if path_or_url == STDIN:
+        name = STDIN_NAME
+    elif _is_url(path_or_url):
+        name = path_or_url
+        if data is None:
+            data, content_type = fetch_url(path_or_url, max_bytes=max_bytes)
+    else:
+        name = path_or_url
+    if data is None:  # a file or stdin
         try:
             data = read_capped(path_or_url, max_bytes)
         except InputError as exc:
             return ReadResult(problems=[RecordProblem(exc.where, exc.problem, whole_source=True)])
-    elif len(data) > max_bytes:
+    if len(data) > max_bytes:  # given by the caller
         return ReadResult(problems=[RecordProblem(name, too_large(max_bytes), whole_source=True)])
 
     ext_path = urlsplit(path_or_url).path if _is_url(path_or_url) else path_or_url
