@@ -114,6 +114,17 @@ def write_csv(path: Path, rows: int, bad_row: int | None = None) -> Path:
     return path
 
 
+def test_subscribers_import_refuses_a_file_over_import_max_bytes(engine: Engine, db_url: str, tmp_path: Path) -> None:
+    config = config_with(tmp_path, db_url, import_max_bytes=2000)
+    csv = write_csv(tmp_path / "people.csv", 50)
+
+    proc = digest(config, "subscribers", "import", str(csv))
+
+    assert proc.returncode == 3, proc.stdout + proc.stderr
+    assert error_lines(proc) == [f"error: {csv}: larger than 2000 bytes (import_max_bytes); not read"]
+    assert count(engine, Subscriber) == 0
+
+
 @pytest.fixture
 def small_disk(tmp_path: Path) -> Iterator[Path]:
     """A 1 MB tmpfs: room for the schema, not for thousands of subscribers."""
