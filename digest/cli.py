@@ -151,8 +151,8 @@ def articles_import(
     """Import articles; bad records are reported, good ones kept.
 
     Exit status: 0 when everything was imported; 3 when some records were rejected;
-    7 when a whole source could not be read (missing, too large, not JSON...). In
-    both cases the good records of every other source are imported.
+    7 when a whole source could not be read (missing, too large, not JSON...). The
+    good records of every readable source are imported either way.
     """
     from digest.db import session_scope
     from digest.errors import UnreadableSourceError
