@@ -151,10 +151,19 @@ def articles_import(
     from digest.store import upsert_articles
 
     st = state(ctx)
+    svc = st.settings.service
     result = ReadResult()
     for p in paths:
         data = sys.stdin.buffer.read() if p == "-" else None
-        result.extend(read_source(p, data=data, default_category=category))
+        result.extend(
+            read_source(
+                p,
+                data=data,
+                default_category=category,
+                fetch_timeout=svc.feed_timeout,
+                allow_private=svc.feed_allow_private,
+            )
+        )
     with session_scope(st.engine) as session:
         report = upsert_articles(session, result.drafts, st.clock.now())
     _finish_import(result.problems, f"imported {report.inserted} new, updated {report.updated}")

@@ -119,13 +119,22 @@ class ServiceSettings(BaseModel):
     workers: int = Field(4, ge=2, le=64, description="Threads running the service's jobs.")
     log_format: str = Field("human", description="Log line format: human or json.")
     feed_every: Duration = Field(timedelta(minutes=15), description="Default polling interval of a new feed.")
-    feed_timeout: float = Field(20.0, gt=0, description="Seconds before a feed request times out.")
+    feed_timeout: float = Field(
+        20.0,
+        gt=0,
+        description="Seconds one fetch (a feed poll or `articles import URL`) may take in all, redirects included.",
+    )
     feed_max_bytes: int = Field(5_000_000, ge=1024, description="Largest feed response accepted, in bytes.")
     feed_max_redirects: int = Field(5, ge=0, le=20, description="Most redirects followed for one feed request.")
     feed_backoff_max: Duration = Field(
         timedelta(hours=6), description="Longest wait before retrying a failing feed (back-off doubles up to this)."
     )
     feed_user_agent: str = Field("digest/0.1 (feed poller)", description="User-Agent header of feed requests.")
+    feed_allow_private: bool = Field(
+        False,
+        description="Let feeds and `articles import URL` fetch from loopback, private, link-local and other "
+        "non-public addresses (off: such URLs and redirects to them are refused).",
+    )
 
     @field_validator("log_format")
     @classmethod

@@ -19,14 +19,14 @@ from pathlib import Path, PurePosixPath
 from typing import Literal
 from urllib.parse import urlsplit
 
-import httpx
-
 from digest import __version__ as _digest_version
 from digest.errors import InputError
+from digest.fetch import BlockedAddress, FetchError, FetchLimits, FetchTimeout, TooLarge, TooManyRedirects, http_get
 from digest.ingest import ReadResult, RecordProblem
 from digest.ingest.feed import read_feed
 from digest.ingest.records import read_records
 from digest.ingest.text import read_text
+from digest.logs import mask_url
 
 Kind = Literal["json", "ndjson", "feed", "text"]
 
@@ -62,13 +62,22 @@ _FEED_PREFIXES = (b"<?xml", b"<rss", b"<feed", b"<rdf")
 _BOM = b"\xef\xbb\xbf"
 
 
-def read_source(path_or_url: str, *, data: bytes | None = None, default_category: str = "") -> ReadResult:
+def read_source(
+    path_or_url: str,
+    *,
+    data: bytes | None = None,
+    default_category: str = "",
+    fetch_timeout: float = FETCH_TIMEOUT_SECONDS,
+    allow_private: bool = False,
+) -> ReadResult:
     """Read one source: a file path, an http(s) URL, or ``-`` for stdin.
 
     ``data``, when given, is the source's content (the caller already read stdin or
     fetched the URL) and nothing is read or fetched. ``default_category`` applies to
     articles that name no category. Each draft's ``origin`` is its location string.
-    Raises :class:`InputError` only when fetching a URL fails.
+    A URL is fetched within ``fetch_timeout`` seconds in all, and only from a public
+    address unless ``allow_private``. Raises :class:`InputError` only when fetching a
+    URL fails.
     """
     content_type = ""
     if path_or_url == STDIN:
@@ -76,9 +85,9 @@ def read_source(path_or_url: str, *, data: bytes | None = None, default_category
         if data is None:
             data = sys.stdin.buffer.read()
     elif _is_url(path_or_url):
-        name = path_or_url
+        name = mask_url(path_or_url)
         if data is None:
-            data, content_type = fetch_url(path_or_url)
+            data, content_type = fetch_url(path_or_url, timeout=fetch_timeout, allow_private=allow_private)
     else:
         name = path_or_url
         if data is None:
@@ -96,7 +105,14 @@ def read_source(path_or_url: str, *, data: bytes | None = None, default_category
     return result
 
 
-def read_sources(paths: Iterable[str], *, stdin: bytes | None = None, default_category: str = "") -> ReadResult:
+def read_sources(
+    paths: Iterable[str],
+    *,
+    stdin: bytes | None = None,
+    default_category: str = "",
+    fetch_timeout: float = FETCH_TIMEOUT_SECONDS,
+    allow_private: bool = False,
+) -> ReadResult:
     """Read several sources into one result, in order.
 
     ``stdin`` is the content for a ``-`` entry. A URL that cannot be fetched becomes a
@@ -105,7 +121,16 @@ def read_sources(paths: Iterable[str], *, stdin: bytes | None = None, default_ca
     result = ReadResult()
     for path in paths:
         try:
-            result.extend(read_source(path, data=stdin if path == STDIN else None, default_category=default_category))
+            data = stdin if path == STDIN else None
+            result.extend(
+                read_source(
+                    path,
+                    data=data,
+                    default_category=default_category,
+                    fetch_timeout=fetch_timeout,
+                    allow_private=allow_private,
+                )
+            )
         except InputError as exc:
             result.problems.append(RecordProblem(exc.where, exc.problem))
     return result
@@ -121,47 +146,36 @@ def sniff_kind(data: bytes) -> Kind:
     return "text"
 
 
-def fetch_url(url: str) -> tuple[bytes, str]:
+def fetch_url(url: str, *, timeout: float = FETCH_TIMEOUT_SECONDS, allow_private: bool = False) -> tuple[bytes, str]:
     """GET ``url`` and return its body and media type (e.g. ``application/rss+xml``).
 
-    Follows at most 5 redirects, gives up after 20 seconds and refuses bodies over
-    10 MB. Raises :class:`InputError` (url, problem) on any failure.
+    Goes through the guarded fetch of :mod:`digest.fetch`: at most 5 redirects,
+    ``timeout`` seconds in all, bodies up to 10 MB, and no loopback, private or other
+    non-public address unless ``allow_private``. Raises :class:`InputError`
+    (url, problem) on any failure.
     """
-    headers = {
-        "User-Agent": f"digest/{_digest_version} (newsletter ingest)",
-        "Accept": "application/rss+xml, application/atom+xml, application/json, text/xml;q=0.9, */*;q=0.8",
-    }
+    limits = FetchLimits(
+        timeout=timeout,
+        max_bytes=FETCH_MAX_BYTES,
+        max_redirects=FETCH_MAX_REDIRECTS,
+        allow_private=allow_private,
+        headers={
+            "User-Agent": f"digest/{_digest_version} (newsletter ingest)",
+            "Accept": "application/rss+xml, application/atom+xml, application/json, text/xml;q=0.9, */*;q=0.8",
+        },
+    )
+    where = mask_url(url)
     try:
-        with (
-            httpx.Client(
-                timeout=FETCH_TIMEOUT_SECONDS,
-                follow_redirects=True,
-                max_redirects=FETCH_MAX_REDIRECTS,
-                headers=headers,
-            ) as client,
-            client.stream("GET", url) as response,
-        ):
-            if response.status_code >= 400:
-                raise InputError(url, f"HTTP {response.status_code} {response.reason_phrase}".strip())
-            declared = response.headers.get("Content-Length", "")
-            if declared.isdigit() and int(declared) > FETCH_MAX_BYTES:
-                raise InputError(url, f"response is larger than {FETCH_MAX_BYTES // (1024 * 1024)} MB")
-            chunks: list[bytes] = []
-            size = 0
-            # Count while reading: Content-Length may be absent or lie.
-            for chunk in response.iter_bytes():
-                size += len(chunk)
-                if size > FETCH_MAX_BYTES:
-                    raise InputError(url, f"response is larger than {FETCH_MAX_BYTES // (1024 * 1024)} MB")
-                chunks.append(chunk)
-            media_type = response.headers.get("Content-Type", "").split(";")[0].strip().lower()
-            return b"".join(chunks), media_type
-    except httpx.TooManyRedirects:
-        raise InputError(url, f"more than {FETCH_MAX_REDIRECTS} redirects") from None
-    except httpx.TimeoutException:
-        raise InputError(url, f"timed out after {FETCH_TIMEOUT_SECONDS:g} s") from None
-    except (httpx.HTTPError, httpx.InvalidURL) as exc:
-        raise InputError(url, f"fetch failed: {exc or type(exc).__name__}") from None
+        response = http_get(url, limits)
+    except TooLarge:
+        raise InputError(where, f"response is larger than {FETCH_MAX_BYTES // (1024 * 1024)} MB") from None
+    except (FetchTimeout, TooManyRedirects, BlockedAddress) as exc:
+        raise InputError(where, str(exc)) from None
+    except FetchError as exc:
+        raise InputError(where, f"fetch failed: {exc}") from None
+    if response.status_code >= 300:
+        raise InputError(where, f"HTTP {response.status_code} {response.reason}".strip())
+    return response.body, response.media_type
 
 
 def _read(data: bytes, name: str, kind: Kind, default_category: str, *, sniffed: bool) -> ReadResult:

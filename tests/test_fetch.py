@@ -1,0 +1,162 @@
+"""The guarded fetch: no request reaches a non-public address, and every fetch ends by its deadline.
+
+Real local servers only: the feed server of tests/feedserver.py (on 127.0.0.1 and on
+127.0.0.2, both loopback) and a raw socket server that trickles its headers.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+from datetime import timedelta
+
+import pytest
+from sqlalchemy.engine import Engine
+
+from digest.clock import FixedClock
+from digest.db import session_scope
+from digest.errors import InputError
+from digest.feeds import add_feed, poll_due
+from digest.fetch import BlockedAddress, FetchLimits, FetchTimeout, http_get, is_public_address
+from digest.ingest.reader import read_source
+from digest.models import FeedStatus
+from digest.settings import ServiceSettings
+from tests.conftest import NOW
+from tests.feedserver import FeedServer, Route, feed_server, item, rss, trickle_server
+
+
+@pytest.fixture
+def server() -> Iterator[FeedServer]:
+    with feed_server() as s:
+        s.routes["/secret.json"] = Route(body=b'{"title": "Internal admin page"}')
+        yield s
+
+
+def limits(**kw: object) -> FetchLimits:
+    values: dict[str, object] = {"timeout": 2.0, "max_bytes": 100_000, "max_redirects": 3}
+    values.update(kw)
+    return FetchLimits(**values)  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize(
+    "address",
+    [
+        "127.0.0.1",
+        "::1",
+        "0.0.0.0",
+        "169.254.169.254",
+        "10.1.2.3",
+        "172.16.0.1",
+        "192.168.1.1",
+        "100.64.0.1",
+        "fc00::1",
+        "fe80::1",
+        "224.0.0.1",
+        "255.255.255.255",
+        "::ffff:127.0.0.1",
+        "::ffff:169.254.169.254",
+        "64:ff9b::7f00:1",
+        "2002:7f00:1::",
+    ],
+)
+def test_non_public_address_is_not_public(address: str) -> None:
+    assert not is_public_address(address)
+
+
+@pytest.mark.parametrize("address", ["93.184.215.14", "2606:4700:4700::1111"])
+def test_public_address_is_public(address: str) -> None:
+    assert is_public_address(address)
+
+
+@pytest.mark.parametrize(
+    "host", ["127.0.0.1", "localhost", "0.0.0.0", "[::ffff:127.0.0.1]", "2130706433"], ids=lambda h: h
+)
+def test_loopback_url_is_refused_before_any_request(server: FeedServer, host: str) -> None:
+    url = f"http://{host}:{server.port}/secret.json"
+
+    with pytest.raises(BlockedAddress, match="non-public address"):
+        http_get(url, limits())
+
+    assert server.requests == []
+
+
+def test_metadata_address_is_refused() -> None:
+    with pytest.raises(BlockedAddress, match="169.254.169.254"):
+        http_get("http://169.254.169.254/latest/meta-data/", limits())
+
+
+def test_redirect_to_a_non_public_address_is_refused() -> None:
+    # 127.0.0.2 plays the public site; 127.0.0.1 the internal one it redirects to.
+    with feed_server("127.0.0.2") as outside, feed_server() as inside:
+        inside.routes["/secret.json"] = Route(body=b'{"title": "Internal admin page"}')
+        outside.routes["/feed.json"] = Route(302, headers={"Location": inside.url("/secret.json")})
+        only_outside = limits(address_allowed=lambda a: a == "127.0.0.2")
+
+        with pytest.raises(BlockedAddress, match="127.0.0.1"):
+            http_get(outside.url("/feed.json"), only_outside)
+
+        assert len(outside.requests) == 1 and inside.requests == []
+
+
+def test_allow_private_reaches_loopback(server: FeedServer) -> None:
+    got = http_get(server.url("/secret.json"), limits(allow_private=True))
+
+    assert got.status_code == 200 and b"Internal admin page" in got.body
+
+
+def test_articles_import_url_refuses_loopback(server: FeedServer) -> None:
+    with pytest.raises(InputError, match="non-public address"):
+        read_source(server.url("/secret.json"))
+    assert server.requests == []
+
+
+def test_feed_on_loopback_is_an_error_and_never_requested(
+    engine: Engine, server: FeedServer, clock: FixedClock
+) -> None:
+    server.routes["/a.xml"] = Route(body=rss(item(1)))
+    with session_scope(engine) as s:
+        add_feed(s, server.url("/a.xml"), NOW, every=timedelta(minutes=15))
+
+    [result] = poll_due(engine, ServiceSettings(), clock)
+
+    assert result.status == FeedStatus.ERROR and "non-public address" in (result.error or "")
+    assert server.requests == []
+
+
+# ---------------------------------------------------------------- the overall deadline
+
+
+def test_trickled_headers_end_at_the_deadline() -> None:
+    with trickle_server() as base:
+        started = time.monotonic()
+        with pytest.raises(FetchTimeout, match="timed out after 1s"):
+            http_get(f"{base}/feed.xml", limits(timeout=1.0, allow_private=True))
+        elapsed = time.monotonic() - started
+
+    assert 0.9 <= elapsed < 2.0, elapsed  # the server would keep trickling for 15 s
+
+
+def test_articles_import_url_with_trickled_headers_ends_at_the_deadline() -> None:
+    with trickle_server() as base:
+        started = time.monotonic()
+        with pytest.raises(InputError, match="timed out after 1s"):
+            read_source(f"{base}/feed.xml", fetch_timeout=1.0, allow_private=True)
+        assert time.monotonic() - started < 2.0
+
+
+def test_a_trickling_feed_does_not_stop_the_others(engine: Engine, server: FeedServer, clock: FixedClock) -> None:
+    server.routes["/good.xml"] = Route(body=rss(item(1, "The good feed still arrives")))
+    cfg = ServiceSettings(feed_timeout=1.0, feed_allow_private=True)
+    with trickle_server() as base:
+        with session_scope(engine) as s:
+            slow = add_feed(s, f"{base}/slow.xml", NOW - timedelta(minutes=1), every=timedelta(minutes=15)).id
+            good = add_feed(s, server.url("/good.xml"), NOW, every=timedelta(minutes=15)).id
+        started = time.monotonic()
+
+        results = {r.feed_id: r for r in poll_due(engine, cfg, clock)}
+        elapsed = time.monotonic() - started
+
+    assert list(results) == [slow, good]  # the slow one went first
+    assert results[slow].status == FeedStatus.ERROR and results[slow].error == "timed out after 1s"
+    assert results[good].status == FeedStatus.OK and results[good].new == 1
+    assert elapsed < 3.0, elapsed
