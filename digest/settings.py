@@ -32,6 +32,8 @@ from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, Settings
 from digest.errors import ConfigError
 
 DEFAULT_CONFIG = Path("config/digest.toml")
+# Public (it is in this file): the web app refuses to start with it.
+DEFAULT_SECRET_KEY = "insecure-development-key"
 
 _DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(s|m|h|d|w)\s*$")
 _UNITS = {"s": "seconds", "m": "minutes", "h": "hours", "d": "days", "w": "weeks"}
@@ -242,8 +244,9 @@ class Settings(BaseSettings):
     )
     smtp_timeout: float = Field(30.0, gt=0, description="Seconds before an SMTP operation times out.")
     secret_key: SecretStr = Field(
-        SecretStr("insecure-development-key"),
-        description="Key that signs unsubscribe and preference tokens. Set it in production.",
+        SecretStr(DEFAULT_SECRET_KEY),
+        description="Key that signs unsubscribe, confirmation and preference tokens and the web forms: a random "
+        "value of at least 32 characters; the web app refuses to start with the default or a shorter one.",
     )
     base_url: str = Field("http://localhost:8000", description="Public URL of the web app (links).")
     from_addr: str = Field("Digest <digest@example.com>", description="Default From address.")

@@ -44,6 +44,10 @@ def serve(
     from digest.service import serve as run_service
 
     st = state(ctx)
+    if st.settings.web.enabled:
+        from digest.web import check_secret_key
+
+        check_secret_key(st.settings)  # before anything starts
     if log_format:
         st.log_format = log_format
     _setup_logging(st)
