@@ -6,20 +6,25 @@ Real local servers only: the feed server of tests/feedserver.py (on 127.0.0.1 an
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
 import time
 from collections.abc import Iterator
 from datetime import timedelta
+from pathlib import Path
 
 import pytest
 from sqlalchemy.engine import Engine
+from sqlmodel import select
 
 from digest.clock import FixedClock
-from digest.db import session_scope
+from digest.db import make_engine, session_scope
 from digest.errors import InputError
 from digest.feeds import add_feed, poll_due
 from digest.fetch import BlockedAddress, FetchLimits, FetchTimeout, http_get, is_public_address
 from digest.ingest.reader import read_source
-from digest.models import FeedStatus
+from digest.models import Article, FeedStatus
 from digest.settings import ServiceSettings
 from tests.conftest import NOW
 from tests.feedserver import FeedServer, Route, feed_server, item, rss, trickle_server
@@ -108,6 +113,26 @@ def test_articles_import_url_refuses_loopback(server: FeedServer) -> None:
     with pytest.raises(InputError, match="non-public address"):
         read_source(server.url("/secret.json"))
     assert server.requests == []
+
+
+def test_articles_import_of_a_loopback_url_through_the_cli(server: FeedServer, tmp_path: Path) -> None:
+    db = tmp_path / "d.db"
+    env = {k: v for k, v in os.environ.items() if not k.startswith("DIGEST_")}
+    env.update(DIGEST_CONFIG="/dev/null", DIGEST_DATABASE_URL=f"sqlite:///{db}")
+    digest = [str(Path(sys.executable).parent / "digest"), "articles", "import", server.url("/secret.json")]
+
+    refused = subprocess.run(digest, env=env, capture_output=True, text=True, timeout=60)
+    assert refused.returncode == 3
+    assert "127.0.0.1, a non-public address" in refused.stderr and "Traceback" not in refused.stderr
+    assert server.requests == []
+
+    env["DIGEST_SERVICE__FEED_ALLOW_PRIVATE"] = "true"
+    allowed = subprocess.run(digest, env=env, capture_output=True, text=True, timeout=60)
+    assert allowed.returncode == 0, allowed.stderr
+    engine = make_engine(f"sqlite:///{db}")
+    with session_scope(engine) as s:
+        assert s.exec(select(Article.title)).all() == ["Internal admin page"]
+    engine.dispose()
 
 
 def test_feed_on_loopback_is_an_error_and_never_requested(
