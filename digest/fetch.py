@@ -186,7 +186,7 @@ def http_get(url: str, limits: FetchLimits, headers: Mapping[str, str] | None = 
         with httpx.Client(
             transport=transport, timeout=limits.timeout, follow_redirects=False, trust_env=False
         ) as client:
-            current = httpx.URL(url)
+            first = current = httpx.URL(url)
             for _ in range(limits.max_redirects + 1):
                 with client.stream("GET", current, headers=request_headers) as resp:
                     location = resp.headers.get("location")
@@ -194,6 +194,9 @@ def http_get(url: str, limits: FetchLimits, headers: Mapping[str, str] | None = 
                         current = resp.url.join(location)
                         if current.scheme not in ("http", "https"):
                             raise FetchError(f"redirect to a {current.scheme}: URL refused")
+                        if first.userinfo and not current.userinfo and _same_origin(first, current):
+                            # Credentials of the feed URL stay with its own origin, never go elsewhere.
+                            current = current.copy_with(userinfo=first.userinfo)
                         continue
                     result = Response(resp.status_code, resp.reason_phrase, resp.headers, url=str(resp.url))
                     if 200 <= resp.status_code < 300:
@@ -206,6 +209,10 @@ def http_get(url: str, limits: FetchLimits, headers: Mapping[str, str] | None = 
         raise FetchError(f"invalid URL: {mask_url(str(exc))}") from None
     except httpx.HTTPError as exc:
         raise FetchError(f"{type(exc).__name__}: {mask_url(str(exc))}") from None
+
+
+def _same_origin(a: httpx.URL, b: httpx.URL) -> bool:
+    return (a.scheme, a.host, a.port) == (b.scheme, b.host, b.port)
 
 
 def _read_body(resp: httpx.Response, max_bytes: int) -> bytes:

@@ -103,6 +103,24 @@ def test_redirect_to_a_non_public_address_is_refused() -> None:
         assert len(outside.requests) == 1 and inside.requests == []
 
 
+def test_url_credentials_follow_a_redirect_on_the_same_origin_only() -> None:
+    def private(handler: object) -> Route:
+        authorised = "Authorization" in handler.headers  # type: ignore[attr-defined]
+        return Route(200, b"members only") if authorised else Route(401, b"who are you")
+
+    with feed_server() as site, feed_server("127.0.0.2") as elsewhere:
+        site.routes["/private.xml"] = private
+        site.routes["/old.xml"] = Route(301, headers={"Location": site.url("/private.xml")})
+        site.routes["/away.xml"] = Route(302, headers={"Location": elsewhere.url("/x.xml")})
+        creds = f"http://reader:pw@127.0.0.1:{site.port}"
+
+        same = http_get(f"{creds}/old.xml", limits(allow_private=True))
+        http_get(f"{creds}/away.xml", limits(allow_private=True))
+
+    assert (same.status_code, same.body) == (200, b"members only")
+    assert "authorization" not in elsewhere.hits("/x.xml")[0]
+
+
 def test_allow_private_reaches_loopback(server: FeedServer) -> None:
     got = http_get(server.url("/secret.json"), limits(allow_private=True))
 
