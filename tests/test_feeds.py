@@ -220,3 +220,17 @@ def test_feed_list_add_remove(engine: Engine) -> None:
         with pytest.raises(NotFoundError):
             remove_feed(s, "https://wire.example.com/a.xml")
         assert list_feeds(s) == []
+
+
+def test_feed_password_is_masked_in_the_poll_log(
+    engine: Engine, server: FeedServer, clock: FixedClock, caplog: pytest.LogCaptureFixture
+) -> None:
+    server.routes["/private.xml"] = Route(body=rss(item(1)))
+    feed_id = add(engine, f"http://reader:hunter2-feed-pass@127.0.0.1:{server.port}/private.xml")
+
+    with caplog.at_level("INFO", logger="digest.feeds"):
+        poll(engine, feed_id, clock)
+
+    [record] = [r for r in caplog.records if getattr(r, "event", None) == "feed.polled"]
+    assert record.fields["url"] == f"http://reader:***@127.0.0.1:{server.port}/private.xml"  # type: ignore[attr-defined]
+    assert server.hits("/private.xml")[0]["authorization"].startswith("Basic ")  # the password is still used
