@@ -160,7 +160,14 @@ def articles_import(
     from digest.store import upsert_articles
 
     st = state(ctx)
-    result = read_sources(paths, default_category=category, max_bytes=st.settings.import_max_bytes)
+    svc = st.settings.service
+    result = read_sources(
+        paths,
+        default_category=category,
+        max_bytes=st.settings.import_max_bytes,
+        fetch_timeout=svc.feed_timeout,
+        allow_private=svc.feed_allow_private,
+    )
     with session_scope(st.engine) as session:
         report = upsert_articles(session, result.drafts, st.clock.now())
     unread = sum(p.whole_source for p in result.problems)

@@ -7,6 +7,7 @@ through the real SMTP transport.
 
 from __future__ import annotations
 
+import secrets
 import shutil
 from dataclasses import dataclass, field
 from datetime import timedelta
@@ -158,6 +159,7 @@ def run_demo(directory: Path, clock: Clock) -> DemoSummary:
         settings = Settings(
             database_url=f"sqlite:///{db}",
             smtp_url=sink.url,  # type: ignore[arg-type]
+            secret_key=secrets.token_urlsafe(32),  # type: ignore[arg-type]
             from_addr="The Daily Briefing <briefing@news.example.com>",
             base_url="https://news.example.com",
             postal_address="Example News Ltd, 1 Harbour Road, Springfield",

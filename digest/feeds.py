@@ -1,9 +1,10 @@
 """Feeds: the RSS/Atom sources the service polls, each on its own interval.
 
-A poll is a conditional GET with httpx (``If-None-Match`` from the last ETag,
-``If-Modified-Since`` from the last ``Last-Modified``), with a timeout on every
-operation and on the whole response, a cap on the response size and a limit on
-redirects. The body goes through ``digest.ingest.feed.read_feed`` (feedparser) and
+A poll is a conditional GET (``If-None-Match`` from the last ETag,
+``If-Modified-Since`` from the last ``Last-Modified``) through the one guarded fetch
+of :mod:`digest.fetch`: ``feed_timeout`` for the whole exchange, a cap on the
+response size, a limit on redirects, and no non-public address (unless
+``feed_allow_private``). The body goes through ``digest.ingest.feed.read_feed`` (feedparser) and
 the good entries through ``digest.store.upsert_articles``; a partly broken feed keeps
 its good entries and records what was wrong. A failing feed is retried later and
 later (the wait doubles with every consecutive failure, up to ``feed_backoff_max``).
@@ -12,12 +13,13 @@ later (the wait doubles with every consecutive failure, up to ``feed_backoff_max
 from __future__ import annotations
 
 import logging
-import time
+import threading
 from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
-import httpx
 from sqlalchemy.engine import Engine
 from sqlalchemy.exc import IntegrityError
 from sqlmodel import Session, col, select
@@ -25,9 +27,10 @@ from sqlmodel import Session, col, select
 from digest.clock import Clock
 from digest.db import session_scope
 from digest.errors import InputError, NotFoundError
+from digest.fetch import FetchError, FetchLimits, TooLarge, http_get
 from digest.ingest.feed import read_feed
 from digest.ingest.records import check_http_url
-from digest.logs import event
+from digest.logs import event, mask_url
 from digest.models import Feed, FeedStatus
 from digest.settings import ServiceSettings
 from digest.store import upsert_articles
@@ -35,6 +38,8 @@ from digest.store import upsert_articles
 log = logging.getLogger(__name__)
 
 MIN_EVERY = timedelta(seconds=10)
+# Feeds fetched at the same time: slow feeds hold a slot each, the rest go on.
+POLL_CONCURRENCY = 4
 _ACCEPT = "application/rss+xml, application/atom+xml, application/xml;q=0.9, text/xml;q=0.9, */*;q=0.5"
 
 
@@ -50,11 +55,11 @@ def add_feed(session: Session, url: str, now: datetime, *, category: str = "", e
     url = url.strip()
     problem = check_http_url(url)
     if problem:
-        raise InputError("URL", f"{url!r} {problem}")
+        raise InputError("URL", f"{mask_url(url)!r} {problem}")
     if every < MIN_EVERY:
         raise InputError("--every", f"must be at least {int(MIN_EVERY.total_seconds())}s")
     if session.exec(select(Feed).where(Feed.url == url)).first() is not None:
-        raise InputError("URL", f"feed {url} is already added")
+        raise InputError("URL", f"feed {mask_url(url)} is already added")
     feed = Feed(
         url=url,
         category=category.strip()[:200],
@@ -66,7 +71,7 @@ def add_feed(session: Session, url: str, now: datetime, *, category: str = "", e
     try:
         session.flush()
     except IntegrityError:  # added by someone else in between
-        raise InputError("URL", f"feed {url} is already added") from None
+        raise InputError("URL", f"feed {mask_url(url)} is already added") from None
     return feed
 
 
@@ -111,53 +116,37 @@ class Fetched:
         return self.status_code == 304
 
 
-def make_client(cfg: ServiceSettings) -> httpx.Client:
-    """An HTTP client with the service's timeouts, redirect limit and User-Agent."""
-    return httpx.Client(
-        timeout=httpx.Timeout(cfg.feed_timeout),
-        follow_redirects=True,
+def fetch_limits(cfg: ServiceSettings) -> FetchLimits:
+    """The limits of every fetch the service makes: feed_timeout in all, size, redirects, addresses."""
+    return FetchLimits(
+        timeout=cfg.feed_timeout,
+        max_bytes=cfg.feed_max_bytes,
         max_redirects=cfg.feed_max_redirects,
+        allow_private=cfg.feed_allow_private,
         headers={"User-Agent": cfg.feed_user_agent, "Accept": _ACCEPT},
     )
 
 
-def fetch(client: httpx.Client, feed: Feed, cfg: ServiceSettings) -> Fetched:
+def fetch(feed: Feed, cfg: ServiceSettings) -> Fetched:
     """GET the feed conditionally; raise FeedFetchError with a one-line reason on failure."""
     headers = {}
     if feed.etag:
         headers["If-None-Match"] = feed.etag
     if feed.last_modified:
         headers["If-Modified-Since"] = feed.last_modified
-    deadline = time.monotonic() + cfg.feed_timeout
     try:
-        with client.stream("GET", feed.url, headers=headers) as resp:
-            if resp.status_code == 304:
-                return Fetched(304, etag=feed.etag, last_modified=feed.last_modified)
-            if resp.status_code >= 300:
-                raise FeedFetchError(f"HTTP {resp.status_code} {resp.reason_phrase}".strip())
-            declared = resp.headers.get("content-length", "")
-            if declared.isdigit() and int(declared) > cfg.feed_max_bytes:
-                raise FeedFetchError(f"response of {declared} bytes is larger than feed_max_bytes {cfg.feed_max_bytes}")
-            body = bytearray()
-            for chunk in resp.iter_bytes():
-                body += chunk
-                if len(body) > cfg.feed_max_bytes:
-                    raise FeedFetchError(f"response is larger than feed_max_bytes {cfg.feed_max_bytes}")
-                # Per-read timeouts do not bound a server that trickles bytes forever.
-                if time.monotonic() > deadline:
-                    raise FeedFetchError(f"response took longer than feed_timeout {cfg.feed_timeout:g}s")
-            return Fetched(
-                resp.status_code,
-                bytes(body),
-                etag=resp.headers.get("etag"),
-                last_modified=resp.headers.get("last-modified"),
-            )
-    except httpx.TooManyRedirects:
-        raise FeedFetchError(f"more than {cfg.feed_max_redirects} redirects") from None
-    except httpx.TimeoutException:
-        raise FeedFetchError(f"timed out after {cfg.feed_timeout:g}s") from None
-    except httpx.HTTPError as exc:
-        raise FeedFetchError(f"{type(exc).__name__}: {exc}") from None
+        resp = http_get(feed.url, fetch_limits(cfg), headers)
+    except TooLarge:
+        raise FeedFetchError(f"response is larger than feed_max_bytes {cfg.feed_max_bytes}") from None
+    except FetchError as exc:
+        raise FeedFetchError(str(exc)) from None
+    if resp.status_code == 304:
+        return Fetched(304, etag=feed.etag, last_modified=feed.last_modified)
+    if resp.status_code >= 300:
+        raise FeedFetchError(f"HTTP {resp.status_code} {resp.reason}".strip())
+    return Fetched(
+        resp.status_code, resp.body, etag=resp.headers.get("etag"), last_modified=resp.headers.get("last-modified")
+    )
 
 
 # ---------------------------------------------------------------- polling
@@ -191,8 +180,18 @@ def _summary(problems: list[str], limit: int = 3) -> str:
     return text[:2000]
 
 
-def poll_feed(engine: Engine, cfg: ServiceSettings, feed_id: int, clock: Clock, client: httpx.Client) -> PollResult:
-    """Fetch, parse and store one feed; record its status, validators and next poll time."""
+def poll_feed(
+    engine: Engine,
+    cfg: ServiceSettings,
+    feed_id: int,
+    clock: Clock,
+    store_lock: AbstractContextManager[object] | None = None,
+) -> PollResult:
+    """Fetch, parse and store one feed; record its status, validators and next poll time.
+
+    ``store_lock``, when given, is held while the articles are written (feeds polled
+    side by side may carry the same story).
+    """
     with session_scope(engine) as session:
         feed = session.get(Feed, feed_id)
         if feed is None:
@@ -200,7 +199,7 @@ def poll_feed(engine: Engine, cfg: ServiceSettings, feed_id: int, clock: Clock, 
     result = PollResult(feed_id, feed.url, FeedStatus.OK)
     now = clock.now()
     try:
-        got = fetch(client, feed, cfg)
+        got = fetch(feed, cfg)
     except FeedFetchError as exc:
         got = None
         result.status, result.error = FeedStatus.ERROR, str(exc)
@@ -211,7 +210,7 @@ def poll_feed(engine: Engine, cfg: ServiceSettings, feed_id: int, clock: Clock, 
         problems = [str(p) for p in parsed.problems]
         result.problems = len(problems)
         if parsed.drafts:
-            with session_scope(engine) as session:
+            with store_lock or nullcontext(), session_scope(engine) as session:
                 report = upsert_articles(session, parsed.drafts, now)
             result.new, result.updated = report.inserted, report.updated
             if problems:
@@ -243,7 +242,7 @@ def poll_feed(engine: Engine, cfg: ServiceSettings, feed_id: int, clock: Clock, 
         "feed.polled",
         level,
         feed=feed_id,
-        url=feed.url,
+        url=mask_url(feed.url),
         status=result.status,
         new=result.new,
         updated=result.updated,
@@ -259,25 +258,29 @@ def poll_due(
     clock: Clock,
     *,
     should_stop: Callable[[], bool] = lambda: False,
-    client: httpx.Client | None = None,
 ) -> list[PollResult]:
-    """Poll every feed whose time has come, one after another, until told to stop."""
+    """Poll every feed whose time has come, ``POLL_CONCURRENCY`` at a time, until told to stop.
+
+    Each fetch ends within ``feed_timeout``, and feeds are polled side by side, so a
+    feed that answers slowly (or trickles its headers) holds one slot for at most
+    that long while the others are polled. Results come in due order.
+    """
     with session_scope(engine) as session:
         ids = due_feeds(session, clock.now())
     if not ids:
         return []
-    own = client is None
-    http = client or make_client(cfg)
-    try:
-        results = []
-        for feed_id in ids:
-            if should_stop():
-                break
-            try:
-                results.append(poll_feed(engine, cfg, feed_id, clock, http))
-            except NotFoundError:
-                continue
-        return results
-    finally:
-        if own:
-            http.close()
+
+    # Fetch side by side, store one at a time: two feeds with the same story must not
+    # race to insert it (a unique violation or a deadlock on PostgreSQL).
+    store_lock = threading.Lock()
+
+    def one(feed_id: int) -> PollResult | None:
+        if should_stop():
+            return None
+        try:
+            return poll_feed(engine, cfg, feed_id, clock, store_lock)
+        except NotFoundError:  # removed meanwhile
+            return None
+
+    with ThreadPoolExecutor(min(POLL_CONCURRENCY, len(ids)), thread_name_prefix="digest-feed") as pool:
+        return [r for r in pool.map(one, ids) if r is not None]

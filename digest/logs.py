@@ -30,6 +30,11 @@ def mask_email(text: str) -> str:
     return _EMAIL.sub(lambda m: f"{m.group(1)}***@{m.group(2)}", text)
 
 
+def mask_url(text: str) -> str:
+    """``https://user:pw@host/feed`` -> ``https://user:***@host/feed`` wherever a URL with a password appears."""
+    return _URL_PASSWORD.sub(r"\1***@", text)
+
+
 class Redactor:
     """Masks secrets (always) and e-mail addresses (at INFO and above) in text."""
 
@@ -40,7 +45,7 @@ class Redactor:
     def __call__(self, text: str, levelno: int) -> str:
         for secret in self.secrets:
             text = text.replace(secret, "***")
-        text = _URL_PASSWORD.sub(r"\1***@", text)
+        text = mask_url(text)
         if levelno >= logging.INFO:
             text = mask_email(text)
         return text

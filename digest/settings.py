@@ -34,6 +34,8 @@ from digest.errors import ConfigError
 DEFAULT_CONFIG = Path("config/digest.toml")
 # Also the default of the readers themselves, for callers without settings.
 IMPORT_MAX_BYTES = 50_000_000
+# Public (it is in this file): the web app refuses to start with it.
+DEFAULT_SECRET_KEY = "insecure-development-key"
 
 _DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(s|m|h|d|w)\s*$")
 _UNITS = {"s": "seconds", "m": "minutes", "h": "hours", "d": "days", "w": "weeks"}
@@ -121,13 +123,22 @@ class ServiceSettings(BaseModel):
     workers: int = Field(4, ge=2, le=64, description="Threads running the service's jobs.")
     log_format: str = Field("human", description="Log line format: human or json.")
     feed_every: Duration = Field(timedelta(minutes=15), description="Default polling interval of a new feed.")
-    feed_timeout: float = Field(20.0, gt=0, description="Seconds before a feed request times out.")
+    feed_timeout: float = Field(
+        20.0,
+        gt=0,
+        description="Seconds one fetch (a feed poll or `articles import URL`) may take in all, redirects included.",
+    )
     feed_max_bytes: int = Field(5_000_000, ge=1024, description="Largest feed response accepted, in bytes.")
     feed_max_redirects: int = Field(5, ge=0, le=20, description="Most redirects followed for one feed request.")
     feed_backoff_max: Duration = Field(
         timedelta(hours=6), description="Longest wait before retrying a failing feed (back-off doubles up to this)."
     )
     feed_user_agent: str = Field("digest/0.1 (feed poller)", description="User-Agent header of feed requests.")
+    feed_allow_private: bool = Field(
+        False,
+        description="Let feeds and `articles import URL` fetch from loopback, private, link-local and other "
+        "non-public addresses (off: such URLs and redirects to them are refused).",
+    )
 
     @field_validator("log_format")
     @classmethod
@@ -235,8 +246,9 @@ class Settings(BaseSettings):
     )
     smtp_timeout: float = Field(30.0, gt=0, description="Seconds before an SMTP operation times out.")
     secret_key: SecretStr = Field(
-        SecretStr("insecure-development-key"),
-        description="Key that signs unsubscribe and preference tokens. Set it in production.",
+        SecretStr(DEFAULT_SECRET_KEY),
+        description="Key that signs unsubscribe, confirmation and preference tokens and the web forms: a random "
+        "value of at least 32 characters; the web app refuses to start with the default or a shorter one.",
     )
     base_url: str = Field("http://localhost:8000", description="Public URL of the web app (links).")
     from_addr: str = Field("Digest <digest@example.com>", description="Default From address.")

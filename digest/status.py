@@ -17,6 +17,7 @@ from sqlmodel import col, select
 
 from digest.db import session_scope
 from digest.deliver import delivery_counts
+from digest.logs import mask_url
 from digest.models import Delivery, DeliveryStatus, Edition, Feed, ServiceNode
 from digest.planner import series_groups
 from digest.schedule import next_fire, upcoming_fire
@@ -25,10 +26,10 @@ from digest.settings import Settings
 
 
 def feed_row(f: Feed) -> dict[str, Any]:
-    """One feed as ``digest status`` and ``digest feeds list`` report it (JSON-ready)."""
+    """One feed as ``digest status`` and ``digest feeds list`` report it (JSON-ready; password masked)."""
     return {
         "id": f.id,
-        "url": f.url,
+        "url": mask_url(f.url),
         "category": f.category,
         "every_seconds": f.every_seconds,
         "status": f.status,

@@ -17,8 +17,10 @@ Protections:
   gets the same friendly 400 page.
 - RFC 8058 one-click: ``POST /unsubscribe/{token}`` with ``List-Unsubscribe=One-Click``
   answers 200 with no cookie, no login and no redirect; the token is the authority.
-- Every page: ``Referrer-Policy: no-referrer`` (links carry tokens), a strict
-  Content-Security-Policy, ``X-Frame-Options: DENY``, and ``no-store`` caching.
+- Every response (pages, errors, 413, ``/healthz``): ``Referrer-Policy: no-referrer``
+  (links carry tokens), a strict Content-Security-Policy, ``X-Frame-Options: DENY``,
+  ``nosniff`` and ``no-store`` caching (:class:`SecurityHeaders`).
+- ``/subscribe``'s rate limit counts IPv4 clients per address, IPv6 ones per /64.
 
 Run it alone with ``digest web``, or inside another process (``digest serve``) with
 :class:`WebServer`::
@@ -32,6 +34,7 @@ Run it alone with ``digest web``, or inside another process (``digest serve``) w
 from __future__ import annotations
 
 import hmac
+import ipaddress
 import logging
 import secrets
 import threading
@@ -61,12 +64,12 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from digest import lifecycle
 from digest.clock import Clock, SystemClock
 from digest.db import session_scope
-from digest.errors import DeliveryError, DigestError, InputError, TemplateError
+from digest.errors import ConfigError, DeliveryError, DigestError, InputError, TemplateError
 from digest.inline import inline_css
 from digest.lifecycle import Mailer, SubscribeForm
 from digest.models import Article, Edition, SubscriberStatus
 from digest.render import Markers, build_context, make_environment, render_template, render_variant
-from digest.settings import Settings
+from digest.settings import DEFAULT_SECRET_KEY, Settings
 from digest.tokens import TokenError, timed_serializer
 from digest.transport import SMTPTransport, Transport, parse_smtp_url
 
@@ -77,6 +80,9 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
+MIN_SECRET_KEY = 32
+# Ids are 32-bit INTEGER columns (PostgreSQL); a larger number in a URL names nothing.
+MAX_ID = 2**31 - 1
 CSRF_COOKIE = "digest_csrf"
 HONEYPOT_FIELD = "website"
 MAX_BODY = 64 * 1024
@@ -109,6 +115,28 @@ def text_field(form: FormData, name: str, limit: int) -> str:
 def list_field(form: FormData, name: str, limit: int = 50) -> list[str]:
     """Every value of a repeated field (checkboxes), at most ``limit`` of them."""
     return [v[:200] for v in form.getlist(name) if isinstance(v, str)][:limit]
+
+
+def check_secret_key(settings: Settings) -> None:
+    """Raise ConfigError unless ``secret_key`` is fit to sign the app's links and forms.
+
+    With the public default, an empty or a short key anyone could forge confirmation,
+    unsubscribe and preference links for any subscriber.
+    """
+    key = settings.secret_key.get_secret_value()
+    if not key.strip():
+        problem = "is not set"
+    elif key == DEFAULT_SECRET_KEY:
+        problem = "is the public default"
+    elif len(key) < MIN_SECRET_KEY:
+        problem = f"is {len(key)} characters long"
+    else:
+        return
+    raise ConfigError(
+        "secret_key",
+        f"{problem}; the web app needs a random key of at least {MIN_SECRET_KEY} characters in DIGEST_SECRET_KEY "
+        "(e.g. python -c 'import secrets; print(secrets.token_urlsafe(32))')",
+    )
 
 
 # ---------------------------------------------------------------- CSRF and rate limit
@@ -150,6 +178,23 @@ class Csrf:
         response.set_cookie(
             CSRF_COOKIE, nonce, httponly=True, samesite="strict", secure=self.secure, path="/", max_age=None
         )
+
+
+def client_key(host: str) -> str:
+    """The rate-limit key of a client address: IPv4 per address, IPv6 per /64.
+
+    One IPv6 host usually holds a whole /64 and can pick a new address for every
+    request; counting addresses would let it subscribe without limit.
+    """
+    try:
+        ip = ipaddress.ip_address(host)
+    except ValueError:
+        return host
+    if isinstance(ip, ipaddress.IPv6Address):
+        if ip.ipv4_mapped is not None:
+            return str(ip.ipv4_mapped)
+        return str(ipaddress.IPv6Network((ip, 64), strict=False))
+    return str(ip)
 
 
 class RateLimiter:
@@ -265,7 +310,7 @@ class WebApp:
 
     async def subscribe(self, request: Request) -> Response:
         client = request.client.host if request.client else "unknown"
-        retry_after = self.limiter.hit(client)
+        retry_after = self.limiter.hit(client_key(client))
         if retry_after:
             log.info("subscribe rate limit reached for a client")
             return self.page(
@@ -495,7 +540,10 @@ class WebApp:
             return session.exec(stmt).first()
 
     async def archive_by_id(self, request: Request) -> Response:
-        edition = await run_in_threadpool(self._find_edition, id=request.path_params["edition_id"])
+        edition_id = request.path_params["edition_id"]
+        if edition_id > MAX_ID:  # the database would refuse the number itself (500)
+            return self.page("error.html", 404, title="No such edition", kind="missing")
+        edition = await run_in_threadpool(self._find_edition, id=edition_id)
         return await run_in_threadpool(self._archive_response, edition)
 
     async def archive(self, request: Request) -> Response:
@@ -505,8 +553,11 @@ class WebApp:
 
     async def article(self, request: Request) -> Response:
         def load() -> Article | None:
+            article_id = request.path_params["article_id"]
+            if article_id > MAX_ID:
+                return None
             with session_scope(self.engine) as session:
-                return session.get(Article, request.path_params["article_id"])
+                return session.get(Article, article_id)
 
         article = await run_in_threadpool(load)
         if article is None:
@@ -540,7 +591,44 @@ class WebApp:
         try:
             return self.page("error.html", 500, title="Something went wrong", kind="server")
         except TemplateError:
-            return PlainTextResponse("Something went wrong.", status_code=500)
+            # Outside the middleware (Starlette answers a crash last): secure it here.
+            response = PlainTextResponse("Something went wrong.", status_code=500)
+            self._secure(response, SecurityHeaders.DEFAULTS[0][1].decode())
+            return response
+
+
+class SecurityHeaders:
+    """Give every response the security headers, including those no page renders (413, /healthz, JSON).
+
+    Headers a response sets itself (a page's CSP with its script nonce, the
+    archive's CSP and caching) are kept.
+    """
+
+    DEFAULTS = (
+        (b"content-security-policy", b"default-src 'none'; frame-ancestors 'none'; base-uri 'none'"),
+        (b"referrer-policy", b"no-referrer"),
+        (b"x-content-type-options", b"nosniff"),
+        (b"x-frame-options", b"DENY"),
+        (b"cache-control", b"no-store"),
+    )
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+
+        async def with_headers(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                headers = list(message.get("headers") or [])
+                present = {name.lower() for name, _ in headers}
+                headers += [(name, value) for name, value in self.DEFAULTS if name not in present]
+                message["headers"] = headers
+            await send(message)
+
+        await self.app(scope, receive, with_headers)
 
 
 class BodyLimit:
@@ -587,9 +675,13 @@ def make_app(
     env: jinja2.Environment | None = None,
 ) -> Starlette:
     """The ASGI app. ``transport_factory`` makes the transport for each notice (default: ``smtp_url``);
-    ``signer`` signs notices (default: the ``[dkim]`` signer, if configured)."""
+    ``signer`` signs notices (default: the ``[dkim]`` signer, if configured).
+
+    Raises ConfigError when ``secret_key`` is unset, short or the public default.
+    """
     from digest.dkim import signer_from_settings
 
+    check_secret_key(settings)
     clock = clock or SystemClock()
     env = env or make_environment(settings.templates_dir)
     if signer is None:
@@ -617,6 +709,7 @@ def make_app(
     )
     app.state.web = web
     app.add_middleware(BodyLimit)
+    app.add_middleware(SecurityHeaders)  # added last: outermost, so it also sees BodyLimit's 413
     return app
 
 

@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
+import socket
 import threading
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager, suppress
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-
-from digest.smtpsink import free_port
 
 
 @dataclass
@@ -30,9 +29,10 @@ class FeedServer:
     routes: dict[str, Route | Callable[[BaseHTTPRequestHandler], Route]] = field(default_factory=dict)
     requests: list[tuple[str, dict[str, str]]] = field(default_factory=list)
     port: int = 0
+    host: str = "127.0.0.1"
 
     def url(self, path: str) -> str:
-        return f"http://127.0.0.1:{self.port}{path}"
+        return f"http://{self.host}:{self.port}{path}"
 
     def hits(self, path: str) -> list[dict[str, str]]:
         return [h for p, h in self.requests if p == path]
@@ -57,8 +57,9 @@ rss = _rss
 
 
 @contextmanager
-def feed_server() -> Iterator[FeedServer]:
-    state = FeedServer()
+def feed_server(host: str = "127.0.0.1") -> Iterator[FeedServer]:
+    """The server on a free port of ``host`` (any 127.x address is loopback on Linux)."""
+    state = FeedServer(host=host)
 
     class Handler(BaseHTTPRequestHandler):
         protocol_version = "HTTP/1.1"
@@ -106,7 +107,7 @@ def feed_server() -> Iterator[FeedServer]:
             with suppress(BrokenPipeError, ConnectionResetError):
                 self.wfile.write(route.body)
 
-    server = ThreadingHTTPServer(("127.0.0.1", free_port()), Handler)
+    server = ThreadingHTTPServer((host, 0), Handler)
     server.daemon_threads = True
     state.port = server.server_address[1]
     thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
@@ -116,3 +117,46 @@ def feed_server() -> Iterator[FeedServer]:
     finally:
         server.shutdown()
         server.server_close()
+
+
+@contextmanager
+def trickle_server(interval: float = 0.05, give_up: float = 15.0) -> Iterator[str]:
+    """A raw socket server that answers every request with a status line, then one header byte per ``interval``.
+
+    Each read of the client returns within ``interval``, so per-read timeouts never fire;
+    it stops after ``give_up`` seconds so that a client without an overall deadline
+    ends the test (slowly) instead of hanging it. Yields its base URL.
+    """
+    listener = socket.create_server(("127.0.0.1", 0))
+    listener.settimeout(0.1)
+    stop = threading.Event()
+
+    def trickle(conn: socket.socket) -> None:
+        with conn:
+            conn.settimeout(5)
+            with suppress(OSError):
+                conn.recv(65536)
+                conn.sendall(b"HTTP/1.1 200 OK\r\nX-Slow: ")
+                ends = time.monotonic() + give_up
+                while not stop.is_set() and time.monotonic() < ends:
+                    conn.sendall(b"a")
+                    time.sleep(interval)
+
+    def accept() -> None:
+        while not stop.is_set():
+            try:
+                conn, _ = listener.accept()
+            except TimeoutError:
+                continue
+            except OSError:
+                return
+            threading.Thread(target=trickle, args=(conn,), daemon=True).start()
+
+    thread = threading.Thread(target=accept, daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{listener.getsockname()[1]}"
+    finally:
+        stop.set()
+        thread.join(5)
+        listener.close()

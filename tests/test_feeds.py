@@ -18,7 +18,14 @@ from digest.settings import ServiceSettings
 from tests.conftest import NOW
 from tests.feedserver import FeedServer, Route, feed_server, item, rss
 
-CFG = ServiceSettings(feed_timeout=2.0, feed_max_bytes=64_000, feed_max_redirects=3, feed_backoff_max="1h")  # type: ignore[arg-type]
+# The feeds here are served from loopback, which a real installation refuses.
+CFG = ServiceSettings(
+    feed_timeout=2.0,
+    feed_max_bytes=64_000,
+    feed_max_redirects=3,
+    feed_backoff_max="1h",  # type: ignore[arg-type]
+    feed_allow_private=True,
+)
 
 
 @pytest.fixture
@@ -47,10 +54,7 @@ def titles(engine: Engine) -> list[str]:
 
 
 def poll(engine: Engine, feed_id: int, clock: FixedClock) -> object:
-    from digest.feeds import make_client
-
-    with make_client(CFG) as client:
-        return poll_feed(engine, CFG, feed_id, clock, client)
+    return poll_feed(engine, CFG, feed_id, clock)
 
 
 def test_new_feed_is_polled_and_its_entries_stored(engine: Engine, server: FeedServer, clock: FixedClock) -> None:
@@ -188,10 +192,8 @@ def test_slow_server_times_out(engine: Engine, server: FeedServer, clock: FixedC
     server.routes["/slow.xml"] = Route(body=rss(item(1)), delay=3.0)
     feed_id = add(engine, server.url("/slow.xml"))
     cfg = CFG.model_copy(update={"feed_timeout": 0.5})
-    from digest.feeds import make_client
 
-    with make_client(cfg) as client:
-        result = poll_feed(engine, cfg, feed_id, clock, client)
+    result = poll_feed(engine, cfg, feed_id, clock)
 
     assert result.status == FeedStatus.ERROR and result.error == "timed out after 0.5s"
 
@@ -218,3 +220,17 @@ def test_feed_list_add_remove(engine: Engine) -> None:
         with pytest.raises(NotFoundError):
             remove_feed(s, "https://wire.example.com/a.xml")
         assert list_feeds(s) == []
+
+
+def test_feed_password_is_masked_in_the_poll_log(
+    engine: Engine, server: FeedServer, clock: FixedClock, caplog: pytest.LogCaptureFixture
+) -> None:
+    server.routes["/private.xml"] = Route(body=rss(item(1)))
+    feed_id = add(engine, f"http://reader:hunter2-feed-pass@127.0.0.1:{server.port}/private.xml")
+
+    with caplog.at_level("INFO", logger="digest.feeds"):
+        poll(engine, feed_id, clock)
+
+    [record] = [r for r in caplog.records if getattr(r, "event", None) == "feed.polled"]
+    assert record.fields["url"] == f"http://reader:***@127.0.0.1:{server.port}/private.xml"  # type: ignore[attr-defined]
+    assert server.hits("/private.xml")[0]["authorization"].startswith("Basic ")  # the password is still used

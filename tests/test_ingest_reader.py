@@ -246,7 +246,7 @@ def server() -> Iterator[str]:
 
 
 def test_url_feed_is_fetched_and_read_by_content_type(server: str) -> None:
-    result = read_source(f"{server}/feed")
+    result = read_source(f"{server}/feed", allow_private=True)
     assert result.problems == []
     assert [d.title for d in result.drafts][:1] == ["Bridge reopens & traffic returns to normal"]
     assert result.drafts[0].origin == f"{server}/feed[entry 0]"
@@ -254,41 +254,41 @@ def test_url_feed_is_fetched_and_read_by_content_type(server: str) -> None:
 
 def test_url_extension_chooses_the_reader(server: str) -> None:
     url = f"{server}/data/articles.json?page=1"
-    result = read_source(url)
+    result = read_source(url, allow_private=True)
     assert [(d.title, d.origin) for d in result.drafts] == [("U", f"{url}[0]")]
 
 
 def test_url_text_plain_is_sniffed(server: str) -> None:
-    assert _titles(f"{server}/raw") == ["Raw JSON"]
+    assert _titles(f"{server}/raw", allow_private=True) == ["Raw JSON"]
 
 
 def test_url_text_page(server: str) -> None:
-    assert _titles(f"{server}/page.txt") == ["Council votes to keep the night bus"]
+    assert _titles(f"{server}/page.txt", allow_private=True) == ["Council votes to keep the night bus"]
 
 
 def test_url_redirects_are_followed(server: str) -> None:
-    assert _titles(f"{server}/hop1")[0] == "Bridge reopens & traffic returns to normal"
+    assert _titles(f"{server}/hop1", allow_private=True)[0] == "Bridge reopens & traffic returns to normal"
 
 
 def test_url_more_than_five_redirects_is_an_input_error(server: str) -> None:
     with pytest.raises(InputError, match="more than 5 redirects") as info:
-        read_source(f"{server}/loop0")
+        read_source(f"{server}/loop0", allow_private=True)
     assert info.value.where == f"{server}/loop0"
 
 
 def test_url_http_error_status_is_an_input_error(server: str) -> None:
     with pytest.raises(InputError, match="HTTP 410"):
-        read_source(f"{server}/gone")
+        read_source(f"{server}/gone", allow_private=True)
 
 
 def test_url_announced_oversized_body_is_refused(server: str) -> None:
     with pytest.raises(InputError, match=r"larger than 1 MB \(import_max_bytes\)"):
-        read_source(f"{server}/huge", max_bytes=LIMIT)
+        read_source(f"{server}/huge", max_bytes=LIMIT, allow_private=True)
 
 
 def test_url_unannounced_oversized_body_is_refused(server: str) -> None:
     with pytest.raises(InputError, match=r"larger than 1 MB \(import_max_bytes\)"):
-        read_source(f"{server}/huge-unannounced", max_bytes=LIMIT)
+        read_source(f"{server}/huge-unannounced", max_bytes=LIMIT, allow_private=True)
 
 
 def _free_port() -> int:
@@ -300,14 +300,14 @@ def _free_port() -> int:
 def test_url_connection_refused_is_an_input_error() -> None:
     url = f"http://127.0.0.1:{_free_port()}/feed"
     with pytest.raises(InputError) as info:
-        read_source(url)
+        read_source(url, allow_private=True)
     assert info.value.where == url
     assert "fetch failed" in info.value.problem
 
 
 def test_read_sources_turns_a_failed_fetch_into_a_problem(server: str, tmp_path: Path) -> None:
     good = _write(tmp_path, "a.json", json.dumps({"title": "Local"}))
-    result = read_sources([f"{server}/gone", str(good)])
+    result = read_sources([f"{server}/gone", str(good)], allow_private=True)
     assert [d.title for d in result.drafts] == ["Local"]
     assert [p.where for p in result.problems] == [f"{server}/gone"]
 

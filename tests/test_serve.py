@@ -39,6 +39,7 @@ from tests.feedserver import FeedServer, Route, feed_server, item, rss
 
 DIGEST = str(Path(sys.executable).parent / "digest")
 pytestmark = pytest.mark.slow
+E2E_SECRET_KEY = "e2e-secret-key-0123456789abcdefghijklmnopqrstuvwxyz"
 
 
 @dataclass
@@ -128,8 +129,9 @@ def start(env: dict[str, str], *args: str) -> Proc:
 
 def write_config(path: Path, db_url: str, smtp_url: str, digests: dict[str, str], **service: str) -> dict[str, str]:
     svc = {"tick": '"1s"', "outbox_interval": '"1s"', "leader_interval": '"1s"', "shutdown_timeout": '"10s"'}
+    svc["feed_allow_private"] = "true"  # the test feed server is on loopback
     svc.update(service)
-    text = f'database_url = "{db_url}"\nsmtp_url = "{smtp_url}"\nsecret_key = "e2e-secret-key-1234"\n'
+    text = f'database_url = "{db_url}"\nsmtp_url = "{smtp_url}"\nsecret_key = "{E2E_SECRET_KEY}"\n'
     text += 'lease = "4s"\nbatch_size = 2\n[service]\n' + "".join(f"{k} = {v}\n" for k, v in svc.items())
     for name, schedule in digests.items():
         text += f'[digests.{name}]\ntitle = "{name.title()}"\nschedule = "{schedule}"\ntimezone = "UTC"\n'

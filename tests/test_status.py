@@ -89,6 +89,26 @@ def test_feeds_commands_and_status_json_through_the_cli(tmp_path: Path) -> None:
     assert removed.returncode == 0 and "removed feed 1" in removed.stdout
 
 
+def test_a_feed_password_is_never_printed(tmp_path: Path) -> None:
+    url = "https://reader:hunter2-feed-pass@wire.example.com/private.xml"
+
+    outputs = [
+        run(tmp_path, "feeds", "add", url),
+        run(tmp_path, "feeds", "list", "--json"),
+        run(tmp_path, "feeds", "list"),
+        run(tmp_path, "status", "--json"),
+        run(tmp_path, "status"),
+        run(tmp_path, "feeds", "add", url),  # already added: the error names the URL
+        run(tmp_path, "feeds", "remove", url),
+    ]
+
+    assert [o.returncode for o in outputs] == [0, 0, 0, 0, 0, 3, 0]
+    for o in outputs:
+        assert "hunter2-feed-pass" not in o.stdout + o.stderr
+    assert "https://reader:***@wire.example.com/private.xml" in outputs[0].stdout
+    assert json.loads(outputs[3].stdout)["feeds"][0]["url"] == "https://reader:***@wire.example.com/private.xml"
+
+
 def test_bad_log_format_is_a_one_line_error(tmp_path: Path) -> None:
     result = run(tmp_path, "--log-format", "xml", "serve")
 

@@ -12,6 +12,7 @@ from sqlalchemy.engine import Engine
 
 from digest.cli import _setup_logging, app, out, state
 from digest.errors import ConfigError, InputError
+from digest.logs import mask_url
 from digest.settings import parse_duration
 
 feeds_app = typer.Typer(help="RSS/Atom feeds the service polls.", no_args_is_help=True)
@@ -44,6 +45,10 @@ def serve(
     from digest.service import serve as run_service
 
     st = state(ctx)
+    if st.settings.web.enabled:
+        from digest.web import check_secret_key
+
+        check_secret_key(st.settings)  # before anything starts
     if log_format:
         st.log_format = log_format
     _setup_logging(st)
@@ -172,7 +177,7 @@ def feeds_add(
         raise InputError("--every", str(exc)) from None
     with session_scope(st.engine) as session:
         feed = add_feed(session, url, st.clock.now(), category=category, every=interval)
-        out.print(f"added feed {feed.id}: {escape(feed.url)} every {feed.every_seconds}s")
+        out.print(f"added feed {feed.id}: {escape(mask_url(feed.url))} every {feed.every_seconds}s")
 
 
 @feeds_app.command("list")
@@ -203,4 +208,4 @@ def feeds_remove(ctx: typer.Context, feed: Annotated[str, typer.Argument(help="T
 
     with session_scope(state(ctx).engine) as session:
         removed = remove_feed(session, feed)
-    out.print(f"removed feed {removed.id}: {escape(removed.url)}")
+    out.print(f"removed feed {removed.id}: {escape(mask_url(removed.url))}")

@@ -26,9 +26,10 @@ def web(
     port: Annotated[int | None, typer.Option(help="Port (default [web] port).")] = None,
 ) -> None:
     """Run the subscriber web app (subscribe, confirm, preferences, unsubscribe, archive)."""
-    from digest.web import make_app, serve_forever
+    from digest.web import check_secret_key, make_app, serve_forever
 
     st = state(ctx)
+    check_secret_key(st.settings)  # before the database is touched
     _setup_logging(st)
     application = make_app(st.settings, st.engine, st.clock)
     where = f"http://{host or st.settings.web.host}:{port or st.settings.web.port}"

@@ -25,14 +25,14 @@ from pathlib import PurePosixPath
 from typing import Literal
 from urllib.parse import urlsplit
 
-import httpx
-
 from digest import __version__ as _digest_version
 from digest.errors import InputError
+from digest.fetch import BlockedAddress, FetchError, FetchLimits, FetchTimeout, TooLarge, TooManyRedirects, http_get
 from digest.ingest import ReadResult, RecordProblem
 from digest.ingest.feed import read_feed
 from digest.ingest.records import read_records
 from digest.ingest.text import read_text
+from digest.logs import mask_url
 from digest.settings import IMPORT_MAX_BYTES
 
 Kind = Literal["json", "ndjson", "feed", "text"]
@@ -74,22 +74,27 @@ def read_source(
     data: bytes | None = None,
     default_category: str = "",
     max_bytes: int = IMPORT_MAX_BYTES,
+    fetch_timeout: float = FETCH_TIMEOUT_SECONDS,
+    allow_private: bool = False,
 ) -> ReadResult:
     """Read one source: a file path, an http(s) URL, or ``-`` for stdin.
 
     ``data``, when given, is the source's content (the caller already read stdin or
     fetched the URL) and nothing is read or fetched. ``default_category`` applies to
     articles that name no category. Each draft's ``origin`` is its location string.
-    A source larger than ``max_bytes`` is one problem. Raises :class:`InputError` only
-    when fetching a URL fails.
+    A source larger than ``max_bytes`` is one problem. A URL is fetched within
+    ``fetch_timeout`` seconds in all, and only from a public address unless
+    ``allow_private``. Raises :class:`InputError` only when fetching a URL fails.
     """
     content_type = ""
     if path_or_url == STDIN:
         name = STDIN_NAME
     elif _is_url(path_or_url):
-        name = path_or_url
+        name = mask_url(path_or_url)
         if data is None:
-            data, content_type = fetch_url(path_or_url, max_bytes=max_bytes)
+            data, content_type = fetch_url(
+                path_or_url, max_bytes=max_bytes, timeout=fetch_timeout, allow_private=allow_private
+            )
     else:
         name = path_or_url
     if data is None:  # a file or stdin
@@ -115,6 +120,8 @@ def read_sources(
     stdin: bytes | None = None,
     default_category: str = "",
     max_bytes: int = IMPORT_MAX_BYTES,
+    fetch_timeout: float = FETCH_TIMEOUT_SECONDS,
+    allow_private: bool = False,
 ) -> ReadResult:
     """Read several sources into one result, in order.
 
@@ -126,7 +133,16 @@ def read_sources(
     for path in paths:
         data = stdin if path == STDIN else None
         try:
-            result.extend(read_source(path, data=data, default_category=default_category, max_bytes=max_bytes))
+            result.extend(
+                read_source(
+                    path,
+                    data=data,
+                    default_category=default_category,
+                    max_bytes=max_bytes,
+                    fetch_timeout=fetch_timeout,
+                    allow_private=allow_private,
+                )
+            )
         except InputError as exc:
             result.problems.append(RecordProblem(exc.where, exc.problem, whole_source=True))
     return result
@@ -173,47 +189,42 @@ def sniff_kind(data: bytes) -> Kind:
     return "text"
 
 
-def fetch_url(url: str, *, max_bytes: int = IMPORT_MAX_BYTES) -> tuple[bytes, str]:
+def fetch_url(
+    url: str,
+    *,
+    max_bytes: int = IMPORT_MAX_BYTES,
+    timeout: float = FETCH_TIMEOUT_SECONDS,
+    allow_private: bool = False,
+) -> tuple[bytes, str]:
     """GET ``url`` and return its body and media type (e.g. ``application/rss+xml``).
 
-    Follows at most 5 redirects, gives up after 20 seconds and refuses bodies over
-    ``max_bytes``. Raises :class:`InputError` (url, problem) on any failure.
+    Goes through the guarded fetch of :mod:`digest.fetch`: at most 5 redirects,
+    ``timeout`` seconds in all, bodies up to ``max_bytes``, and no loopback, private
+    or other non-public address unless ``allow_private``. Raises :class:`InputError`
+    (url, problem) on any failure.
     """
-    headers = {
-        "User-Agent": f"digest/{_digest_version} (newsletter ingest)",
-        "Accept": "application/rss+xml, application/atom+xml, application/json, text/xml;q=0.9, */*;q=0.8",
-    }
+    limits = FetchLimits(
+        timeout=timeout,
+        max_bytes=max_bytes,
+        max_redirects=FETCH_MAX_REDIRECTS,
+        allow_private=allow_private,
+        headers={
+            "User-Agent": f"digest/{_digest_version} (newsletter ingest)",
+            "Accept": "application/rss+xml, application/atom+xml, application/json, text/xml;q=0.9, */*;q=0.8",
+        },
+    )
+    where = mask_url(url)
     try:
-        with (
-            httpx.Client(
-                timeout=FETCH_TIMEOUT_SECONDS,
-                follow_redirects=True,
-                max_redirects=FETCH_MAX_REDIRECTS,
-                headers=headers,
-            ) as client,
-            client.stream("GET", url) as response,
-        ):
-            if response.status_code >= 400:
-                raise InputError(url, f"HTTP {response.status_code} {response.reason_phrase}".strip())
-            declared = response.headers.get("Content-Length", "")
-            if declared.isdigit() and int(declared) > max_bytes:
-                raise InputError(url, f"response {too_large(max_bytes)}")
-            chunks: list[bytes] = []
-            size = 0
-            # Count while reading: Content-Length may be absent or lie.
-            for chunk in response.iter_bytes():
-                size += len(chunk)
-                if size > max_bytes:
-                    raise InputError(url, f"response {too_large(max_bytes)}")
-                chunks.append(chunk)
-            media_type = response.headers.get("Content-Type", "").split(";")[0].strip().lower()
-            return b"".join(chunks), media_type
-    except httpx.TooManyRedirects:
-        raise InputError(url, f"more than {FETCH_MAX_REDIRECTS} redirects") from None
-    except httpx.TimeoutException:
-        raise InputError(url, f"timed out after {FETCH_TIMEOUT_SECONDS:g} s") from None
-    except (httpx.HTTPError, httpx.InvalidURL) as exc:
-        raise InputError(url, f"fetch failed: {exc or type(exc).__name__}") from None
+        response = http_get(url, limits)
+    except TooLarge:
+        raise InputError(where, f"response {too_large(max_bytes)}") from None
+    except (FetchTimeout, TooManyRedirects, BlockedAddress) as exc:
+        raise InputError(where, str(exc)) from None
+    except FetchError as exc:
+        raise InputError(where, f"fetch failed: {exc}") from None
+    if response.status_code >= 300:
+        raise InputError(where, f"HTTP {response.status_code} {response.reason}".strip())
+    return response.body, response.media_type
 
 
 def _read(data: bytes, name: str, kind: Kind, default_category: str, *, sniffed: bool) -> ReadResult:

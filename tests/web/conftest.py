@@ -8,6 +8,7 @@ for a migration per test.
 
 from __future__ import annotations
 
+import secrets
 from collections.abc import Iterator
 
 import httpx
@@ -23,6 +24,8 @@ from digest.web import WebServer, make_app
 from tests.conftest import BACKENDS, empty_database
 
 TOPICS = ["World", "Business", "Science"]
+# Generated per run, as an operator should: the web app refuses short or default keys.
+SECRET_KEY = secrets.token_urlsafe(32)
 
 
 @pytest.fixture(scope="module", params=BACKENDS)
@@ -64,7 +67,7 @@ def web_settings(db_url: str, sink: SmtpSink, web_port: int) -> Settings:
     return Settings(
         database_url=db_url,
         smtp_url=sink.url,  # type: ignore[arg-type]
-        secret_key="test-secret",  # type: ignore[arg-type]
+        secret_key=SECRET_KEY,  # type: ignore[arg-type]
         base_url=f"http://127.0.0.1:{web_port}",
         from_addr="The Briefing <briefing@news.example.com>",
         postal_address="Example News, 1 Harbour Road, Springfield",

@@ -20,6 +20,7 @@ from digest.subscribers import add_subscriber, find_subscriber, remove_subscribe
 from digest.tokens import TokenError, make_token
 from digest.web import smtp_transport_factory
 from tests.conftest import NOW
+from tests.web.conftest import SECRET_KEY
 from tests.web.helpers import link_in, parsed
 
 
@@ -183,7 +184,7 @@ def test_token_for_one_purpose_does_not_work_for_another(
     engine: Engine, web_settings: Settings, clock: FixedClock, ana_and_ben: tuple[Subscriber, Subscriber]
 ) -> None:
     ana, _ = ana_and_ben
-    unsub = make_token("test-secret", "unsubscribe", ana.id, ana.email_key, now=NOW)  # type: ignore[arg-type]
+    unsub = make_token(SECRET_KEY, "unsubscribe", ana.id, ana.email_key, now=NOW)  # type: ignore[arg-type]
 
     with pytest.raises(TokenError):
         lifecycle.update_preferences(engine, web_settings, clock, unsub, Preferences())
@@ -208,8 +209,8 @@ def test_token_cannot_be_replayed_for_another_subscriber(
     ana, ben = ana_and_ben
     # A token claiming Ben's id but bound to Ana's address (what an attacker could
     # assemble from two real tokens) does not verify: the payload is signed as a whole.
-    anas = make_token("test-secret", "unsubscribe", ana.id, ana.email_key, now=NOW)  # type: ignore[arg-type]
-    bens = make_token("test-secret", "unsubscribe", ben.id, ben.email_key, now=NOW)  # type: ignore[arg-type]
+    anas = make_token(SECRET_KEY, "unsubscribe", ana.id, ana.email_key, now=NOW)  # type: ignore[arg-type]
+    bens = make_token(SECRET_KEY, "unsubscribe", ben.id, ben.email_key, now=NOW)  # type: ignore[arg-type]
     spliced = bens.split(".")[0] + "." + anas.split(".", 1)[1]
 
     with pytest.raises(TokenError):
@@ -222,7 +223,7 @@ def test_token_of_a_deleted_subscriber_does_not_work_for_whoever_gets_the_id(
 ) -> None:
     with session_scope(engine) as s:
         old, _ = add_subscriber(s, "old@example.org", NOW)
-    token = make_token("test-secret", "unsubscribe", old.id, old.email_key, now=NOW)  # type: ignore[arg-type]
+    token = make_token(SECRET_KEY, "unsubscribe", old.id, old.email_key, now=NOW)  # type: ignore[arg-type]
     with session_scope(engine) as s:
         remove_subscriber(s, "old@example.org")
         s.add(
@@ -241,7 +242,7 @@ def test_preferences_are_validated_and_stored(
     engine: Engine, web_settings: Settings, clock: FixedClock, ana_and_ben: tuple[Subscriber, Subscriber]
 ) -> None:
     ana, _ = ana_and_ben
-    token = make_token("test-secret", "preferences", ana.id, ana.email_key, now=NOW)  # type: ignore[arg-type]
+    token = make_token(SECRET_KEY, "preferences", ana.id, ana.email_key, now=NOW)  # type: ignore[arg-type]
     prefs = lifecycle.parse_preferences(
         web_settings,
         topics=["business", "Cooking"],
@@ -284,7 +285,7 @@ def test_unsubscribe_by_token_is_idempotent_and_recorded_once(
     engine: Engine, web_settings: Settings, clock: FixedClock, ana_and_ben: tuple[Subscriber, Subscriber]
 ) -> None:
     ana, _ = ana_and_ben
-    token = make_token("test-secret", "unsubscribe", ana.id, ana.email_key, now=NOW)  # type: ignore[arg-type]
+    token = make_token(SECRET_KEY, "unsubscribe", ana.id, ana.email_key, now=NOW)  # type: ignore[arg-type]
 
     for _ in range(2):
         lifecycle.unsubscribe_by_token(engine, web_settings, clock, token, source="one-click")
@@ -297,7 +298,7 @@ def test_unsubscribe_by_token_is_idempotent_and_recorded_once(
 def test_preferences_token_resubscribes(engine: Engine, web_settings: Settings, clock: FixedClock) -> None:
     with session_scope(engine) as s:
         ana, _ = add_subscriber(s, "ana@example.org", NOW, status="unsubscribed")
-    token = make_token("test-secret", "preferences", ana.id, ana.email_key, now=NOW)  # type: ignore[arg-type]
+    token = make_token(SECRET_KEY, "preferences", ana.id, ana.email_key, now=NOW)  # type: ignore[arg-type]
 
     lifecycle.resubscribe_by_token(engine, web_settings, clock, token)
 

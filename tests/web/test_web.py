@@ -22,6 +22,7 @@ from digest.subscribers import add_subscriber, find_subscriber
 from digest.tokens import make_token
 from digest.web import CSRF_COOKIE, WebServer
 from tests.conftest import NOW, STANDARD_DRAFTS, draft
+from tests.web.conftest import SECRET_KEY
 from tests.web.helpers import csrf_of, link_in, path_of, subscribe
 
 
@@ -36,7 +37,7 @@ def active(engine: Engine, address: str, **kw: object) -> Subscriber:
         return sub
 
 
-def token(purpose: str, sub: Subscriber, secret: str = "test-secret") -> str:
+def token(purpose: str, sub: Subscriber, secret: str = SECRET_KEY) -> str:
     assert sub.id is not None
     return make_token(secret, purpose, sub.id, sub.email_key, now=NOW)
 

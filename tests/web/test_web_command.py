@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import secrets
 import signal
 import subprocess
 import sys
@@ -11,8 +12,10 @@ from pathlib import Path
 
 import httpx
 import pytest
+from pydantic import SecretStr
 from sqlalchemy.engine import Engine
 
+from digest.errors import ConfigError
 from digest.settings import Settings
 from digest.smtpsink import free_port
 from digest.web import start_in_thread
@@ -24,7 +27,11 @@ DIGEST = Path(sys.executable).parent / "digest"
 def test_digest_web_serves_and_stops_on_sigterm(tmp_path: Path) -> None:
     port = free_port()
     env = {k: v for k, v in os.environ.items() if not k.startswith("DIGEST_")}
-    env.update(DIGEST_CONFIG="/dev/null", DIGEST_DATABASE_URL=f"sqlite:///{tmp_path / 'digest.db'}")
+    env.update(
+        DIGEST_CONFIG="/dev/null",
+        DIGEST_DATABASE_URL=f"sqlite:///{tmp_path / 'digest.db'}",
+        DIGEST_SECRET_KEY=secrets.token_urlsafe(32),
+    )
     proc = subprocess.Popen(
         [str(DIGEST), "web", "--host", "127.0.0.1", "--port", str(port)],
         env=env,
@@ -60,3 +67,43 @@ def test_start_in_thread_runs_the_app_only_when_enabled(engine: Engine, web_sett
     finally:
         server.stop()
     assert not server.thread.is_alive()
+
+
+@pytest.mark.parametrize(
+    ("key", "problem"),
+    [
+        (None, "is the public default"),
+        ("", "is not set"),
+        ("short-but-not-empty-key", "is 23 characters long"),
+    ],
+    ids=["default", "empty", "short"],
+)
+@pytest.mark.parametrize("command", [["web"], ["serve"]], ids=["web", "serve"])
+def test_web_app_refuses_to_start_without_a_strong_secret_key(
+    tmp_path: Path, key: str | None, problem: str, command: list[str]
+) -> None:
+    port = free_port()
+    env = {k: v for k, v in os.environ.items() if not k.startswith("DIGEST_")}
+    env.update(
+        DIGEST_CONFIG="/dev/null",
+        DIGEST_DATABASE_URL=f"sqlite:///{tmp_path / 'digest.db'}",
+        DIGEST_WEB__ENABLED="true",
+        DIGEST_WEB__PORT=str(port),
+    )
+    if key is not None:
+        env["DIGEST_SECRET_KEY"] = key
+
+    done = subprocess.run([str(DIGEST), *command], env=env, capture_output=True, text=True, timeout=60)
+
+    assert done.returncode == ConfigError.exit_code
+    lines = done.stderr.strip().splitlines()
+    assert len(lines) == 1 and "Traceback" not in done.stderr, done.stderr
+    assert "secret_key" in lines[0] and "DIGEST_SECRET_KEY" in lines[0] and problem in lines[0]
+    assert not key or key not in done.stderr  # a (weak) secret is still never printed
+    assert not (tmp_path / "digest.db").exists()  # refused before the database was touched
+
+
+def test_make_app_refuses_a_short_key(engine: Engine, web_settings: Settings) -> None:
+    weak = web_settings.model_copy(update={"secret_key": SecretStr("x" * 31)})
+    with pytest.raises(ConfigError, match="secret_key"):
+        start_in_thread(weak.model_copy(update={"web": weak.web.model_copy(update={"enabled": True})}), engine)
