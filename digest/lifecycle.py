@@ -352,33 +352,38 @@ def request_subscription(
     unsubscribe links instead, and nothing about it changes. At most one message
     per address per ``web.resend_interval``. Raises InputError for an invalid
     address or timezone; send failures (TemporaryFailure, PermanentFailure) of a
-    synchronous ``mailer`` propagate.
+    synchronous ``mailer`` propagate (the attempt still counts for the throttle).
     """
     now = clock.now()
+
+    def decide(session: Session) -> tuple[Subscriber, SubscriberEvent, Outcome]:
+        # One transaction whatever the outcome: a throttled request costs the
+        # database what a new one does, so its timing gives nothing away either.
+        sub, request = _upsert_pending(session, settings, form, now)
+        assert sub.id is not None
+        sent = events(session, sub.id, SubscriberEventKind.CONFIRM_SENT)
+        if sent and now - sent[-1].created_at < settings.web.resend_interval:
+            return sub, request, Outcome.THROTTLED
+        outcome = Outcome.NOTICE_SENT if sub.status == SubscriberStatus.ACTIVE else Outcome.CONFIRMATION_SENT
+        record_event(session, sub, SubscriberEventKind.CONFIRM_SENT, now, source="web", detail=outcome.value)
+        return sub, request, outcome
+
     try:
         with session_scope(engine) as session:
-            sub, request = _upsert_pending(session, settings, form, now)
+            sub, request, outcome = decide(session)
     except IntegrityError:
         # Another request created the same address a moment ago: it exists now.
         with session_scope(engine) as session:
-            sub, request = _upsert_pending(session, settings, form, now)
-    assert sub.id is not None and request.id is not None
-    with session_scope(engine) as session:
-        sent = events(session, sub.id, SubscriberEventKind.CONFIRM_SENT)
-        if sent and now - sent[-1].created_at < settings.web.resend_interval:
-            log.info("subscriber %s: confirmation sent recently, not sending again", sub.id)
-            return Outcome.THROTTLED
-    if sub.status == SubscriberStatus.ACTIVE:
+            sub, request, outcome = decide(session)
+    if outcome == Outcome.THROTTLED:
+        log.info("subscriber %s: confirmation sent recently, not sending again", sub.id)
+    elif outcome == Outcome.NOTICE_SENT:
         mailer.send(sub, "already_subscribed", NOTICE_SUBJECT, now)
-        outcome = Outcome.NOTICE_SENT
     else:
         # Bound to this request: the link confirms it once, and only while nothing
         # has happened to the subscriber since (see confirm_subscription).
         confirm_url = make_link(settings, "confirm", sub, now, ref=request.id)
         mailer.send(sub, "confirm", CONFIRM_SUBJECT, now, confirm_url=confirm_url)
-        outcome = Outcome.CONFIRMATION_SENT
-    with session_scope(engine) as session:
-        record_event(session, sub, SubscriberEventKind.CONFIRM_SENT, now, source="web", detail=outcome.value)
     log.info("subscriber %s: %s", sub.id, outcome.value)
     return outcome
 
