@@ -310,6 +310,12 @@ def read_mailbox(mbox: Path | None = None, maildir: Path | None = None) -> Itera
         raise InputError("inbound", "give --mbox or --maildir")
     try:
         for key in box.iterkeys():
-            yield box.get_bytes(key)
+            try:
+                data = box.get_bytes(key)
+            except (OSError, KeyError) as exc:
+                # Gone or unreadable (another reader moved it): skip it, keep the rest.
+                log.warning("inbound: message %s of the mailbox unreadable (%s); skipped", key, type(exc).__name__)
+                continue
+            yield data
     finally:
         box.close()
