@@ -55,6 +55,7 @@ from digest.sender import SendReport, run_send
 from digest.settings import DigestConfig, Settings
 from digest.smtppool import Signer, TransportFactory
 from digest.store import recent_articles
+from digest.tokens import verp_tag
 from digest.transport import Transport
 
 log = logging.getLogger(__name__)
@@ -217,6 +218,7 @@ def recipient_values(settings: Settings, subscriber_id: int, email: str, email_k
         preferences_url=f"{settings.base_url}/preferences/{prefs}",
         # The token is URL-safe already: only the space needs quoting (as quote() would).
         unsubscribe_mailto=f"mailto:{mailbox}?subject=unsubscribe%20{unsub}",
+        bounce_tag=verp_tag(key, subscriber_id, email_key) if settings.verp else "",
     )
 
 
@@ -690,7 +692,7 @@ def send_test(
         data = prepared.fill(recipient, now)
         if signer is not None:
             data = signer.sign(data)
-        transport.send(prepared.envelope_from, recipient.email, data)
+        transport.send(prepared.envelope_from_for(recipient), recipient.email, data)
         report.sent += 1
         if id(prepared) not in checked:
             checked.add(id(prepared))

@@ -11,8 +11,11 @@ the one person who learns the truth is the mailbox owner, by email.
 
 from __future__ import annotations
 
+import json
 import logging
+import queue
 import secrets
+import threading
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
@@ -34,7 +37,7 @@ from digest.models import Subscriber, SubscriberEvent, SubscriberEventKind, Subs
 from digest.render import Markers, make_environment, one_line, render_variant
 from digest.settings import Settings
 from digest.subscribers import find_subscriber, normalise_email, validate_send_time, validate_timezone
-from digest.tokens import TokenError, address_hash, make_token, read_token
+from digest.tokens import TokenError, address_hash, make_token, read_token_ref
 from digest.transport import Transport
 
 if TYPE_CHECKING:
@@ -120,13 +123,13 @@ def record_event(
     source: str = "",
     ref: str | None = None,
     detail: str = "",
-) -> None:
+) -> SubscriberEvent:
     assert sub.id is not None
-    session.add(
-        SubscriberEvent(
-            subscriber_id=sub.id, kind=kind, source=source[:30], ref=ref, detail=detail[:1000], created_at=now
-        )
+    event = SubscriberEvent(
+        subscriber_id=sub.id, kind=kind, source=source[:30], ref=ref, detail=detail[:1000], created_at=now
     )
+    session.add(event)
+    return event
 
 
 def events(session: Session, subscriber_id: int, kind: str | None = None) -> Sequence[SubscriberEvent]:
@@ -151,17 +154,29 @@ def subscriber_from_token(
     never works for a row whose address changed, or for a deleted id reused later.
     Every failure raises the same message, so a caller cannot tell them apart.
     """
-    sub_id, hashed = read_token(settings.secret_key.get_secret_value(), purpose, token, max_age, now=now)
+    return subscriber_and_ref_from_token(session, settings, purpose, token, now, max_age)[0]
+
+
+def subscriber_and_ref_from_token(
+    session: Session,
+    settings: Settings,
+    purpose: str,
+    token: str,
+    now: datetime,
+    max_age: int | None = None,
+) -> tuple[Subscriber, int | None]:
+    """:func:`subscriber_from_token` and the record the token is bound to (``make_link(ref=...)``)."""
+    sub_id, hashed, ref = read_token_ref(settings.secret_key.get_secret_value(), purpose, token, max_age, now=now)
     sub = session.get(Subscriber, sub_id)
     if sub is None or not secrets.compare_digest(address_hash(sub.email_key), hashed):
         raise TokenError("this link is not valid")
-    return sub
+    return sub, ref
 
 
-def make_link(settings: Settings, purpose: str, sub: Subscriber, now: datetime) -> str:
-    """``{base_url}/{purpose}/{token}`` for this subscriber."""
+def make_link(settings: Settings, purpose: str, sub: Subscriber, now: datetime, *, ref: int | None = None) -> str:
+    """``{base_url}/{purpose}/{token}`` for this subscriber (bound to record ``ref`` when given)."""
     assert sub.id is not None
-    token = make_token(settings.secret_key.get_secret_value(), purpose, sub.id, sub.email_key, now=now)
+    token = make_token(settings.secret_key.get_secret_value(), purpose, sub.id, sub.email_key, now=now, ref=ref)
     return f"{settings.base_url}/{purpose}/{token}"
 
 
@@ -225,10 +240,11 @@ class Mailer:
             slot="notice",
         )
         msgid = f"<notice.{template}.{secrets.token_hex(10)}@{address_domain(from_addr)}>"
-        data = prepared.fill(recipient_for(self.settings, sub), now, msgid)
+        recipient = recipient_for(self.settings, sub)
+        data = prepared.fill(recipient, now, msgid)
         if self.signer is not None:
             data = self.signer.sign(data)
-        return prepared.envelope_from, data
+        return prepared.envelope_from_for(recipient), data
 
     def send(self, sub: Subscriber, template: str, subject: str, now: datetime, **extra: Any) -> str:
         """Send notice ``template`` to ``sub``; TemporaryFailure/PermanentFailure propagate."""
@@ -240,10 +256,69 @@ class Mailer:
             transport.close()
 
 
+class BackgroundMailer(Mailer):
+    """A :class:`Mailer` whose ``send`` only queues: one thread renders and sends, in order.
+
+    The web app answers a subscribe request without waiting for SMTP, so a new
+    address, an active one and one throttled a minute ago all answer in the same
+    time: how long a request takes tells nothing about the address. A failure is
+    logged (the address masked); the requester may ask again after
+    ``resend_interval``.
+    """
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._queue: queue.Queue[tuple[Subscriber, str, str, datetime, dict[str, Any]] | None] = queue.Queue()
+        self._thread: threading.Thread | None = None
+        self._lock = threading.Lock()
+
+    def send(self, sub: Subscriber, template: str, subject: str, now: datetime, **extra: Any) -> str:
+        """Queue notice ``template`` for ``sub``; returns at once ("queued")."""
+        with self._lock:
+            if self._thread is None or not self._thread.is_alive():
+                self._thread = threading.Thread(target=self._run, name="digest-notices", daemon=True)
+                self._thread.start()
+        self._queue.put((sub, template, subject, now, extra))
+        return "queued"
+
+    def _run(self) -> None:
+        while True:
+            job = self._queue.get()
+            try:
+                if job is None:
+                    return
+                sub, template, subject, now, extra = job
+                try:
+                    Mailer.send(self, sub, template, subject, now, **extra)
+                except Exception as exc:  # noqa: BLE001 - a failed notice must not stop the next one
+                    log.warning("%s notice to %s not sent: %s", template, mask_email(sub.email), type(exc).__name__)
+            finally:
+                self._queue.task_done()
+
+    def drain(self) -> None:
+        """Wait until every queued notice has been handed to SMTP (or failed)."""
+        self._queue.join()
+
+    def close(self, timeout: float = 30.0) -> None:
+        """Send what is queued, then stop the thread (waits at most ``timeout`` seconds)."""
+        thread = self._thread
+        if thread is not None and thread.is_alive():
+            self._queue.put(None)
+            thread.join(timeout)
+
+
 # ---------------------------------------------------------------- subscribe and confirm
 
 
-def _upsert_pending(session: Session, settings: Settings, form: SubscribeForm, now: datetime) -> Subscriber:
+def _upsert_pending(
+    session: Session, settings: Settings, form: SubscribeForm, now: datetime
+) -> tuple[Subscriber, SubscriberEvent]:
+    """The subscriber of ``form`` (created pending when new) and the request event.
+
+    What the form asks for (name, timezone, topics) is kept in the request event
+    and applied only when the mailbox owner confirms: a form anyone can post
+    never changes an existing person's data.
+    """
     email, key = normalise_email(form.email, "email")
     tz = validate_timezone(form.timezone, "timezone")
     topics = list(clean_topics(settings, form.topics))
@@ -262,18 +337,10 @@ def _upsert_pending(session: Session, settings: Settings, form: SubscribeForm, n
         )
         session.add(sub)
         session.flush()
-    elif sub.status != SubscriberStatus.ACTIVE:
-        # Someone not receiving mail may restate their choices; they take effect only
-        # once the mailbox owner confirms. An active subscriber's choices are changed
-        # by their preferences link alone, never by a form anyone can post.
-        if name:
-            sub.name = name
-        sub.timezone = tz or sub.timezone
-        sub.topics = topics
-        sub.updated_at = now
-        session.add(sub)
-    record_event(session, sub, SubscriberEventKind.SUBSCRIBE_REQUEST, now, source="web")
-    return sub
+    requested = json.dumps({"name": name, "timezone": tz, "topics": topics}, ensure_ascii=False)
+    event = record_event(session, sub, SubscriberEventKind.SUBSCRIBE_REQUEST, now, source="web", detail=requested)
+    session.flush()
+    return sub, event
 
 
 def request_subscription(
@@ -284,49 +351,103 @@ def request_subscription(
     An address already active gets a reminder with its own preferences and
     unsubscribe links instead, and nothing about it changes. At most one message
     per address per ``web.resend_interval``. Raises InputError for an invalid
-    address or timezone; send failures (TemporaryFailure, PermanentFailure) propagate.
+    address or timezone; send failures (TemporaryFailure, PermanentFailure) of a
+    synchronous ``mailer`` propagate (the attempt still counts for the throttle).
     """
     now = clock.now()
+
+    def decide(session: Session) -> tuple[Subscriber, SubscriberEvent, Outcome]:
+        # One transaction whatever the outcome: a throttled request costs the
+        # database what a new one does, so its timing gives nothing away either.
+        sub, request = _upsert_pending(session, settings, form, now)
+        assert sub.id is not None
+        sent = events(session, sub.id, SubscriberEventKind.CONFIRM_SENT)
+        if sent and now - sent[-1].created_at < settings.web.resend_interval:
+            return sub, request, Outcome.THROTTLED
+        outcome = Outcome.NOTICE_SENT if sub.status == SubscriberStatus.ACTIVE else Outcome.CONFIRMATION_SENT
+        record_event(session, sub, SubscriberEventKind.CONFIRM_SENT, now, source="web", detail=outcome.value)
+        return sub, request, outcome
+
     try:
         with session_scope(engine) as session:
-            sub = _upsert_pending(session, settings, form, now)
+            sub, request, outcome = decide(session)
     except IntegrityError:
         # Another request created the same address a moment ago: it exists now.
         with session_scope(engine) as session:
-            sub = _upsert_pending(session, settings, form, now)
-    assert sub.id is not None
-    with session_scope(engine) as session:
-        sent = events(session, sub.id, SubscriberEventKind.CONFIRM_SENT)
-        if sent and now - sent[-1].created_at < settings.web.resend_interval:
-            log.info("subscriber %s: confirmation sent recently, not sending again", sub.id)
-            return Outcome.THROTTLED
-    if sub.status == SubscriberStatus.ACTIVE:
+            sub, request, outcome = decide(session)
+    if outcome == Outcome.THROTTLED:
+        log.info("subscriber %s: confirmation sent recently, not sending again", sub.id)
+    elif outcome == Outcome.NOTICE_SENT:
         mailer.send(sub, "already_subscribed", NOTICE_SUBJECT, now)
-        outcome = Outcome.NOTICE_SENT
     else:
-        confirm_url = make_link(settings, "confirm", sub, now)
+        # Bound to this request: the link confirms it once, and only while nothing
+        # has happened to the subscriber since (see confirm_subscription).
+        confirm_url = make_link(settings, "confirm", sub, now, ref=request.id)
         mailer.send(sub, "confirm", CONFIRM_SUBJECT, now, confirm_url=confirm_url)
-        outcome = Outcome.CONFIRMATION_SENT
-    with session_scope(engine) as session:
-        record_event(session, sub, SubscriberEventKind.CONFIRM_SENT, now, source="web", detail=outcome.value)
     log.info("subscriber %s: %s", sub.id, outcome.value)
     return outcome
 
 
+# Events after a subscribe request that void its confirmation link: it was used,
+# or the subscriber left or bounced since.
+_VOIDING = (SubscriberEventKind.CONFIRMED, SubscriberEventKind.UNSUBSCRIBED, SubscriberEventKind.BOUNCE_PERMANENT)
+
+
 def confirm_subscription(engine: Engine, settings: Settings, clock: Clock, token: str) -> Subscriber:
-    """Activate the subscriber of a confirmation token (idempotent). TokenError if it is bad or expired."""
+    """Activate the subscriber of a confirmation token and apply what they asked for.
+
+    A token confirms the one subscribe request it was made for, once: it is refused
+    (TokenError) once it has been used, or once the subscriber confirmed another
+    way, unsubscribed or bounced after that request, so an old link never brings
+    back someone who left. Following it again while the subscription it made is
+    still active shows the same page and changes nothing. TokenError also if it is
+    bad or expired.
+    """
     now = clock.now()
     max_age = int(settings.web.confirm_max_age.total_seconds())
     with session_scope(engine) as session:
-        sub = subscriber_from_token(session, settings, "confirm", token, now, max_age)
+        sub, request_id = subscriber_and_ref_from_token(session, settings, "confirm", token, now, max_age)
+        request = session.get(SubscriberEvent, request_id) if request_id is not None else None
+        if request is None or request.subscriber_id != sub.id or request.kind != SubscriberEventKind.SUBSCRIBE_REQUEST:
+            raise TokenError("this link is not valid")
+        later = session.exec(
+            select(SubscriberEvent).where(
+                SubscriberEvent.subscriber_id == sub.id,
+                col(SubscriberEvent.id) > request.id,
+                col(SubscriberEvent.kind).in_(_VOIDING),
+            )
+        ).all()
+        used_here = [e for e in later if e.kind == SubscriberEventKind.CONFIRMED and e.ref == f"request:{request.id}"]
+        if later:
+            if used_here and sub.status == SubscriberStatus.ACTIVE and later[-1] is used_here[-1]:
+                return sub
+            log.info("subscriber %s: confirmation link used or outdated; refused", sub.id)
+            raise TokenError("this link is not valid")
         if sub.status != SubscriberStatus.ACTIVE:
+            _apply_request(settings, sub, request.detail)
             sub.status = SubscriberStatus.ACTIVE
             sub.bounce_count = 0
             sub.updated_at = now
             session.add(sub)
-            record_event(session, sub, SubscriberEventKind.CONFIRMED, now, source="web")
-            log.info("subscriber %s confirmed", sub.id)
+        record_event(session, sub, SubscriberEventKind.CONFIRMED, now, source="web", ref=f"request:{request.id}")
+        log.info("subscriber %s confirmed", sub.id)
         return sub
+
+
+def _apply_request(settings: Settings, sub: Subscriber, detail: str) -> None:
+    """Apply the name, timezone and topics a confirmed subscribe request asked for."""
+    try:
+        asked = json.loads(detail) if detail else {}
+    except ValueError:
+        asked = {}
+    if not isinstance(asked, dict):
+        return
+    if isinstance(asked.get("name"), str) and asked["name"]:
+        sub.name = asked["name"]
+    if isinstance(asked.get("timezone"), str) and asked["timezone"]:
+        sub.timezone = asked["timezone"]
+    if isinstance(asked.get("topics"), list):
+        sub.topics = list(clean_topics(settings, [t for t in asked["topics"] if isinstance(t, str)]))
 
 
 # ---------------------------------------------------------------- unsubscribe
@@ -462,8 +583,10 @@ def record_bounce(
     permanent: bool,
     ref: str | None,
     detail: str = "",
+    subscriber_id: int | None = None,
 ) -> BounceResult:
-    """Record a bounce for ``email``: permanent ones count towards ``bounce_limit``.
+    """Record a bounce for ``email`` (or the subscriber ``subscriber_id``, when the
+    return path named them): permanent ones count towards ``bounce_limit``.
 
     ``ref`` (the report's Message-ID) makes it idempotent: the same report read
     twice (an mbox processed again) counts once.
@@ -471,7 +594,7 @@ def record_bounce(
     now = clock.now()
     kind = SubscriberEventKind.BOUNCE_PERMANENT if permanent else SubscriberEventKind.BOUNCE_TEMPORARY
     with session_scope(engine) as session:
-        sub = find_subscriber(session, email)
+        sub = session.get(Subscriber, subscriber_id) if subscriber_id is not None else find_subscriber(session, email)
         if sub is None:
             return BounceResult.UNKNOWN
         if ref is not None:

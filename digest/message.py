@@ -36,6 +36,9 @@ class Recipient:
     unsubscribe_url: str
     preferences_url: str
     unsubscribe_mailto: str
+    # ``b-ID-SIG`` (digest.tokens.verp_tag): the signed VERP tag of this subscriber's
+    # return path; empty for non-subscribers or with VERP off.
+    bounce_tag: str = ""
 
     def greeting(self) -> str:
         first = self.name.split()[0] if self.name.split() else ""
@@ -205,6 +208,18 @@ class PreparedMessage:
 
     def message_id(self, recipient: Recipient) -> str:
         return message_id(self.digest, self.slot, recipient.subscriber_id, self.domain)
+
+    def envelope_from_for(self, recipient: Recipient) -> str:
+        """The SMTP MAIL FROM of ``recipient``'s copy: ``local+TAG@domain`` with a VERP tag.
+
+        A bounce comes back to this address, so it names the subscriber it is about,
+        signed; with a ``+`` recipient delimiter it lands in the same mailbox as
+        ``from_addr`` does.
+        """
+        if not recipient.bounce_tag:
+            return self.envelope_from
+        local, _, domain = self.envelope_from.rpartition("@")
+        return f"{local}+{recipient.bounce_tag}@{domain}"
 
     def fill(self, recipient: Recipient, date: datetime, msgid: str | None = None) -> bytes:
         """The complete RFC 5322 message for ``recipient`` (CRLF line endings)."""

@@ -237,7 +237,7 @@ class Sender:
             data = prepared.fill(recipient, clock.now(), msgid)
             if signer is not None:
                 data = signer.sign(data)
-            answer = transport.send(prepared.envelope_from, recipient.email, data)
+            answer = transport.send(prepared.envelope_from_for(recipient), recipient.email, data)
             # Before this lane takes its next message: what makes a kill -9 cost at most
             # one duplicate per connection.
             journal.note(row.delivery_id, msgid, clock.now())

@@ -262,6 +262,12 @@ class Settings(BaseSettings):
         None, description="Address of the List-Unsubscribe mailto; default unsubscribe@<from domain>."
     )
     bounce_limit: int = Field(3, ge=1, description="Permanent failures after which a subscriber is bounced.")
+    verp: bool = Field(
+        True,
+        description="Send each copy from a signed per-subscriber return path (LOCAL+b-ID-SIG@domain of the From "
+        "address) and believe only bounces that come back to one; off: a bounce must quote the Message-ID "
+        "of a delivery we recorded.",
+    )
     retry_base: Duration = Field(timedelta(minutes=5), description="First retry delay after a temporary failure.")
     retry_max_age: Duration = Field(
         timedelta(days=2), description="A delivery still failing temporarily after this long fails permanently."

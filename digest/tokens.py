@@ -8,6 +8,8 @@ purpose, nor for another subscriber (even one that later reuses a deleted row id
 from __future__ import annotations
 
 import hashlib
+import hmac
+import re
 from datetime import datetime
 
 from itsdangerous import BadSignature, SignatureExpired, TimestampSigner, URLSafeSerializer, URLSafeTimedSerializer
@@ -58,19 +60,26 @@ def address_hash(email_key: str) -> str:
 
 
 def make_token(
-    secret_key: str, purpose: str, subscriber_id: int, email_key: str, *, now: datetime | None = None
+    secret_key: str,
+    purpose: str,
+    subscriber_id: int,
+    email_key: str,
+    *,
+    now: datetime | None = None,
+    ref: int | None = None,
 ) -> str:
-    """A URL-safe token for ``purpose`` and this subscriber, stamped with ``now`` (default: the system clock)."""
-    return _serializer(secret_key, purpose, now).dumps([subscriber_id, address_hash(email_key)])
+    """A URL-safe token for ``purpose`` and this subscriber, stamped with ``now`` (default: the system clock).
 
-
-def read_token(
-    secret_key: str, purpose: str, token: str, max_age: int | None = None, *, now: datetime | None = None
-) -> tuple[int, str]:
-    """Return ``(subscriber_id, address_hash)``; raise TokenError if it does not verify.
-
-    ``max_age`` (seconds) is measured up to ``now`` (default: the system clock).
+    ``ref`` binds the token to one record (a confirmation token to its subscribe
+    request), so it can be honoured once and refused after.
     """
+    payload: list[int | str] = [subscriber_id, address_hash(email_key)]
+    if ref is not None:
+        payload.append(ref)
+    return _serializer(secret_key, purpose, now).dumps(payload)
+
+
+def _read(secret_key: str, purpose: str, token: str, max_age: int | None, now: datetime | None) -> list[object]:
     try:
         serializer = _serializer(secret_key, purpose, now)
         if isinstance(serializer, URLSafeTimedSerializer):
@@ -81,6 +90,61 @@ def read_token(
         raise TokenError("this link has expired") from None
     except BadSignature:
         raise TokenError("this link is not valid") from None
-    if not (isinstance(value, list) and len(value) == 2 and isinstance(value[0], int)):
+    if not (isinstance(value, list) and len(value) in (2, 3) and isinstance(value[0], int)):
         raise TokenError("this link is not valid")
-    return value[0], str(value[1])
+    if len(value) == 3 and not isinstance(value[2], int):
+        raise TokenError("this link is not valid")
+    return value
+
+
+def read_token(
+    secret_key: str, purpose: str, token: str, max_age: int | None = None, *, now: datetime | None = None
+) -> tuple[int, str]:
+    """Return ``(subscriber_id, address_hash)``; raise TokenError if it does not verify.
+
+    ``max_age`` (seconds) is measured up to ``now`` (default: the system clock).
+    """
+    value = _read(secret_key, purpose, token, max_age, now)
+    return int(str(value[0])), str(value[1])
+
+
+def read_token_ref(
+    secret_key: str, purpose: str, token: str, max_age: int | None = None, *, now: datetime | None = None
+) -> tuple[int, str, int | None]:
+    """:func:`read_token` plus the ``ref`` the token was made with (None when it has none)."""
+    value = _read(secret_key, purpose, token, max_age, now)
+    return int(str(value[0])), str(value[1]), (int(str(value[2])) if len(value) == 3 else None)
+
+
+# ---------------------------------------------------------------- VERP return paths
+#
+# A bounce is believed only when it comes back to the return path of a message we
+# sent. The envelope sender of each copy is ``LOCAL+b-ID-SIG@DOMAIN`` (Mailman's VERP,
+# signed): the subscriber
+# id and an HMAC over it and the address hash, under the same secret key and a salt
+# of its own. Lower-case hex, because MTAs may fold the case of a local part, and
+# short, because a local part holds at most 64 characters (RFC 5321) where an
+# itsdangerous token (~60 characters) would not fit beside the list's own name.
+
+_VERP = re.compile(r"\+b-([0-9]{1,12})-([0-9a-f]{16})@", re.IGNORECASE)
+
+
+def _verp_signature(secret_key: str, subscriber_id: int, email_key: str) -> str:
+    msg = f"digest.bounce:{subscriber_id}:{address_hash(email_key)}".encode()
+    return hmac.new(secret_key.encode(), msg, hashlib.sha256).hexdigest()[:16]
+
+
+def verp_tag(secret_key: str, subscriber_id: int, email_key: str) -> str:
+    """``b-ID-SIG``: what goes after the ``+`` of the return path of this subscriber's copies."""
+    return f"b-{subscriber_id}-{_verp_signature(secret_key, subscriber_id, email_key)}"
+
+
+def read_verp(address: str) -> tuple[int, str] | None:
+    """``(subscriber_id, signature)`` encoded in a return path, or None; the caller checks the signature."""
+    m = _VERP.search(address)
+    return (int(m.group(1)), m.group(2).lower()) if m else None
+
+
+def verp_matches(secret_key: str, subscriber_id: int, email_key: str, signature: str) -> bool:
+    """Whether ``signature`` (from :func:`read_verp`) was made by us for this subscriber and address."""
+    return hmac.compare_digest(_verp_signature(secret_key, subscriber_id, email_key), signature)

@@ -66,7 +66,7 @@ from digest.clock import Clock, SystemClock
 from digest.db import session_scope
 from digest.errors import ConfigError, DeliveryError, DigestError, InputError, TemplateError
 from digest.inline import inline_css
-from digest.lifecycle import Mailer, SubscribeForm
+from digest.lifecycle import BackgroundMailer, Mailer, SubscribeForm
 from digest.models import Article, Edition, SubscriberStatus
 from digest.render import Markers, build_context, make_environment, render_template, render_variant
 from digest.settings import DEFAULT_SECRET_KEY, Settings
@@ -686,7 +686,9 @@ def make_app(
     env = env or make_environment(settings.templates_dir)
     if signer is None:
         signer = signer_from_settings(settings, clock)
-    mailer = Mailer(settings, transport_factory or smtp_transport_factory(settings), signer=signer, env=env)
+    # Notices go out from a background thread: a subscribe answer never waits on
+    # SMTP, so its timing cannot tell a known address from a new one.
+    mailer = BackgroundMailer(settings, transport_factory or smtp_transport_factory(settings), signer=signer, env=env)
     web = WebApp(settings, engine, clock, mailer, env)
 
     routes = [
@@ -770,6 +772,14 @@ def serve_forever(app: Starlette, settings: Settings, host: str | None = None, p
                     signal.signal(sig, handler)
 
     _Server(uvicorn_config(app, settings, host, port)).run()
+    close_mailer(app, settings)
+
+
+def close_mailer(app: Starlette, settings: Settings) -> None:
+    """Send the notices still queued when the server stops (at most ``smtp_timeout`` seconds)."""
+    mailer = getattr(app.state, "web", None) and app.state.web.mailer
+    if isinstance(mailer, BackgroundMailer):
+        mailer.close(settings.smtp_timeout)
 
 
 class WebServer:
@@ -782,6 +792,7 @@ class WebServer:
     def __init__(self, app: Starlette, settings: Settings, host: str | None = None, port: int | None = None) -> None:
         import uvicorn
 
+        self.app, self.settings = app, settings
         self.config = uvicorn_config(app, settings, host, port)
         self.server: uvicorn.Server = uvicorn.Server(self.config)
         self.thread = threading.Thread(target=self.server.run, name="digest-web", daemon=True)
@@ -802,6 +813,7 @@ class WebServer:
     def stop(self, timeout: float = 10.0) -> None:
         self.server.should_exit = True
         self.thread.join(timeout)
+        close_mailer(self.app, self.settings)
 
     def __enter__(self) -> WebServer:
         return self.start()

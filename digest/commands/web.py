@@ -42,11 +42,24 @@ def inbound(
     ctx: typer.Context,
     mbox: Annotated[Path | None, typer.Option("--mbox", help="Process every message of this mbox file.")] = None,
     maildir: Annotated[Path | None, typer.Option("--maildir", help="Process every message of this Maildir.")] = None,
+    recipient: Annotated[
+        str | None,
+        typer.Option(
+            "--recipient",
+            envvar="ORIGINAL_RECIPIENT",
+            help="Envelope recipient of the piped message (Postfix sets ORIGINAL_RECIPIENT); default: its headers.",
+        ),
+    ] = None,
 ) -> None:
-    """Process inbound mail: unsubscribe replies and bounces. Reads one message from stdin by default."""
-    from sqlalchemy.exc import OperationalError
+    """Process inbound mail: unsubscribe replies and bounces. Reads one message from stdin by default.
 
-    from digest.inbound import InboundKind, process_message, read_mailbox
+    Every message gets one result line; a malformed one is skipped (exit 0, so an
+    MTA does not bounce it back to a possibly forged sender). Exit 75 (EX_TEMPFAIL)
+    when the database is unreachable: the MTA keeps the message and retries.
+    """
+    from sqlalchemy.exc import InterfaceError, OperationalError
+
+    from digest.inbound import InboundKind, StoreUnavailable, process_message, read_mailbox
 
     if mbox is not None and maildir is not None:
         raise InputError("--mbox/--maildir", "give one of them, not both")
@@ -58,21 +71,27 @@ def inbound(
             raise InputError("stdin", "no message")
         messages = iter([data])
     else:
+        recipient = None  # one envelope recipient cannot stand for a whole mailbox
         messages = read_mailbox(mbox, maildir)
     counts = {k: 0 for k in InboundKind}
     try:
+        try:
+            engine = st.engine
+        except (OperationalError, InterfaceError) as exc:
+            raise StoreUnavailable(type(exc.orig).__name__) from exc
         for data in messages:
-            result = process_message(st.engine, st.settings, st.clock, data)
+            result = process_message(engine, st.settings, st.clock, data, recipient)
             counts[result.kind] += 1
             out.print(f"{result.kind.value}: {escape(result.describe())}", highlight=False, soft_wrap=True)
-    except OperationalError as exc:
+    except StoreUnavailable as exc:
         # The store is unreachable: ask the MTA to keep the message and try again.
-        err.print(f"[red]error[/red]: database unavailable ({type(exc.orig).__name__}); try again later")
+        err.print(f"[red]error[/red]: database unavailable ({escape(str(exc))}); try again later")
         raise typer.Exit(EX_TEMPFAIL) from None
     if mbox is not None or maildir is not None:
         out.print(
             f"processed {sum(counts.values())} message(s): {counts[InboundKind.UNSUBSCRIBE]} unsubscribe, "
-            f"{counts[InboundKind.BOUNCE]} bounce, {counts[InboundKind.IGNORED]} ignored"
+            f"{counts[InboundKind.BOUNCE]} bounce, {counts[InboundKind.IGNORED]} ignored, "
+            f"{counts[InboundKind.MALFORMED]} malformed"
         )
 
 

@@ -86,6 +86,16 @@ def server(engine: Engine, web_settings: Settings, clock: FixedClock, web_port: 
 
 @pytest.fixture
 def client(server: WebServer) -> Iterator[httpx.Client]:
-    """An HTTP client that keeps cookies, like a browser, and never follows redirects."""
-    with httpx.Client(base_url=server.url, follow_redirects=False, timeout=20) as c:
+    """An HTTP client that keeps cookies, like a browser, and never follows redirects.
+
+    The app sends notices from a background thread; after each response the client
+    waits for them, so a test finds the mail in the sink as a reader would.
+    """
+
+    def notices_sent(response: httpx.Response) -> None:
+        server.app.state.web.mailer.drain()
+
+    with httpx.Client(
+        base_url=server.url, follow_redirects=False, timeout=20, event_hooks={"response": [notices_sent]}
+    ) as c:
         yield c

@@ -80,7 +80,8 @@ def test_subscribe_confirm_change_preferences_and_unsubscribe_in_a_browser(
     sub = status_of(engine, "ana.lima@example.org")
     assert (sub.status, sub.topics, sub.timezone) == ("pending", ["Science"], "Europe/Berlin")  # type: ignore[attr-defined]
 
-    # The confirmation email, as received by the real SMTP server.
+    # The confirmation email, as received by the real SMTP server (sent off the request path).
+    server.app.state.web.mailer.drain()
     [received] = sink.messages
     html = parsed(received.data).get_body(preferencelist=("html",)).get_content()  # type: ignore[union-attr]
     mail_view = context.new_page()

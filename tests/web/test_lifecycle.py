@@ -156,6 +156,89 @@ def test_unsubscribed_address_can_subscribe_again_through_confirmation(
     assert sub_of(engine, "ana@example.org").status == SubscriberStatus.ACTIVE
 
 
+def test_confirmation_link_does_not_bring_back_someone_who_unsubscribed(
+    engine: Engine, web_settings: Settings, clock: FixedClock, mailer: Mailer, sink: SmtpSink
+) -> None:
+    request(engine, web_settings, clock, mailer, "ana@example.org")
+    token = token_of(link_in(sink.messages[0].data, "confirm"))
+    sub = lifecycle.confirm_subscription(engine, web_settings, clock, token)
+    clock.advance(timedelta(hours=1))
+    with session_scope(engine) as s:
+        lifecycle.unsubscribe(s, s.get(Subscriber, sub.id), clock.now(), source="web")  # type: ignore[arg-type]
+
+    with pytest.raises(TokenError):  # still within confirm_max_age
+        lifecycle.confirm_subscription(engine, web_settings, clock, token)
+    assert sub_of(engine, "ana@example.org").status == SubscriberStatus.UNSUBSCRIBED
+
+
+def test_confirmation_link_does_not_bring_back_a_bounced_subscriber(
+    engine: Engine, web_settings: Settings, clock: FixedClock, mailer: Mailer, sink: SmtpSink
+) -> None:
+    request(engine, web_settings, clock, mailer, "ana@example.org")
+    token = token_of(link_in(sink.messages[0].data, "confirm"))
+    lifecycle.confirm_subscription(engine, web_settings, clock, token)
+    for i in range(web_settings.bounce_limit):
+        lifecycle.record_bounce(engine, web_settings, clock, "ana@example.org", permanent=True, ref=f"<b{i}@mx>")
+
+    with pytest.raises(TokenError):
+        lifecycle.confirm_subscription(engine, web_settings, clock, token)
+    assert sub_of(engine, "ana@example.org").status == SubscriberStatus.BOUNCED
+
+
+def test_an_older_unused_confirmation_link_is_void_once_the_subscriber_left(
+    engine: Engine, web_settings: Settings, clock: FixedClock, mailer: Mailer, sink: SmtpSink
+) -> None:
+    request(engine, web_settings, clock, mailer, "ana@example.org")
+    clock.advance(web_settings.web.resend_interval)
+    request(engine, web_settings, clock, mailer, "ana@example.org")
+    older, newer = (token_of(link_in(m.data, "confirm")) for m in sink.messages)
+    sub = lifecycle.confirm_subscription(engine, web_settings, clock, newer)
+    lifecycle.unsubscribe_by_token(
+        engine,
+        web_settings,
+        clock,
+        make_token("test-secret", "unsubscribe", sub.id, sub.email_key),
+        source="web",  # type: ignore[arg-type]
+    )
+
+    with pytest.raises(TokenError):
+        lifecycle.confirm_subscription(engine, web_settings, clock, older)
+    assert sub_of(engine, "ana@example.org").status == SubscriberStatus.UNSUBSCRIBED
+
+
+def test_form_does_not_change_a_known_persons_details_before_they_confirm(
+    engine: Engine, web_settings: Settings, clock: FixedClock, mailer: Mailer, sink: SmtpSink
+) -> None:
+    with session_scope(engine) as s:
+        add_subscriber(
+            s, "ana@example.org", NOW, name="Ana", topics="World", timezone="Asia/Tokyo", status="unsubscribed"
+        )
+
+    request(
+        engine, web_settings, clock, mailer, "ana@example.org", name="Mallory", topics=("Business",), timezone="UTC"
+    )
+
+    sub = sub_of(engine, "ana@example.org")
+    assert (sub.status, sub.name, sub.topics, sub.timezone) == ("unsubscribed", "Ana", ["World"], "Asia/Tokyo")
+
+
+def test_what_the_form_asked_for_applies_when_the_mailbox_owner_confirms(
+    engine: Engine, web_settings: Settings, clock: FixedClock, mailer: Mailer, sink: SmtpSink
+) -> None:
+    with session_scope(engine) as s:
+        add_subscriber(
+            s, "ana@example.org", NOW, name="Ana", topics="World", timezone="Asia/Tokyo", status="unsubscribed"
+        )
+    request(
+        engine, web_settings, clock, mailer, "ana@example.org", name="Ana Lima", topics=("Science",), timezone="UTC"
+    )
+
+    lifecycle.confirm_subscription(engine, web_settings, clock, token_of(link_in(sink.messages[0].data, "confirm")))
+
+    sub = sub_of(engine, "ana@example.org")
+    assert (sub.status, sub.name, sub.topics, sub.timezone) == ("active", "Ana Lima", ["Science"], "UTC")
+
+
 @pytest.mark.parametrize(
     ("field", "kw"), [("email", {"email": "not-an-address"}), ("timezone", {"timezone": "Mars/Base"})]
 )

@@ -2,13 +2,20 @@
 
 from __future__ import annotations
 
+import asyncio
 import http.client
 import re
+import time
+from dataclasses import dataclass
 from datetime import timedelta
+from typing import Any
 from urllib.parse import urlsplit
 
 import httpx
 import pytest
+from aiosmtpd.controller import Controller
+from aiosmtpd.smtp import SMTP, Envelope
+from pydantic import SecretStr
 from sqlalchemy.engine import Engine
 
 from digest.clock import FixedClock
@@ -16,11 +23,11 @@ from digest.db import session_scope
 from digest.deliver import get_or_build_edition
 from digest.models import Subscriber, SubscriberStatus
 from digest.settings import Settings
-from digest.smtpsink import SmtpSink
+from digest.smtpsink import SinkHandler, SmtpSink
 from digest.store import upsert_articles
 from digest.subscribers import add_subscriber, find_subscriber
 from digest.tokens import make_token
-from digest.web import CSRF_COOKIE, WebServer
+from digest.web import CSRF_COOKIE, WebServer, make_app
 from tests.conftest import NOW, STANDARD_DRAFTS, draft
 from tests.web.conftest import SECRET_KEY
 from tests.web.helpers import csrf_of, link_in, path_of, subscribe
@@ -70,6 +77,47 @@ def test_subscribe_then_confirm_by_the_emailed_link(client: httpx.Client, engine
     assert confirmed.status_code == 200 and "subscribed" in confirmed.text
     sub = subscriber(engine, "ana@example.org")
     assert sub is not None and (sub.status, sub.topics, sub.timezone) == ("active", ["Science"], "Europe/Lisbon")
+
+
+@dataclass
+class SlowHandler(SinkHandler):
+    """An SMTP server that takes ``delay`` seconds to accept each message, as a busy relay does."""
+
+    delay: float = 0.0
+
+    async def handle_DATA(self, server: SMTP, session: Any, envelope: Envelope) -> str:
+        await asyncio.sleep(self.delay)
+        return await super().handle_DATA(server, session, envelope)
+
+
+def test_answer_time_does_not_depend_on_the_address_or_on_smtp(
+    engine: Engine, web_settings: Settings, clock: FixedClock, web_port: int
+) -> None:
+    delay = 1.0
+    slow = SmtpSink()
+    slow.handler = SlowHandler(delay=delay)
+    slow.controller = Controller(slow.handler, hostname=slow.host, port=slow.port, decode_data=False)
+    settings = web_settings.model_copy(update={"smtp_url": SecretStr(slow.url)})
+    active(engine, "known@example.org")
+    app = make_app(settings, engine, clock)
+    timings: dict[str, float] = {}
+    with slow, WebServer(app, settings, "127.0.0.1", web_port) as srv, httpx.Client(base_url=srv.url) as c:
+        for label, address in [
+            ("new", "ana@example.org"),
+            ("resend", "ana@example.org"),
+            ("active", "known@example.org"),
+        ]:
+            form = {"csrf": csrf_of(c.get("/").text), "email": address}
+            started = time.perf_counter()
+            answer = c.post("/subscribe", data=form)
+            timings[label] = time.perf_counter() - started
+            assert answer.status_code == 200 and "Check your inbox" in answer.text
+        app.state.web.mailer.drain()
+
+    # Before: a first request waited for SMTP (~1.0 s), a throttled one did not (~0.01 s).
+    assert max(timings.values()) < delay / 2, timings
+    assert max(timings.values()) - min(timings.values()) < delay / 4, timings
+    assert len(slow.messages) == 2  # the confirmation and the already-subscribed notice still went out
 
 
 def test_answer_never_reveals_whether_the_address_is_subscribed(client: httpx.Client, engine: Engine) -> None:
