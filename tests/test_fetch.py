@@ -140,7 +140,7 @@ def test_articles_import_of_a_loopback_url_through_the_cli(server: FeedServer, t
     digest = [str(Path(sys.executable).parent / "digest"), "articles", "import", server.url("/secret.json")]
 
     refused = subprocess.run(digest, env=env, capture_output=True, text=True, timeout=60)
-    assert refused.returncode == 3
+    assert refused.returncode == 7  # a whole source not read
     assert "127.0.0.1, a non-public address" in refused.stderr and "Traceback" not in refused.stderr
     assert server.requests == []
 

@@ -197,7 +197,7 @@ def test_an_older_unused_confirmation_link_is_void_once_the_subscriber_left(
         engine,
         web_settings,
         clock,
-        make_token("test-secret", "unsubscribe", sub.id, sub.email_key),
+        make_token(SECRET_KEY, "unsubscribe", sub.id, sub.email_key),
         source="web",  # type: ignore[arg-type]
     )
 
