@@ -349,7 +349,7 @@ class Journal:
     def check(self) -> None:
         """Create, write and remove a probe file: a journal that cannot be written stops a
         send before its first message, not after a message the journal cannot keep."""
-        probe = self.directory / f"{self.prefix}-probe.tmp"
+        probe = self.directory / f"{self.prefix}-probe-{threading.get_ident()}.tmp"
         try:
             fd = os.open(probe, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
             try:

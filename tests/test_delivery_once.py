@@ -34,7 +34,7 @@ from digest.db import make_engine, session_scope, upgrade
 from digest.deliver import get_or_build_edition, queue_deliveries, send_digest
 from digest.errors import JournalError
 from digest.models import Delivery, DeliveryStatus
-from digest.outbox import BatchJournal
+from digest.outbox import BatchJournal, Journal, claim_batch, recover_journals, worker_id
 from digest.service import Service
 from digest.settings import DeliverySettings, DigestConfig, Settings
 from digest.smtpsink import SmtpSink
@@ -139,6 +139,7 @@ def hour(h: int) -> str:
     return f"2026-11-25T{h:02d}:00:00+00:00"
 
 
+@pytest.mark.slow
 def test_full_journal_disk_sends_nothing_and_stops_with_one_line_until_there_is_room(
     engine: Engine, db_url: str, tmp_path: Path, sink: SmtpSink, tmpfs: Callable[[], Path]
 ) -> None:
@@ -161,6 +162,7 @@ def test_full_journal_disk_sends_nothing_and_stops_with_one_line_until_there_is_
     assert statuses(engine) == {DeliveryStatus.SENT: SUBSCRIBERS}
 
 
+@pytest.mark.slow
 def test_journal_disk_filling_up_mid_send_stops_the_sender_and_repeats_nobody(
     engine: Engine, db_url: str, tmp_path: Path, sink: SmtpSink, tmpfs: Callable[[], Path]
 ) -> None:
@@ -195,6 +197,53 @@ def test_read_only_journal_stops_send_before_the_first_message(
     assert "Read-only file system" in run.stderr and str(fs / "journal") in run.stderr
     assert received(sink).total() == 0
     assert statuses(engine) == {DeliveryStatus.QUEUED: SUBSCRIBERS}
+
+
+@pytest.mark.parametrize("fault", ["full-tmpfs", "injected"])
+def test_serve_with_a_full_journal_sends_nothing_says_so_once_and_resumes_when_there_is_room(
+    engine: Engine,
+    settings: Settings,
+    sink: SmtpSink,
+    clock: FixedClock,
+    tmpfs: Callable[[], Path],
+    monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
+    fault: str,
+) -> None:
+    full = True
+    if fault == "full-tmpfs":
+        fs = tmpfs()
+        settings.delivery.journal_dir = str(fs / "journal")
+        filler = fill(fs)
+    else:
+        check = Journal.check
+
+        def failing_check(self: Journal) -> None:
+            if full:
+                raise self.error(OSError(errno.ENOSPC, os.strerror(errno.ENOSPC)))
+            check(self)
+
+        monkeypatch.setattr(Journal, "check", failing_check)
+    seed(engine, STANDARD_DRAFTS, readers())
+    edition, _, _ = get_or_build_edition(engine, settings, "daily", NOW)
+    with session_scope(engine) as s:
+        queue_deliveries(s, edition.id, NOW)  # type: ignore[arg-type]
+    service = Service(settings, engine, clock=clock)
+    caplog.set_level("INFO", logger="digest")
+    for _ in range(3):
+        service.send()  # three drains of the outbox job
+        clock.advance(timedelta(minutes=10))
+    said = [r for r in caplog.records if r.getMessage() == "outbox.journal_unwritable"]
+    assert received(sink).total() == 0
+    assert len(said) == 1 and "No space left on device" in str(said[0].__dict__["fields"]["error"])
+    assert statuses(engine) == {DeliveryStatus.QUEUED: SUBSCRIBERS}
+
+    full = False
+    if fault == "full-tmpfs":
+        filler.unlink()
+    service.send()
+    assert received(sink) == everyone_once()
+    assert [r.getMessage() for r in caplog.records].count("outbox.journal_writable") == 1
 
 
 # ---------------------------------------------------------------- every step after the 250, by injection
@@ -271,6 +320,7 @@ def test_a_failure_after_the_250_never_sends_again(
     assert journal_files(settings.delivery.journal_dir) == []
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(("point", "duplicates"), [("after-journal", 0), ("in-flight", 1)])
 def test_a_kill_after_the_250_sends_again_only_the_message_in_flight(
     engine: Engine, db_url: str, tmp_path: Path, sink: SmtpSink, point: str, duplicates: int
@@ -292,6 +342,31 @@ def test_a_kill_after_the_250_sends_again_only_the_message_in_flight(
     assert set(got) == set(everyone_once())
     assert got.total() - SUBSCRIBERS == duplicates, f"{got.total()} messages to {SUBSCRIBERS} subscribers"
     assert statuses(engine) == {DeliveryStatus.SENT: SUBSCRIBERS}
+
+
+def test_recovery_replays_this_process_own_unrecorded_journal_but_never_an_open_one(
+    engine: Engine, settings: Settings
+) -> None:
+    seed(engine, STANDARD_DRAFTS, readers(3))
+    edition, _, _ = get_or_build_edition(engine, settings, "daily", NOW)
+    with session_scope(engine) as s:
+        queue_deliveries(s, edition.id, NOW)  # type: ignore[arg-type]
+    mine = claim_batch(engine, worker_id(), NOW, settings.lease, 10, [edition.id])  # type: ignore[list-item]
+    journal = Journal(settings.delivery.journal_dir, worker_id())
+    unrecorded = journal.batch()  # its batch could not be recorded: closed, kept
+    unrecorded.note(mine[0].delivery_id, "<a@x>", NOW)
+    unrecorded.close()
+    sending = journal.batch()  # a batch still being sent by this process
+    sending.note(mine[1].delivery_id, "<b@x>", NOW)
+    try:
+        found = recover_journals(engine, settings.delivery.journal_dir, NOW)
+        assert (found.journalled, found.released) == (1, 0)
+        with session_scope(engine) as s:
+            by_id = dict(s.exec(select(Delivery.id, Delivery.status)).all())  # type: ignore[call-overload]
+        assert [by_id[c.delivery_id] for c in mine] == ["sent", "claimed", "claimed"]
+        assert not unrecorded.path.exists() and sending.path.exists()
+    finally:
+        sending.discard()
 
 
 # ---------------------------------------------------------------- digest serve and a PostgreSQL outage
