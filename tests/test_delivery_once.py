@@ -109,7 +109,9 @@ def fill(fs: Path, leave_pages: int = 0) -> Path:
     return filler
 
 
-def write_config(tmp_path: Path, db_url: str, smtp_url: str, journal_dir: Path, batch_size: int = 5) -> Path:
+def write_config(
+    tmp_path: Path, db_url: str, smtp_url: str, journal_dir: Path, batch_size: int = 5, processes: int = 1
+) -> Path:
     path = tmp_path / "digest.toml"
     path.write_text(
         "\n".join(
@@ -124,6 +126,7 @@ def write_config(tmp_path: Path, db_url: str, smtp_url: str, journal_dir: Path, 
                 "[delivery]",
                 f'journal_dir = "{journal_dir}"',
                 "connections = 1",
+                f"processes = {processes}",
                 "[digests.daily]",
                 'title = "The Briefing"',
                 'sections = ["World", "Business", "Science"]',
@@ -183,6 +186,30 @@ def test_journal_disk_filling_up_mid_send_stops_the_sender_and_repeats_nobody(
     assert codes[0] == 74 and codes[-1] == 0  # stopped mid-send, finished later
     assert statuses(engine) == {DeliveryStatus.SENT: subscribers}
     assert journal_files(fs) == []
+
+
+@pytest.mark.slow
+def test_journal_disk_filling_up_stops_every_sender_process(
+    engine: Engine, db_url: str, tmp_path: Path, sink: SmtpSink, tmpfs: Callable[[], Path]
+) -> None:
+    fs = tmpfs()
+    fill(fs, leave_pages=1)  # ~68 journal lines: no batch of 100 fits, whichever process gets the page
+    subscribers = 300
+    config = write_config(tmp_path, db_url, sink.url, fs / "journal", batch_size=100, processes=2)
+    seed(engine, STANDARD_DRAFTS, readers(subscribers))
+    first = digest(config, "send", "--at", hour(6))
+    assert first.returncode == 74, first.stdout + first.stderr
+    assert "a sender process could not write it" in first.stderr
+    assert 0 < received(sink).total() < subscribers
+    codes = [first.returncode]
+    for h in range(7, 14):
+        run = digest(config, "send", "--at", hour(h))
+        codes.append(run.returncode)
+        if run.returncode == 0 and "still pending" not in run.stdout:
+            break
+    got = received(sink)
+    assert got == everyone_once(subscribers), f"{got.total()} messages to {subscribers} subscribers; exit codes {codes}"
+    assert statuses(engine) == {DeliveryStatus.SENT: subscribers}
 
 
 def test_read_only_journal_stops_send_before_the_first_message(
