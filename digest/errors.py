@@ -105,3 +105,19 @@ class PermanentFailure(DeliveryError):
         super().__init__(message)
         self.code = code
         self.connection_level = False
+
+
+class JournalError(DigestError):
+    """The delivery journal cannot be written: sending stops before the next message.
+
+    Without its journal a sender could not tell, after a crash or a failed database
+    write, which messages the server already accepted: it would send them again.
+    74 is EX_IOERR of sysexits.h.
+    """
+
+    exit_code = 74
+
+    def __init__(self, directory: str | object, problem: str) -> None:
+        self.directory = str(directory)
+        self.problem = problem
+        super().__init__(f"journal error: cannot write to {self.directory}: {problem}; sending stopped")

@@ -55,6 +55,7 @@ from digest.models import (
     Subscriber,
     SubscriberStatus,
 )
+from digest.outbox import recover_journals
 from digest.render import make_environment
 from digest.schedule import Decision, Series, check_send_time, cron_trigger, decide, default_series, parse_slot
 from digest.select import select_articles, window
@@ -351,7 +352,13 @@ def send_pending(
     sent by one process. ``transport`` is opened only when there is something to
     send. Stops between messages once ``should_stop()`` is true, releasing what it
     claimed.
+
+    First, as every send does, it records what this host's journals say was accepted
+    but never recorded (this very process's batches too, when the database was down
+    while they were recorded): at once when the database is back, not only when
+    their lease expires and they would be claimed, and sent, again.
     """
+    recover_journals(engine, settings.delivery.journal_dir, clock.now())
     with session_scope(engine) as session:
         edition_ids = editions_with_due_deliveries(session, clock.now())
     if not edition_ids:

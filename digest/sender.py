@@ -27,7 +27,7 @@ from typing import Any
 from sqlalchemy.engine import Engine
 
 from digest.clock import Clock
-from digest.errors import DigestError
+from digest.errors import DigestError, JournalError
 from digest.message import PreparedMessage, Recipient
 from digest.models import DeliveryStatus, SubscriberStatus
 from digest.outbox import (
@@ -38,7 +38,8 @@ from digest.outbox import (
     extend_leases,
     pending_count,
     record,
-    recover_dead_workers,
+    recover_journals,
+    release,
     worker_id,
 )
 from digest.settings import Settings
@@ -135,6 +136,9 @@ class Sender:
         self.progress = progress
         self.report = SendReport()
         self.journal = Journal(settings.delivery.journal_dir, worker_id())
+        # Set by the lane whose journal write failed: no lane starts another message.
+        self.journal_error: JournalError | None = None
+        self._batches: list[_Batch] = []
         self.dispatcher = Dispatcher(lanes, settings, rate_share=rate_share, should_stop=should_stop)
         self.lock = threading.Lock()
         self._variants_seen: set[int] = set()
@@ -150,7 +154,7 @@ class Sender:
         self.report.editions = list(edition_ids)
         try:
             while True:
-                stopping = self.should_stop() or self.dispatcher.all_paused()
+                stopping = self.should_stop() or self.dispatcher.all_paused() or self.journal_error is not None
                 if not stopping and len(inflight) < BATCHES_IN_FLIGHT:
                     rows = claim_batch(
                         self.engine, self.worker, self.clock.now(), self.settings.lease, self.claim_size, edition_ids
@@ -164,7 +168,8 @@ class Sender:
                     self._wind_down(inflight)
                     break
                 if inflight[0].finished.wait(0.05):
-                    self._finish(inflight.popleft())
+                    self._finish(inflight[0])
+                    inflight.popleft()
                 if time.monotonic() - last_extend > self.settings.lease.total_seconds() / 3:
                     extend_leases(self.engine, self.worker, self.clock.now(), self.settings.lease)
                     last_extend = time.monotonic()
@@ -179,6 +184,13 @@ class Sender:
             raise
         finally:
             self.dispatcher.close()
+            # After the lanes are gone: nothing appends any more. A journal still open
+            # here belongs to a batch that could not be recorded: its file stays for
+            # recover_journals (of this process's next send, or of the next process).
+            for batch in self._batches:
+                batch.journal.close()
+        if self.journal_error is not None:
+            raise self.journal_error
         if self.dispatcher.all_paused():
             self.report.paused = self.dispatcher.pause_reason() or "every SMTP server is paused"
         self.report.variants = sum(getattr(self.variants_for(e), "prepared_count", 0) for e in self._variants_seen)
@@ -193,12 +205,19 @@ class Sender:
                 job.outcome = "released"
                 job.done(job)
             if inflight[0].finished.wait(0.05):
-                self._finish(inflight.popleft())
+                self._finish(inflight[0])
+                inflight.popleft()
 
     # ------------------------------------------------------------ one batch
 
     def _dispatch(self, rows: list[Claimed]) -> _Batch:
-        batch = _Batch(journal=self.journal.batch())
+        try:
+            batch = _Batch(journal=self.journal.batch())
+        except JournalError as exc:
+            self.journal_error = exc
+            release(self.engine, [r.delivery_id for r in rows])
+            raise
+        self._batches.append(batch)
         jobs: list[Job] = []
         for row in rows:
             result: dict[str, object] = {"id": row.delivery_id, "claimed_by": None, "lease_until": None}
@@ -238,9 +257,13 @@ class Sender:
             if signer is not None:
                 data = signer.sign(data)
             answer = transport.send(prepared.envelope_from_for(recipient), recipient.email, data)
-            # Before this lane takes its next message: what makes a kill -9 cost at most
-            # one duplicate per connection.
-            journal.note(row.delivery_id, msgid, clock.now())
+            # The server said 250: from here on the message is sent, whatever fails next.
+            try:
+                # Before this lane takes its next message: what makes a kill -9 cost at
+                # most one duplicate per connection.
+                journal.note(row.delivery_id, msgid, clock.now())
+            except Exception as exc:  # noqa: BLE001 - any failure to journal stops sending, never retries
+                self._journal_failed(exc)
             return answer
 
         def done(job: Job) -> None:
@@ -248,6 +271,14 @@ class Sender:
             batch.one_done()
 
         return Job(row.delivery_id, send, done)
+
+    def _journal_failed(self, exc: Exception) -> None:
+        """Stop every lane before its next message: one more could not be journalled either."""
+        self.dispatcher.halt()
+        with self.lock:
+            if self.journal_error is None:
+                problem = (exc.strerror if isinstance(exc, OSError) else None) or str(exc)
+                self.journal_error = JournalError(self.journal.directory, problem)
 
     def _outcome(self, batch: _Batch, row: Claimed, result: dict[str, object], msgid: str, job: Job) -> None:
         from digest.deliver import backoff
@@ -364,8 +395,14 @@ def run_send(
     progress: Callable[[int], None] | None = None,
     worker: str | None = None,
 ) -> SendReport:
-    """Send the due deliveries of ``edition_ids``: in this process, or in worker processes."""
-    recovered = recover_dead_workers(engine, settings.delivery.journal_dir, clock.now())
+    """Send the due deliveries of ``edition_ids``: in this process, or in worker processes.
+
+    Raises :class:`JournalError` when the journal cannot be written: before the first
+    message when the probe fails, else after recording what was sent (sent) and
+    releasing the rest.
+    """
+    Journal(settings.delivery.journal_dir, worker_id()).check()
+    recovered = recover_journals(engine, settings.delivery.journal_dir, clock.now())
     n = 1 if transport is not None else process_count(settings, processes)
     if n > 1 and pending_count(engine, edition_ids) <= settings.batch_size:
         n = 1  # a few retries are not worth starting processes for (the service drains often)
@@ -419,8 +456,11 @@ def _run_processes(
     report = SendReport(editions=list(edition_ids))
     done = 0
     seen = 0
+    journal_failed = False
     while done < n:
-        if should_stop():
+        if any(c.exitcode == JournalError.exit_code for c in children):
+            journal_failed = True  # the others would fail at their next message too: stop them now
+        if should_stop() or journal_failed:
             stop.set()
         try:
             part = results.get(timeout=0.5)
@@ -441,7 +481,10 @@ def _run_processes(
             report.workers_failed += 1
             log.error("sender process %s exited with %s; its claims are released", child.pid, child.exitcode)
     if report.workers_failed:
-        report.recovered += recover_dead_workers(engine, settings.delivery.journal_dir, clock.now()).journalled
+        report.recovered += recover_journals(engine, settings.delivery.journal_dir, clock.now()).journalled
+    if any(c.exitcode == JournalError.exit_code for c in children):
+        directory = Journal(settings.delivery.journal_dir, worker_id()).directory
+        raise JournalError(directory, "a sender process could not write it (see its log line)")
     return report
 
 
@@ -484,6 +527,9 @@ def _child_main(spec: dict[str, Any], stop: Any, results: Any, counter: Any) -> 
         )
         report = sender.run(spec["edition_ids"])
         results.put(asdict(report))
+    except JournalError as exc:
+        log.error("sender process failed: %s", exc)
+        raise SystemExit(exc.exit_code) from None
     except DigestError as exc:
         log.error("sender process failed: %s", exc)
         raise SystemExit(1) from None

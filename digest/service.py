@@ -53,6 +53,7 @@ from digest.clock import Clock, SystemClock
 from digest.db import session_scope
 from digest.deliver import worker_id
 from digest.dkim import Signer, signer_from_settings
+from digest.errors import JournalError
 from digest.feeds import poll_due
 from digest.leader import Leadership, make_leader
 from digest.logs import event
@@ -156,6 +157,7 @@ class Service:
         self.stopping = threading.Event()
         self.started_at = self.clock.now()
         self._busy: dict[str, int] = {}
+        self._journal_problem = ""
         # The digest's cron job and the slots job may both look at a digest at once.
         self._digest_locks = {name: threading.Lock() for name in settings.digests}
         self._idle = threading.Condition()
@@ -243,15 +245,26 @@ class Service:
         poll_due(self.engine, self.settings.service, self.clock, should_stop=self.stopping.is_set)
 
     def send(self) -> None:
-        send_pending(
-            self.engine,
-            self.settings,
-            self.transport,
-            self.clock,
-            should_stop=self.stopping.is_set,
-            worker=self.worker,
-            signer=self.signer,
-        )
+        try:
+            send_pending(
+                self.engine,
+                self.settings,
+                self.transport,
+                self.clock,
+                should_stop=self.stopping.is_set,
+                worker=self.worker,
+                signer=self.signer,
+            )
+        except JournalError as exc:
+            # Nothing is sent while the journal cannot be written; every drain probes it
+            # again, so sending resumes by itself once there is room. Said once, not per drain.
+            if self._journal_problem != str(exc):
+                event(log, "outbox.journal_unwritable", logging.ERROR, error=str(exc))
+            self._journal_problem = str(exc)
+            return
+        if self._journal_problem:
+            event(log, "outbox.journal_writable", directory=self.settings.delivery.journal_dir)
+            self._journal_problem = ""
 
     def _job_function(self, spec: JobSpec) -> Callable[[], None]:
         if spec.id == "leader":

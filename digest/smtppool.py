@@ -274,6 +274,7 @@ class Dispatcher:
         self.on_sent = on_sent
         self.should_stop = should_stop
         self._closing = False
+        self._halted = threading.Event()
         self.transports = [t for _, t in lanes]
         self.in_flight = 0
         self._lock = threading.Lock()
@@ -293,6 +294,10 @@ class Dispatcher:
 
     def pause_reason(self) -> str:
         return "; ".join(f"{n}: {st.breaker.last_error}" for n, st in self.states.items() if st.breaker.last_error)
+
+    def halt(self) -> None:
+        """No lane starts another message; jobs not begun are released (the journal failed)."""
+        self._halted.set()
 
     def release_pending(self) -> list[Job]:
         """Take every job no lane has started; they go back to the outbox untouched."""
@@ -346,7 +351,9 @@ class Dispatcher:
 
     def _run(self, state: ServerState, transport: Transport, job: Job) -> None:
         name = state.server.name
-        if self._closing or not state.limiter.acquire(self.should_stop):
+        halted = self._halted.is_set
+        # Halted is checked after the rate-limit wait too: an unlimited limiter never calls should_stop.
+        if self._closing or not state.limiter.acquire(lambda: self.should_stop() or halted()) or halted():
             state.breaker.abandon()
             job.outcome = "released"
             job.done(job)

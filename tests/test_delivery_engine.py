@@ -34,7 +34,7 @@ from digest.deliver import (
 )
 from digest.errors import DeliveryError
 from digest.models import Delivery, DeliveryStatus, Edition, EditionStatus, Subscriber, SubscriberStatus
-from digest.outbox import Journal, claim_batch, recover_dead_workers, worker_id
+from digest.outbox import Journal, claim_batch, recover_journals, worker_id
 from digest.settings import Settings
 from digest.smtppool import CircuitBreaker, RateLimiter
 from digest.smtpsink import free_port
@@ -397,7 +397,7 @@ def test_claims_of_a_dead_process_on_this_host_are_released_at_once(engine: Engi
     dead = dead_worker()
     claim_batch(engine, dead, NOW, timedelta(minutes=5), 10, [edition_id])
     claim_batch(engine, "otherhost:1:1", NOW, timedelta(minutes=5), 10, [edition_id])  # nothing left for it
-    found = recover_dead_workers(engine, settings.delivery.journal_dir, NOW)
+    found = recover_journals(engine, settings.delivery.journal_dir, NOW)
     assert found.released == 4
     with session_scope(engine) as s:
         assert set(s.exec(select(D.c.status)).scalars()) == {DeliveryStatus.QUEUED}  # type: ignore[call-overload]
@@ -407,7 +407,7 @@ def test_claims_of_a_live_process_are_left_alone(engine: Engine, settings: Setti
     seed(engine, STANDARD_DRAFTS, readers(2))
     edition_id = edition_of(engine, settings)
     claim_batch(engine, worker_id(), NOW, timedelta(minutes=5), 10, [edition_id])
-    assert recover_dead_workers(engine, settings.delivery.journal_dir, NOW).released == 0
+    assert recover_journals(engine, settings.delivery.journal_dir, NOW).released == 0
 
 
 def test_journal_of_a_dead_sender_marks_its_accepted_messages_sent(engine: Engine, settings: Settings) -> None:
@@ -418,7 +418,7 @@ def test_journal_of_a_dead_sender_marks_its_accepted_messages_sent(engine: Engin
     log = Journal(settings.delivery.journal_dir, dead).batch()
     for c in claimed[:2]:
         log.note(c.delivery_id, f"<m{c.delivery_id}@x>", NOW)
-    found = recover_dead_workers(engine, settings.delivery.journal_dir, NOW)
+    found = recover_journals(engine, settings.delivery.journal_dir, NOW)
     assert (found.journalled, found.released) == (2, 3)
     by_id = {d.id: d for d in rows(engine).values()}
     assert [by_id[c.delivery_id].status for c in claimed] == ["sent"] * 2 + ["queued"] * 3
