@@ -23,12 +23,12 @@ import pytest
 from sqlalchemy.engine import Engine
 from sqlmodel import func, select
 
-from digest.db import make_engine, session_scope, upgrade
 from digest.ingest import ArticleDraft
-from digest.models import Article, Delivery, Edition, Subscriber, SubscriberStatus
-from digest.smtpsink import SmtpSink
-from digest.store import upsert_articles
-from digest.subscribers import add_subscriber, set_status
+from digest.store.articles import upsert_articles
+from digest.store.db import make_engine, session_scope, upgrade
+from digest.store.models import Article, Delivery, Edition, Subscriber, SubscriberStatus
+from digest.store.subscribers import add_subscriber, set_status
+from digest.transport.sink import SmtpSink
 
 pytestmark = pytest.mark.slow
 
@@ -62,11 +62,11 @@ def cli_env(tmp_path: Path, db_path: Path, sink: SmtpSink) -> dict[str, str]:
 
 @pytest.fixture
 def run(tmp_path: Path, cli_env: dict[str, str]) -> Run:
-    """Run ``python -m digest.cli ARGS`` in tmp_path; returns the completed process."""
+    """Run ``python -m digest.cli.main ARGS`` in tmp_path; returns the completed process."""
 
     def run_cli(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
         return subprocess.run(
-            [sys.executable, "-m", "digest.cli", *args],
+            [sys.executable, "-m", "digest.cli.main", *args],
             cwd=tmp_path,
             env={**cli_env, **(env or {})},
             capture_output=True,

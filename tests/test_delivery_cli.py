@@ -16,8 +16,8 @@ import pytest
 from sqlalchemy import select
 from sqlalchemy.engine import Engine
 
-from digest.db import session_scope
-from digest.models import Delivery, DeliveryStatus
+from digest.store.db import session_scope
+from digest.store.models import Delivery, DeliveryStatus
 from tests.conftest import ROOT, STANDARD_DRAFTS, seed
 from tests.smtp_script import ScriptedSink
 

@@ -21,9 +21,7 @@ from pydantic import SecretStr
 from sqlalchemy import select, update
 from sqlalchemy.engine import Engine
 
-from digest.clock import FixedClock
-from digest.db import session_scope
-from digest.deliver import (
+from digest.app.send import (
     TokenMaker,
     backoff,
     drain_outbox,
@@ -32,14 +30,16 @@ from digest.deliver import (
     send_digest,
     send_test,
 )
-from digest.errors import DeliveryError
-from digest.models import Delivery, DeliveryStatus, Edition, EditionStatus, Subscriber, SubscriberStatus
-from digest.outbox import Journal, claim_batch, recover_journals, worker_id
-from digest.settings import Settings
-from digest.smtppool import CircuitBreaker, RateLimiter
-from digest.smtpsink import free_port
-from digest.tokens import make_token, read_token
-from digest.transport import MemoryTransport, SMTPTransport, parse_smtp_url
+from digest.core.clock import FixedClock
+from digest.core.errors import DeliveryError
+from digest.core.settings import Settings
+from digest.core.tokens import make_token, read_token
+from digest.outbox.ledger import Journal, claim_batch, recover_journals, worker_id
+from digest.store.db import session_scope
+from digest.store.models import Delivery, DeliveryStatus, Edition, EditionStatus, Subscriber, SubscriberStatus
+from digest.transport.pool import CircuitBreaker, RateLimiter
+from digest.transport.sink import free_port
+from digest.transport.smtp import MemoryTransport, SMTPTransport, parse_smtp_url
 from tests.conftest import NOW, STANDARD_DRAFTS, seed
 from tests.smtp_script import ScriptedSink, self_signed
 
@@ -429,7 +429,7 @@ def test_journal_of_a_dead_sender_marks_its_accepted_messages_sent(engine: Engin
 def test_drain_outbox_sends_what_is_due_across_editions(
     engine: Engine, pool: Settings, script: ScriptedSink, clock: FixedClock
 ) -> None:
-    from digest.settings import DigestConfig
+    from digest.core.settings import DigestConfig
 
     pool.digests["evening"] = DigestConfig(title="Evening", sections=["World"])
     seed(engine, STANDARD_DRAFTS, readers(3))
@@ -569,7 +569,7 @@ def test_a_killed_but_unreaped_process_counts_as_dead() -> None:
     import subprocess
     import sys
 
-    from digest.outbox import _start_time, is_dead_here
+    from digest.outbox.ledger import _start_time, is_dead_here
 
     proc = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(0.3)"])
     start = _start_time(proc.pid)

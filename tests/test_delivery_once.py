@@ -28,17 +28,17 @@ from sqlalchemy import select
 from sqlalchemy.engine import Engine, make_url
 from sqlalchemy.exc import OperationalError
 
-import digest.sender as sender_module
-from digest.clock import FixedClock
-from digest.db import make_engine, session_scope, upgrade
-from digest.deliver import get_or_build_edition, queue_deliveries, send_digest
-from digest.errors import JournalError
-from digest.models import Delivery, DeliveryStatus
-from digest.outbox import BatchJournal, Journal, claim_batch, recover_journals, worker_id
-from digest.service import Service
-from digest.settings import DeliverySettings, DigestConfig, Settings
-from digest.smtpsink import SmtpSink
-from digest.transport import SMTPTransport, parse_smtp_url
+import digest.outbox.sender as sender_module
+from digest.app.send import get_or_build_edition, queue_deliveries, send_digest
+from digest.core.clock import FixedClock
+from digest.core.errors import JournalError
+from digest.core.settings import DeliverySettings, DigestConfig, Settings
+from digest.outbox.ledger import BatchJournal, Journal, claim_batch, recover_journals, worker_id
+from digest.service.runner import Service
+from digest.store.db import make_engine, session_scope, upgrade
+from digest.store.models import Delivery, DeliveryStatus
+from digest.transport.sink import SmtpSink
+from digest.transport.smtp import SMTPTransport, parse_smtp_url
 from tests.conftest import NOW, ROOT, STANDARD_DRAFTS, empty_database, seed
 from tests.test_delivery_cli import digest
 from tests.test_serve import SlowHandler

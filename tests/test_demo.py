@@ -11,7 +11,7 @@ from pathlib import Path
 
 def test_demo_writes_well_formed_digests(tmp_path: Path) -> None:
     result = subprocess.run(
-        [sys.executable, "-m", "digest.cli", "demo", "--dir", str(tmp_path / "var")],
+        [sys.executable, "-m", "digest.cli.main", "demo", "--dir", str(tmp_path / "var")],
         capture_output=True,
         text=True,
         timeout=120,

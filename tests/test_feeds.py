@@ -9,12 +9,12 @@ import pytest
 from sqlalchemy.engine import Engine
 from sqlmodel import select
 
-from digest.clock import FixedClock
-from digest.db import session_scope
-from digest.errors import InputError, NotFoundError
-from digest.feeds import add_feed, list_feeds, poll_due, poll_feed, remove_feed
-from digest.models import Article, Feed, FeedStatus
-from digest.settings import ServiceSettings
+from digest.core.clock import FixedClock
+from digest.core.errors import InputError, NotFoundError
+from digest.core.settings import ServiceSettings
+from digest.ingest.feeds import add_feed, list_feeds, poll_due, poll_feed, remove_feed
+from digest.store.db import session_scope
+from digest.store.models import Article, Feed, FeedStatus
 from tests.conftest import NOW
 from tests.feedserver import FeedServer, Route, feed_server, item, rss
 
@@ -199,7 +199,7 @@ def test_slow_server_times_out(engine: Engine, server: FeedServer, clock: FixedC
 
 
 def test_unreachable_feed_is_an_error(engine: Engine, clock: FixedClock) -> None:
-    from digest.smtpsink import free_port
+    from digest.transport.sink import free_port
 
     feed_id = add(engine, f"http://127.0.0.1:{free_port()}/gone.xml")
 
@@ -228,7 +228,7 @@ def test_feed_password_is_masked_in_the_poll_log(
     server.routes["/private.xml"] = Route(body=rss(item(1)))
     feed_id = add(engine, f"http://reader:hunter2-feed-pass@127.0.0.1:{server.port}/private.xml")
 
-    with caplog.at_level("INFO", logger="digest.feeds"):
+    with caplog.at_level("INFO", logger="digest.ingest.feeds"):
         poll(engine, feed_id, clock)
 
     [record] = [r for r in caplog.records if getattr(r, "event", None) == "feed.polled"]

@@ -18,14 +18,14 @@ import pytest
 from sqlalchemy.engine import Engine
 from sqlmodel import select
 
-from digest.clock import FixedClock
-from digest.db import make_engine, session_scope
-from digest.errors import InputError
-from digest.feeds import add_feed, poll_due
-from digest.fetch import BlockedAddress, FetchLimits, FetchTimeout, http_get, is_public_address
+from digest.core.clock import FixedClock
+from digest.core.errors import InputError
+from digest.core.settings import ServiceSettings
+from digest.ingest.feeds import add_feed, poll_due
+from digest.ingest.fetch import BlockedAddress, FetchLimits, FetchTimeout, http_get, is_public_address
 from digest.ingest.reader import read_source
-from digest.models import Article, FeedStatus
-from digest.settings import ServiceSettings
+from digest.store.db import make_engine, session_scope
+from digest.store.models import Article, FeedStatus
 from tests.conftest import NOW
 from tests.feedserver import FeedServer, Route, feed_server, item, rss, trickle_server
 

@@ -19,8 +19,8 @@ from sqlalchemy import text
 from sqlalchemy.engine import Engine
 from sqlmodel import func, select
 
-from digest.db import make_engine, session_scope, upgrade
-from digest.models import Article, Subscriber
+from digest.store.db import make_engine, session_scope, upgrade
+from digest.store.models import Article, Subscriber
 from tests.test_delivery_cli import DIGEST, write_config
 
 pytestmark = pytest.mark.slow

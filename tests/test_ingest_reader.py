@@ -13,7 +13,7 @@ from urllib.parse import urlsplit
 
 import pytest
 
-from digest.errors import InputError
+from digest.core.errors import InputError
 from digest.ingest.reader import read_capped, read_source, read_sources, sniff_kind
 
 FIXTURES = Path(__file__).parent / "fixtures" / "ingest"

@@ -8,8 +8,8 @@ import pytest
 from sqlalchemy import create_engine, text
 from sqlalchemy.engine import Engine
 
-from digest.db import make_engine
-from digest.leader import FileLeader, PostgresLeader, lock_key, make_leader
+from digest.service.leader import FileLeader, PostgresLeader, lock_key, make_leader
+from digest.store.db import make_engine
 
 
 def test_file_lock_admits_one_leader_at_a_time(tmp_path: Path) -> None:

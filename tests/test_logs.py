@@ -9,7 +9,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from digest.logs import event, mask_email, setup_logging
+from digest.core.logs import event, mask_email, setup_logging
 
 
 @pytest.fixture
@@ -30,7 +30,7 @@ def test_human_line_has_time_level_logger_event_and_fields(capture: io.StringIO)
     setup_logging("INFO", "human", stream=capture)
 
     event(
-        logging.getLogger("digest.planner"),
+        logging.getLogger("digest.app.planner"),
         "edition.queued",
         digest="daily",
         slot="2026-11-25 07:00 Europe/Berlin",
@@ -39,7 +39,7 @@ def test_human_line_has_time_level_logger_event_and_fields(capture: io.StringIO)
 
     (line,) = lines(capture)
     assert line.endswith(
-        ' INFO  digest.planner edition.queued digest=daily slot="2026-11-25 07:00 Europe/Berlin" queued=3'
+        ' INFO  digest.app.planner edition.queued digest=daily slot="2026-11-25 07:00 Europe/Berlin" queued=3'
     )
     assert line[:4].isdigit() and line[23] == "Z"
 
@@ -47,12 +47,13 @@ def test_human_line_has_time_level_logger_event_and_fields(capture: io.StringIO)
 def test_json_line_is_one_object_with_the_fields(capture: io.StringIO) -> None:
     setup_logging("INFO", "json", stream=capture)
 
-    event(logging.getLogger("digest.feeds"), "feed.polled", logging.WARNING, status="error", new=0, error="HTTP 503")
+    log = logging.getLogger("digest.ingest.feeds")
+    event(log, "feed.polled", logging.WARNING, status="error", new=0, error="HTTP 503")
 
     obj = json.loads(lines(capture)[0])
     assert {k: obj[k] for k in ("level", "logger", "event", "status", "new", "error")} == {
         "level": "WARNING",
-        "logger": "digest.feeds",
+        "logger": "digest.ingest.feeds",
         "event": "feed.polled",
         "status": "error",
         "new": 0,
@@ -74,7 +75,7 @@ def test_plain_log_records_are_one_line_too(capture: io.StringIO) -> None:
 
 def test_addresses_are_masked_at_info_and_shown_at_debug(capture: io.StringIO) -> None:
     setup_logging("DEBUG", "human", stream=capture)
-    log = logging.getLogger("digest.deliver")
+    log = logging.getLogger("digest.app.send")
 
     log.warning("delivery 7 failed: 550 5.1.1 <ana.lima@example.org>: no such user")
     log.debug("claimed delivery 7 for ana.lima@example.org")
@@ -86,7 +87,7 @@ def test_addresses_are_masked_at_info_and_shown_at_debug(capture: io.StringIO) -
 
 def test_secrets_and_url_passwords_never_appear(capture: io.StringIO) -> None:
     setup_logging("INFO", "human", secrets=["hunter2-Sup3rSecret"], stream=capture)
-    log = logging.getLogger("digest.service")
+    log = logging.getLogger("digest.service.runner")
 
     event(log, "smtp.connect", url="smtp://mailer:hunter2-Sup3rSecret@smtp.example.com:587")
     log.info("database postgresql+psycopg://app:pgpass123@db.internal/digest is up")

@@ -20,9 +20,9 @@ from pathlib import Path
 
 import pytest
 
-from digest.inline import inline_css
-from digest.render import Markers, build_context, make_environment, render_variant
-from digest.select import EditionContent, Story
+from digest.compose.inline import inline_css
+from digest.compose.render import Markers, build_context, make_environment, render_variant
+from digest.edition.select import EditionContent, Story
 
 pytestmark = pytest.mark.browser
 

@@ -11,11 +11,11 @@ from pathlib import Path
 
 import pytest
 
-from digest.deliver import make_variants
-from digest.deliver import test_recipient as trial_recipient
-from digest.message import PreparedMessage, Recipient, message_id
-from digest.select import select_articles
-from digest.settings import DigestConfig, Settings
+from digest.app.send import make_variants
+from digest.app.send import test_recipient as trial_recipient
+from digest.compose.message import PreparedMessage, Recipient, message_id
+from digest.core.settings import DigestConfig, Settings
+from digest.edition.select import select_articles
 from tests.test_select import art
 
 NOW = datetime(2026, 11, 25, 6, 0, tzinfo=UTC)

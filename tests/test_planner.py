@@ -10,16 +10,16 @@ import pytest
 from sqlalchemy.engine import Engine
 from sqlmodel import select
 
-from digest.clock import FixedClock
-from digest.db import session_scope
-from digest.models import Delivery, DeliveryStatus, Edition, EditionArticle, EditionStatus, Subscriber
-from digest.planner import build_edition, run_due, send_pending
-from digest.schedule import Series
-from digest.settings import DigestConfig, Settings
-from digest.smtpsink import SmtpSink
-from digest.store import upsert_articles
-from digest.subscribers import add_subscriber, find_subscriber
-from digest.transport import SMTPTransport, parse_smtp_url
+from digest.app.planner import build_edition, run_due, send_pending
+from digest.core.clock import FixedClock
+from digest.core.settings import DigestConfig, Settings
+from digest.edition.schedule import Series
+from digest.store.articles import upsert_articles
+from digest.store.db import session_scope
+from digest.store.models import Delivery, DeliveryStatus, Edition, EditionArticle, EditionStatus, Subscriber
+from digest.store.subscribers import add_subscriber, find_subscriber
+from digest.transport.sink import SmtpSink
+from digest.transport.smtp import SMTPTransport, parse_smtp_url
 from tests.conftest import draft
 
 
@@ -193,7 +193,7 @@ def test_restart_beyond_max_delay_skips_with_a_logged_reason(
     run_due(engine, settings, "daily", FixedClock(utc(2026, 11, 24, 7, 1)))  # the last edition before the outage
     publish(engine, "Story", utc(2026, 11, 25, 6, 30))
 
-    with caplog.at_level(logging.INFO, logger="digest.planner"):
+    with caplog.at_level(logging.INFO, logger="digest.app.planner"):
         outcomes = run_due(engine, settings, "daily", FixedClock(utc(2026, 11, 25, 9, 30)))
         again = run_due(engine, settings, "daily", FixedClock(utc(2026, 11, 25, 9, 31)))
 

@@ -11,14 +11,14 @@ import pytest
 from sqlalchemy.engine import Engine
 from sqlmodel import select
 
-from digest.clock import FixedClock
-from digest.db import session_scope
-from digest.deliver import preview_message, send_digest
-from digest.errors import NotFoundError, TemplateError
-from digest.models import Delivery, Edition
-from digest.settings import Settings
-from digest.smtpsink import SmtpSink
-from digest.transport import SMTPTransport, parse_smtp_url
+from digest.app.send import preview_message, send_digest
+from digest.core.clock import FixedClock
+from digest.core.errors import NotFoundError, TemplateError
+from digest.core.settings import Settings
+from digest.store.db import session_scope
+from digest.store.models import Delivery, Edition
+from digest.transport.sink import SmtpSink
+from digest.transport.smtp import SMTPTransport, parse_smtp_url
 from tests.conftest import STANDARD_DRAFTS, draft, seed
 
 SUBS = [("ana@example.org", "Ana Lima", None), ("ben@example.org", "Ben Okafor", "Science")]

@@ -10,10 +10,10 @@ from pathlib import Path
 import lxml.html
 import pytest
 
-from digest.errors import TemplateError
-from digest.inline import inline_css
-from digest.render import Markers, Rendered, build_context, make_environment, render_variant
-from digest.select import DigestView, EditionContent, Section, Story
+from digest.compose.inline import inline_css
+from digest.compose.render import Markers, Rendered, build_context, make_environment, render_variant
+from digest.core.errors import TemplateError
+from digest.edition.select import DigestView, EditionContent, Section, Story
 
 ARCHIVE_URL = "https://digest.example.com/archive/daily/2026-11-25"
 POSTAL = "Example News Ltd, 1 Example Street, Springfield 12345"

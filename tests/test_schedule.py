@@ -7,8 +7,9 @@ from zoneinfo import ZoneInfo
 
 import pytest
 
-from digest.errors import ConfigError
-from digest.schedule import (
+from digest.core.errors import ConfigError
+from digest.core.settings import DigestConfig
+from digest.edition.schedule import (
     Decision,
     Series,
     cron_trigger,
@@ -19,7 +20,6 @@ from digest.schedule import (
     previous_fire,
     upcoming_fire,
 )
-from digest.settings import DigestConfig
 
 CFG = DigestConfig(schedule="0 7 * * *", timezone="UTC", max_delay="2h")  # type: ignore[arg-type]
 

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
 
-from digest.models import Article
-from digest.select import OTHER_SECTION, edition_slot, select_articles
-from digest.settings import DigestConfig
+from digest.core.settings import DigestConfig
+from digest.edition.select import OTHER_SECTION, edition_slot, select_articles
+from digest.store.models import Article
 
 NOW = datetime(2026, 11, 25, 6, 0, tzinfo=UTC)
 BASE = "https://news.example.com"

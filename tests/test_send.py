@@ -10,16 +10,16 @@ import pytest
 from sqlalchemy.engine import Engine
 from sqlmodel import select
 
-from digest.clock import FixedClock
-from digest.db import session_scope
-from digest.deliver import queue_deliveries, send_digest
-from digest.errors import DeliveryError
-from digest.inline import inline_css
-from digest.models import Delivery, DeliveryStatus, Edition, EditionStatus, Subscriber, SubscriberStatus
-from digest.settings import Settings
-from digest.smtpsink import SmtpSink
-from digest.subscribers import set_status
-from digest.transport import SMTPTransport, parse_smtp_url
+from digest.app.send import queue_deliveries, send_digest
+from digest.compose.inline import inline_css
+from digest.core.clock import FixedClock
+from digest.core.errors import DeliveryError
+from digest.core.settings import Settings
+from digest.store.db import session_scope
+from digest.store.models import Delivery, DeliveryStatus, Edition, EditionStatus, Subscriber, SubscriberStatus
+from digest.store.subscribers import set_status
+from digest.transport.sink import SmtpSink
+from digest.transport.smtp import SMTPTransport, parse_smtp_url
 from tests.conftest import NOW, STANDARD_DRAFTS, draft, seed
 
 SUBSCRIBERS = [("ana@example.org", "Ana Lima", None), ("ben@example.org", "Ben Okafor", "Science")]
@@ -222,7 +222,7 @@ def test_temporary_failure_is_retried_later_not_now(
 def test_unreachable_server_stops_the_run_and_loses_nothing(
     engine: Engine, settings: Settings, sink: SmtpSink, clock: FixedClock
 ) -> None:
-    from digest.smtpsink import free_port
+    from digest.transport.sink import free_port
 
     seed(engine, STANDARD_DRAFTS, [(f"r{i}@example.org", "", None) for i in range(10)])
     dead = SMTPTransport(parse_smtp_url(f"smtp://127.0.0.1:{free_port()}", timeout=2))
@@ -239,7 +239,7 @@ def test_unreachable_server_stops_the_run_and_loses_nothing(
 
 def test_queueing_twice_creates_no_duplicate_deliveries(engine: Engine, settings: Settings, clock: FixedClock) -> None:
     seed(engine, STANDARD_DRAFTS, SUBSCRIBERS)
-    from digest.deliver import get_or_build_edition
+    from digest.app.send import get_or_build_edition
 
     edition, _, _ = get_or_build_edition(engine, settings, "daily", NOW)
     assert edition.id is not None

@@ -1,7 +1,7 @@
 """``digest serve`` as a real process: a scheduled send into a real SMTP server, signals, restarts, takeover.
 
 These start the service as a subprocess through its real entry point, with a
-schedule a few seconds ahead (the six-field cron of digest.schedule, seconds first).
+schedule a few seconds ahead (the six-field cron of digest.edition.schedule, seconds first).
 """
 
 from __future__ import annotations
@@ -28,12 +28,12 @@ from aiosmtpd.smtp import SMTP, Envelope
 from sqlalchemy.engine import Engine
 from sqlmodel import select
 
-from digest.db import session_scope
-from digest.feeds import add_feed
-from digest.models import Delivery, DeliveryStatus, Edition
-from digest.smtpsink import SinkHandler, SmtpSink
-from digest.store import upsert_articles
-from digest.subscribers import add_subscriber
+from digest.ingest.feeds import add_feed
+from digest.store.articles import upsert_articles
+from digest.store.db import session_scope
+from digest.store.models import Delivery, DeliveryStatus, Edition
+from digest.store.subscribers import add_subscriber
+from digest.transport.sink import SinkHandler, SmtpSink
 from tests.conftest import draft
 from tests.feedserver import FeedServer, Route, feed_server, item, rss
 
@@ -340,7 +340,7 @@ def test_serve_runs_the_web_app_when_enabled(engine: Engine, db_url: str, sink: 
         pytest.skip("one backend is enough for the web wiring")
     import httpx
 
-    from digest.smtpsink import free_port
+    from digest.transport.sink import free_port
 
     port = free_port()
     env = write_config(tmp_path / "digest.toml", db_url, sink.url, {"daily": "0 0 7 * * *"})

@@ -11,8 +11,8 @@ from pathlib import Path
 
 import pytest
 
-from digest.errors import ConfigError
-from digest.settings import (
+from digest.core.errors import ConfigError
+from digest.core.settings import (
     DeliverySettings,
     DigestConfig,
     DkimSettings,

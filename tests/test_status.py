@@ -11,14 +11,14 @@ from pathlib import Path
 
 from sqlalchemy.engine import Engine
 
-from digest.clock import FixedClock
-from digest.db import session_scope
-from digest.feeds import add_feed
-from digest.models import ServiceNode
-from digest.planner import run_due
-from digest.settings import DigestConfig, Settings
-from digest.status import collect_status
-from digest.subscribers import add_subscriber
+from digest.app.planner import run_due
+from digest.app.status import collect_status
+from digest.core.clock import FixedClock
+from digest.core.settings import DigestConfig, Settings
+from digest.ingest.feeds import add_feed
+from digest.store.db import session_scope
+from digest.store.models import ServiceNode
+from digest.store.subscribers import add_subscriber
 from tests.conftest import STANDARD_DRAFTS, seed
 
 DIGEST = str(Path(sys.executable).parent / "digest")

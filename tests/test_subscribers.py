@@ -6,10 +6,10 @@ import pytest
 from sqlalchemy.engine import Engine
 from sqlmodel import select
 
-from digest.db import session_scope
-from digest.errors import InputError, NotFoundError
-from digest.models import Delivery, Edition, SubscriberStatus
-from digest.subscribers import (
+from digest.core.errors import InputError, NotFoundError
+from digest.store.db import session_scope
+from digest.store.models import Delivery, Edition, SubscriberStatus
+from digest.store.subscribers import (
     CsvReport,
     add_subscriber,
     find_subscriber,

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from digest.tokens import TokenError, address_hash, make_token, read_token
+from digest.core.tokens import TokenError, address_hash, make_token, read_token
 
 KEY = "k" * 32
 

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 from sqlalchemy.engine import Engine
 
-from digest.smtpsink import SmtpSink
+from digest.transport.sink import SmtpSink
 from tests.conftest import STANDARD_DRAFTS, seed
 from tests.test_delivery_cli import AT, digest, write_config
 
@@ -37,6 +37,6 @@ def test_worker_processes_log_json_lines_with_addresses_masked(
     assert len({r["pid"] for r in started}) == 2  # both workers ran, and logged as JSON
     failures = [r for r in records if "failed permanently" in r.get("message", "")]
     assert len(failures) == len(REJECTED)  # logged by the workers: the parent sends nothing itself
-    assert all(r["logger"] == "digest.sender" and r["level"] == "WARNING" for r in failures)
+    assert all(r["logger"] == "digest.outbox.sender" and r["level"] == "WARNING" for r in failures)
     assert not [a for a in REJECTED if a in proc.stderr]
     assert "r***@example.org" in proc.stderr

@@ -2,7 +2,7 @@
 
 One reader per source kind (``records`` for JSON/NDJSON, ``feed`` for RSS/Atom via
 feedparser, ``text`` for scraped plain-text pages). Readers never touch the store:
-they return drafts and per-record problems; ``digest.store.upsert_articles`` writes.
+they return drafts and per-record problems; ``digest.store.articles.upsert_articles`` writes.
 """
 
 from __future__ import annotations

@@ -8,17 +8,17 @@ import pytest
 from sqlalchemy.engine import Engine
 from sqlmodel import select
 
-from digest import lifecycle
-from digest.clock import FixedClock
-from digest.db import session_scope
-from digest.errors import InputError
-from digest.lifecycle import BounceResult, Mailer, Outcome, Preferences, SubscribeForm
-from digest.models import Subscriber, SubscriberEvent, SubscriberEventKind, SubscriberStatus
-from digest.settings import Settings
-from digest.smtpsink import SmtpSink
-from digest.subscribers import add_subscriber, find_subscriber, remove_subscriber
-from digest.tokens import TokenError, make_token
-from digest.web import smtp_transport_factory
+from digest.app import subscriptions as lifecycle
+from digest.app.subscriptions import BounceResult, Mailer, Outcome, Preferences, SubscribeForm
+from digest.core.clock import FixedClock
+from digest.core.errors import InputError
+from digest.core.settings import Settings
+from digest.core.tokens import TokenError, make_token
+from digest.store.db import session_scope
+from digest.store.models import Subscriber, SubscriberEvent, SubscriberEventKind, SubscriberStatus
+from digest.store.subscribers import add_subscriber, find_subscriber, remove_subscriber
+from digest.transport.sink import SmtpSink
+from digest.web.app import smtp_transport_factory
 from tests.conftest import NOW
 from tests.web.conftest import SECRET_KEY
 from tests.web.helpers import link_in, parsed

@@ -1,0 +1,1 @@
+"""Use cases: send, plan, subscriptions, inbound mail, status, demo. Shells call these."""

@@ -1,0 +1,1 @@
+"""The web shell: subscriber pages, one-click unsubscribe, archive."""
