@@ -20,10 +20,10 @@ from datetime import UTC, datetime, timedelta
 
 from premailer import Premailer
 
-from digest.app.send import make_variants
 from digest.compose.inline import inline_css
 from digest.compose.message import Recipient
 from digest.compose.render import Markers, build_context, make_environment, render_variant
+from digest.compose.variants import make_variants
 from digest.core.settings import DigestConfig, Settings
 from digest.edition.select import select_articles
 from digest.store.models import Article

@@ -42,14 +42,18 @@ from urllib.parse import quote
 from sqlalchemy import create_engine, text
 from sqlalchemy.engine import Engine
 
-from digest.app.send import get_or_build_edition, make_variants, queue_deliveries, recipient_for, send_edition
 from digest.compose.inline import inline_css
+from digest.compose.recipients import recipient_for
 from digest.compose.render import Markers, build_context, make_environment, render_variant
+from digest.compose.variants import make_variants
 from digest.core.clock import FixedClock
 from digest.core.settings import DeliverySettings, DigestConfig, Settings
+from digest.edition.build import get_or_build_edition
 from digest.edition.select import edition_date
 from digest.ingest import ArticleDraft
-from digest.store.articles import upsert_articles
+from digest.ingest.save import upsert_articles
+from digest.outbox.drain import send_edition
+from digest.outbox.ledger import queue_deliveries
 from digest.store.db import make_engine, session_scope, upgrade
 from digest.store.models import Subscriber
 from digest.transport.sink import free_port

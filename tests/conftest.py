@@ -22,7 +22,7 @@ from sqlalchemy.engine import Engine
 from digest.core.clock import FixedClock
 from digest.core.settings import DeliverySettings, DigestConfig, Settings
 from digest.ingest import ArticleDraft
-from digest.store.articles import upsert_articles
+from digest.ingest.save import upsert_articles
 from digest.store.db import make_engine, session_scope, upgrade
 from digest.store.subscribers import add_subscriber
 from digest.transport.sink import SmtpSink

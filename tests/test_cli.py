@@ -24,7 +24,7 @@ from sqlalchemy.engine import Engine
 from sqlmodel import func, select
 
 from digest.ingest import ArticleDraft
-from digest.store.articles import upsert_articles
+from digest.ingest.save import upsert_articles
 from digest.store.db import make_engine, session_scope, upgrade
 from digest.store.models import Article, Delivery, Edition, Subscriber, SubscriberStatus
 from digest.store.subscribers import add_subscriber, set_status

@@ -21,25 +21,19 @@ from pydantic import SecretStr
 from sqlalchemy import select, update
 from sqlalchemy.engine import Engine
 
-from digest.app.send import (
-    TokenMaker,
-    backoff,
-    drain_outbox,
-    get_or_build_edition,
-    queue_deliveries,
-    send_digest,
-    send_test,
-)
+from digest.app.send import send_digest, send_test
 from digest.core.clock import FixedClock
 from digest.core.errors import DeliveryError
 from digest.core.settings import Settings
-from digest.core.tokens import make_token, read_token
-from digest.outbox.ledger import Journal, claim_batch, recover_journals, worker_id
+from digest.edition.build import get_or_build_edition
+from digest.outbox.drain import drain_outbox
+from digest.outbox.ledger import Journal, claim_batch, queue_deliveries, recover_journals, worker_id
+from digest.outbox.retry import backoff
 from digest.store.db import session_scope
 from digest.store.models import Delivery, DeliveryStatus, Edition, EditionStatus, Subscriber, SubscriberStatus
 from digest.transport.pool import CircuitBreaker, RateLimiter
 from digest.transport.sink import free_port
-from digest.transport.smtp import MemoryTransport, SMTPTransport, parse_smtp_url
+from digest.transport.smtp import MemoryTransport, SMTPConfig, SMTPTransport, parse_smtp_url
 from tests.conftest import NOW, STANDARD_DRAFTS, seed
 from tests.smtp_script import ScriptedSink, self_signed
 
@@ -523,17 +517,6 @@ def test_signer_reaches_worker_processes(
     assert all(m.data.startswith(b"DKIM-Signature: ") for m in script.messages)
 
 
-def test_fast_tokens_are_exactly_make_tokens() -> None:
-    maker = TokenMaker("k3y")
-    now = int(time.time())
-    for sub_id, key in [(1, "a@b.example"), (123456789, "zoë@example.org"), (7, "aaa@aaaaaaaa.aa")]:
-        for purpose in ("unsubscribe", "preferences"):
-            token = maker.make(purpose, sub_id, key, now)
-            if int(time.time()) == now:  # make_token reads the clock itself
-                assert token == make_token("k3y", purpose, sub_id, key)
-            assert read_token("k3y", purpose, token)[0] == sub_id
-
-
 def test_single_transport_still_works_for_callers_that_pass_one(
     engine: Engine, settings: Settings, script: ScriptedSink, clock: FixedClock
 ) -> None:
@@ -544,25 +527,22 @@ def test_single_transport_still_works_for_callers_that_pass_one(
     assert report.sent == 3
 
 
-def test_transport_factory_may_take_the_config_or_nothing(
+def test_transport_factory_gets_each_connections_server_config(
     engine: Engine, pool: Settings, clock: FixedClock
 ) -> None:
     kept = MemoryTransport()
-    seed(engine, STANDARD_DRAFTS, readers(3))
-    send_digest(engine, pool, "daily", None, clock, transport_factory=lambda: kept)
-    assert len(kept.messages) == 3
     configs = []
 
-    def by_config(config: object) -> MemoryTransport:
-        configs.append(config)
+    def factory(config: SMTPConfig, max_per_connection: int) -> MemoryTransport:
+        configs.append((config.host, config.port, max_per_connection))
         return kept
 
-    from tests.conftest import draft
+    seed(engine, STANDARD_DRAFTS, readers(3))
+    send_digest(engine, pool, "daily", None, clock, transport_factory=factory)
 
-    clock.advance(timedelta(days=1))
-    seed(engine, [draft("Next day news", -24 * 60 + 30)], [])
-    send_digest(engine, pool, "daily", None, clock, transport_factory=by_config)
-    assert len(kept.messages) == 6 and len(configs) == pool.delivery.connections
+    server = parse_smtp_url(pool.smtp_url.get_secret_value())
+    assert len(kept.messages) == 3
+    assert configs == [(server.host, server.port, pool.delivery.max_per_connection)] * pool.delivery.connections
 
 
 def test_a_killed_but_unreaped_process_counts_as_dead() -> None:

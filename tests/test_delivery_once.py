@@ -29,7 +29,9 @@ from sqlalchemy.engine import Engine, make_url
 from sqlalchemy.exc import OperationalError
 
 import digest.outbox.sender as sender_module
-from digest.app.send import get_or_build_edition, queue_deliveries, send_digest
+from digest.edition.build import get_or_build_edition
+from digest.outbox.ledger import queue_deliveries
+from digest.app.send import send_digest
 from digest.core.clock import FixedClock
 from digest.core.errors import JournalError
 from digest.core.settings import DeliverySettings, DigestConfig, Settings
@@ -501,7 +503,7 @@ def test_serve_after_a_database_outage_records_what_it_sent_and_sends_it_never_a
             settings,
             proxied,
             clock=clock,
-            transport=lambda: SMTPTransport(parse_smtp_url(slow.url, 5)),
+            transport_factory=lambda config, max_per_connection: SMTPTransport(parse_smtp_url(slow.url, 5)),
         )
         failed: list[BaseException] = []
 

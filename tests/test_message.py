@@ -11,9 +11,9 @@ from pathlib import Path
 
 import pytest
 
-from digest.app.send import make_variants
-from digest.app.send import test_recipient as trial_recipient
 from digest.compose.message import PreparedMessage, Recipient, message_id
+from digest.compose.recipients import test_recipient as trial_recipient
+from digest.compose.variants import make_variants
 from digest.core.settings import DigestConfig, Settings
 from digest.edition.select import select_articles
 from tests.test_select import art

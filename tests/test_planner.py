@@ -10,16 +10,17 @@ import pytest
 from sqlalchemy.engine import Engine
 from sqlmodel import select
 
-from digest.app.planner import build_edition, run_due, send_pending
+from digest.app.planner import run_due
 from digest.core.clock import FixedClock
 from digest.core.settings import DigestConfig, Settings
+from digest.edition.build import build_edition
 from digest.edition.schedule import Series
-from digest.store.articles import upsert_articles
+from digest.ingest.save import upsert_articles
+from digest.outbox.drain import drain_outbox
 from digest.store.db import session_scope
 from digest.store.models import Delivery, DeliveryStatus, Edition, EditionArticle, EditionStatus, Subscriber
 from digest.store.subscribers import add_subscriber, find_subscriber
 from digest.transport.sink import SmtpSink
-from digest.transport.smtp import SMTPTransport, parse_smtp_url
 from tests.conftest import draft
 
 
@@ -246,7 +247,7 @@ def test_edition_left_ready_by_a_dead_leader_is_queued_by_the_next(db_url: str, 
     subscribe(engine, "ana@example.org", utc(2026, 11, 24))
     publish(engine, "Story", utc(2026, 11, 25, 6))
     # The old leader built the edition and died before queueing its deliveries.
-    edition, _ = build_edition(engine, settings, "daily", Series("UTC"), "2026-11-25", utc(2026, 11, 25, 7))
+    edition, _, _ = build_edition(engine, settings, "daily", Series("UTC"), "2026-11-25", utc(2026, 11, 25, 7))
     assert edition.status == EditionStatus.READY
 
     outcomes = run_due(engine, settings, "daily", FixedClock(utc(2026, 11, 25, 7, 0, 10)))
@@ -256,7 +257,7 @@ def test_edition_left_ready_by_a_dead_leader_is_queued_by_the_next(db_url: str, 
         assert len(s.exec(select(Edition)).all()) == 1
 
 
-def test_send_pending_delivers_the_queue_through_real_smtp(db_url: str, engine: Engine, sink: SmtpSink) -> None:
+def test_the_outbox_drain_delivers_the_queue_through_real_smtp(db_url: str, engine: Engine, sink: SmtpSink) -> None:
     settings = make_settings(db_url, sink.url)
     subscribe(engine, "ana@example.org", utc(2026, 11, 24), tz="Pacific/Kiritimati", at="07:00")
     subscribe(engine, "ben@example.org", utc(2026, 11, 24))
@@ -264,13 +265,13 @@ def test_send_pending_delivers_the_queue_through_real_smtp(db_url: str, engine: 
     clock = FixedClock(utc(2026, 11, 24, 17, 0, 5))  # 07:00 on the 25th in Kiritimati
     run_due(engine, settings, "daily", clock)
 
-    reports = send_pending(engine, settings, lambda: SMTPTransport(parse_smtp_url(sink.url)), clock)
+    report = drain_outbox(engine, settings, clock)
 
-    assert [r.sent for r in reports] == [1]
+    assert report.sent == 1
     assert [m.rcpt_tos for m in sink.messages] == [["ana@example.org"]]
     # The edition's date is the reader's: the 25th, though it is still the 24th in UTC.
     assert b"25" in sink.messages[0].data and b"November" in sink.messages[0].data
-    assert send_pending(engine, settings, lambda: SMTPTransport(parse_smtp_url(sink.url)), clock) == []
+    assert drain_outbox(engine, settings, clock).sent == 0
     with session_scope(engine) as s:
         statuses = s.exec(select(Delivery.status)).all()
         sub = s.exec(select(Subscriber).where(Subscriber.email_key == "ana@example.org")).one()

@@ -10,11 +10,12 @@ import pytest
 from sqlalchemy.engine import Engine
 from sqlmodel import select
 
-from digest.app.send import queue_deliveries, send_digest
+from digest.app.send import send_digest
 from digest.compose.inline import inline_css
 from digest.core.clock import FixedClock
 from digest.core.errors import DeliveryError
 from digest.core.settings import Settings
+from digest.outbox.ledger import queue_deliveries
 from digest.store.db import session_scope
 from digest.store.models import Delivery, DeliveryStatus, Edition, EditionStatus, Subscriber, SubscriberStatus
 from digest.store.subscribers import set_status
@@ -239,7 +240,7 @@ def test_unreachable_server_stops_the_run_and_loses_nothing(
 
 def test_queueing_twice_creates_no_duplicate_deliveries(engine: Engine, settings: Settings, clock: FixedClock) -> None:
     seed(engine, STANDARD_DRAFTS, SUBSCRIBERS)
-    from digest.app.send import get_or_build_edition
+    from digest.edition.build import get_or_build_edition
 
     edition, _, _ = get_or_build_edition(engine, settings, "daily", NOW)
     assert edition.id is not None

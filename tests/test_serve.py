@@ -29,7 +29,7 @@ from sqlalchemy.engine import Engine
 from sqlmodel import select
 
 from digest.ingest.feeds import add_feed
-from digest.store.articles import upsert_articles
+from digest.ingest.save import upsert_articles
 from digest.store.db import session_scope
 from digest.store.models import Delivery, DeliveryStatus, Edition
 from digest.store.subscribers import add_subscriber

@@ -9,8 +9,9 @@ from zoneinfo import ZoneInfo
 import pytest
 from apscheduler.triggers.cron import CronTrigger
 
+from digest.app.jobs import job_specs
 from digest.core.settings import DigestConfig, Settings
-from digest.service.runner import job_specs, sd_notify
+from digest.service.runner import sd_notify
 
 
 def test_jobs_have_fixed_ids_and_every_trigger_an_explicit_timezone() -> None:

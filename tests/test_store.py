@@ -10,7 +10,8 @@ from sqlalchemy.engine import Engine
 from sqlalchemy.exc import IntegrityError, StatementError
 from sqlmodel import select
 
-from digest.store.articles import recent_articles, upsert_articles
+from digest.ingest.save import upsert_articles
+from digest.store.articles import recent_articles
 from digest.store.db import current_revision, ensure_schema, make_engine, redact, session_scope
 from digest.store.models import Article, Edition, Subscriber
 from tests.conftest import NOW, draft

@@ -17,7 +17,7 @@ from digest.app.send import SendReport, send_digest
 from digest.core.clock import Clock
 from digest.core.settings import DigestConfig, Settings
 from digest.ingest import ArticleDraft
-from digest.store.articles import upsert_articles
+from digest.ingest.save import upsert_articles
 from digest.store.db import ensure_schema, make_engine, session_scope
 from digest.store.subscribers import add_subscriber
 from digest.transport.sink import SmtpSink

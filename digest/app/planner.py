@@ -1,7 +1,7 @@
 """Planner: turns the schedule's decisions into editions, slot claims and queued deliveries.
 
 The leader calls :func:`run_due` on every tick and when a digest's cron fires; every
-process calls :func:`send_pending` to deliver what is queued. Both are idempotent and
+process drains the outbox (``digest.outbox.drain``) to deliver what is queued. Both are idempotent and
 read their state from the store, so a restart, a second process or a new leader
 after a crash picks up exactly where the last one stopped:
 
@@ -19,50 +19,33 @@ carried: subscribers at 07:00 Berlin and 07:00 New York both get the day's news.
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
-from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+from zoneinfo import ZoneInfo
 
 from sqlalchemy import func, literal
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Engine
 from sqlalchemy.exc import IntegrityError
-from sqlalchemy.sql.elements import ColumnElement
-from sqlmodel import Session, and_, col, or_, select
+from sqlmodel import col, select
 
-from digest.app.send import (
-    SendReport,
-    Variants,
-    find_edition,
-    finish_edition,
-    load_content,
-    queue_deliveries,
-    send_edition,
-)
-from digest.compose.render import make_environment
 from digest.core.clock import Clock
-from digest.core.errors import DeliveryError
 from digest.core.logs import event
 from digest.core.settings import DigestConfig, Settings
-from digest.edition.schedule import Decision, Series, check_send_time, cron_trigger, decide, default_series, parse_slot
-from digest.edition.select import select_articles, window
-from digest.outbox.ledger import recover_journals
-from digest.store.articles import recent_articles
+from digest.edition.build import (
+    build_edition,
+)
+from digest.edition.schedule import Decision, Series, cron_trigger, decide
+from digest.edition.series import members, series_groups
+from digest.outbox.ledger import finish_edition, queue_deliveries
 from digest.store.db import session_scope
 from digest.store.models import (
-    Article,
-    Delivery,
-    DeliveryStatus,
     Edition,
-    EditionArticle,
     EditionStatus,
     SlotClaim,
     Subscriber,
     SubscriberStatus,
 )
-from digest.transport.pool import Signer
-from digest.transport.smtp import Transport
 
 log = logging.getLogger(__name__)
 
@@ -82,123 +65,7 @@ class SlotOutcome:
 # ---------------------------------------------------------------- series of subscribers
 
 
-def _nonempty(column: object) -> ColumnElement[str]:
-    return func.nullif(column, "")
-
-
-def series_groups(session: Session, cfg: DigestConfig) -> dict[Series, set[str]]:
-    """Each series that has active subscribers, with the timezones of its members.
-
-    The default daily series is always there: it is the digest's own schedule.
-    Subscribers with an unusable timezone or send time are left out, with a warning.
-    """
-    rows = session.exec(
-        select(Subscriber.timezone, Subscriber.send_time, Subscriber.frequency, Subscriber.weekday)
-        .where(Subscriber.status == SubscriberStatus.ACTIVE)
-        .distinct()
-    ).all()
-    groups: dict[Series, set[str]] = {default_series(cfg): set()}
-    for tz, send_time, frequency, weekday in rows:
-        zone = tz or cfg.timezone
-        try:
-            ZoneInfo(zone)
-            if send_time:
-                check_send_time(send_time)
-        except (ZoneInfoNotFoundError, ValueError) as exc:
-            event(log, "subscribers.unschedulable", logging.WARNING, timezone=tz, send_time=send_time, error=str(exc))
-            continue
-        wd = None
-        if frequency == "weekly":
-            wd = 0 if weekday is None else weekday
-            if not 0 <= wd <= 6:
-                event(log, "subscribers.unschedulable", logging.WARNING, weekday=weekday, error="weekday not 0-6")
-                continue
-        series = Series(zone=zone if send_time else cfg.timezone, send_time=send_time or None, weekday=wd)
-        groups.setdefault(series, set()).add(zone)
-    return groups
-
-
-def members(cfg: DigestConfig, series: Series, zone: str) -> ColumnElement[bool]:
-    """The condition on Subscriber rows for the members of ``series`` living in ``zone``."""
-    conds = [func.coalesce(_nonempty(Subscriber.timezone), cfg.timezone) == zone]
-    send_time = _nonempty(Subscriber.send_time)
-    conds.append(send_time.is_(None) if series.send_time is None else send_time == series.send_time)
-    if series.weekday is None:
-        conds.append(col(Subscriber.frequency) != "weekly")
-    else:
-        conds.append(col(Subscriber.frequency) == "weekly")
-        conds.append(func.coalesce(Subscriber.weekday, 0) == series.weekday)
-    return and_(*conds)
-
-
 # ---------------------------------------------------------------- editions
-
-
-def series_carried(session: Session, digest: str, series: Series, slot: str) -> tuple[set[int], set[str]]:
-    """Article ids and urls that earlier editions of the same series already carried."""
-    rows = session.exec(
-        select(EditionArticle.article_id, Article.url)
-        .join(Edition, col(Edition.id) == EditionArticle.edition_id)
-        .join(Article, col(Article.id) == EditionArticle.article_id)
-        .where(Edition.digest == digest, Edition.slot != slot, func.substr(Edition.slot, 11) == series.suffix)
-    ).all()
-    return {r[0] for r in rows}, {r[1] for r in rows if r[1]}
-
-
-def edition_config(cfg: DigestConfig, series: Series | None) -> DigestConfig:
-    """The digest's settings as one series' editions use them (zone of the date, lookback)."""
-    update: dict[str, object] = {}
-    if series is not None and series.send_time is not None:
-        update["timezone"] = series.zone
-    if series is not None and series.weekday is not None:
-        update["lookback"] = cfg.weekly_lookback
-    return cfg.model_copy(update=update) if update else cfg
-
-
-def build_edition(
-    engine: Engine, settings: Settings, name: str, series: Series, slot: str, now: datetime
-) -> tuple[Edition, bool]:
-    """The edition of ``slot``: found, or built from the articles as of ``now`` and stored."""
-    cfg = edition_config(settings.digests[name], series)
-    with session_scope(engine) as session:
-        existing = find_edition(session, name, slot)
-        if existing is not None:
-            return existing, False
-        carried, carried_urls = series_carried(session, name, series, slot)
-        since, until = window(cfg, now)
-        content = select_articles(
-            recent_articles(session, since, until),
-            cfg,
-            now,
-            carried=carried,
-            carried_urls=carried_urls,
-            base_url=settings.base_url,
-        )
-    try:
-        with session_scope(engine) as session:
-            empty = not content.ranked and not cfg.send_empty
-            edition = Edition(
-                digest=name,
-                slot=slot,
-                built_at=now,
-                article_count=len(content.ranked),
-                status=EditionStatus.EMPTY if empty else EditionStatus.READY,
-            )
-            session.add(edition)
-            session.flush()
-            assert edition.id is not None
-            for pos, story in enumerate(content.ranked):
-                session.add(
-                    EditionArticle(
-                        edition_id=edition.id, article_id=story.id, position=pos, section=content.section_of[story.id]
-                    )
-                )
-        return edition, True
-    except IntegrityError:
-        with session_scope(engine) as session:
-            existing = find_edition(session, name, slot)
-            assert existing is not None
-            return existing, False
 
 
 def claim_and_queue(
@@ -278,7 +145,7 @@ def run_due(engine: Engine, settings: Settings, name: str, clock: Clock) -> list
                 outcomes.append(_skip(engine, name, d, now))
             continue
         # SEND, or an edition left "ready" by a process that died before queueing it.
-        edition, created = build_edition(engine, settings, name, series, d.slot, now)
+        edition, _, created = build_edition(engine, settings, name, series, d.slot, now)
         assert edition.id is not None
         if created:
             event(
@@ -316,105 +183,3 @@ def _skip(engine: Engine, name: str, d: Decision, now: datetime) -> SlotOutcome:
         return SlotOutcome(name, d.slot, "done")
     event(log, "edition.skipped", logging.WARNING, digest=name, slot=d.slot, due=d.fire, reason=d.reason)
     return SlotOutcome(name, d.slot, "skipped", edition_id, reason=d.reason)
-
-
-# ---------------------------------------------------------------- sending what is queued
-
-
-def _due(now: datetime) -> ColumnElement[bool]:
-    return or_(
-        col(Delivery.status) == DeliveryStatus.QUEUED,
-        and_(col(Delivery.status) == DeliveryStatus.FAILED_TEMPORARY, col(Delivery.next_attempt_at) <= now),
-        and_(col(Delivery.status) == DeliveryStatus.CLAIMED, col(Delivery.lease_until) < now),
-    )
-
-
-def editions_with_due_deliveries(session: Session, now: datetime) -> list[int]:
-    rows = session.exec(
-        select(Delivery.edition_id).where(_due(now)).distinct().order_by(col(Delivery.edition_id))
-    ).all()
-    return list(rows)
-
-
-def send_pending(
-    engine: Engine,
-    settings: Settings,
-    transport: Callable[[], Transport],
-    clock: Clock,
-    *,
-    should_stop: Callable[[], bool] = lambda: False,
-    worker: str | None = None,
-    signer: Signer | None = None,
-) -> list[SendReport]:
-    """Send every delivery that is due, edition by edition; any number of processes may run this.
-
-    Claims (with a lease, and SKIP LOCKED on PostgreSQL) make sure each delivery is
-    sent by one process. ``transport`` is opened only when there is something to
-    send. Stops between messages once ``should_stop()`` is true, releasing what it
-    claimed.
-
-    First, as every send does, it records what this host's journals say was accepted
-    but never recorded (this very process's batches too, when the database was down
-    while they were recorded): at once when the database is back, not only when
-    their lease expires and they would be claimed, and sent, again.
-    """
-    recover_journals(engine, settings.delivery.journal_dir, clock.now())
-    with session_scope(engine) as session:
-        edition_ids = editions_with_due_deliveries(session, clock.now())
-    if not edition_ids:
-        return []
-    reports: list[SendReport] = []
-    env = make_environment(settings.templates_dir)
-    smtp = transport()
-    try:
-        for edition_id in edition_ids:
-            if should_stop():
-                break
-            with session_scope(engine) as session:
-                edition = session.get(Edition, edition_id)
-                assert edition is not None
-                cfg = settings.digests.get(edition.digest)
-                if cfg is None:
-                    event(
-                        log,
-                        "edition.orphaned",
-                        logging.WARNING,
-                        digest=edition.digest,
-                        slot=edition.slot,
-                        reason="digest no longer configured; its queued deliveries stay queued",
-                    )
-                    continue
-                content = load_content(session, settings, cfg, edition)
-            _, series = parse_slot(edition.slot)
-            vcfg = edition_config(cfg, series)
-            variants = Variants(settings, edition.digest, vcfg, edition.slot, edition.built_at, content, env)
-            try:
-                report = send_edition(
-                    engine,
-                    settings,
-                    variants,
-                    edition_id,
-                    smtp,
-                    clock,
-                    worker=worker,
-                    should_stop=should_stop,
-                    signer=signer,
-                )
-            except DeliveryError as exc:
-                event(log, "outbox.smtp_down", logging.ERROR, digest=edition.digest, slot=edition.slot, error=str(exc))
-                break
-            finally:
-                finish_edition(engine, edition_id, clock.now())
-            reports.append(report)
-            event(
-                log,
-                "edition.sent",
-                digest=edition.digest,
-                slot=edition.slot,
-                sent=report.sent,
-                failed=report.failed,
-                skipped=report.skipped,
-            )
-    finally:
-        smtp.close()
-    return reports

@@ -15,12 +15,12 @@ from sqlalchemy import func
 from sqlalchemy.engine import Engine
 from sqlmodel import col, select
 
+from digest.app.jobs import job_specs
 from digest.app.planner import series_groups
 from digest.app.send import delivery_counts
 from digest.core.logs import mask_url
 from digest.core.settings import Settings
 from digest.edition.schedule import next_fire, upcoming_fire
-from digest.service.runner import job_specs
 from digest.store.db import session_scope
 from digest.store.models import Delivery, DeliveryStatus, Edition, Feed, ServiceNode
 

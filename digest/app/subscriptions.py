@@ -27,13 +27,14 @@ from sqlalchemy.engine import Engine
 from sqlalchemy.exc import IntegrityError
 from sqlmodel import Session, col, select
 
-from digest.app.send import list_id, recipient_for
 from digest.compose.inline import inline_css
-from digest.compose.message import PreparedMessage, address_domain
-from digest.compose.render import Markers, make_environment, one_line, render_variant
+from digest.compose.recipients import recipient_for
+from digest.compose.render import Markers, make_environment, render_variant
+from digest.compose.variants import prepared_message
 from digest.core.clock import Clock
 from digest.core.errors import InputError
 from digest.core.settings import Settings
+from digest.core.text import one_line
 from digest.core.tokens import TokenError, address_hash, make_token, read_token_ref
 from digest.store.db import session_scope
 from digest.store.models import Subscriber, SubscriberEvent, SubscriberEventKind, SubscriberStatus
@@ -229,17 +230,10 @@ class Mailer:
         markers = Markers.new()
         rendered = render_variant(self.env, template, subject, self.context(sub, markers, **extra), markers)
         name, cfg = next(iter(self.settings.digests.items()))
-        from_addr = cfg.from_addr or self.settings.from_addr
-        prepared = PreparedMessage(
-            rendered,
-            inlined_html=self.inline(rendered.html),
-            from_addr=from_addr,
-            reply_to=None,
-            list_id=list_id(name, cfg, from_addr),
-            digest=template,
-            slot="notice",
+        prepared = prepared_message(
+            self.settings, name, cfg, rendered, self.inline, digest=template, slot="notice", reply_to=None
         )
-        msgid = f"<notice.{template}.{secrets.token_hex(10)}@{address_domain(from_addr)}>"
+        msgid = f"<notice.{template}.{secrets.token_hex(10)}@{prepared.domain}>"
         recipient = recipient_for(self.settings, sub)
         data = prepared.fill(recipient, now, msgid)
         if self.signer is not None:

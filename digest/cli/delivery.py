@@ -8,7 +8,7 @@ import typer
 from rich.markup import escape
 from rich.table import Table
 
-from digest.cli.main import _progress, _setup_logging, app, err, out, state
+from digest.cli.base import app, err, out, progress_bar, setup_logging, state
 from digest.core.errors import InputError
 
 
@@ -77,10 +77,10 @@ def resend(
     if not failed:
         raise InputError("--failed", "is required: resend retries failed deliveries only")
     st = state(ctx)
-    _setup_logging(st)
+    setup_logging(st)
     found = find_edition_ref(st.engine, st.settings, edition)
     assert found.id is not None
-    with _progress() as bar:
+    with progress_bar() as bar:
         task = bar.add_task("resend", total=None)
         report = resend_failed(st.engine, st.settings, found.id, st.clock, progress=lambda n: bar.advance(task, n))
     label = f"{found.digest}:{found.slot}"

@@ -9,99 +9,24 @@ from __future__ import annotations
 
 import sys
 from collections.abc import Sequence
-from dataclasses import dataclass, field
-from datetime import datetime, timedelta
-from functools import cached_property
+from datetime import timedelta
 from pathlib import Path
 from typing import Annotated, Any
-from zoneinfo import ZoneInfo
 
 import typer
-from rich.console import Console
 from rich.markup import escape
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 from rich.table import Table
-from sqlalchemy.engine import Engine
 
-from digest.core.clock import Clock, FixedClock, SystemClock
+from digest.cli.base import app, err, out, parse_at, progress_bar, setup_logging, state
 from digest.core.errors import DigestError, InputError
-from digest.core.settings import Settings, load_settings, parse_duration
+from digest.core.settings import parse_duration
 
-app = typer.Typer(help="digest: scheduled breaking-news digests by email.", no_args_is_help=True, add_completion=False)
 articles_app = typer.Typer(help="Import, add and list articles.", no_args_is_help=True)
 subscribers_app = typer.Typer(help="Manage subscribers.", no_args_is_help=True)
 db_app = typer.Typer(help="Database schema.", no_args_is_help=True)
 app.add_typer(articles_app, name="articles")
 app.add_typer(subscribers_app, name="subscribers")
 app.add_typer(db_app, name="db")
-
-out = Console()
-err = Console(stderr=True)
-
-
-@dataclass
-class State:
-    """Dependencies built lazily from the global options, once per invocation."""
-
-    config: Path | None = None
-    log_level: str | None = None
-    log_format: str | None = None
-    _clock: Clock = field(default_factory=SystemClock)
-
-    @cached_property
-    def settings(self) -> Settings:
-        return load_settings(self.config)
-
-    @cached_property
-    def engine(self) -> Engine:
-        from digest.store.db import ensure_schema, make_engine
-
-        engine = make_engine(self.settings.database_url)
-        ensure_schema(engine)
-        return engine
-
-    @property
-    def clock(self) -> Clock:
-        return self._clock
-
-
-def state(ctx: typer.Context) -> State:
-    return ctx.ensure_object(State)
-
-
-@app.callback()
-def _global(
-    ctx: typer.Context,
-    config: Annotated[
-        Path | None,
-        typer.Option("--config", "-c", help="Settings file (default config/digest.toml or $DIGEST_CONFIG)."),
-    ] = None,
-    log_level: Annotated[str | None, typer.Option("--log-level", help="Override the configured log level.")] = None,
-    log_format: Annotated[
-        str | None, typer.Option("--log-format", help="Log lines as 'human' or 'json' (default: service.log_format).")
-    ] = None,
-) -> None:
-    ctx.obj = State(config=config, log_level=log_level, log_format=log_format)
-
-
-def _setup_logging(st: State) -> None:
-    from digest.core.logs import secret_values, setup_logging
-
-    level = (st.log_level or st.settings.log_level).upper()
-    setup_logging(level, (st.log_format or st.settings.service.log_format).lower(), secret_values(st.settings))
-
-
-def parse_at(value: str | None, tz: str) -> Clock:
-    """``--at``: an ISO 8601 time; without an offset it is read in the digest's timezone."""
-    if value is None:
-        return SystemClock()
-    try:
-        at = datetime.fromisoformat(value)
-    except ValueError:
-        raise InputError("--at", f"not an ISO 8601 date-time: {value!r}") from None
-    if at.tzinfo is None:
-        at = at.replace(tzinfo=ZoneInfo(tz))
-    return FixedClock(at)
 
 
 def _finish_import(problems: Sequence[object], summary: str, code: int = InputError.exit_code, unread: int = 0) -> None:
@@ -156,7 +81,7 @@ def articles_import(
     """
     from digest.core.errors import UnreadableSourceError
     from digest.ingest.reader import read_sources
-    from digest.store.articles import upsert_articles
+    from digest.ingest.save import upsert_articles
     from digest.store.db import session_scope
 
     st = state(ctx)
@@ -189,7 +114,7 @@ def articles_add(
 ) -> None:
     """Add one article."""
     from digest.ingest.records import draft_from_record
-    from digest.store.articles import upsert_articles
+    from digest.ingest.save import upsert_articles
     from digest.store.db import session_scope
 
     st = state(ctx)
@@ -342,17 +267,6 @@ def subscribers_unsubscribe(ctx: typer.Context, email: str) -> None:
 # ---------------------------------------------------------------- send and preview
 
 
-def _progress() -> Progress:
-    return Progress(
-        TextColumn("sending"),
-        BarColumn(),
-        MofNCompleteColumn(),
-        TimeRemainingColumn(),
-        console=err,
-        transient=False,
-    )
-
-
 @app.command()
 def send(
     ctx: typer.Context,
@@ -367,7 +281,7 @@ def send(
     from digest.transport.smtp import MemoryTransport, SMTPTransport, parse_smtp_url
 
     st = state(ctx)
-    _setup_logging(st)
+    setup_logging(st)
     name, cfg = st.settings.digest(digest)
     clock = parse_at(at, cfg.timezone)
     signer = signer_from_settings(st.settings)
@@ -389,7 +303,7 @@ def send(
             err.print(f"[yellow]warning[/yellow]: {escape(w)}", highlight=False)
         return
     # None: the delivery engine's pool ([delivery] servers, connections, processes).
-    with _progress() as bar:
+    with progress_bar() as bar:
         task = bar.add_task("send", total=None)
         report = send_digest(
             st.engine,

@@ -10,7 +10,7 @@ from rich.markup import escape
 from rich.table import Table
 from sqlalchemy.engine import Engine
 
-from digest.cli.main import _setup_logging, app, out, state
+from digest.cli.base import app, out, setup_logging, state
 from digest.core.errors import ConfigError, InputError
 from digest.core.logs import mask_url
 from digest.core.settings import parse_duration
@@ -43,6 +43,7 @@ def serve(
     """Run the service: scheduled editions, local-time slots, feed polling and the outbox, until SIGTERM."""
     from digest.service.runner import Service
     from digest.service.runner import serve as run_service
+    from digest.web.app import WebServer
 
     st = state(ctx)
     if st.settings.web.enabled:
@@ -51,14 +52,19 @@ def serve(
         check_secret_key(st.settings)  # before anything starts
     if log_format:
         st.log_format = log_format
-    _setup_logging(st)
+    setup_logging(st)
     for name, cfg in st.settings.digests.items():
         from digest.edition.schedule import cron_trigger
 
         cron_trigger(cfg.schedule, cfg.timezone, f"digests.{name}.schedule")  # fail fast on a bad schedule
     engine = st.engine
     _check_schema_current(engine)
-    raise typer.Exit(run_service(Service(st.settings, engine)))
+    from digest.web.app import start_in_thread
+
+    def start_web(service: Service) -> WebServer | None:
+        return start_in_thread(service.settings, service.engine, service.clock)
+
+    raise typer.Exit(run_service(Service(st.settings, engine), start_web=start_web))
 
 
 def _when(value: str | None) -> str:

@@ -9,7 +9,7 @@ from typing import Annotated
 import typer
 from rich.markup import escape
 
-from digest.cli.main import _setup_logging, app, err, out, state
+from digest.cli.base import app, err, out, setup_logging, state
 from digest.core.errors import InputError
 
 dkim_app = typer.Typer(help="DKIM keys.", no_args_is_help=True)
@@ -30,7 +30,7 @@ def web(
 
     st = state(ctx)
     check_secret_key(st.settings)  # before the database is touched
-    _setup_logging(st)
+    setup_logging(st)
     application = make_app(st.settings, st.engine, st.clock)
     where = f"http://{host or st.settings.web.host}:{port or st.settings.web.port}"
     err.print(f"web app on {where} (public URL {st.settings.base_url}); Ctrl-C to stop")
@@ -64,7 +64,7 @@ def inbound(
     if mbox is not None and maildir is not None:
         raise InputError("--mbox/--maildir", "give one of them, not both")
     st = state(ctx)
-    _setup_logging(st)
+    setup_logging(st)
     if mbox is None and maildir is None:
         data = sys.stdin.buffer.read()
         if not data.strip():

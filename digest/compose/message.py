@@ -20,8 +20,9 @@ from datetime import datetime
 from email.header import Header
 from email.utils import format_datetime, formataddr, parseaddr
 
-from digest.compose.render import PERSONAL_FIELDS, Rendered, one_line
+from digest.compose.render import PERSONAL_FIELDS, Rendered
 from digest.core.errors import ConfigError
+from digest.core.text import one_line
 
 CRLF = b"\r\n"
 

@@ -23,6 +23,7 @@ from typing import Any
 import jinja2
 
 from digest.core.errors import TemplateError
+from digest.core.text import one_line
 from digest.edition.select import DigestView
 
 PERSONAL_FIELDS = ("greeting", "name", "email", "unsubscribe_url", "preferences_url")
@@ -123,12 +124,6 @@ def render_subject(env: jinja2.Environment, source: str, context: dict[str, Any]
     except jinja2.TemplateError as exc:
         raise TemplateError("subject", getattr(exc, "lineno", None), str(exc)) from None
     return one_line(raw)
-
-
-def one_line(value: str) -> str:
-    """Strip control characters (CR/LF included) and collapse whitespace."""
-    cleaned = "".join(ch if ch.isprintable() else " " for ch in value)
-    return " ".join(cleaned.split())
 
 
 def build_context(

@@ -31,7 +31,7 @@ from digest.core.settings import ServiceSettings
 from digest.ingest.feed import read_feed
 from digest.ingest.fetch import FetchError, FetchLimits, TooLarge, http_get
 from digest.ingest.records import check_http_url
-from digest.store.articles import upsert_articles
+from digest.ingest.save import upsert_articles
 from digest.store.db import session_scope
 from digest.store.models import Feed, FeedStatus
 

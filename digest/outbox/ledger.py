@@ -38,11 +38,16 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import and_, bindparam, func, or_, select, update
+from sqlalchemy import and_, bindparam, func, insert, literal, or_, select, update
+from sqlalchemy import select as sa_select
+from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Engine
+from sqlalchemy.sql.elements import ColumnElement
+from sqlmodel import Session, col
 
 from digest.core.errors import JournalError
 from digest.core.settings import Settings
+from digest.store.db import session_scope
 from digest.store.models import Delivery, DeliveryStatus, Edition, EditionStatus, Subscriber, SubscriberStatus
 
 log = logging.getLogger(__name__)
@@ -211,6 +216,17 @@ def release(engine: Engine, ids: Iterable[int]) -> None:
             .values(status=DeliveryStatus.QUEUED, claimed_by=None, lease_until=None),
             rows,
         )
+
+
+def release_worker(engine: Engine, worker: str) -> int:
+    """Put every delivery ``worker`` holds back in the queue (attempts unchanged); return how many."""
+    with engine.begin() as conn:
+        result = conn.execute(
+            update(D)
+            .where(D.c.status == DeliveryStatus.CLAIMED, D.c.claimed_by == worker)
+            .values(status=DeliveryStatus.QUEUED, claimed_by=None, lease_until=None)
+        )
+    return max(result.rowcount or 0, 0)
 
 
 def record(
@@ -466,15 +482,10 @@ def recover_journals(engine: Engine, journal_dir: str | Path, now: datetime) -> 
         ]
     for holder in holders:
         if holder and is_dead_here(holder):
-            with engine.begin() as conn:
-                result = conn.execute(
-                    update(D)
-                    .where(D.c.status == DeliveryStatus.CLAIMED, D.c.claimed_by == holder)
-                    .values(status=DeliveryStatus.QUEUED, claimed_by=None, lease_until=None)
-                )
-            found.released += max(result.rowcount or 0, 0)
+            released = release_worker(engine, holder)
+            found.released += released
             found.workers += 1
-            log.warning("released %s deliveries claimed by %s, which is no longer running", result.rowcount, holder)
+            log.warning("released %s deliveries claimed by %s, which is no longer running", released, holder)
     if found.journalled:
         log.warning("recorded %d accepted deliveries from journals of batches left unrecorded", found.journalled)
     return found
@@ -553,3 +564,62 @@ def requeue_failed(engine: Engine, edition_id: int) -> int:
                 .values(status=EditionStatus.SENDING, sent_at=None)
             )
     return n
+
+
+def queue_deliveries(
+    session: Session, edition_id: int, now: datetime, *, only: ColumnElement[bool] | None = None
+) -> int:
+    """Create a queued Delivery for every active subscriber, in one statement.
+
+    Existing deliveries are left alone (ON CONFLICT DO NOTHING on the unique
+    (edition, subscriber) pair), so this is safe to run again and concurrently.
+    ``only`` restricts the subscribers further (a condition on Subscriber rows), e.g.
+    to those whose local send time the edition is for.
+    """
+    dialect = session.get_bind().dialect.name
+    ins = postgresql.insert if dialect == "postgresql" else sqlite.insert if dialect == "sqlite" else insert
+    source = sa_select(
+        literal(edition_id),
+        col(Subscriber.id),
+        literal(DeliveryStatus.QUEUED),
+        literal(0),
+        literal(now, type_=Delivery.__table__.c.created_at.type),  # type: ignore[attr-defined]
+    ).where(col(Subscriber.status) == SubscriberStatus.ACTIVE)
+    if only is not None:
+        source = source.where(only)
+    stmt = ins(Delivery.__table__).from_select(  # type: ignore[attr-defined]
+        ["edition_id", "subscriber_id", "status", "attempts", "created_at"], source
+    )
+    if hasattr(stmt, "on_conflict_do_nothing"):
+        stmt = stmt.on_conflict_do_nothing(index_elements=["edition_id", "subscriber_id"])
+    # psycopg reports no rowcount (-1) for a compiled INSERT ... SELECT, so the number
+    # created is measured; under concurrent queueing it includes the others' rows.
+    before = _count_deliveries(session, edition_id)
+    session.execute(stmt)
+    return _count_deliveries(session, edition_id) - before
+
+
+def _count_deliveries(session: Session, edition_id: int) -> int:
+    return int(session.execute(select(func.count()).select_from(D).where(D.c.edition_id == edition_id)).scalar_one())
+
+
+def delivery_counts(session: Session, edition_id: int) -> dict[str, int]:
+    """How many deliveries of the edition are in each status."""
+    rows = session.execute(select(D.c.status, func.count()).where(D.c.edition_id == edition_id).group_by(D.c.status))
+    return {status: int(n) for status, n in rows}
+
+
+def finish_edition(engine: Engine, edition_id: int, now: datetime) -> str:
+    """Mark the edition sent once nothing is left to send; return its status."""
+    with session_scope(engine) as session:
+        edition = session.get(Edition, edition_id)
+        if edition is None:
+            return ""
+        counts = delivery_counts(session, edition_id)
+        pending = sum(counts.get(s, 0) for s in DeliveryStatus.PENDING)
+        if edition.status in (EditionStatus.READY, EditionStatus.SENDING):
+            edition.status = EditionStatus.SENDING if pending else EditionStatus.SENT
+            if not pending:
+                edition.sent_at = now
+            session.add(edition)
+        return edition.status

@@ -27,6 +27,7 @@ from typing import Any
 from sqlalchemy.engine import Engine
 
 from digest.compose.message import PreparedMessage, Recipient
+from digest.compose.recipients import recipient_values
 from digest.core.clock import Clock
 from digest.core.errors import DigestError, JournalError
 from digest.core.settings import Settings
@@ -42,6 +43,8 @@ from digest.outbox.ledger import (
     release,
     worker_id,
 )
+from digest.outbox.loader import edition_variants
+from digest.outbox.retry import backoff
 from digest.store.models import DeliveryStatus, SubscriberStatus
 from digest.transport.pool import Dispatcher, Job, Server, Signer, TransportFactory, configured_servers, smtp_transport
 from digest.transport.smtp import SMTPTransport, Transport
@@ -246,8 +249,6 @@ class Sender:
         return batch
 
     def _job(self, batch: _Batch, row: Claimed, result: dict[str, object], prepared: PreparedMessage) -> Job:
-        from digest.app.send import recipient_values
-
         recipient: Recipient = recipient_values(self.settings, row.subscriber_id, row.email, row.email_key, row.name)
         msgid = prepared.message_id(recipient)
         clock, signer, journal = self.clock, self.signer, batch.journal
@@ -281,8 +282,6 @@ class Sender:
                 self.journal_error = JournalError(self.journal.directory, problem)
 
     def _outcome(self, batch: _Batch, row: Claimed, result: dict[str, object], msgid: str, job: Job) -> None:
-        from digest.app.send import backoff
-
         now = self.clock.now()
         attempts = row.attempts + 1
         with self.lock:
@@ -351,28 +350,12 @@ def make_lanes(
         server = Server(transport_name(transport), None, 1, d.rate_per_second, d.rate_per_hour, d.max_per_connection)
         return [(server, transport)]
     factory = transport_factory or smtp_transport
-    lanes: list[tuple[Server, Transport]] = []
-    for server in configured_servers(settings):
-        assert server.config is not None
-        lanes += [(server, _build(factory, server)) for _ in range(server.connections)]
-    return lanes
-
-
-def _build(factory: Callable[..., Transport], server: Server) -> Transport:
-    """``factory(config, max_per_connection)``; a factory taking fewer arguments gets fewer."""
-    import inspect
-
-    try:
-        params = [
-            p
-            for p in inspect.signature(factory).parameters.values()
-            if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD, p.VAR_POSITIONAL)
-        ]
-    except (TypeError, ValueError):
-        params = []
-    if any(p.kind == p.VAR_POSITIONAL for p in params) or len(params) >= 2:
-        return factory(server.config, server.max_per_connection)
-    return factory(server.config) if params else factory()
+    return [
+        (server, factory(server.config, server.max_per_connection))
+        for server in configured_servers(settings)
+        if server.config is not None  # always, for configured servers
+        for _ in range(server.connections)
+    ]
 
 
 def process_count(settings: Settings, processes: int | None) -> int:
@@ -495,7 +478,6 @@ def _add(counter: Any, n: int) -> None:
 
 def _child_main(spec: dict[str, Any], stop: Any, results: Any, counter: Any) -> None:
     """A worker process: its own engine, variants and connections; the parent's limits split."""
-    from digest.app.send import edition_variants
     from digest.core.logs import event
     from digest.store.db import make_engine
 

@@ -35,87 +35,36 @@ import socket
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from types import FrameType
-from typing import Any
+from typing import Any, Protocol
 
 from apscheduler.executors.pool import ThreadPoolExecutor
 from apscheduler.jobstores.memory import MemoryJobStore
 from apscheduler.schedulers.background import BackgroundScheduler
-from apscheduler.triggers.base import BaseTrigger
-from apscheduler.triggers.interval import IntervalTrigger
-from sqlalchemy import delete, update
+from sqlalchemy import delete
 from sqlalchemy.engine import Engine
 from sqlmodel import col
 
-from digest.app.planner import run_due, send_pending
-from digest.app.send import worker_id
+from digest.app.jobs import JobSpec, job_specs
+from digest.app.planner import run_due
 from digest.compose.dkim import Signer, signer_from_settings
 from digest.core.clock import Clock, SystemClock
 from digest.core.errors import JournalError
 from digest.core.logs import event
 from digest.core.settings import Settings
-from digest.edition.schedule import cron_trigger
 from digest.ingest.feeds import poll_due
+from digest.outbox.drain import drain_outbox
+from digest.outbox.ledger import release_worker, worker_id
 from digest.service.leader import Leadership, make_leader
 from digest.store.db import session_scope
-from digest.store.models import Delivery, DeliveryStatus, ServiceNode
-from digest.transport.smtp import SMTPTransport, Transport, parse_smtp_url
+from digest.store.models import ServiceNode
+from digest.transport.pool import TransportFactory
 
 log = logging.getLogger(__name__)
 
 # A process not seen for this long is forgotten by ``digest status``.
 STALE_NODE = timedelta(hours=1)
-
-
-@dataclass(frozen=True)
-class JobSpec:
-    """One job of the service, as derived from the settings."""
-
-    id: str
-    trigger: BaseTrigger
-    leader_only: bool
-    description: str
-
-
-def job_specs(settings: Settings) -> list[JobSpec]:
-    """The service's jobs, with fixed ids; every trigger carries an explicit timezone."""
-    svc = settings.service
-    specs = [
-        JobSpec(
-            "leader",
-            IntervalTrigger(seconds=svc.leader_interval.total_seconds(), timezone=UTC),
-            False,
-            f"take or keep the scheduler role, every {svc.leader_interval.total_seconds():g}s",
-        )
-    ]
-    for name, cfg in settings.digests.items():
-        specs.append(
-            JobSpec(
-                f"digest:{name}",
-                cron_trigger(cfg.schedule, cfg.timezone, f"digests.{name}.schedule"),
-                True,
-                f"edition of {name} at {cfg.schedule!r} {cfg.timezone}",
-            )
-        )
-    tick = svc.tick.total_seconds()
-    specs += [
-        JobSpec(
-            "slots",
-            IntervalTrigger(seconds=tick, timezone=UTC),
-            True,
-            f"local-time slots and catch-up, every {tick:g}s",
-        ),
-        JobSpec("feeds", IntervalTrigger(seconds=tick, timezone=UTC), True, f"poll due feeds, every {tick:g}s"),
-        JobSpec(
-            "outbox",
-            IntervalTrigger(seconds=svc.outbox_interval.total_seconds(), timezone=UTC),
-            False,
-            f"send queued deliveries, every {svc.outbox_interval.total_seconds():g}s",
-        ),
-    ]
-    return specs
 
 
 def sd_notify(state: str) -> None:
@@ -142,7 +91,7 @@ class Service:
         engine: Engine,
         *,
         clock: Clock | None = None,
-        transport: Callable[[], Transport] | None = None,
+        transport_factory: TransportFactory | None = None,
         leader: Leadership | None = None,
         signer: Signer | None = None,
     ) -> None:
@@ -151,7 +100,7 @@ class Service:
         self.signer = signer if signer is not None else signer_from_settings(settings, clock)
         self.engine = engine
         self.clock = clock or SystemClock()
-        self.transport = transport or self._smtp
+        self.transport_factory = transport_factory
         self.leader = leader or make_leader(engine, settings.service.leader_lock_id)
         self.worker = worker_id()
         self.stopping = threading.Event()
@@ -168,9 +117,6 @@ class Service:
             job_defaults={"coalesce": True, "max_instances": 1, "misfire_grace_time": 30},
             timezone=UTC,
         )
-
-    def _smtp(self) -> Transport:
-        return SMTPTransport(parse_smtp_url(self.settings.smtp_url.get_secret_value(), self.settings.smtp_timeout))
 
     # ------------------------------------------------------------ jobs
 
@@ -245,14 +191,15 @@ class Service:
         poll_due(self.engine, self.settings.service, self.clock, should_stop=self.stopping.is_set)
 
     def send(self) -> None:
+        """Drain the outbox through the configured pool, exactly as ``digest send`` does."""
         try:
-            send_pending(
+            report = drain_outbox(
                 self.engine,
                 self.settings,
-                self.transport,
                 self.clock,
-                should_stop=self.stopping.is_set,
+                transport_factory=self.transport_factory,
                 worker=self.worker,
+                should_stop=self.stopping.is_set,
                 signer=self.signer,
             )
         except JournalError as exc:
@@ -265,6 +212,17 @@ class Service:
         if self._journal_problem:
             event(log, "outbox.journal_writable", directory=self.settings.delivery.journal_dir)
             self._journal_problem = ""
+        if report.paused and not self.stopping.is_set():
+            event(log, "outbox.smtp_down", logging.ERROR, error=report.paused, sent=report.sent)
+        elif report.sent or report.failed or report.skipped:
+            event(
+                log,
+                "outbox.drained",
+                sent=report.sent,
+                failed=report.failed,
+                skipped=report.skipped,
+                workers=report.workers,
+            )
 
     def _job_function(self, spec: JobSpec) -> Callable[[], None]:
         if spec.id == "leader":
@@ -329,13 +287,7 @@ class Service:
 
     def release_claims(self) -> int:
         """Put this process's claimed deliveries back in the queue for anyone to send."""
-        with session_scope(self.engine) as session:
-            result = session.execute(
-                update(Delivery)
-                .where(col(Delivery.claimed_by) == self.worker, col(Delivery.status) == DeliveryStatus.CLAIMED)
-                .values(status=DeliveryStatus.QUEUED, claimed_by=None, lease_until=None)
-            )
-            return int(result.rowcount or 0)  # type: ignore[attr-defined]
+        return release_worker(self.engine, self.worker)
 
     def shutdown(self) -> bool:
         """Stop: no new jobs, in-flight work bounded by shutdown_timeout, claims released.
@@ -360,8 +312,26 @@ class Service:
         return finished
 
 
-def serve(service: Service, *, install_signals: bool = True) -> int:
-    """Run ``service`` until SIGTERM/SIGINT; return the exit code (0 after a clean stop)."""
+class Stoppable(Protocol):
+    """What runs beside the service (the web app): stopped after the scheduler."""
+
+    @property
+    def url(self) -> str: ...
+
+    def stop(self, timeout: float = ...) -> None: ...
+
+
+def serve(
+    service: Service,
+    *,
+    install_signals: bool = True,
+    start_web: Callable[[Service], Stoppable | None] | None = None,
+) -> int:
+    """Run ``service`` until SIGTERM/SIGINT; return the exit code (0 after a clean stop).
+
+    ``start_web`` starts the subscriber pages beside the service (the CLI passes it:
+    the service shell does not import the web shell).
+    """
 
     def on_signal(signum: int, _frame: FrameType | None) -> None:
         name = signal.Signals(signum).name
@@ -376,9 +346,7 @@ def serve(service: Service, *, install_signals: bool = True) -> int:
     if install_signals:
         signal.signal(signal.SIGTERM, on_signal)
         signal.signal(signal.SIGINT, on_signal)
-    from digest.web.app import start_in_thread
-
-    web = start_in_thread(service.settings, service.engine, service.clock, service.transport)
+    web = start_web(service) if start_web is not None else None
     if web is not None:
         event(log, "web.started", url=web.url)
     service.start()

@@ -12,9 +12,9 @@ from typing import Any
 from email_validator import EmailNotValidError, validate_email
 from sqlmodel import Session, col, func, select
 
-from digest.compose.render import one_line
 from digest.core.errors import InputError, NotFoundError
 from digest.core.settings import check_timezone
+from digest.core.text import one_line
 from digest.store.models import Subscriber, SubscriberStatus
 
 

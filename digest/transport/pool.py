@@ -37,9 +37,8 @@ class Signer(Protocol):
     def sign(self, message: bytes) -> bytes: ...
 
 
-TransportFactory = Callable[..., Transport]
-"""Builds one connection's transport: ``factory(config, max_per_connection)``, or
-``factory(config)``, or ``factory()`` (the engine passes as many as it takes)."""
+TransportFactory = Callable[[SMTPConfig, int], Transport]
+"""Builds one connection's transport: ``factory(config, max_per_connection)``."""
 
 
 def smtp_transport(config: SMTPConfig, max_per_connection: int = 0) -> Transport:
@@ -52,7 +51,7 @@ class Server:
     """One SMTP server with its limits. ``name`` is ``host:port`` (never the password)."""
 
     name: str
-    config: SMTPConfig | None
+    config: SMTPConfig | None  # None: a transport handed in ready-made (tests, ``--to``)
     connections: int
     rate_per_second: float = 0
     rate_per_hour: int = 0

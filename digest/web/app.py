@@ -63,12 +63,13 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from digest.app import subscriptions as lifecycle
 from digest.app.subscriptions import BackgroundMailer, Mailer, SubscribeForm
-from digest.compose.inline import inline_css
-from digest.compose.render import Markers, build_context, make_environment, render_template, render_variant
+from digest.compose.render import make_environment, render_template
+from digest.compose.variants import Variants
 from digest.core.clock import Clock, SystemClock
 from digest.core.errors import ConfigError, DeliveryError, DigestError, InputError, TemplateError
 from digest.core.settings import DEFAULT_SECRET_KEY, Settings
 from digest.core.tokens import TokenError, timed_serializer
+from digest.edition.build import edition_content
 from digest.store.db import session_scope
 from digest.store.models import Article, Edition, SubscriberStatus
 from digest.transport.smtp import SMTPTransport, Transport, parse_smtp_url
@@ -478,43 +479,19 @@ class WebApp:
     # -------------------------------------------------------------- archive and articles
 
     def _archive_html(self, edition: Edition) -> str | None:
-        from digest.app.send import load_content
-        from digest.edition.select import edition_date
-
-        cfg = self.settings.digests.get(edition.digest)
-        if cfg is None or edition.id is None:
+        if edition.id is None:
             return None
         key = (edition.id, edition.built_at)
         with self._archive_lock:
             if key in self._archive:
                 self._archive.move_to_end(key)
                 return self._archive[key]
-        with session_scope(self.engine) as session:
-            content = load_content(session, self.settings, cfg, edition)
-        markers = Markers.new()
-        context = build_context(
-            digest_name=edition.digest,
-            digest_title=cfg.title,
-            edition_date=edition_date(cfg, edition.built_at),
-            slot=edition.slot,
-            view=content.view(()),
-            base_url=self.settings.base_url,
-            postal_address=self.settings.postal_address,
-            markers=markers,
-        )
-        context["web_copy"] = True  # templates hide the personal footer and "View in browser"
-        rendered = render_variant(self.env, cfg.template, cfg.subject, context, markers)
-        html = inline_css(rendered.html)
-        # No personal data in the public copy: templates that ignore web_copy still get neutral values.
-        neutral = {
-            "greeting": "Hello,",
-            "name": "",
-            "email": "you",
-            "unsubscribe_url": f"{self.settings.base_url}/",
-            "preferences_url": f"{self.settings.base_url}/",
-        }
-        for name, value in neutral.items():
-            html = html.replace(markers.marker(name), value)
+        found = edition_content(self.engine, self.settings, edition.id)
+        if found is None:
+            return None
+        stored, cfg, content = found
+        variants = Variants(self.settings, stored.digest, cfg, stored.slot, stored.built_at, content, self.env)
+        html = variants.web_copy()
         with self._archive_lock:
             self._archive[key] = html
             while len(self._archive) > 32:

@@ -14,9 +14,9 @@ from pathlib import Path
 import pytest
 from sqlalchemy.engine import Engine
 
-from digest.app.send import get_or_build_edition
 from digest.core.settings import Settings
-from digest.store.articles import upsert_articles
+from digest.edition.build import get_or_build_edition
+from digest.ingest.save import upsert_articles
 from digest.store.db import session_scope
 from digest.store.models import SubscriberStatus
 from digest.store.subscribers import find_subscriber

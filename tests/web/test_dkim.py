@@ -22,7 +22,7 @@ from digest.compose.render import Markers, Rendered
 from digest.core.clock import FixedClock
 from digest.core.errors import ConfigError
 from digest.core.settings import DkimSettings, Settings
-from digest.store.articles import upsert_articles
+from digest.ingest.save import upsert_articles
 from digest.store.db import session_scope
 from digest.store.subscribers import add_subscriber
 from digest.transport.sink import SmtpSink
@@ -247,8 +247,9 @@ def test_keygen_writes_a_private_key_and_prints_the_record_that_verifies(tmp_pat
 def test_the_service_outbox_signs_what_it_sends(
     engine: Engine, web_settings: Settings, sink: SmtpSink, clock: FixedClock, signer: DkimSigner
 ) -> None:
-    from digest.app.planner import send_pending
-    from digest.app.send import get_or_build_edition, queue_deliveries
+    from digest.edition.build import get_or_build_edition
+    from digest.outbox.drain import drain_outbox
+    from digest.outbox.ledger import queue_deliveries
 
     with session_scope(engine) as s:
         upsert_articles(s, STANDARD_DRAFTS, NOW)
@@ -258,7 +259,7 @@ def test_the_service_outbox_signs_what_it_sends(
     with session_scope(engine) as s:
         queue_deliveries(s, edition.id, NOW)
 
-    send_pending(engine, web_settings, lambda: SMTPTransport(parse_smtp_url(sink.url)), clock, signer=signer)
+    drain_outbox(engine, web_settings, clock, transport=SMTPTransport(parse_smtp_url(sink.url)), signer=signer)
 
     assert len(sink.messages) == 1 and verify(sink.messages[0].data, DNS)
 

@@ -18,8 +18,8 @@ import pytest
 from sqlalchemy.engine import Engine
 
 from digest.app.inbound import InboundKind, process_message
-from digest.app.send import recipient_for
 from digest.app.subscriptions import BounceResult
+from digest.compose.recipients import recipient_for
 from digest.core.clock import FixedClock
 from digest.core.settings import Settings
 from digest.store.db import session_scope

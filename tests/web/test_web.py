@@ -18,11 +18,11 @@ from aiosmtpd.smtp import SMTP, Envelope
 from pydantic import SecretStr
 from sqlalchemy.engine import Engine
 
-from digest.app.send import get_or_build_edition
 from digest.core.clock import FixedClock
 from digest.core.settings import Settings
 from digest.core.tokens import make_token
-from digest.store.articles import upsert_articles
+from digest.edition.build import get_or_build_edition
+from digest.ingest.save import upsert_articles
 from digest.store.db import session_scope
 from digest.store.models import Subscriber, SubscriberStatus
 from digest.store.subscribers import add_subscriber, find_subscriber
