@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import re
 from datetime import UTC, datetime, timedelta
 from zoneinfo import ZoneInfo
 
@@ -276,3 +277,41 @@ def test_the_outbox_drain_delivers_the_queue_through_real_smtp(db_url: str, engi
         statuses = s.exec(select(Delivery.status)).all()
         sub = s.exec(select(Subscriber).where(Subscriber.email_key == "ana@example.org")).one()
     assert statuses == [DeliveryStatus.SENT] and sub.timezone == "Pacific/Kiritimati"
+
+
+def masthead_date(data: bytes) -> str:
+    import email
+    from email import policy
+
+    html = email.message_from_bytes(data, policy=policy.default).get_body(preferencelist=("html",))
+    assert html is not None
+    found = re.search(r'class="masthead-date"[^>]*>([^<]+)<', html.get_content())  # type: ignore[attr-defined]
+    assert found is not None
+    return found.group(1).strip()
+
+
+def test_a_resend_of_a_local_time_edition_carries_the_date_first_sent(db_url: str, engine: Engine) -> None:
+    from digest.app.send import resend_failed
+    from digest.transport.smtp import MemoryTransport
+
+    settings = make_settings(db_url)
+    subscribe(engine, "ana@example.org", utc(2026, 11, 24), tz="Asia/Tokyo", at="07:00")
+    publish(engine, "Story", utc(2026, 11, 24, 20))
+    clock = FixedClock(utc(2026, 11, 24, 22, 0, 5))  # 07:00 on the 25th in Tokyo, the 24th in UTC
+    run_due(engine, settings, "daily", clock)
+    first = MemoryTransport()
+    drain_outbox(engine, settings, clock, transport=first)
+    [(delivery, edition)] = deliveries_of(engine, "ana@example.org")
+    with session_scope(engine) as s:  # as if the server had answered 451 after all
+        row = s.get(Delivery, delivery.id)
+        assert row is not None
+        row.status = DeliveryStatus.FAILED_TEMPORARY
+        s.add(row)
+
+    again = MemoryTransport()
+    assert edition.id is not None
+    resend_failed(engine, settings, edition.id, clock, transport=again)
+
+    assert len(first.messages) == len(again.messages) == 1
+    assert masthead_date(again.messages[0][2]) == masthead_date(first.messages[0][2])
+    assert "25" in masthead_date(again.messages[0][2])
