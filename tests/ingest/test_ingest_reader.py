@@ -16,7 +16,7 @@ import pytest
 from digest.core.errors import InputError
 from digest.ingest.reader import read_capped, read_source, read_sources, sniff_kind
 
-FIXTURES = Path(__file__).parent / "fixtures" / "ingest"
+FIXTURES = Path(__file__).resolve().parents[1] / "fixtures" / "ingest"
 
 RSS = (FIXTURES / "rss20.xml").read_bytes()
 ATOM = (FIXTURES / "atom.xml").read_bytes()

@@ -16,10 +16,10 @@ from digest.compose.recipients import test_recipient as trial_recipient
 from digest.compose.variants import make_variants
 from digest.core.settings import DigestConfig, Settings
 from digest.edition.select import select_articles
-from tests.test_select import art
+from tests.edition.test_select import art
 
 NOW = datetime(2026, 11, 25, 6, 0, tzinfo=UTC)
-GOLDEN = Path(__file__).parent / "golden" / "daily.eml"
+GOLDEN = Path(__file__).resolve().parents[1] / "golden" / "daily.eml"
 
 
 def settings(**digest: object) -> Settings:

@@ -10,7 +10,7 @@ import pytest
 from digest.ingest import ArticleDraft, ReadResult
 from digest.ingest.feed import read_feed
 
-FIXTURES = Path(__file__).parent / "fixtures" / "ingest"
+FIXTURES = Path(__file__).resolve().parents[1] / "fixtures" / "ingest"
 
 
 def _read_fixture(name: str, **kwargs: str) -> ReadResult:

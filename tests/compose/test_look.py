@@ -26,7 +26,7 @@ from digest.edition.select import EditionContent, Story
 
 pytestmark = pytest.mark.browser
 
-ARTIFACTS = Path(__file__).resolve().parent.parent / "test-artifacts"
+ARTIFACTS = Path(__file__).resolve().parents[2] / "test-artifacts"
 
 
 def find_chromium() -> str | None:

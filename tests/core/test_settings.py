@@ -22,7 +22,7 @@ from digest.core.settings import (
     load_settings,
 )
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 SHIPPED_CONFIG = ROOT / "config" / "digest.toml"
 SECRET = "hunter2-Sup3rSecret"
 

@@ -11,7 +11,7 @@ import pytest
 from digest.ingest import ArticleDraft, ReadResult
 from digest.ingest.reader import read_source
 
-SAMPLES = Path(__file__).resolve().parents[2] / "shared" / "samples"
+SAMPLES = Path(__file__).resolve().parents[3] / "shared" / "samples"
 SAMPLE = SAMPLES / "askume-kursk-withdrawal.txt"
 SAMPLE_TITLE = "Russia Withdraws North Korean Troops After Heavy Losses in Kursk, Says South Korea"
 
