@@ -6,10 +6,11 @@ every case; one given transport replaces it (tests, ``--to``).
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 
 from sqlalchemy.engine import Engine
 
+from digest.compose.inline import inline_css
 from digest.compose.variants import Variants
 from digest.core.clock import Clock
 from digest.core.errors import DeliveryError
@@ -36,31 +37,17 @@ def send_edition(
     transport_factory: TransportFactory | None = None,
     processes: int | None = None,
 ) -> SendReport:
-    """Send every due delivery of the edition, recording each result.
+    """Send every due delivery of one edition (its ``variants`` already prepared), recording each result.
 
-    With ``transport`` everything goes over that one connection in this process;
-    with None, over the configured pool (``[delivery]``: servers, connections,
-    processes), each connection made by ``transport_factory``. ``signer`` (DKIM) signs
-    every filled message before it is handed over.
-
-    Raises DeliveryError when every SMTP server is paused by its circuit breaker
-    (after recording and releasing, so nothing is lost); per-recipient failures are
-    recorded, not raised.
+    :func:`drain_outbox` limited to the edition. Raises DeliveryError when every
+    SMTP server is paused by its circuit breaker (after recording and releasing, so
+    nothing is lost); per-recipient failures are recorded, not raised.
     """
-    report = run_send(
-        engine,
-        settings,
-        clock,
-        [edition_id],
-        edition_variants(engine, settings, variants.inline, {edition_id: variants}),
-        transport=transport,
-        transport_factory=transport_factory,
-        processes=processes,
-        signer=signer,
-        should_stop=should_stop,
-        progress=progress,
-        worker=worker,
-    )
+    report = drain_outbox(
+        engine, settings, clock, editions=[edition_id], known={edition_id: variants},
+        transport=transport, transport_factory=transport_factory, worker=worker, should_stop=should_stop,
+        signer=signer, processes=processes, progress=progress,
+    )  # fmt: skip
     report.edition_id, report.slot = edition_id, variants.slot
     if report.paused and not should_stop():
         raise DeliveryError(f"SMTP server unavailable, stopping this run: {report.paused}")
@@ -72,6 +59,8 @@ def drain_outbox(
     settings: Settings,
     clock: Clock,
     *,
+    editions: Sequence[int] | None = None,
+    known: dict[int, Variants] | None = None,
     transport: Transport | None = None,
     transport_factory: TransportFactory | None = None,
     worker: str | None = None,
@@ -80,31 +69,29 @@ def drain_outbox(
     processes: int | None = None,
     progress: Callable[[int], None] | None = None,
 ) -> SendReport:
-    """Send whatever is due across all editions (new deliveries, retries, expired leases).
+    """Send whatever is due (new deliveries, retries, expired leases) of ``editions`` (default: all).
+
+    With ``transport`` everything goes over that one connection in this process;
+    otherwise over the configured pool (``[delivery]``: servers, connections,
+    processes), each connection made by ``transport_factory(config,
+    max_per_connection)``. ``signer`` (DKIM) signs every filled message. ``known``
+    holds variants already prepared (their edition is not rendered again).
 
     The service calls it from a scheduler job as often as it likes, from as many
-    processes and hosts as share the database, with the same pool as ``digest send``. It returns when nothing is due,
-    when ``should_stop()`` turns true (the messages in flight are finished, the rest
+    processes and hosts as share the database. It returns when nothing is due, when
+    ``should_stop()`` turns true (the messages in flight are finished, the rest
     released), or when every server is paused (``report.paused`` says why; nothing
     is raised). Editions with nothing left pending are marked sent.
     """
-    editions = editions_with_work(engine)
+    editions = list(editions) if editions is not None else editions_with_work(engine)
     if not editions:
         return SendReport()
+    inline = next(iter(known.values())).inline if known else inline_css
     report = run_send(
-        engine,
-        settings,
-        clock,
-        editions,
-        edition_variants(engine, settings),
-        transport=transport,
-        transport_factory=transport_factory,
-        processes=processes,
-        signer=signer,
-        should_stop=should_stop,
-        progress=progress,
-        worker=worker,
-    )
+        engine, settings, clock, editions, edition_variants(engine, settings, inline, known),
+        transport=transport, transport_factory=transport_factory, processes=processes, signer=signer,
+        should_stop=should_stop, progress=progress, worker=worker,
+    )  # fmt: skip
     for edition_id in editions:
         finish_edition(engine, edition_id, clock.now())
     return report
