@@ -2,8 +2,21 @@
 
 from __future__ import annotations
 
+import re
+from datetime import time
+
+_HHMM = re.compile(r"^\s*(\d{1,2}):(\d{2})\s*$")
+
 
 def one_line(value: str) -> str:
     """Strip control characters (CR/LF included) and collapse whitespace."""
     cleaned = "".join(ch if ch.isprintable() else " " for ch in value)
     return " ".join(cleaned.split())
+
+
+def parse_hhmm(value: str) -> time:
+    """A local time of day written ``HH:MM`` (``7:05`` too); ValueError names the rule otherwise."""
+    m = _HHMM.match(value)
+    if not m or int(m.group(1)) > 23 or int(m.group(2)) > 59:
+        raise ValueError(f"send time must be HH:MM, got {value!r}")
+    return time(int(m.group(1)), int(m.group(2)))

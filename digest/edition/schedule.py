@@ -24,7 +24,6 @@ one slot per local date.
 
 from __future__ import annotations
 
-import re
 from collections.abc import Container
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, time, timedelta
@@ -34,13 +33,13 @@ from apscheduler.triggers.cron import CronTrigger
 
 from digest.core.errors import ConfigError
 from digest.core.settings import DigestConfig
+from digest.core.text import parse_hhmm
 
 DAY_NAMES = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")  # index = date.weekday()
 # crontab numbers weekdays from Sunday (0 and 7); APScheduler 3 from Monday (its
 # issue 286), so numbers are translated to names, which both read the same way.
 _CRON_DAY_NAMES = ("sun", "mon", "tue", "wed", "thu", "fri", "sat", "sun")
 _HORIZON = timedelta(days=400)
-_SEND_TIME = re.compile(r"^([01]\d|2[0-3]):([0-5]\d)$")
 
 
 # ---------------------------------------------------------------- cron
@@ -156,10 +155,8 @@ def next_fire(trigger: CronTrigger, now: datetime) -> datetime | None:
 
 
 def check_send_time(value: str) -> time:
-    m = _SEND_TIME.match(value)
-    if not m:
-        raise ValueError(f"send time must be HH:MM, got {value!r}")
-    return time(int(m.group(1)), int(m.group(2)))
+    """The local time of a series' send time (the one HH:MM rule, :func:`digest.core.text.parse_hhmm`)."""
+    return parse_hhmm(value)
 
 
 @dataclass(frozen=True, order=True)

@@ -14,7 +14,7 @@ from sqlmodel import Session, col, func, select
 
 from digest.core.errors import InputError, NotFoundError
 from digest.core.settings import check_timezone
-from digest.core.text import one_line
+from digest.core.text import one_line, parse_hhmm
 from digest.store.models import Subscriber, SubscriberStatus
 
 
@@ -52,13 +52,10 @@ def validate_send_time(value: str | None, where: str) -> str | None:
     if not value:
         return None
     try:
-        hh, mm = value.strip().split(":")
-        h, m = int(hh), int(mm)
-        if not (0 <= h < 24 and 0 <= m < 60):
-            raise ValueError
-    except ValueError:
-        raise InputError(where, f"send time must be HH:MM, got {value!r}") from None
-    return f"{h:02d}:{m:02d}"
+        at = parse_hhmm(value)
+    except ValueError as exc:
+        raise InputError(where, str(exc)) from None
+    return f"{at.hour:02d}:{at.minute:02d}"
 
 
 def find_subscriber(session: Session, email: str) -> Subscriber | None:
