@@ -12,7 +12,9 @@ from digest.edition.schedule import check_send_time
 from digest.store.subscribers import validate_send_time
 
 
-@pytest.mark.parametrize(("value", "expected"), [("07:05", time(7, 5)), ("7:05", time(7, 5)), (" 23:59 ", time(23, 59))])
+@pytest.mark.parametrize(
+    ("value", "expected"), [("07:05", time(7, 5)), ("7:05", time(7, 5)), (" 23:59 ", time(23, 59))]
+)
 def test_hhmm_accepts_times_of_day(value: str, expected: time) -> None:
     assert parse_hhmm(value) == expected
 
