@@ -166,7 +166,7 @@ class TokenMaker:
     (the zlib set-up alone is ~90 us); a million subscribers need two tokens each.
     Here the keys are derived once, and zlib runs only when the payload repeats a
     3-byte sequence: without one, deflate cannot make it shorter, so itsdangerous
-    would not have used the compressed form either. ``tests/core/test_tokens.py``
+    would not have used the compressed form either. ``tests/core/test_token_maker.py``
     checks the tokens against itsdangerous's own and ``read_token``.
     """
 

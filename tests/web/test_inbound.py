@@ -313,7 +313,7 @@ def test_return_path_decides_whose_bounce_it_is(
 def send_real_digest(engine: Engine, settings: Settings, clock: FixedClock, sink: SmtpSink) -> dict[str, Received]:
     """Send today's digest through the real SMTP sink; what each address received."""
     from digest.app.send import send_digest
-    from digest.store.articles import upsert_articles
+    from digest.ingest.save import upsert_articles
     from digest.transport.smtp import SMTPTransport, parse_smtp_url
     from tests.conftest import STANDARD_DRAFTS
 

@@ -9,8 +9,8 @@ import pytest
 from sqlalchemy.engine import Engine
 
 from digest.transport.sink import SmtpSink
+from tests.cli.test_delivery_cli import AT, digest, write_config
 from tests.conftest import STANDARD_DRAFTS, seed
-from tests.test_delivery_cli import AT, digest, write_config
 
 pytestmark = pytest.mark.slow
 

@@ -21,7 +21,7 @@ from sqlmodel import func, select
 
 from digest.store.db import make_engine, session_scope, upgrade
 from digest.store.models import Article, Subscriber
-from tests.test_delivery_cli import DIGEST, write_config
+from tests.cli.test_delivery_cli import DIGEST, write_config
 
 pytestmark = pytest.mark.slow
 

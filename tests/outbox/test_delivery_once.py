@@ -29,21 +29,20 @@ from sqlalchemy.engine import Engine, make_url
 from sqlalchemy.exc import OperationalError
 
 import digest.outbox.sender as sender_module
-from digest.edition.build import get_or_build_edition
-from digest.outbox.ledger import queue_deliveries
 from digest.app.send import send_digest
 from digest.core.clock import FixedClock
 from digest.core.errors import JournalError
 from digest.core.settings import DeliverySettings, DigestConfig, Settings
-from digest.outbox.ledger import BatchJournal, Journal, claim_batch, recover_journals, worker_id
+from digest.edition.build import get_or_build_edition
+from digest.outbox.ledger import BatchJournal, Journal, claim_batch, queue_deliveries, recover_journals, worker_id
 from digest.service.runner import Service
 from digest.store.db import make_engine, session_scope, upgrade
 from digest.store.models import Delivery, DeliveryStatus
 from digest.transport.sink import SmtpSink
 from digest.transport.smtp import SMTPTransport, parse_smtp_url
+from tests.cli.test_delivery_cli import digest
 from tests.conftest import NOW, ROOT, STANDARD_DRAFTS, empty_database, seed
-from tests.test_delivery_cli import digest
-from tests.test_serve import SlowHandler
+from tests.service.test_serve import SlowHandler
 
 SUBSCRIBERS = 20
 
