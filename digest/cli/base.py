@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from functools import cached_property
@@ -11,6 +12,7 @@ from zoneinfo import ZoneInfo
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 from sqlalchemy.engine import Engine
 
@@ -103,3 +105,16 @@ def progress_bar() -> Progress:
         console=err,
         transient=False,
     )
+
+
+def finish_import(problems: Sequence[object], summary: str, code: int = InputError.exit_code, unread: int = 0) -> None:
+    """Report each rejected record on stderr, the summary on stdout; exit ``code`` if any was rejected.
+
+    ``unread``: how many of the problems are whole sources that could not be read.
+    """
+    for problem in problems:
+        err.print(f"[red]error[/red]: {escape(str(problem))}", highlight=False, soft_wrap=True)
+    note = f" ({unread} of them whole source(s) not read)" if unread else ""
+    out.print(f"{summary}, rejected {len(problems)}{note}")
+    if problems:
+        raise typer.Exit(code)
