@@ -62,7 +62,8 @@ from starlette.routing import Route
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from digest.app import subscriptions as lifecycle
-from digest.app.subscriptions import BackgroundMailer, Mailer, SubscribeForm
+from digest.app.notices import BackgroundMailer, Mailer
+from digest.app.subscriptions import SubscribeForm
 from digest.compose.render import make_environment, render_template
 from digest.compose.variants import Variants
 from digest.core.clock import Clock, SystemClock

@@ -210,9 +210,10 @@ def test_confirmation_email_is_signed_when_dkim_is_configured(
     engine: Engine, web_settings: Settings, sink: SmtpSink, clock: FixedClock, signer: DkimSigner
 ) -> None:
     from digest.app import subscriptions as lifecycle
+    from digest.app.notices import Mailer
     from digest.web.app import smtp_transport_factory
 
-    mailer = lifecycle.Mailer(web_settings, smtp_transport_factory(web_settings), signer=signer)
+    mailer = Mailer(web_settings, smtp_transport_factory(web_settings), signer=signer)
     lifecycle.request_subscription(
         engine, web_settings, clock, lifecycle.SubscribeForm(email="ana@example.org"), mailer
     )

@@ -9,7 +9,8 @@ from sqlalchemy.engine import Engine
 from sqlmodel import select
 
 from digest.app import subscriptions as lifecycle
-from digest.app.subscriptions import BounceResult, Mailer, Outcome, Preferences, SubscribeForm
+from digest.app.notices import Mailer
+from digest.app.subscriptions import BounceResult, Outcome, Preferences, SubscribeForm
 from digest.core.clock import FixedClock
 from digest.core.errors import InputError
 from digest.core.settings import Settings
