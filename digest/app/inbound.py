@@ -45,10 +45,11 @@ from sqlalchemy.engine import Engine
 from sqlalchemy.exc import InterfaceError, OperationalError
 from sqlmodel import col, select
 
-from digest.app.subscriptions import BounceResult, mask_email, record_bounce, subscriber_from_token, unsubscribe
+from digest.app.subscriptions import BounceResult, record_bounce, subscriber_from_token, unsubscribe
 from digest.core.clock import Clock
 from digest.core.errors import InputError
 from digest.core.settings import Settings
+from digest.core.text import mask_email
 from digest.core.tokens import TokenError, read_verp, verp_matches
 from digest.store.db import session_scope
 from digest.store.models import Delivery, Subscriber

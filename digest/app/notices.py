@@ -16,12 +16,13 @@ from typing import TYPE_CHECKING, Any
 
 import jinja2
 
-from digest.app.subscriptions import mask_email, site_title
+from digest.app.subscriptions import site_title
 from digest.compose.inline import inline_css
 from digest.compose.recipients import recipient_for
 from digest.compose.render import Markers, make_environment, render_variant
 from digest.compose.variants import prepared_message
 from digest.core.settings import Settings
+from digest.core.text import mask_email
 from digest.store.models import Subscriber
 from digest.transport.smtp import Transport
 

@@ -96,14 +96,6 @@ def clean_topics(settings: Settings, topics: Iterable[str]) -> tuple[str, ...]:
     return tuple(t for t in available_topics(settings) if t.casefold() in wanted)
 
 
-def mask_email(email: str) -> str:
-    """``ana.lima@example.org`` -> ``a•••a@example.org``: recognisable to its owner only."""
-    local, _, domain = email.rpartition("@")
-    if len(local) <= 2:
-        return f"{local[:1]}•••@{domain}"
-    return f"{local[0]}•••{local[-1]}@{domain}"
-
-
 def record_event(
     session: Session,
     sub: Subscriber,

@@ -45,7 +45,7 @@ def subscribers_import(ctx: typer.Context, path: Path) -> None:
     from sqlalchemy.exc import SQLAlchemyError
 
     from digest.core.errors import StoreError
-    from digest.core.logs import mask_email
+    from digest.core.logs import mask_emails
     from digest.ingest.reader import read_capped
     from digest.store.db import session_scope
     from digest.store.subscribers import import_csv
@@ -63,7 +63,7 @@ def subscribers_import(ctx: typer.Context, path: Path) -> None:
         # The driver's first line says why ("database or disk is full"); it may quote a
         # row's values, so addresses are masked.
         reason = str(getattr(exc, "orig", None) or exc).strip().splitlines()[0]
-        raise StoreError(f"{path}: nothing imported, no row of the file kept: {mask_email(reason)}") from None
+        raise StoreError(f"{path}: nothing imported, no row of the file kept: {mask_emails(reason)}") from None
     finish_import(report.problems, f"added {report.added}, updated {report.updated}")
 
 

@@ -19,15 +19,17 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, TextIO
 
+from digest.core.text import mask_email
+
 FORMATS = ("human", "json")
-_EMAIL = re.compile(r"([A-Za-z0-9._%+\-])[A-Za-z0-9._%+\-]*@([A-Za-z0-9\-]+(?:\.[A-Za-z0-9\-]+)+)")
+_EMAIL = re.compile(r"[A-Za-z0-9._%+\-]+@[A-Za-z0-9\-]+(?:\.[A-Za-z0-9\-]+)+")
 _URL_PASSWORD = re.compile(r"([a-zA-Z][a-zA-Z0-9+.\-]*://[^:/@\s]*:)[^@\s/]+@")
 _BARE = re.compile(r"^[\w.:/@+\-]+$")
 
 
-def mask_email(text: str) -> str:
-    """``ana.lima@example.org`` -> ``a***@example.org`` wherever an address appears."""
-    return _EMAIL.sub(lambda m: f"{m.group(1)}***@{m.group(2)}", text)
+def mask_emails(text: str) -> str:
+    """Every address in ``text`` masked by :func:`~digest.core.text.mask_email` (``a***@example.org``)."""
+    return _EMAIL.sub(lambda m: mask_email(m.group(0)), text)
 
 
 def mask_url(text: str) -> str:
@@ -47,7 +49,7 @@ class Redactor:
             text = text.replace(secret, "***")
         text = mask_url(text)
         if levelno >= logging.INFO:
-            text = mask_email(text)
+            text = mask_emails(text)
         return text
 
 

@@ -14,6 +14,17 @@ def one_line(value: str) -> str:
     return " ".join(cleaned.split())
 
 
+def mask_email(email: str) -> str:
+    """``ana.lima@example.org`` -> ``a***@example.org``: the one masking rule for an address.
+
+    Used in log lines, error messages, command output and web pages alike. Only the
+    first character of the local part is kept, however long it is: enough for its
+    owner to recognise it, too little for anyone else to recover it.
+    """
+    local, _, domain = email.rpartition("@")
+    return f"{local[:1]}***@{domain}"
+
+
 def parse_hhmm(value: str) -> time:
     """A local time of day written ``HH:MM`` (``7:05`` too); ValueError names the rule otherwise."""
     m = _HHMM.match(value)

@@ -69,6 +69,7 @@ from digest.compose.variants import Variants
 from digest.core.clock import Clock, SystemClock
 from digest.core.errors import ConfigError, DeliveryError, DigestError, InputError, TemplateError
 from digest.core.settings import DEFAULT_SECRET_KEY, Settings
+from digest.core.text import mask_email
 from digest.core.tokens import TokenError, timed_serializer
 from digest.edition.build import edition_content
 from digest.store.db import session_scope
@@ -361,7 +362,7 @@ class WebApp:
         except TokenError:
             return self.bad_link()
         prefs = lifecycle.make_link(self.settings, "preferences", sub, self.clock.now())
-        return self.page("confirmed.html", preferences_url=prefs, email=lifecycle.mask_email(sub.email))
+        return self.page("confirmed.html", preferences_url=prefs, email=mask_email(sub.email))
 
     # -------------------------------------------------------------- unsubscribe
 
@@ -378,7 +379,7 @@ class WebApp:
             return self.bad_link()
         return self.page(
             "unsubscribe.html",
-            email=lifecycle.mask_email(sub.email),
+            email=mask_email(sub.email),
             already=sub.status == SubscriberStatus.UNSUBSCRIBED,
         )
 
@@ -395,7 +396,7 @@ class WebApp:
         except TokenError:
             return self.bad_link()
         prefs = lifecycle.make_link(self.settings, "preferences", sub, self.clock.now())
-        return self.page("unsubscribed.html", email=lifecycle.mask_email(sub.email), preferences_url=prefs)
+        return self.page("unsubscribed.html", email=mask_email(sub.email), preferences_url=prefs)
 
     # -------------------------------------------------------------- preferences
 
@@ -414,7 +415,7 @@ class WebApp:
             csrf_nonce=nonce,
             new_cookie=new,
             csrf=self.csrf.field(nonce, f"preferences:{sub.id}"),
-            email=lifecycle.mask_email(sub.email),
+            email=mask_email(sub.email),
             status_name=sub.status,
             prefs=prefs,
             topics=lifecycle.available_topics(self.settings),

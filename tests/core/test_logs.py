@@ -9,7 +9,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from digest.core.logs import event, mask_email, setup_logging
+from digest.core.logs import event, mask_emails, setup_logging
 
 
 @pytest.fixture
@@ -97,5 +97,5 @@ def test_secrets_and_url_passwords_never_appear(capture: io.StringIO) -> None:
     assert "smtp://mailer:***@smtp.example.com" in text and "postgresql+psycopg://app:***@db.internal" in text
 
 
-def test_mask_email() -> None:
-    assert mask_email("to a@b.co and Ben.O+x@mail.example.org") == "to a***@b.co and B***@mail.example.org"
+def test_every_address_in_a_text_is_masked() -> None:
+    assert mask_emails("to a@b.co and Ben.O+x@mail.example.org") == "to a***@b.co and B***@mail.example.org"

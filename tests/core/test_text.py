@@ -7,7 +7,7 @@ from datetime import time
 import pytest
 
 from digest.core.errors import InputError
-from digest.core.text import one_line, parse_hhmm
+from digest.core.text import mask_email, one_line, parse_hhmm
 from digest.edition.schedule import check_send_time
 from digest.store.subscribers import validate_send_time
 
@@ -38,3 +38,15 @@ def test_the_store_and_the_schedule_agree_on_send_times(value: str) -> None:
 
 def test_one_line_drops_control_characters_and_folds_space() -> None:
     assert one_line("Breaking:\r\nBcc: x@y.z\t now") == "Breaking: Bcc: x@y.z now"
+
+
+@pytest.mark.parametrize(
+    ("address", "masked"),
+    [
+        ("ana.lima@example.org", "a***@example.org"),
+        ("a@b.co", "a***@b.co"),
+        ("Ben.O+x@mail.example.org", "B***@mail.example.org"),
+    ],
+)
+def test_an_address_keeps_only_its_first_character_and_domain(address: str, masked: str) -> None:
+    assert mask_email(address) == masked

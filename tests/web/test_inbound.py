@@ -280,7 +280,7 @@ def test_forged_bounces_without_our_return_path_bounce_nobody(
     ]
 
     assert [r.kind for r in results] == [InboundKind.IGNORED] * web_settings.bounce_limit
-    assert "a•••a@example.org" in results[0].describe() and "ana@example.org" not in results[0].describe()
+    assert "a***@example.org" in results[0].describe() and "ana@example.org" not in results[0].describe()
     assert status(engine) == (SubscriberStatus.ACTIVE, 0)
 
 
