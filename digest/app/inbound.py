@@ -47,10 +47,10 @@ from sqlmodel import col, select
 
 from digest.app.subscriptions import BounceResult, record_bounce, subscriber_from_token, unsubscribe
 from digest.core.clock import Clock
-from digest.core.errors import InputError
+from digest.core.errors import InputError, StoreUnavailable, TokenError
 from digest.core.settings import Settings
 from digest.core.text import mask_email
-from digest.core.tokens import TokenError, read_verp, verp_matches
+from digest.core.tokens import read_verp, verp_matches
 from digest.store.db import session_scope
 from digest.store.models import Delivery, Subscriber
 from digest.store.subscribers import find_subscriber
@@ -91,10 +91,6 @@ class InboundResult:
 
     def describe(self) -> str:
         return "; ".join(self.lines) if self.lines else self.kind.value
-
-
-class StoreUnavailable(Exception):
-    """The database cannot be reached: the message must be kept and tried again."""
 
 
 def message_ref(msg: Message, data: bytes) -> str:

@@ -25,10 +25,10 @@ from sqlalchemy.exc import IntegrityError
 from sqlmodel import Session, col, select
 
 from digest.core.clock import Clock
-from digest.core.errors import InputError
+from digest.core.errors import InputError, TokenError
 from digest.core.settings import Settings
 from digest.core.text import one_line
-from digest.core.tokens import TokenError, address_hash, make_token, read_token_ref
+from digest.core.tokens import address_hash, make_token, read_token_ref
 from digest.store.db import session_scope
 from digest.store.models import Subscriber, SubscriberEvent, SubscriberEventKind, SubscriberStatus
 from digest.store.subscribers import find_subscriber, normalise_email, validate_send_time, validate_timezone

@@ -59,7 +59,8 @@ def inbound(
     """
     from sqlalchemy.exc import InterfaceError, OperationalError
 
-    from digest.app.inbound import InboundKind, StoreUnavailable, process_message, read_mailbox
+    from digest.app.inbound import InboundKind, process_message, read_mailbox
+    from digest.core.errors import StoreUnavailable
 
     if mbox is not None and maildir is not None:
         raise InputError("--mbox/--maildir", "give one of them, not both")

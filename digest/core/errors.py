@@ -20,6 +20,10 @@ class DigestError(Exception):
         return self.message
 
 
+class TokenError(DigestError):
+    """A token is malformed, forged, for another purpose, or expired."""
+
+
 class ConfigError(DigestError):
     """A setting is missing, malformed or inconsistent."""
 
@@ -121,3 +125,38 @@ class JournalError(DigestError):
         self.directory = str(directory)
         self.problem = problem
         super().__init__(f"journal error: cannot write to {self.directory}: {problem}; sending stopped")
+
+
+# ---------------------------------------------------------------- caught by their callers
+#
+# These never reach the user as such: a caller catches them and reports them its own
+# way (a rejected source, a feed marked in error, EX_TEMPFAIL), so they are not
+# DigestErrors and carry no exit code.
+
+
+class FetchError(Exception):
+    """A fetch failed; ``str()`` is one line for the user (no secrets)."""
+
+
+class BlockedAddress(FetchError):
+    """The host resolves to an address that is not public (and private ones are not allowed)."""
+
+
+class FetchTimeout(FetchError):
+    """The fetch did not finish within its overall deadline."""
+
+
+class TooManyRedirects(FetchError):
+    """More redirects than allowed."""
+
+
+class TooLarge(FetchError):
+    """The response body is larger than allowed."""
+
+
+class FeedFetchError(Exception):
+    """The feed could not be fetched (network, HTTP status, size, redirects)."""
+
+
+class StoreUnavailable(Exception):
+    """The database cannot be reached: an inbound message must be kept and tried again."""

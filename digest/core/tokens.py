@@ -18,17 +18,13 @@ from datetime import datetime
 
 from itsdangerous import BadSignature, SignatureExpired, TimestampSigner, URLSafeSerializer, URLSafeTimedSerializer
 
-from digest.core.errors import DigestError
+from digest.core.errors import TokenError
 
 PURPOSES = ("unsubscribe", "preferences", "confirm")
 # Only these carry a timestamp and can expire. Unsubscribe and preference links must
 # work for as long as the mail sits in an inbox, and without a timestamp they are
 # deterministic: a preview shows the very links the subscriber will get.
 TIMED = frozenset({"confirm"})
-
-
-class TokenError(DigestError):
-    """A token is malformed, forged, for another purpose, or expired."""
 
 
 class _ClockSigner(TimestampSigner):

@@ -25,11 +25,11 @@ from sqlalchemy.exc import IntegrityError
 from sqlmodel import Session, col, select
 
 from digest.core.clock import Clock
-from digest.core.errors import InputError, NotFoundError
+from digest.core.errors import FeedFetchError, FetchError, InputError, NotFoundError, TooLarge
 from digest.core.logs import event, mask_url
 from digest.core.settings import ServiceSettings
 from digest.ingest.feed import read_feed
-from digest.ingest.fetch import FetchError, FetchLimits, TooLarge, http_get
+from digest.ingest.fetch import FetchLimits, http_get
 from digest.ingest.records import check_http_url
 from digest.ingest.save import upsert_articles
 from digest.store.db import session_scope
@@ -41,10 +41,6 @@ MIN_EVERY = timedelta(seconds=10)
 # Feeds fetched at the same time: slow feeds hold a slot each, the rest go on.
 POLL_CONCURRENCY = 4
 _ACCEPT = "application/rss+xml, application/atom+xml, application/xml;q=0.9, text/xml;q=0.9, */*;q=0.5"
-
-
-class FeedFetchError(Exception):
-    """The feed could not be fetched (network, HTTP status, size, redirects)."""
 
 
 # ---------------------------------------------------------------- the feed list

@@ -24,30 +24,11 @@ from typing import Any
 import httpcore
 import httpx
 
+from digest.core.errors import BlockedAddress, FetchError, FetchTimeout, TooLarge, TooManyRedirects
 from digest.core.logs import mask_url
 
 REDIRECTS = frozenset({301, 302, 303, 307, 308})
 _NAT64 = ipaddress.ip_network("64:ff9b::/96")
-
-
-class FetchError(Exception):
-    """A fetch failed; ``str()`` is one line for the user (no secrets)."""
-
-
-class BlockedAddress(FetchError):
-    """The host resolves to an address that is not public (and private ones are not allowed)."""
-
-
-class FetchTimeout(FetchError):
-    """The fetch did not finish within its overall deadline."""
-
-
-class TooManyRedirects(FetchError):
-    """More redirects than allowed."""
-
-
-class TooLarge(FetchError):
-    """The response body is larger than allowed."""
 
 
 def is_public_address(address: str) -> bool:

@@ -26,20 +26,12 @@ from typing import Literal
 from urllib.parse import urlsplit
 
 from digest import __version__ as _digest_version
-from digest.core.errors import InputError
+from digest.core.errors import BlockedAddress, FetchError, FetchTimeout, InputError, TooLarge, TooManyRedirects
 from digest.core.logs import mask_url
 from digest.core.settings import IMPORT_MAX_BYTES
 from digest.ingest import ReadResult, RecordProblem
 from digest.ingest.feed import read_feed
-from digest.ingest.fetch import (
-    BlockedAddress,
-    FetchError,
-    FetchLimits,
-    FetchTimeout,
-    TooLarge,
-    TooManyRedirects,
-    http_get,
-)
+from digest.ingest.fetch import FetchLimits, http_get
 from digest.ingest.records import read_records
 from digest.ingest.text import read_text
 

@@ -67,10 +67,10 @@ from digest.app.subscriptions import SubscribeForm
 from digest.compose.render import make_environment, render_template
 from digest.compose.variants import Variants
 from digest.core.clock import Clock, SystemClock
-from digest.core.errors import ConfigError, DeliveryError, DigestError, InputError, TemplateError
+from digest.core.errors import ConfigError, DeliveryError, DigestError, InputError, TemplateError, TokenError
 from digest.core.settings import DEFAULT_SECRET_KEY, Settings
 from digest.core.text import mask_email
-from digest.core.tokens import TokenError, timed_serializer
+from digest.core.tokens import timed_serializer
 from digest.edition.build import edition_content
 from digest.store.db import session_scope
 from digest.store.models import Article, Edition, SubscriberStatus

@@ -7,7 +7,8 @@ from datetime import UTC, datetime
 import pytest
 from itsdangerous import URLSafeSerializer
 
-from digest.core.tokens import TokenError, address_hash, make_token, read_token, timed_serializer
+from digest.core.errors import TokenError
+from digest.core.tokens import address_hash, make_token, read_token, timed_serializer
 
 SUBSCRIBERS = [(1, "a@b.example"), (123456789, "zoë@example.org"), (7, "aaa@aaaaaaaa.aa")]
 NOW = datetime(2026, 11, 25, 7, tzinfo=UTC)

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from digest.core.tokens import TokenError, address_hash, make_token, read_token
+from digest.core.errors import TokenError
+from digest.core.tokens import address_hash, make_token, read_token
 
 KEY = "k" * 32
 

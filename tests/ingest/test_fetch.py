@@ -19,10 +19,10 @@ from sqlalchemy.engine import Engine
 from sqlmodel import select
 
 from digest.core.clock import FixedClock
-from digest.core.errors import InputError
+from digest.core.errors import BlockedAddress, FetchTimeout, InputError
 from digest.core.settings import ServiceSettings
 from digest.ingest.feeds import add_feed, poll_due
-from digest.ingest.fetch import BlockedAddress, FetchLimits, FetchTimeout, http_get, is_public_address
+from digest.ingest.fetch import FetchLimits, http_get, is_public_address
 from digest.ingest.reader import read_source
 from digest.store.db import make_engine, session_scope
 from digest.store.models import Article, FeedStatus

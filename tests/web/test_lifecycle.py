@@ -12,9 +12,9 @@ from digest.app import subscriptions as lifecycle
 from digest.app.notices import Mailer
 from digest.app.subscriptions import BounceResult, Outcome, Preferences, SubscribeForm
 from digest.core.clock import FixedClock
-from digest.core.errors import InputError
+from digest.core.errors import InputError, TokenError
 from digest.core.settings import Settings
-from digest.core.tokens import TokenError, make_token
+from digest.core.tokens import make_token
 from digest.store.db import session_scope
 from digest.store.models import Subscriber, SubscriberEvent, SubscriberEventKind, SubscriberStatus
 from digest.store.subscribers import add_subscriber, find_subscriber, remove_subscriber
