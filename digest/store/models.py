@@ -9,6 +9,7 @@ workers safe.
 from __future__ import annotations
 
 from datetime import UTC, datetime
+from enum import StrEnum, nonmember
 from typing import Any
 
 from sqlalchemy import (
@@ -60,15 +61,20 @@ def _ts(nullable: bool = False, index: bool = False) -> Any:
     return Field(default=None, sa_column=Column(UTCDateTime(), nullable=nullable, index=index))
 
 
-class SubscriberStatus:
+# The statuses are StrEnums: a member is its value (``SubscriberStatus.ACTIVE == "active"``),
+# so columns keep storing and returning plain strings. The tuples (``ALL``, ``PENDING``)
+# are ``nonmember``s: groups of values, not statuses of their own.
+
+
+class SubscriberStatus(StrEnum):
     PENDING = "pending"
     ACTIVE = "active"
     UNSUBSCRIBED = "unsubscribed"
     BOUNCED = "bounced"
-    ALL = (PENDING, ACTIVE, UNSUBSCRIBED, BOUNCED)
+    ALL = nonmember((PENDING, ACTIVE, UNSUBSCRIBED, BOUNCED))
 
 
-class DeliveryStatus:
+class DeliveryStatus(StrEnum):
     QUEUED = "queued"
     CLAIMED = "claimed"
     SENT = "sent"
@@ -76,12 +82,12 @@ class DeliveryStatus:
     FAILED_PERMANENT = "failed_permanent"
     # Not sent by design: the subscriber left, or their topics had nothing new.
     SKIPPED = "skipped"
-    ALL = (QUEUED, CLAIMED, SENT, FAILED_TEMPORARY, FAILED_PERMANENT, SKIPPED)
+    ALL = nonmember((QUEUED, CLAIMED, SENT, FAILED_TEMPORARY, FAILED_PERMANENT, SKIPPED))
     # Still to be sent (or retried) by some worker.
-    PENDING = (QUEUED, CLAIMED, FAILED_TEMPORARY)
+    PENDING = nonmember((QUEUED, CLAIMED, FAILED_TEMPORARY))
 
 
-class EditionStatus:
+class EditionStatus(StrEnum):
     READY = "ready"
     SENDING = "sending"
     SENT = "sent"
@@ -180,7 +186,7 @@ class Delivery(SQLModel, table=True):
 # ---------------------------------------------------------------- service (feeds, scheduler)
 
 
-class FeedStatus:
+class FeedStatus(StrEnum):
     NEW = "new"
     OK = "ok"
     NOT_MODIFIED = "not_modified"
@@ -258,7 +264,7 @@ Index(
 # ---------------------------------------------------------------- web (subscriber lifecycle)
 
 
-class SubscriberEventKind:
+class SubscriberEventKind(StrEnum):
     """What happened to a subscriber: the consent and bounce trail."""
 
     SUBSCRIBE_REQUEST = "subscribe_request"
