@@ -52,7 +52,7 @@ from digest.core.settings import Settings
 from digest.core.text import mask_email
 from digest.core.tokens import read_verp, verp_matches
 from digest.store.db import session_scope
-from digest.store.models import Delivery, Subscriber
+from digest.store.models import Delivery, Subscriber, saved_id
 from digest.store.subscribers import find_subscriber
 
 log = logging.getLogger(__name__)
@@ -167,9 +167,8 @@ def _process(engine: Engine, settings: Settings, clock: Clock, data: bytes, reci
             with session_scope(engine) as session:
                 sub = subscriber_from_token(session, settings, "unsubscribe", token, now)
                 changed = unsubscribe(session, sub, now, source="mailto", ref=ref)
-                assert sub.id is not None
                 line = f"unsubscribed {mask_email(sub.email)}" if changed else f"{mask_email(sub.email)} already out"
-                return InboundResult(InboundKind.UNSUBSCRIBE, ref, [line + " (token)"], [sub.id])
+                return InboundResult(InboundKind.UNSUBSCRIBE, ref, [line + " (token)"], [saved_id(sub)])
         except TokenError:
             log.info("inbound %s: unsubscribe token does not verify", ref)
 

@@ -45,6 +45,7 @@ from digest.store.models import (
     SlotClaim,
     Subscriber,
     SubscriberStatus,
+    saved_id,
 )
 
 log = logging.getLogger(__name__)
@@ -146,7 +147,7 @@ def run_due(engine: Engine, settings: Settings, name: str, clock: Clock) -> list
             continue
         # SEND, or an edition left "ready" by a process that died before queueing it.
         edition, _, created = build_edition(engine, settings, name, series, d.slot, now)
-        assert edition.id is not None
+        edition_id = saved_id(edition)
         if created:
             event(
                 log,
@@ -160,14 +161,14 @@ def run_due(engine: Engine, settings: Settings, name: str, clock: Clock) -> list
         if edition.status == EditionStatus.EMPTY:
             if created:
                 event(log, "edition.empty", digest=name, slot=d.slot, reason="no new articles; send_empty is off")
-            outcomes.append(SlotOutcome(name, d.slot, "empty", edition.id))
+            outcomes.append(SlotOutcome(name, d.slot, "empty", edition_id))
             continue
         if edition.status != EditionStatus.READY:
             continue
-        queued = claim_and_queue(engine, cfg, name, series, groups[series], edition.id, d.fire, now)
-        finish_edition(engine, edition.id, now)
-        event(log, "edition.queued", digest=name, slot=d.slot, edition=edition.id, queued=queued)
-        outcomes.append(SlotOutcome(name, d.slot, "queued", edition.id, queued, d.reason))
+        queued = claim_and_queue(engine, cfg, name, series, groups[series], edition_id, d.fire, now)
+        finish_edition(engine, edition_id, now)
+        event(log, "edition.queued", digest=name, slot=d.slot, edition=edition_id, queued=queued)
+        outcomes.append(SlotOutcome(name, d.slot, "queued", edition_id, queued, d.reason))
     return outcomes
 
 

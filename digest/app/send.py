@@ -36,11 +36,7 @@ from digest.outbox.ledger import worker_id as worker_id
 from digest.outbox.loader import edition_variants
 from digest.outbox.sender import SendReport
 from digest.store.db import session_scope
-from digest.store.models import (
-    DeliveryStatus,
-    Edition,
-    EditionStatus,
-)
+from digest.store.models import DeliveryStatus, Edition, EditionStatus, saved_id
 from digest.transport.pool import Signer, TransportFactory
 from digest.transport.smtp import Transport
 
@@ -77,14 +73,14 @@ def send_digest(
     name, cfg = settings.digest(name)
     now = clock.now()
     edition, content, _ = get_or_build_edition(engine, settings, name, now)
-    assert edition.id is not None
-    report = SendReport(edition_id=edition.id, slot=edition.slot)
+    edition_id = saved_id(edition)
+    report = SendReport(edition_id=edition_id, slot=edition.slot)
     if edition.status == EditionStatus.EMPTY:
         report.empty = True
         return report
     with session_scope(engine) as session:
-        queue_deliveries(session, edition.id, now)
-        counts = delivery_counts(session, edition.id)
+        queue_deliveries(session, edition_id, now)
+        counts = delivery_counts(session, edition_id)
     already = counts.get(DeliveryStatus.SENT, 0)
     due = sum(counts.get(s, 0) for s in DeliveryStatus.PENDING)
     if on_total:
@@ -96,7 +92,7 @@ def send_digest(
             engine,
             settings,
             variants,
-            edition.id,
+            edition_id,
             transport,
             clock,
             progress=progress,
@@ -106,9 +102,9 @@ def send_digest(
             should_stop=should_stop,
         )
     finally:
-        finish_edition(engine, edition.id, clock.now())
+        finish_edition(engine, edition_id, clock.now())
     with session_scope(engine) as session:
-        after = delivery_counts(session, edition.id)
+        after = delivery_counts(session, edition_id)
     result.pending_after = sum(after.get(s, 0) for s in DeliveryStatus.PENDING)
     result.already_sent = already
     result.queued = due
@@ -261,7 +257,9 @@ def preview_message(
     msg = email_pkg.message_from_bytes(data, policy=policy.default)
     html_part = msg.get_body(preferencelist=("html",))
     text_part = msg.get_body(preferencelist=("plain",))
-    assert html_part is not None and text_part is not None
+    if html_part is None or text_part is None:
+        # compose builds every message with both parts: one missing is a bug there.
+        raise ValueError("the preview message lacks its HTML or text part")
     return PreviewResult(
         data=data,
         html=html_part.get_content(),  # type: ignore[attr-defined]

@@ -22,7 +22,7 @@ from digest.core.logs import mask_url
 from digest.core.settings import Settings
 from digest.edition.schedule import next_fire, upcoming_fire
 from digest.store.db import session_scope
-from digest.store.models import Delivery, DeliveryStatus, Edition, Feed, ServiceNode
+from digest.store.models import Delivery, DeliveryStatus, Edition, Feed, ServiceNode, saved_id
 
 
 def feed_row(f: Feed) -> dict[str, Any]:
@@ -83,8 +83,7 @@ def collect_status(engine: Engine, settings: Settings, now: datetime) -> dict[st
             ).first()
             last_info = None
             if last is not None:
-                assert last.id is not None
-                counts = delivery_counts(session, last.id)
+                counts = delivery_counts(session, saved_id(last))
                 last_info = {
                     "slot": last.slot,
                     "status": last.status,

@@ -30,7 +30,7 @@ from digest.core.settings import Settings
 from digest.core.text import one_line
 from digest.core.tokens import address_hash, make_token, read_token_ref
 from digest.store.db import session_scope
-from digest.store.models import Subscriber, SubscriberEvent, SubscriberEventKind, SubscriberStatus
+from digest.store.models import Subscriber, SubscriberEvent, SubscriberEventKind, SubscriberStatus, saved_id
 from digest.store.subscribers import find_subscriber, normalise_email, validate_send_time, validate_timezone
 
 log = logging.getLogger(__name__)
@@ -106,9 +106,8 @@ def record_event(
     ref: str | None = None,
     detail: str = "",
 ) -> SubscriberEvent:
-    assert sub.id is not None
     event = SubscriberEvent(
-        subscriber_id=sub.id, kind=kind, source=source[:30], ref=ref, detail=detail[:1000], created_at=now
+        subscriber_id=saved_id(sub), kind=kind, source=source[:30], ref=ref, detail=detail[:1000], created_at=now
     )
     session.add(event)
     return event
@@ -157,8 +156,7 @@ def subscriber_and_ref_from_token(
 
 def make_link(settings: Settings, purpose: str, sub: Subscriber, now: datetime, *, ref: int | None = None) -> str:
     """``{base_url}/{purpose}/{token}`` for this subscriber (bound to record ``ref`` when given)."""
-    assert sub.id is not None
-    token = make_token(settings.secret_key.get_secret_value(), purpose, sub.id, sub.email_key, now=now, ref=ref)
+    token = make_token(settings.secret_key.get_secret_value(), purpose, saved_id(sub), sub.email_key, now=now, ref=ref)
     return f"{settings.base_url}/{purpose}/{token}"
 
 
@@ -221,8 +219,7 @@ def request_subscription(
         # One transaction whatever the outcome: a throttled request costs the
         # database what a new one does, so its timing gives nothing away either.
         sub, request = _upsert_pending(session, settings, form, now)
-        assert sub.id is not None
-        sent = events(session, sub.id, SubscriberEventKind.CONFIRM_SENT)
+        sent = events(session, saved_id(sub), SubscriberEventKind.CONFIRM_SENT)
         if sent and now - sent[-1].created_at < settings.web.resend_interval:
             return sub, request, Outcome.THROTTLED
         outcome = Outcome.NOTICE_SENT if sub.status == SubscriberStatus.ACTIVE else Outcome.CONFIRMATION_SENT

@@ -73,16 +73,17 @@ def resend(
 ) -> None:
     """Retry now the failed deliveries of an edition; those who got it are never sent it again."""
     from digest.app.send import find_edition_ref, resend_failed
+    from digest.store.models import saved_id
 
     if not failed:
         raise InputError("--failed", "is required: resend retries failed deliveries only")
     st = state(ctx)
     setup_logging(st)
     found = find_edition_ref(st.engine, st.settings, edition)
-    assert found.id is not None
+    edition_id = saved_id(found)
     with progress_bar() as bar:
         task = bar.add_task("resend", total=None)
-        report = resend_failed(st.engine, st.settings, found.id, st.clock, progress=lambda n: bar.advance(task, n))
+        report = resend_failed(st.engine, st.settings, edition_id, st.clock, progress=lambda n: bar.advance(task, n))
     label = f"{found.digest}:{found.slot}"
     if not report.queued:
         out.print(f"{label}: no failed deliveries")
@@ -92,5 +93,5 @@ def resend(
         f"({report.failed_temporary} will be retried), skipped {report.skipped}"
     )
     if report.failed:
-        err.print(f"see: digest deliveries --edition {found.id} --status failed")
+        err.print(f"see: digest deliveries --edition {edition_id} --status failed")
         raise typer.Exit(1)

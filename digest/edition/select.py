@@ -17,7 +17,7 @@ from difflib import SequenceMatcher
 from zoneinfo import ZoneInfo
 
 from digest.core.settings import DigestConfig
-from digest.store.models import Article
+from digest.store.models import Article, saved_id
 
 WORDS_PER_MINUTE = 230
 # Titles at least this similar (difflib ratio of normalised titles) are one story
@@ -135,9 +135,8 @@ def rank_key(a: Article) -> tuple[bool, int, float]:
 
 
 def to_story(a: Article, base_url: str) -> Story:
-    assert a.id is not None
     return Story(
-        id=a.id,
+        id=saved_id(a),
         title=a.title,
         link=a.url or f"{base_url}/articles/{a.id}",
         summary=a.summary,

@@ -121,12 +121,12 @@ class FileLeader:
         return self._memory or self._fh is not None
 
     def try_acquire(self) -> bool:
-        if self.holding:
+        path = self.path
+        if self.holding or path is None:
             return True
         import fcntl
 
-        assert self.path is not None
-        fh = open(self.path, "a+", encoding="utf-8")  # noqa: SIM115  (held open while leading)
+        fh = open(path, "a+", encoding="utf-8")  # noqa: SIM115  (held open while leading)
         try:
             fcntl.flock(fh.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
         except OSError:

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from datetime import UTC, datetime
 from enum import StrEnum, nonmember
-from typing import Any
+from typing import Any, Protocol
 
 from sqlalchemy import (
     JSON,
@@ -55,6 +55,21 @@ class UTCDateTime(TypeDecorator[datetime]):
 
 def utcnow() -> datetime:
     return datetime.now(UTC)
+
+
+class _Saved(Protocol):
+    id: int | None
+
+
+def saved_id(row: _Saved) -> int:
+    """The primary key of a row read from the database or flushed to it.
+
+    Every table's ``id`` is ``None`` only until the row is first flushed; asking for
+    the id of such a row is a bug in the caller, reported as ValueError.
+    """
+    if row.id is None:
+        raise ValueError(f"{type(row).__name__} row has no id yet: flush it first")
+    return row.id
 
 
 def _ts(nullable: bool = False, index: bool = False) -> Any:

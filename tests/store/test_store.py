@@ -13,7 +13,7 @@ from sqlmodel import select
 from digest.ingest.save import upsert_articles
 from digest.store.articles import recent_articles
 from digest.store.db import current_revision, ensure_schema, make_engine, redact, session_scope
-from digest.store.models import Article, Edition, Subscriber
+from digest.store.models import Article, Edition, Subscriber, saved_id
 from tests.conftest import NOW, draft
 
 
@@ -101,3 +101,13 @@ def test_edition_is_unique_per_digest_and_slot(engine: Engine) -> None:
 
 def test_redact_hides_database_password() -> None:
     assert "s3cret" not in redact("postgresql+psycopg://u:s3cret@db/x")
+
+
+def test_saved_id_is_the_key_once_flushed_and_an_error_before(engine: Engine) -> None:
+    edition = Edition(digest="daily", slot="2026-11-25", built_at=NOW)
+    with pytest.raises(ValueError, match="Edition row has no id yet"):
+        saved_id(edition)
+    with session_scope(engine) as session:
+        session.add(edition)
+        session.flush()
+        assert saved_id(edition) == edition.id and edition.id is not None
