@@ -21,11 +21,9 @@ app.add_typer(feeds_app, name="feeds")
 
 def _check_schema_current(engine: Engine) -> None:
     """Refuse to serve from a database whose schema is behind this version."""
-    from alembic.script import ScriptDirectory
+    from digest.store.db import current_revision, head_revision
 
-    from digest.store.db import _alembic_config, current_revision
-
-    head = ScriptDirectory.from_config(_alembic_config(engine)).get_current_head()
+    head = head_revision(engine)
     current = current_revision(engine)
     if current != head:
         raise ConfigError(

@@ -88,6 +88,13 @@ def current_revision(engine: Engine) -> str | None:
         return MigrationContext.configure(conn).get_current_revision()
 
 
+def head_revision(engine: Engine) -> str | None:
+    """The schema revision this version of digest needs (the newest migration)."""
+    from alembic.script import ScriptDirectory
+
+    return ScriptDirectory.from_config(_alembic_config(engine)).get_current_head()
+
+
 def is_new(engine: Engine) -> bool:
     """True when the database has none of digest's tables yet."""
     return not inspect(engine).has_table("alembic_version")
