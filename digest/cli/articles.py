@@ -3,15 +3,17 @@
 from __future__ import annotations
 
 from datetime import timedelta
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 from rich.markup import escape
-from rich.table import Table
 
-from digest.cli.base import app, finish_import, out, state
+from digest.cli.base import app, finish_import, out, print_rows, state
 from digest.core.errors import InputError
 from digest.core.settings import parse_duration
+
+if TYPE_CHECKING:
+    from digest.store.models import Article
 
 articles_app = typer.Typer(help="Import, add and list articles.", no_args_is_help=True)
 app.add_typer(articles_app, name="articles")
@@ -98,15 +100,15 @@ def articles_list(
     now = st.clock.now()
     with session_scope(st.engine) as session:
         rows = recent_articles(session, now - delta, now + timedelta(days=3650))
-    if as_json:
-        for a in rows:
-            out.print_json(a.model_dump_json(exclude={"body"}))
-        return
-    table = Table("id", "published (UTC)", "category", "source", "title", box=None)
-    for a in rows:
+
+    def cells(a: Article) -> tuple[str, ...]:
         flag = "[red]●[/red] " if a.breaking else ""
-        table.add_row(
-            str(a.id), f"{a.published_at:%Y-%m-%d %H:%M}", escape(a.category), escape(a.source), flag + escape(a.title)
+        return (
+            str(a.id),
+            f"{a.published_at:%Y-%m-%d %H:%M}",
+            escape(a.category),
+            escape(a.source),
+            flag + escape(a.title),
         )
-    out.print(table)
-    out.print(f"{len(rows)} article(s)")
+
+    print_rows(rows, as_json, {"body"}, ("id", "published (UTC)", "category", "source", "title"), cells, "article")

@@ -2,18 +2,19 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from functools import cached_property
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 from zoneinfo import ZoneInfo
 
 import typer
 from rich.console import Console
 from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+from rich.table import Table
 from sqlalchemy.engine import Engine
 
 from digest.core.clock import Clock, FixedClock, SystemClock
@@ -105,6 +106,26 @@ def progress_bar() -> Progress:
         console=err,
         transient=False,
     )
+
+
+def print_rows(
+    rows: Sequence[Any],
+    as_json: bool,
+    exclude: set[str],
+    header: Sequence[str],
+    cells: Callable[[Any], Sequence[str]],
+    noun: str,
+) -> None:
+    """A ``list`` command's output: JSON lines (rows without ``exclude``) or a table of ``cells`` and a count."""
+    if as_json:
+        for row in rows:
+            out.print_json(row.model_dump_json(exclude=exclude))
+        return
+    table = Table(*header, box=None)
+    for row in rows:
+        table.add_row(*cells(row))
+    out.print(table)
+    out.print(f"{len(rows)} {noun}(s)")
 
 
 def finish_import(problems: Sequence[object], summary: str, code: int = InputError.exit_code, unread: int = 0) -> None:

@@ -3,14 +3,16 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 from rich.markup import escape
-from rich.table import Table
 
-from digest.cli.base import app, finish_import, out, state
+from digest.cli.base import app, finish_import, out, print_rows, state
 from digest.core.errors import InputError
+
+if TYPE_CHECKING:
+    from digest.store.models import Subscriber
 
 subscribers_app = typer.Typer(help="Manage subscribers.", no_args_is_help=True)
 app.add_typer(subscribers_app, name="subscribers")
@@ -80,15 +82,11 @@ def subscribers_list(
     st = state(ctx)
     with session_scope(st.engine) as session:
         subs = list_subscribers(session, status)
-    if as_json:
-        for s in subs:
-            out.print_json(s.model_dump_json(exclude={"email_key"}))
-        return
-    table = Table("email", "name", "status", "timezone", "topics", box=None)
-    for s in subs:
-        table.add_row(escape(s.email), escape(s.name), s.status, s.timezone or "", escape(", ".join(s.topics)))
-    out.print(table)
-    out.print(f"{len(subs)} subscriber(s)")
+
+    def cells(s: Subscriber) -> tuple[str, ...]:
+        return (escape(s.email), escape(s.name), s.status, s.timezone or "", escape(", ".join(s.topics)))
+
+    print_rows(subs, as_json, {"email_key"}, ("email", "name", "status", "timezone", "topics"), cells, "subscriber")
 
 
 @subscribers_app.command("remove")
