@@ -121,21 +121,15 @@ def events(session: Session, subscriber_id: int, kind: str | None = None) -> Seq
     return session.exec(stmt.order_by(col(SubscriberEvent.id))).all()
 
 
-def subscriber_from_token(
-    session: Session,
-    settings: Settings,
-    purpose: str,
-    token: str,
-    now: datetime,
-    max_age: int | None = None,
-) -> Subscriber:
-    """The subscriber a token was made for; TokenError if it is forged, expired or not theirs.
+def subscriber_from_token(session: Session, settings: Settings, purpose: str, token: str, now: datetime) -> Subscriber:
+    """The subscriber a token was made for; TokenError if it is forged or not theirs.
 
     The token's address hash must match the subscriber's current address: a token
     never works for a row whose address changed, or for a deleted id reused later.
     Every failure raises the same message, so a caller cannot tell them apart.
+    Tokens that expire (``confirm``) are read with :func:`subscriber_and_ref_from_token`.
     """
-    return subscriber_and_ref_from_token(session, settings, purpose, token, now, max_age)[0]
+    return subscriber_and_ref_from_token(session, settings, purpose, token, now)[0]
 
 
 def subscriber_and_ref_from_token(
@@ -146,7 +140,10 @@ def subscriber_and_ref_from_token(
     now: datetime,
     max_age: int | None = None,
 ) -> tuple[Subscriber, int | None]:
-    """:func:`subscriber_from_token` and the record the token is bound to (``make_link(ref=...)``)."""
+    """:func:`subscriber_from_token` and the record the token is bound to (``make_link(ref=...)``).
+
+    ``max_age`` (seconds): TokenError also for a timed token older than that.
+    """
     sub_id, hashed, ref = read_token_ref(settings.secret_key.get_secret_value(), purpose, token, max_age, now=now)
     sub = session.get(Subscriber, sub_id)
     if sub is None or not secrets.compare_digest(address_hash(sub.email_key), hashed):

@@ -3,16 +3,13 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated
+from typing import Annotated
 
 import typer
 from rich.markup import escape
 
 from digest.cli.base import app, finish_import, out, print_rows, state
 from digest.core.errors import InputError
-
-if TYPE_CHECKING:
-    from digest.store.models import Subscriber
 
 subscribers_app = typer.Typer(help="Manage subscribers.", no_args_is_help=True)
 app.add_typer(subscribers_app, name="subscribers")
@@ -82,11 +79,15 @@ def subscribers_list(
     st = state(ctx)
     with session_scope(st.engine) as session:
         subs = list_subscribers(session, status)
-
-    def cells(s: Subscriber) -> tuple[str, ...]:
-        return (escape(s.email), escape(s.name), s.status, s.timezone or "", escape(", ".join(s.topics)))
-
-    print_rows(subs, as_json, {"email_key"}, ("email", "name", "status", "timezone", "topics"), cells, "subscriber")
+    header = ("email", "name", "status", "timezone", "topics")
+    print_rows(
+        subs,
+        as_json,
+        {"email_key"},
+        header,
+        lambda s: (escape(s.email), escape(s.name), s.status, s.timezone or "", escape(", ".join(s.topics))),
+        "subscriber",
+    )
 
 
 @subscribers_app.command("remove")
