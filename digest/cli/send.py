@@ -4,13 +4,17 @@ from __future__ import annotations
 
 import sys
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 from rich.markup import escape
 
-from digest.cli.base import app, err, out, parse_at, progress_bar, setup_logging, state
+from digest.cli.base import State, app, err, out, parse_at, progress_bar, setup_logging, state
+from digest.core.clock import Clock
 from digest.core.errors import InputError
+
+if TYPE_CHECKING:
+    from digest.compose.dkim import DkimSigner
 
 
 @app.command()
@@ -22,9 +26,8 @@ def send(
     at: Annotated[str | None, typer.Option("--at", help="Pretend it is this time (ISO 8601).")] = None,
 ) -> None:
     """Build (or find) the current edition and deliver it to every active subscriber."""
-    from digest.app.send import send_digest, send_test
+    from digest.app.send import send_digest
     from digest.compose.dkim import signer_from_settings
-    from digest.transport.smtp import MemoryTransport, SMTPTransport, parse_smtp_url
 
     st = state(ctx)
     setup_logging(st)
@@ -32,21 +35,7 @@ def send(
     clock = parse_at(at, cfg.timezone)
     signer = signer_from_settings(st.settings)
     if dry_run or to:
-        from digest.store.db import session_scope
-        from digest.store.subscribers import normalise_email
-
-        transport: Any = MemoryTransport()
-        if to and not dry_run:
-            normalise_email(to, "--to")
-            transport = SMTPTransport(parse_smtp_url(st.settings.smtp_url.get_secret_value(), st.settings.smtp_timeout))
-        with session_scope(st.engine) as session:
-            emails = [to] if to else [s.email for s in _active(session)]
-            res = send_test(session, st.settings, name, emails, transport, clock, signer=signer)
-        transport.close()
-        verb = "would send" if dry_run else "sent test copy to"
-        out.print(f"{name} {res.slot}: {verb} {res.sent} message(s) ({res.variants} variant(s), {res.skipped} skipped)")
-        for w in res.warnings:
-            err.print(f"[yellow]warning[/yellow]: {escape(w)}", highlight=False)
+        _send_copies(st, name, clock, signer, to, dry_run)
         return
     # None: the delivery engine's pool ([delivery] servers, connections, processes).
     with progress_bar() as bar:
@@ -79,6 +68,27 @@ def send(
         )
     if report.failed_permanent:
         raise typer.Exit(1)
+
+
+def _send_copies(st: State, name: str, clock: Clock, signer: DkimSigner | None, to: str | None, dry_run: bool) -> None:
+    """``--dry-run`` (everyone, into memory) or ``--to`` (one test copy over SMTP): nothing is recorded."""
+    from digest.app.send import send_test
+    from digest.store.db import session_scope
+    from digest.store.subscribers import normalise_email
+    from digest.transport.smtp import MemoryTransport, SMTPTransport, parse_smtp_url
+
+    transport: Any = MemoryTransport()
+    if to and not dry_run:
+        normalise_email(to, "--to")
+        transport = SMTPTransport(parse_smtp_url(st.settings.smtp_url.get_secret_value(), st.settings.smtp_timeout))
+    with session_scope(st.engine) as session:
+        emails = [to] if to else [s.email for s in _active(session)]
+        res = send_test(session, st.settings, name, emails, transport, clock, signer=signer)
+    transport.close()
+    verb = "would send" if dry_run else "sent test copy to"
+    out.print(f"{name} {res.slot}: {verb} {res.sent} message(s) ({res.variants} variant(s), {res.skipped} skipped)")
+    for w in res.warnings:
+        err.print(f"[yellow]warning[/yellow]: {escape(w)}", highlight=False)
 
 
 def _active(session: Any) -> list[Any]:
