@@ -1,232 +1,53 @@
-"""The subscriber web app (Starlette): subscribe, confirm, preferences, unsubscribe, archive.
+"""The subscriber pages (Starlette endpoints): subscribe, confirm, preferences, unsubscribe, archive.
 
 Thin by design: each endpoint parses the request, calls one function of
 :mod:`digest.app.subscriptions` (in a worker thread: the store and SMTP block) and renders a
 page from ``templates/web/`` with the one Jinja environment. Plain HTML forms; no
 page needs JavaScript.
 
-Protections:
-
-- CSRF: a signed double-submit token. The form carries ``itsdangerous``-signed
-  ``[nonce, scope]`` (timestamped, ``web.csrf_max_age``), the ``digest_csrf`` cookie
-  carries the nonce (HttpOnly, SameSite=Strict). The scope binds it to one form
-  (``subscribe``, or one subscriber's preferences).
-- ``/subscribe``: a per-client-address rate limit (in memory, per process) and a
-  honeypot field that bots fill and people never see.
 - Tokens: every failure (forged, expired, another subscriber's, another purpose's)
   gets the same friendly 400 page.
 - RFC 8058 one-click: ``POST /unsubscribe/{token}`` with ``List-Unsubscribe=One-Click``
   answers 200 with no cookie, no login and no redirect; the token is the authority.
-- Every response (pages, errors, 413, ``/healthz``): ``Referrer-Policy: no-referrer``
-  (links carry tokens), a strict Content-Security-Policy, ``X-Frame-Options: DENY``,
-  ``nosniff`` and ``no-store`` caching (:class:`SecurityHeaders`).
-- ``/subscribe``'s rate limit counts IPv4 clients per address, IPv6 ones per /64.
-
-Run it alone with ``digest web``, or inside another process (``digest serve``) with
-:class:`WebServer`::
-
-    app = make_app(settings, engine, clock)
-    server = WebServer(app, settings).start()   # uvicorn in a background thread
-    ...
-    server.stop()
 """
 
 from __future__ import annotations
 
-import hmac
-import ipaddress
 import logging
 import secrets
 import threading
-import time
-from collections import OrderedDict, deque
-from collections.abc import Callable
+from collections import OrderedDict
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta
-from functools import cache
-from typing import TYPE_CHECKING, Any
+from datetime import datetime
+from typing import Any
 from urllib.parse import urlsplit
-from zoneinfo import available_timezones
 
 import jinja2
-from itsdangerous import BadSignature
 from sqlalchemy import text
 from sqlalchemy.engine import Engine
-from starlette.applications import Starlette
 from starlette.concurrency import run_in_threadpool
-from starlette.datastructures import FormData
 from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import HTMLResponse, JSONResponse, PlainTextResponse, Response
-from starlette.routing import Route
-from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from digest.app import subscriptions as lifecycle
-from digest.app.subscriptions import BackgroundMailer, Mailer, SubscribeForm
-from digest.compose.render import make_environment, render_template
+from digest.app.subscriptions import Mailer, SubscribeForm
+from digest.compose.render import render_template
 from digest.compose.variants import Variants
-from digest.core.clock import Clock, SystemClock
-from digest.core.errors import ConfigError, DeliveryError, DigestError, InputError, TemplateError
-from digest.core.settings import DEFAULT_SECRET_KEY, Settings
-from digest.core.tokens import TokenError, timed_serializer
+from digest.core.clock import Clock
+from digest.core.errors import DeliveryError, InputError, TemplateError
+from digest.core.settings import Settings
+from digest.core.tokens import TokenError
 from digest.edition.build import edition_content
 from digest.store.db import session_scope
 from digest.store.models import Article, Edition, SubscriberStatus
-from digest.transport.smtp import SMTPTransport, Transport, parse_smtp_url
-
-if TYPE_CHECKING:
-    import uvicorn
-
-    from digest.compose.dkim import Signer
+from digest.web.forms import HONEYPOT_FIELD, list_field, text_field, timezone_groups
+from digest.web.security import APP_CSP, ARCHIVE_CSP, Csrf, RateLimiter, SecurityHeaders, client_key
 
 log = logging.getLogger(__name__)
 
-MIN_SECRET_KEY = 32
 # Ids are 32-bit INTEGER columns (PostgreSQL); a larger number in a URL names nothing.
 MAX_ID = 2**31 - 1
-CSRF_COOKIE = "digest_csrf"
-HONEYPOT_FIELD = "website"
-MAX_BODY = 64 * 1024
-REGIONS = ("Africa", "America", "Antarctica", "Asia", "Atlantic", "Australia", "Europe", "Indian", "Pacific")
-
-APP_CSP = (
-    "default-src 'none'; style-src 'unsafe-inline'; img-src 'self' data:; script-src 'nonce-{nonce}'; "
-    "form-action 'self' {origin}; frame-ancestors 'none'; base-uri 'none'"
-)
-# The archive shows the email itself: its inline styles and its (remote) images.
-ARCHIVE_CSP = "default-src 'none'; style-src 'unsafe-inline'; img-src https: http: data:; frame-ancestors 'none'"
-
-
-@cache
-def timezone_groups() -> list[tuple[str, list[str]]]:
-    """IANA zones for the timezone picker, grouped by region: ``[("Europe", ["Europe/Berlin", ...]), ...]``."""
-    zones = sorted(z for z in available_timezones() if z.split("/", 1)[0] in REGIONS and "/" in z)
-    groups: dict[str, list[str]] = {}
-    for z in zones:
-        groups.setdefault(z.split("/", 1)[0], []).append(z)
-    return [("", ["UTC"]), *groups.items()]
-
-
-def text_field(form: FormData, name: str, limit: int) -> str:
-    """A form value as text, at most ``limit`` characters (uploads are refused as empty)."""
-    value = form.get(name)
-    return value[:limit] if isinstance(value, str) else ""
-
-
-def list_field(form: FormData, name: str, limit: int = 50) -> list[str]:
-    """Every value of a repeated field (checkboxes), at most ``limit`` of them."""
-    return [v[:200] for v in form.getlist(name) if isinstance(v, str)][:limit]
-
-
-def check_secret_key(settings: Settings) -> None:
-    """Raise ConfigError unless ``secret_key`` is fit to sign the app's links and forms.
-
-    With the public default, an empty or a short key anyone could forge confirmation,
-    unsubscribe and preference links for any subscriber.
-    """
-    key = settings.secret_key.get_secret_value()
-    if not key.strip():
-        problem = "is not set"
-    elif key == DEFAULT_SECRET_KEY:
-        problem = "is the public default"
-    elif len(key) < MIN_SECRET_KEY:
-        problem = f"is {len(key)} characters long"
-    else:
-        return
-    raise ConfigError(
-        "secret_key",
-        f"{problem}; the web app needs a random key of at least {MIN_SECRET_KEY} characters in DIGEST_SECRET_KEY "
-        "(e.g. python -c 'import secrets; print(secrets.token_urlsafe(32))')",
-    )
-
-
-# ---------------------------------------------------------------- CSRF and rate limit
-
-
-class Csrf:
-    """Signed double-submit tokens, scoped to one form."""
-
-    def __init__(self, secret_key: str, max_age: timedelta, clock: Clock, secure: bool) -> None:
-        self.secret_key = secret_key
-        self.max_age = int(max_age.total_seconds())
-        self.clock = clock
-        self.secure = secure
-
-    def nonce(self, request: Request) -> tuple[str, bool]:
-        """The browser's nonce (from its cookie) or a new one; ``(nonce, is_new)``."""
-        current = request.cookies.get(CSRF_COOKIE, "")
-        if 16 <= len(current) <= 64 and current.replace("-", "").replace("_", "").isalnum():
-            return current, False
-        return secrets.token_urlsafe(24), True
-
-    def field(self, nonce: str, scope: str) -> str:
-        return timed_serializer(self.secret_key, "digest.csrf", self.clock.now()).dumps([nonce, scope])
-
-    def valid(self, request: Request, form: FormData, scope: str) -> bool:
-        cookie = request.cookies.get(CSRF_COOKIE)
-        submitted = form.get("csrf")
-        if not cookie or not isinstance(submitted, str):
-            return False
-        try:
-            nonce, signed_scope = timed_serializer(self.secret_key, "digest.csrf", self.clock.now()).loads(
-                submitted, max_age=self.max_age
-            )
-        except (BadSignature, ValueError, TypeError):
-            return False
-        return hmac.compare_digest(str(nonce), cookie) and signed_scope == scope
-
-    def set_cookie(self, response: Response, nonce: str) -> None:
-        response.set_cookie(
-            CSRF_COOKIE, nonce, httponly=True, samesite="strict", secure=self.secure, path="/", max_age=None
-        )
-
-
-def client_key(host: str) -> str:
-    """The rate-limit key of a client address: IPv4 per address, IPv6 per /64.
-
-    One IPv6 host usually holds a whole /64 and can pick a new address for every
-    request; counting addresses would let it subscribe without limit.
-    """
-    try:
-        ip = ipaddress.ip_address(host)
-    except ValueError:
-        return host
-    if isinstance(ip, ipaddress.IPv6Address):
-        if ip.ipv4_mapped is not None:
-            return str(ip.ipv4_mapped)
-        return str(ipaddress.IPv6Network((ip, 64), strict=False))
-    return str(ip)
-
-
-class RateLimiter:
-    """At most ``limit`` hits per key in any ``window`` (sliding log, in memory)."""
-
-    MAX_KEYS = 100_000
-
-    def __init__(self, limit: int, window: timedelta, clock: Clock) -> None:
-        self.limit = limit
-        self.window = window
-        self.clock = clock
-        self._hits: OrderedDict[str, deque[datetime]] = OrderedDict()
-        self._lock = threading.Lock()
-
-    def hit(self, key: str) -> int:
-        """Count a hit; return 0 when allowed, else the seconds until the next one would be."""
-        now = self.clock.now()
-        with self._lock:
-            log_ = self._hits.pop(key, None) or deque()
-            while log_ and now - log_[0] >= self.window:
-                log_.popleft()
-            self._hits[key] = log_  # most recently used last
-            if len(self._hits) > self.MAX_KEYS:
-                self._hits.popitem(last=False)
-            if len(log_) >= self.limit:
-                return max(1, int((log_[0] + self.window - now).total_seconds()) + 1)
-            log_.append(now)
-            return 0
-
-
-# ---------------------------------------------------------------- the app
 
 
 @dataclass
@@ -572,228 +393,3 @@ class WebApp:
             response = PlainTextResponse("Something went wrong.", status_code=500)
             self._secure(response, SecurityHeaders.DEFAULTS[0][1].decode())
             return response
-
-
-class SecurityHeaders:
-    """Give every response the security headers, including those no page renders (413, /healthz, JSON).
-
-    Headers a response sets itself (a page's CSP with its script nonce, the
-    archive's CSP and caching) are kept.
-    """
-
-    DEFAULTS = (
-        (b"content-security-policy", b"default-src 'none'; frame-ancestors 'none'; base-uri 'none'"),
-        (b"referrer-policy", b"no-referrer"),
-        (b"x-content-type-options", b"nosniff"),
-        (b"x-frame-options", b"DENY"),
-        (b"cache-control", b"no-store"),
-    )
-
-    def __init__(self, app: ASGIApp) -> None:
-        self.app = app
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http":
-            await self.app(scope, receive, send)
-            return
-
-        async def with_headers(message: Message) -> None:
-            if message["type"] == "http.response.start":
-                headers = list(message.get("headers") or [])
-                present = {name.lower() for name, _ in headers}
-                headers += [(name, value) for name, value in self.DEFAULTS if name not in present]
-                message["headers"] = headers
-            await send(message)
-
-        await self.app(scope, receive, with_headers)
-
-
-class BodyLimit:
-    """Refuse request bodies over ``limit`` bytes with 413 (forms here are tiny)."""
-
-    def __init__(self, app: ASGIApp, limit: int = MAX_BODY) -> None:
-        self.app = app
-        self.limit = limit
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http":
-            await self.app(scope, receive, send)
-            return
-        length = dict(scope.get("headers") or []).get(b"content-length")
-        if length is not None and (not length.isdigit() or int(length) > self.limit):
-            await PlainTextResponse("Request body too large.", status_code=413)(scope, receive, send)
-            return
-        seen = 0
-
-        async def limited() -> Message:
-            nonlocal seen
-            message = await receive()
-            seen += len(message.get("body", b""))
-            if seen > self.limit:
-                raise HTTPException(413)
-            return message
-
-        await self.app(scope, limited, send)
-
-
-def smtp_transport_factory(settings: Settings) -> Callable[[], Transport]:
-    """A new SMTP connection per notice, from ``smtp_url``."""
-    config = parse_smtp_url(settings.smtp_url.get_secret_value(), settings.smtp_timeout)
-    return lambda: SMTPTransport(config)
-
-
-def make_app(
-    settings: Settings,
-    engine: Engine,
-    clock: Clock | None = None,
-    transport_factory: Callable[[], Transport] | None = None,
-    *,
-    signer: Signer | None = None,
-    env: jinja2.Environment | None = None,
-) -> Starlette:
-    """The ASGI app. ``transport_factory`` makes the transport for each notice (default: ``smtp_url``);
-    ``signer`` signs notices (default: the ``[dkim]`` signer, if configured).
-
-    Raises ConfigError when ``secret_key`` is unset, short or the public default.
-    """
-    from digest.compose.dkim import signer_from_settings
-
-    check_secret_key(settings)
-    clock = clock or SystemClock()
-    env = env or make_environment(settings.templates_dir)
-    if signer is None:
-        signer = signer_from_settings(settings, clock)
-    # Notices go out from a background thread: a subscribe answer never waits on
-    # SMTP, so its timing cannot tell a known address from a new one.
-    mailer = BackgroundMailer(settings, transport_factory or smtp_transport_factory(settings), signer=signer, env=env)
-    web = WebApp(settings, engine, clock, mailer, env)
-
-    routes = [
-        Route("/", web.home, methods=["GET"]),
-        Route("/subscribe", web.home, methods=["GET"]),
-        Route("/subscribe", web.subscribe, methods=["POST"]),
-        Route("/confirm/{token}", web.confirm, methods=["GET"]),
-        Route("/unsubscribe/{token}", web.unsubscribe_page, methods=["GET"]),
-        Route("/unsubscribe/{token}", web.unsubscribe, methods=["POST"]),
-        Route("/preferences/{token}", web.preferences, methods=["GET"]),
-        Route("/preferences/{token}", web.save_preferences, methods=["POST"]),
-        Route("/archive/{edition_id:int}", web.archive_by_id, methods=["GET"]),
-        Route("/archive/{digest}/{slot}", web.archive, methods=["GET"]),
-        Route("/articles/{article_id:int}", web.article, methods=["GET"]),
-        Route("/healthz", web.healthz, methods=["GET"]),
-    ]
-    app = Starlette(
-        routes=routes,
-        exception_handlers={HTTPException: web.http_error, Exception: web.server_error},
-    )
-    app.state.web = web
-    app.add_middleware(BodyLimit)
-    app.add_middleware(SecurityHeaders)  # added last: outermost, so it also sees BodyLimit's 413
-    return app
-
-
-# ---------------------------------------------------------------- serving
-
-
-def uvicorn_config(app: Starlette, settings: Settings, host: str | None = None, port: int | None = None) -> Any:
-    """The uvicorn configuration: trusted proxies from settings, no access log (URLs carry tokens)."""
-    import uvicorn
-
-    return uvicorn.Config(
-        app,
-        host=host or settings.web.host,
-        port=port if port is not None else settings.web.port,
-        proxy_headers=True,
-        forwarded_allow_ips=settings.web.forwarded_allow_ips,
-        access_log=False,
-        server_header=False,
-        log_level="warning",
-        lifespan="off",
-    )
-
-
-def start_in_thread(
-    settings: Settings,
-    engine: Engine,
-    clock: Clock | None = None,
-    transport_factory: Callable[[], Transport] | None = None,
-) -> WebServer | None:
-    """For ``digest serve``: the web app running in a background thread when ``[web] enabled``, else None.
-
-    Call ``stop()`` on the result at shutdown.
-    """
-    if not settings.web.enabled:
-        return None
-    return WebServer(make_app(settings, engine, clock, transport_factory), settings).start()
-
-
-def serve_forever(app: Starlette, settings: Settings, host: str | None = None, port: int | None = None) -> None:
-    """Serve in the foreground until SIGTERM or SIGINT; return (exit 0) after a graceful stop.
-
-    uvicorn re-raises the signal after shutting down, which ends the process "killed
-    by SIGTERM"; a service manager and a shell both prefer a plain exit 0.
-    """
-    import signal
-    from contextlib import contextmanager
-
-    import uvicorn
-
-    class _Server(uvicorn.Server):
-        @contextmanager
-        def capture_signals(self) -> Any:
-            previous = {sig: signal.signal(sig, self.handle_exit) for sig in (signal.SIGINT, signal.SIGTERM)}
-            try:
-                yield
-            finally:
-                for sig, handler in previous.items():
-                    signal.signal(sig, handler)
-
-    _Server(uvicorn_config(app, settings, host, port)).run()
-    close_mailer(app, settings)
-
-
-def close_mailer(app: Starlette, settings: Settings) -> None:
-    """Send the notices still queued when the server stops (at most ``smtp_timeout`` seconds)."""
-    mailer = getattr(app.state, "web", None) and app.state.web.mailer
-    if isinstance(mailer, BackgroundMailer):
-        mailer.close(settings.smtp_timeout)
-
-
-class WebServer:
-    """uvicorn serving an app from a background thread (for ``digest serve`` and tests).
-
-    ``start()`` returns once the socket listens; ``stop()`` lets requests in flight
-    finish and joins the thread.
-    """
-
-    def __init__(self, app: Starlette, settings: Settings, host: str | None = None, port: int | None = None) -> None:
-        import uvicorn
-
-        self.app, self.settings = app, settings
-        self.config = uvicorn_config(app, settings, host, port)
-        self.server: uvicorn.Server = uvicorn.Server(self.config)
-        self.thread = threading.Thread(target=self.server.run, name="digest-web", daemon=True)
-
-    @property
-    def url(self) -> str:
-        return f"http://{self.config.host}:{self.config.port}"
-
-    def start(self, timeout: float = 10.0) -> WebServer:
-        self.thread.start()
-        deadline = time.monotonic() + timeout
-        while not self.server.started:
-            if not self.thread.is_alive() or time.monotonic() > deadline:
-                raise DigestError(f"web server did not start on {self.config.host}:{self.config.port}")
-            time.sleep(0.01)
-        return self
-
-    def stop(self, timeout: float = 10.0) -> None:
-        self.server.should_exit = True
-        self.thread.join(timeout)
-        close_mailer(self.app, self.settings)
-
-    def __enter__(self) -> WebServer:
-        return self.start()
-
-    def __exit__(self, *exc: object) -> None:
-        self.stop()
