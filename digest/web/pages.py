@@ -15,10 +15,7 @@ from __future__ import annotations
 
 import logging
 import secrets
-import threading
-from collections import OrderedDict
 from dataclasses import dataclass, field
-from datetime import datetime
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -31,18 +28,17 @@ from starlette.requests import Request
 from starlette.responses import HTMLResponse, JSONResponse, PlainTextResponse, Response
 
 from digest.app import subscriptions as lifecycle
-from digest.app.subscriptions import Mailer, SubscribeForm
+from digest.app.archive import Archive, find_article
+from digest.app.subscriptions import Mailer
 from digest.compose.render import render_template
-from digest.compose.variants import Variants
 from digest.core.clock import Clock
 from digest.core.errors import DeliveryError, InputError, TemplateError
 from digest.core.settings import Settings
 from digest.core.tokens import TokenError
-from digest.edition.build import edition_content
 from digest.store.db import session_scope
-from digest.store.models import Article, Edition, SubscriberStatus
-from digest.web.forms import HONEYPOT_FIELD, list_field, text_field, timezone_groups
-from digest.web.security import APP_CSP, ARCHIVE_CSP, Csrf, RateLimiter, SecurityHeaders, client_key
+from digest.store.models import Subscriber, SubscriberStatus
+from digest.web.forms import HONEYPOT_FIELD, PreferencesFields, subscribe_form, timezone_groups
+from digest.web.security import APP_CSP, ARCHIVE_CSP, DEFAULT_CSP, Csrf, RateLimiter, client_key, secure
 
 log = logging.getLogger(__name__)
 
@@ -61,14 +57,14 @@ class WebApp:
     env: jinja2.Environment
     csrf: Csrf = field(init=False)
     limiter: RateLimiter = field(init=False)
-    _archive: OrderedDict[tuple[int, datetime], str] = field(default_factory=OrderedDict)
-    _archive_lock: threading.Lock = field(default_factory=threading.Lock)
+    archive_copies: Archive = field(init=False)
 
     def __post_init__(self) -> None:
         web = self.settings.web
         secure = self.settings.base_url.startswith("https://")
         self.csrf = Csrf(self.settings.secret_key.get_secret_value(), web.csrf_max_age, self.clock, secure)
         self.limiter = RateLimiter(web.subscribe_limit, web.subscribe_window, self.clock)
+        self.archive_copies = Archive(self.engine, self.settings, self.env)
         parts = urlsplit(self.settings.base_url)
         self.origin = f"{parts.scheme}://{parts.netloc}"
 
@@ -94,19 +90,10 @@ class WebApp:
         }
         body = render_template(self.env, f"web/{template}", ctx)
         response = HTMLResponse(body, status_code=status, headers=headers)
-        self._secure(response, APP_CSP.format(nonce=nonce, origin=self.origin))
+        secure(response, APP_CSP.format(nonce=nonce, origin=self.origin))
         if csrf_nonce is not None and new_cookie:
             self.csrf.set_cookie(response, csrf_nonce)
         return response
-
-    @staticmethod
-    def _secure(response: Response, csp: str) -> None:
-        h = response.headers
-        h["Content-Security-Policy"] = csp
-        h["Referrer-Policy"] = "no-referrer"
-        h["X-Content-Type-Options"] = "nosniff"
-        h["X-Frame-Options"] = "DENY"
-        h["Cache-Control"] = "no-store"
 
     def bad_link(self) -> HTMLResponse:
         """The one answer to every bad token: nothing about why."""
@@ -139,18 +126,7 @@ class WebApp:
                 "error.html", 429, headers={"Retry-After": str(retry_after)}, title="Too many attempts", kind="rate"
             )
         form = await request.form(max_files=0, max_fields=50)
-        request_form = SubscribeForm(
-            email=text_field(form, "email", 320),
-            name=text_field(form, "name", 200),
-            topics=tuple(list_field(form, "topics")),
-            timezone=text_field(form, "timezone", 64),
-        )
-        values = {
-            "email": request_form.email,
-            "name": request_form.name,
-            "topics": list(request_form.topics),
-            "timezone": request_form.timezone,
-        }
+        request_form = subscribe_form(form)
         if not self.csrf.valid(request, form, "subscribe"):
             return self.page("error.html", 403, title="This form has expired", kind="csrf")
         if form.get(HONEYPOT_FIELD):
@@ -167,6 +143,12 @@ class WebApp:
                 if exc.where == "email"
                 else "Please choose a timezone from the list."
             )
+            values = {
+                "email": request_form.email,
+                "name": request_form.name,
+                "topics": list(request_form.topics),
+                "timezone": request_form.timezone,
+            }
             ctx = self._subscribe_context(request, values)
             return self.page("subscribe.html", 400, error=problem, error_field=exc.where, **ctx)
         except DeliveryError as exc:
@@ -245,23 +227,25 @@ class WebApp:
             **extra,
         )
 
-    async def preferences(self, request: Request) -> Response:
-        token = request.path_params["token"]
+    async def _preferences_subscriber(self, token: str) -> Subscriber | None:
+        """The subscriber a preferences link names; None for any bad token."""
         try:
-            sub = await run_in_threadpool(
+            return await run_in_threadpool(
                 lifecycle.subscriber_for_preferences, self.engine, self.settings, self.clock, token
             )
         except TokenError:
+            return None
+
+    async def preferences(self, request: Request) -> Response:
+        sub = await self._preferences_subscriber(request.path_params["token"])
+        if sub is None:
             return self.bad_link()
         return self._preferences_page(request, sub, lifecycle.current_preferences(sub))
 
     async def save_preferences(self, request: Request) -> Response:
         token = request.path_params["token"]
-        try:
-            sub = await run_in_threadpool(
-                lifecycle.subscriber_for_preferences, self.engine, self.settings, self.clock, token
-            )
-        except TokenError:
+        sub = await self._preferences_subscriber(token)
+        if sub is None:
             return self.bad_link()
         form = await request.form(max_files=0, max_fields=60)
         if not self.csrf.valid(request, form, f"preferences:{sub.id}"):
@@ -269,28 +253,11 @@ class WebApp:
         if form.get("action") == "resubscribe":
             sub = await run_in_threadpool(lifecycle.resubscribe_by_token, self.engine, self.settings, self.clock, token)
             return self._preferences_page(request, sub, lifecycle.current_preferences(sub), notice="resubscribed")
-        topics = list_field(form, "topics")
-        timezone = text_field(form, "timezone", 64) or None
-        send_time = text_field(form, "send_time", 5) or None
-        frequency = text_field(form, "frequency", 10) or None
-        weekday = text_field(form, "weekday", 2) or None
+        fields = PreferencesFields.read(form)
         try:
-            prefs = lifecycle.parse_preferences(
-                self.settings,
-                topics=topics,
-                timezone=timezone,
-                send_time=send_time,
-                frequency=frequency,
-                weekday=weekday,
-            )
+            prefs = fields.validate(self.settings)
         except InputError as exc:
-            entered = lifecycle.Preferences(
-                topics=tuple(topics),
-                timezone=timezone,
-                send_time=send_time,
-                frequency=frequency or "daily",
-                weekday=int(weekday) if weekday and weekday.isdigit() else None,
-            )
+            entered = fields.as_entered()
             return self._preferences_page(request, sub, entered, 400, error=exc.problem, error_field=exc.where)
         sub = await run_in_threadpool(
             lifecycle.update_preferences, self.engine, self.settings, self.clock, token, prefs
@@ -299,65 +266,28 @@ class WebApp:
 
     # -------------------------------------------------------------- archive and articles
 
-    def _archive_html(self, edition: Edition) -> str | None:
-        if edition.id is None:
-            return None
-        key = (edition.id, edition.built_at)
-        with self._archive_lock:
-            if key in self._archive:
-                self._archive.move_to_end(key)
-                return self._archive[key]
-        found = edition_content(self.engine, self.settings, edition.id)
-        if found is None:
-            return None
-        stored, cfg, content = found
-        variants = Variants(self.settings, stored.digest, cfg, stored.slot, stored.built_at, content, self.env)
-        html = variants.web_copy()
-        with self._archive_lock:
-            self._archive[key] = html
-            while len(self._archive) > 32:
-                self._archive.popitem(last=False)
-        return html
-
-    def _archive_response(self, edition: Edition | None) -> Response:
-        html = self._archive_html(edition) if edition is not None else None
+    def _archive_response(self, html: str | None) -> Response:
         if html is None:
             return self.page("error.html", 404, title="No such edition", kind="missing")
         response = HTMLResponse(html)
-        self._secure(response, ARCHIVE_CSP)
+        secure(response, ARCHIVE_CSP)
         response.headers["Cache-Control"] = "public, max-age=300"
         return response
-
-    def _find_edition(self, **where: Any) -> Edition | None:
-        from sqlmodel import select
-
-        with session_scope(self.engine) as session:
-            stmt = select(Edition)
-            for k, v in where.items():
-                stmt = stmt.where(getattr(Edition, k) == v)
-            return session.exec(stmt).first()
 
     async def archive_by_id(self, request: Request) -> Response:
         edition_id = request.path_params["edition_id"]
         if edition_id > MAX_ID:  # the database would refuse the number itself (500)
-            return self.page("error.html", 404, title="No such edition", kind="missing")
-        edition = await run_in_threadpool(self._find_edition, id=edition_id)
-        return await run_in_threadpool(self._archive_response, edition)
+            return self._archive_response(None)
+        return self._archive_response(await run_in_threadpool(self.archive_copies.by_id, edition_id))
 
     async def archive(self, request: Request) -> Response:
         p = request.path_params
-        edition = await run_in_threadpool(self._find_edition, digest=p["digest"], slot=p["slot"])
-        return await run_in_threadpool(self._archive_response, edition)
+        html = await run_in_threadpool(self.archive_copies.by_slot, p["digest"], p["slot"])
+        return self._archive_response(html)
 
     async def article(self, request: Request) -> Response:
-        def load() -> Article | None:
-            article_id = request.path_params["article_id"]
-            if article_id > MAX_ID:
-                return None
-            with session_scope(self.engine) as session:
-                return session.get(Article, article_id)
-
-        article = await run_in_threadpool(load)
+        article_id = request.path_params["article_id"]
+        article = None if article_id > MAX_ID else await run_in_threadpool(find_article, self.engine, article_id)
         if article is None:
             return self.page("error.html", 404, title="No such story", kind="missing")
         return self.page("article.html", article=article)
@@ -379,10 +309,11 @@ class WebApp:
     # -------------------------------------------------------------- errors
 
     async def http_error(self, request: Request, exc: Exception) -> Response:
-        assert isinstance(exc, HTTPException)
+        # Starlette hands every handler a plain Exception; this one is registered for HTTPException.
+        status = exc.status_code if isinstance(exc, HTTPException) else 500
         kinds = {404: ("Page not found", "missing"), 405: ("Not allowed", "request"), 413: ("Too large", "request")}
-        title, kind = kinds.get(exc.status_code, ("Something went wrong", "server"))
-        return self.page("error.html", exc.status_code, title=title, kind=kind)
+        title, kind = kinds.get(status, ("Something went wrong", "server"))
+        return self.page("error.html", status, title=title, kind=kind)
 
     async def server_error(self, request: Request, exc: Exception) -> Response:
         log.error("web: %s on %s: %s", type(exc).__name__, request.url.path.split("/")[1], exc)
@@ -391,5 +322,5 @@ class WebApp:
         except TemplateError:
             # Outside the middleware (Starlette answers a crash last): secure it here.
             response = PlainTextResponse("Something went wrong.", status_code=500)
-            self._secure(response, SecurityHeaders.DEFAULTS[0][1].decode())
+            secure(response, DEFAULT_CSP)
             return response

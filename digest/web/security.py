@@ -45,6 +45,23 @@ APP_CSP = (
 )
 # The archive shows the email itself: its inline styles and its (remote) images.
 ARCHIVE_CSP = "default-src 'none'; style-src 'unsafe-inline'; img-src https: http: data:; frame-ancestors 'none'"
+# Responses that render nothing of their own (413, JSON, the last-resort 500).
+DEFAULT_CSP = "default-src 'none'; frame-ancestors 'none'; base-uri 'none'"
+
+
+# Besides the CSP, on every response: links carry tokens (no referrer), no framing, no caching.
+HEADERS = {
+    "Referrer-Policy": "no-referrer",
+    "X-Content-Type-Options": "nosniff",
+    "X-Frame-Options": "DENY",
+    "Cache-Control": "no-store",
+}
+
+
+def secure(response: Response, csp: str) -> None:
+    """Set the security headers on ``response``, with its own Content-Security-Policy."""
+    response.headers["Content-Security-Policy"] = csp
+    response.headers.update(HEADERS)
 
 
 def check_secret_key(settings: Settings) -> None:
@@ -162,12 +179,9 @@ class SecurityHeaders:
     archive's CSP and caching) are kept.
     """
 
-    DEFAULTS = (
-        (b"content-security-policy", b"default-src 'none'; frame-ancestors 'none'; base-uri 'none'"),
-        (b"referrer-policy", b"no-referrer"),
-        (b"x-content-type-options", b"nosniff"),
-        (b"x-frame-options", b"DENY"),
-        (b"cache-control", b"no-store"),
+    DEFAULTS = tuple(
+        (name.lower().encode("latin-1"), value.encode("latin-1"))
+        for name, value in {"Content-Security-Policy": DEFAULT_CSP, **HEADERS}.items()
     )
 
     def __init__(self, app: ASGIApp) -> None:
