@@ -26,7 +26,7 @@ from urllib.parse import parse_qs, urlsplit
 
 from digest.core.errors import ConfigError, PermanentFailure, TemporaryFailure
 from digest.core.settings import Settings
-from digest.transport.smtp import SMTPConfig, SMTPTransport, Transport, parse_smtp_url
+from digest.transport.smtp import SMTPConfig, SMTPTransport, Transport, smtp_config
 
 log = logging.getLogger(__name__)
 
@@ -61,7 +61,7 @@ class Server:
 def parse_server(url: str, settings: Settings, key: str = "delivery.servers") -> Server:
     """A :class:`Server` from an SMTP URL; its query may override the [delivery] limits."""
     d = settings.delivery
-    config = parse_smtp_url(url, settings.smtp_timeout)
+    config = smtp_config(settings, url)
     q = {k: v[-1] for k, v in parse_qs(urlsplit(url).query).items()}
 
     def number(name: str, default: float, kind: type) -> Any:

@@ -17,10 +17,13 @@ import socket
 import ssl
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
 from urllib.parse import parse_qs, unquote, urlsplit
 
 from digest.core.errors import ConfigError, PermanentFailure, TemporaryFailure
+
+if TYPE_CHECKING:
+    from digest.core.settings import Settings
 
 
 class Transport(Protocol):
@@ -72,6 +75,20 @@ def parse_smtp_url(url: str, timeout: float = 30.0) -> SMTPConfig:
         cafile=parse_qs(parts.query).get("cafile", [None])[-1],
         timeout=timeout,
     )
+
+
+def smtp_config(settings: Settings, url: str | None = None) -> SMTPConfig:
+    """The connection settings of ``url`` (default: ``smtp_url``) with the configured ``smtp_timeout``."""
+    return parse_smtp_url(url if url is not None else settings.smtp_url.get_secret_value(), settings.smtp_timeout)
+
+
+def smtp_from_settings(settings: Settings) -> SMTPTransport:
+    """A new connection to ``smtp_url`` (opened on its first message): notices, ``send --to``, the demo.
+
+    Raises ConfigError when ``smtp_url`` is not an SMTP URL. Deliveries go through the
+    pool instead (``[delivery] servers``, see :mod:`digest.transport.pool`).
+    """
+    return SMTPTransport(smtp_config(settings))
 
 
 def _code_of(reply: str) -> int | None:

@@ -27,7 +27,7 @@ from digest.compose.render import make_environment
 from digest.core.clock import Clock, SystemClock
 from digest.core.errors import DigestError
 from digest.core.settings import Settings
-from digest.transport.smtp import SMTPTransport, Transport, parse_smtp_url
+from digest.transport.smtp import SMTPTransport, Transport, smtp_config
 from digest.web.pages import WebApp
 from digest.web.security import BodyLimit, SecurityHeaders, check_secret_key
 
@@ -38,8 +38,8 @@ if TYPE_CHECKING:
 
 
 def smtp_transport_factory(settings: Settings) -> Callable[[], Transport]:
-    """A new SMTP connection per notice, from ``smtp_url``."""
-    config = parse_smtp_url(settings.smtp_url.get_secret_value(), settings.smtp_timeout)
+    """A new SMTP connection per notice, to ``smtp_url``; a bad URL stops the app now, not at the first notice."""
+    config = smtp_config(settings)
     return lambda: SMTPTransport(config)
 
 
