@@ -21,7 +21,7 @@ import time
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
 from digest.core.errors import ConfigError, PermanentFailure, TemporaryFailure
@@ -29,12 +29,6 @@ from digest.core.settings import Settings
 from digest.transport.smtp import SMTPConfig, SMTPTransport, Transport, smtp_config
 
 log = logging.getLogger(__name__)
-
-
-class Signer(Protocol):
-    """Signs a finished message (DKIM): returns it with a ``DKIM-Signature`` header prepended."""
-
-    def sign(self, message: bytes) -> bytes: ...
 
 
 TransportFactory = Callable[[SMTPConfig, int], Transport]
