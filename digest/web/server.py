@@ -13,13 +13,15 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any
 
 import jinja2
 from sqlalchemy.engine import Engine
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
+from starlette.requests import Request
+from starlette.responses import Response
 from starlette.routing import Route
 
 from digest.app.subscriptions import BackgroundMailer
@@ -35,6 +37,8 @@ if TYPE_CHECKING:
     import uvicorn
 
     from digest.compose.dkim import Signer
+
+Endpoint = Callable[[Request], Awaitable[Response]]
 
 
 def smtp_transport_factory(settings: Settings) -> Callable[[], Transport]:
@@ -69,28 +73,35 @@ def make_app(
     mailer = BackgroundMailer(settings, transport_factory or smtp_transport_factory(settings), signer=signer, env=env)
     web = WebApp(settings, engine, clock, mailer, env)
 
-    routes = [
-        Route("/", web.home, methods=["GET"]),
-        Route("/subscribe", web.home, methods=["GET"]),
-        Route("/subscribe", web.subscribe, methods=["POST"]),
-        Route("/confirm/{token}", web.confirm, methods=["GET"]),
-        Route("/unsubscribe/{token}", web.unsubscribe_page, methods=["GET"]),
-        Route("/unsubscribe/{token}", web.unsubscribe, methods=["POST"]),
-        Route("/preferences/{token}", web.preferences, methods=["GET"]),
-        Route("/preferences/{token}", web.save_preferences, methods=["POST"]),
-        Route("/archive/{edition_id:int}", web.archive_by_id, methods=["GET"]),
-        Route("/archive/{digest}/{slot}", web.archive, methods=["GET"]),
-        Route("/articles/{article_id:int}", web.article, methods=["GET"]),
-        Route("/healthz", web.healthz, methods=["GET"]),
-    ]
     app = Starlette(
-        routes=routes,
+        routes=routes(web),
         exception_handlers={HTTPException: web.http_error, Exception: web.server_error},
     )
     app.state.web = web
     app.add_middleware(BodyLimit)
     app.add_middleware(SecurityHeaders)  # added last: outermost, so it also sees BodyLimit's 413
     return app
+
+
+def routes(web: WebApp) -> list[Route]:
+    """Every endpoint: one row a path, its GET and its POST handler (side effects only on POST)."""
+    paths: list[tuple[str, Endpoint, Endpoint | None]] = [
+        ("/", web.home, None),
+        ("/subscribe", web.home, web.subscribe),
+        ("/confirm/{token}", web.confirm, None),
+        ("/unsubscribe/{token}", web.unsubscribe_page, web.unsubscribe),
+        ("/preferences/{token}", web.preferences, web.save_preferences),
+        ("/archive/{edition_id:int}", web.archive_by_id, None),
+        ("/archive/{digest}/{slot}", web.archive, None),
+        ("/articles/{article_id:int}", web.article, None),
+        ("/healthz", web.healthz, None),
+    ]
+    return [
+        Route(path, handler, methods=[method])
+        for path, get, post in paths
+        for method, handler in (("GET", get), ("POST", post))
+        if handler is not None
+    ]
 
 
 # ---------------------------------------------------------------- serving
