@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 from sqlalchemy.engine import Engine
 from sqlmodel import Session
 
+from digest.compose.dkim import Signer
 from digest.compose.inline import inline_css
 from digest.compose.recipients import recipient_for, test_recipient
 from digest.compose.render import make_environment
@@ -41,7 +42,7 @@ from digest.store.models import (
     Edition,
     EditionStatus,
 )
-from digest.transport.pool import Signer, TransportFactory
+from digest.transport.pool import TransportFactory
 from digest.transport.smtp import Transport
 
 log = logging.getLogger(__name__)

@@ -278,7 +278,7 @@ def send(
     """Build (or find) the current edition and deliver it to every active subscriber."""
     from digest.app.send import send_digest, send_test
     from digest.compose.dkim import signer_from_settings
-    from digest.transport.smtp import MemoryTransport, SMTPTransport, parse_smtp_url
+    from digest.transport.smtp import MemoryTransport, smtp_from_settings
 
     st = state(ctx)
     setup_logging(st)
@@ -292,7 +292,7 @@ def send(
         transport: Any = MemoryTransport()
         if to and not dry_run:
             normalise_email(to, "--to")
-            transport = SMTPTransport(parse_smtp_url(st.settings.smtp_url.get_secret_value(), st.settings.smtp_timeout))
+            transport = smtp_from_settings(st.settings)
         with session_scope(st.engine) as session:
             emails = [to] if to else [s.email for s in _active(session)]
             res = send_test(session, st.settings, name, emails, transport, clock, signer=signer)

@@ -26,6 +26,7 @@ from typing import Any
 
 from sqlalchemy.engine import Engine
 
+from digest.compose.dkim import Signer
 from digest.compose.message import PreparedMessage, Recipient
 from digest.compose.recipients import recipient_values
 from digest.core.clock import Clock
@@ -46,7 +47,7 @@ from digest.outbox.ledger import (
 from digest.outbox.loader import edition_variants
 from digest.outbox.retry import backoff
 from digest.store.models import DeliveryStatus, SubscriberStatus
-from digest.transport.pool import Dispatcher, Job, Server, Signer, TransportFactory, configured_servers, smtp_transport
+from digest.transport.pool import Dispatcher, Job, Server, TransportFactory, configured_servers, smtp_transport
 from digest.transport.smtp import SMTPTransport, Transport
 
 log = logging.getLogger(__name__)

@@ -210,7 +210,7 @@ def test_confirmation_email_is_signed_when_dkim_is_configured(
     engine: Engine, web_settings: Settings, sink: SmtpSink, clock: FixedClock, signer: DkimSigner
 ) -> None:
     from digest.app import subscriptions as lifecycle
-    from digest.web.app import smtp_transport_factory
+    from digest.web.server import smtp_transport_factory
 
     mailer = lifecycle.Mailer(web_settings, smtp_transport_factory(web_settings), signer=signer)
     lifecycle.request_subscription(
