@@ -32,18 +32,8 @@ from digest.compose.recipients import recipient_values
 from digest.core.clock import Clock
 from digest.core.errors import DigestError, JournalError
 from digest.core.settings import Settings
-from digest.outbox.ledger import (
-    BatchJournal,
-    Claimed,
-    Journal,
-    claim_batch,
-    extend_leases,
-    pending_count,
-    record,
-    recover_journals,
-    release,
-    worker_id,
-)
+from digest.outbox.journal import BatchJournal, Journal, recover_journals, worker_id
+from digest.outbox.ledger import Claimed, claim_batch, extend_leases, pending_count, record, release
 from digest.outbox.loader import edition_variants
 from digest.outbox.retry import backoff
 from digest.store.models import DeliveryStatus, SubscriberStatus

@@ -27,7 +27,8 @@ from digest.core.errors import DeliveryError
 from digest.core.settings import Settings
 from digest.edition.build import get_or_build_edition
 from digest.outbox.drain import drain_outbox
-from digest.outbox.ledger import Journal, claim_batch, queue_deliveries, recover_journals, worker_id
+from digest.outbox.journal import Journal, recover_journals, worker_id
+from digest.outbox.ledger import claim_batch, queue_deliveries
 from digest.outbox.retry import backoff
 from digest.store.db import session_scope
 from digest.store.models import Delivery, DeliveryStatus, Edition, EditionStatus, Subscriber, SubscriberStatus
@@ -549,7 +550,7 @@ def test_a_killed_but_unreaped_process_counts_as_dead() -> None:
     import subprocess
     import sys
 
-    from digest.outbox.ledger import _start_time, is_dead_here
+    from digest.outbox.journal import _start_time, is_dead_here
 
     proc = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(0.3)"])
     start = _start_time(proc.pid)

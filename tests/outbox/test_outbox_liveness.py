@@ -8,7 +8,7 @@ import subprocess
 import time
 from pathlib import Path
 
-from digest.outbox.ledger import _start_time, is_dead_here, worker_id
+from digest.outbox.journal import _start_time, is_dead_here, worker_id
 
 
 def test_this_process_is_alive() -> None:
