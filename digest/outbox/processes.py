@@ -22,11 +22,13 @@ from sqlalchemy.engine import Engine
 from digest.compose.dkim import Signer
 from digest.core.clock import Clock
 from digest.core.errors import DigestError, JournalError
+from digest.core.logs import current_config, event
 from digest.core.settings import Settings
 from digest.outbox.journal import Journal, recover_journals, worker_id
 from digest.outbox.ledger import pending_count
 from digest.outbox.loader import edition_variants
 from digest.outbox.sender import Sender, SendReport, VariantsFor, make_lanes
+from digest.store.db import make_engine
 from digest.transport.pool import TransportFactory
 from digest.transport.smtp import Transport
 
@@ -91,8 +93,6 @@ def _run_processes(
     should_stop: Callable[[], bool],
     progress: Callable[[int], None] | None,
 ) -> SendReport:
-    from digest.core.logs import current_config
-
     ctx = multiprocessing.get_context("spawn")
     stop = ctx.Event()
     results = ctx.Queue()
@@ -153,9 +153,6 @@ def _add(counter: Any, n: int) -> None:
 
 def _child_main(spec: dict[str, Any], stop: Any, results: Any, counter: Any) -> None:
     """A worker process: its own engine, variants and connections; the parent's limits split."""
-    from digest.core.logs import event
-    from digest.store.db import make_engine
-
     settings: Settings = spec["settings"]
     # The parent's level, format (--log-format) and masking: a spawned process starts
     # with none of them, and its lines share the parent's stderr.
