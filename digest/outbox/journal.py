@@ -237,57 +237,9 @@ def recover_journals(engine: Engine, journal_dir: str | Path, now: datetime) -> 
     """
     found = Recovery()
     host = socket.gethostname()
-    directory = Path(journal_dir) / host
-    journals = sorted(directory.glob("*.sent")) if directory.is_dir() else []
-    own = "-".join(worker_id().split(":")[1:3])
-    with _OPEN_LOCK:
-        open_now = set(_OPEN)
-    left: dict[str, bool] = {}
-    for path in journals:
-        pid, start = path.name.split("-")[:2]
-        prefix = f"{pid}-{start}"
-        if prefix == own:
-            if path in open_now:
-                continue
-        else:
-            if prefix not in left:
-                left[prefix] = is_dead_here(f"{host}:{pid}:{start}")
-            if not left[prefix]:
-                continue
-        entries = _read_journal(path)
-        if entries:
-            with engine.begin() as conn:
-                conn.execute(
-                    update(D)
-                    .where(D.c.id == bindparam("_id"), D.c.status != DeliveryStatus.SENT)
-                    .values(
-                        status=DeliveryStatus.SENT,
-                        message_id=bindparam("_msgid"),
-                        sent_at=bindparam("_at"),
-                        attempts=D.c.attempts + 1,
-                        claimed_by=None,
-                        lease_until=None,
-                        next_attempt_at=None,
-                        last_response="250 accepted (recorded from the sender's journal)",
-                    ),
-                    [{"_id": i, "_msgid": m, "_at": at} for i, m, at in entries],
-                )
-            found.journalled += len(entries)
-        try:
-            path.unlink(missing_ok=True)
-        except OSError as exc:
-            # Read-only: replayed again next time, which changes nothing (sent stays sent).
-            log.warning("could not remove the journal %s: %s", path, exc.strerror or exc)
-    with engine.connect() as conn:
-        holders = [
-            r[0]
-            for r in conn.execute(
-                select(D.c.claimed_by)
-                .where(D.c.status == DeliveryStatus.CLAIMED, D.c.claimed_by.like(f"{host}:%"))
-                .distinct()
-            )
-        ]
-    for holder in holders:
+    for path in _journals_left(Path(journal_dir) / host, host):
+        found.journalled += _replay(engine, path)
+    for holder in _claim_holders(engine, host):
         if holder and is_dead_here(holder):
             released = release_worker(engine, holder)
             found.released += released
@@ -296,3 +248,66 @@ def recover_journals(engine: Engine, journal_dir: str | Path, now: datetime) -> 
     if found.journalled:
         log.warning("recorded %d accepted deliveries from journals of batches left unrecorded", found.journalled)
     return found
+
+
+def _journals_left(directory: Path, host: str) -> list[Path]:
+    """The journals of dead processes of this host, and this process's own closed ones."""
+    journals = sorted(directory.glob("*.sent")) if directory.is_dir() else []
+    own = "-".join(worker_id().split(":")[1:3])
+    with _OPEN_LOCK:
+        open_now = set(_OPEN)
+    dead: dict[str, bool] = {}
+    out = []
+    for path in journals:
+        pid, start = path.name.split("-")[:2]
+        prefix = f"{pid}-{start}"
+        if prefix == own:
+            if path not in open_now:
+                out.append(path)
+            continue
+        if prefix not in dead:
+            dead[prefix] = is_dead_here(f"{host}:{pid}:{start}")
+        if dead[prefix]:
+            out.append(path)
+    return out
+
+
+def _replay(engine: Engine, path: Path) -> int:
+    """Record the journal's deliveries as sent, remove it; return how many it held."""
+    entries = _read_journal(path)
+    if entries:
+        with engine.begin() as conn:
+            conn.execute(
+                update(D)
+                .where(D.c.id == bindparam("_id"), D.c.status != DeliveryStatus.SENT)
+                .values(
+                    status=DeliveryStatus.SENT,
+                    message_id=bindparam("_msgid"),
+                    sent_at=bindparam("_at"),
+                    attempts=D.c.attempts + 1,
+                    claimed_by=None,
+                    lease_until=None,
+                    next_attempt_at=None,
+                    last_response="250 accepted (recorded from the sender's journal)",
+                ),
+                [{"_id": i, "_msgid": m, "_at": at} for i, m, at in entries],
+            )
+    try:
+        path.unlink(missing_ok=True)
+    except OSError as exc:
+        # Read-only: replayed again next time, which changes nothing (sent stays sent).
+        log.warning("could not remove the journal %s: %s", path, exc.strerror or exc)
+    return len(entries)
+
+
+def _claim_holders(engine: Engine, host: str) -> list[str]:
+    """The workers of this host holding claims."""
+    with engine.connect() as conn:
+        return [
+            r[0]
+            for r in conn.execute(
+                select(D.c.claimed_by)
+                .where(D.c.status == DeliveryStatus.CLAIMED, D.c.claimed_by.like(f"{host}:%"))
+                .distinct()
+            )
+        ]

@@ -188,23 +188,13 @@ def editions_with_work(engine: Engine, only: Sequence[int] | None = None) -> lis
 
 
 def pending_count(engine: Engine, edition_ids: Sequence[int]) -> int:
+    """How many deliveries of ``edition_ids`` are still to send (queued, claimed or to retry)."""
     with engine.connect() as conn:
         return int(
             conn.execute(
                 select(func.count())
                 .select_from(D)
                 .where(D.c.edition_id.in_(list(edition_ids)), D.c.status.in_(DeliveryStatus.PENDING))
-            ).scalar_one()
-        )
-
-
-def sent_count(engine: Engine, edition_ids: Sequence[int]) -> int:
-    with engine.connect() as conn:
-        return int(
-            conn.execute(
-                select(func.count())
-                .select_from(D)
-                .where(D.c.edition_id.in_(list(edition_ids)), D.c.status == DeliveryStatus.SENT)
             ).scalar_one()
         )
 

@@ -112,10 +112,34 @@ def _run_processes(
     for child in children:
         child.start()
     report = SendReport(editions=list(edition_ids))
+    _gather(children, results, stop, counter, report, should_stop, progress)
+    for child in children:
+        child.join()
+        if child.exitcode != 0:
+            report.workers_failed += 1
+            log.error("sender process %s exited with %s; its claims are released", child.pid, child.exitcode)
+    if report.workers_failed:
+        report.recovered += recover_journals(engine, settings.delivery.journal_dir, clock.now()).journalled
+    if any(c.exitcode == JournalError.exit_code for c in children):
+        directory = Journal(settings.delivery.journal_dir, worker_id()).directory
+        raise JournalError(directory, "a sender process could not write it (see its log line)")
+    return report
+
+
+def _gather(
+    children: list[Any],
+    results: Any,
+    stop: Any,
+    counter: Any,
+    report: SendReport,
+    should_stop: Callable[[], bool],
+    progress: Callable[[int], None] | None,
+) -> None:
+    """Add up the workers' reports as they come; pass on progress and the order to stop."""
     done = 0
     seen = 0
     journal_failed = False
-    while done < n:
+    while done < len(children):
         if any(c.exitcode == JournalError.exit_code for c in children):
             journal_failed = True  # the others would fail at their next message too: stop them now
         if should_stop() or journal_failed:
@@ -133,17 +157,6 @@ def _run_processes(
             if now_sent > seen:
                 progress(now_sent - seen)
                 seen = now_sent
-    for child in children:
-        child.join()
-        if child.exitcode != 0:
-            report.workers_failed += 1
-            log.error("sender process %s exited with %s; its claims are released", child.pid, child.exitcode)
-    if report.workers_failed:
-        report.recovered += recover_journals(engine, settings.delivery.journal_dir, clock.now()).journalled
-    if any(c.exitcode == JournalError.exit_code for c in children):
-        directory = Journal(settings.delivery.journal_dir, worker_id()).directory
-        raise JournalError(directory, "a sender process could not write it (see its log line)")
-    return report
 
 
 def _add(counter: Any, n: int) -> None:
