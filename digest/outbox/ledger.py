@@ -31,6 +31,7 @@ from sqlmodel import Session, col
 from digest.core.settings import Settings
 from digest.store.db import session_scope
 from digest.store.models import Delivery, DeliveryStatus, Edition, EditionStatus, Subscriber, SubscriberStatus
+from digest.store.subscribers import count_permanent_bounce
 
 D = Delivery.__table__  # type: ignore[attr-defined]
 S = Subscriber.__table__  # type: ignore[attr-defined]
@@ -149,14 +150,23 @@ def release_worker(engine: Engine, worker: str) -> int:
     return max(result.rowcount or 0, 0)
 
 
+@dataclass(frozen=True)
+class Bounce:
+    """A permanent failure of a subscriber's address, met while sending ``message_id``."""
+
+    subscriber_id: int
+    message_id: str
+    response: str
+
+
 def record(
-    engine: Engine, settings: Settings, results: Sequence[dict[str, object]], bounced: Sequence[int], now: datetime
+    engine: Engine, settings: Settings, results: Sequence[dict[str, object]], bounced: Sequence[Bounce], now: datetime
 ) -> None:
     """Write a batch of results in one transaction (executemany UPDATE by primary key).
 
-    Each result dict has ``id`` and the columns to set. A permanent failure of a
-    subscriber's address counts towards ``bounce_limit``, after which the subscriber
-    is bounced.
+    Each result dict has ``id`` and the columns to set. Each of ``bounced`` is counted
+    by the one bounce rule (:func:`digest.store.subscribers.count_permanent_bounce`,
+    source ``smtp``), as a bounce report read later would be.
     """
     if not results and not bounced:
         return
@@ -168,13 +178,15 @@ def record(
         for keys, rows in groups.items():
             values: dict[str, Any] = {k: bindparam(k) for k in keys if k != "_id"}
             conn.execute(update(D).where(D.c.id == bindparam("_id")).values(values), rows)
-        for sub_id in bounced:
-            conn.execute(update(S).where(S.c.id == sub_id).values(bounce_count=S.c.bounce_count + 1, updated_at=now))
-            conn.execute(
-                update(S)
-                .where(S.c.id == sub_id, S.c.bounce_count >= settings.bounce_limit)
-                .where(S.c.status == SubscriberStatus.ACTIVE)
-                .values(status=SubscriberStatus.BOUNCED)
+        for bounce in bounced:
+            count_permanent_bounce(
+                conn,
+                bounce.subscriber_id,
+                now,
+                settings.bounce_limit,
+                source="smtp",
+                ref=bounce.message_id,
+                detail=bounce.response,
             )
 
 

@@ -29,7 +29,7 @@ from digest.core.clock import Clock
 from digest.core.errors import JournalError
 from digest.core.settings import Settings
 from digest.outbox.journal import BatchJournal, Journal, worker_id
-from digest.outbox.ledger import Claimed, claim_batch, extend_leases, record, release
+from digest.outbox.ledger import Bounce, Claimed, claim_batch, extend_leases, record, release
 from digest.outbox.retry import backoff
 from digest.store.models import DeliveryStatus, SubscriberStatus
 from digest.transport.pool import Dispatcher, Job, Server, TransportFactory, configured_servers, smtp_transport
@@ -83,7 +83,7 @@ VariantsFor = Callable[[int], Any]
 class _Batch:
     journal: BatchJournal
     results: list[dict[str, object]] = field(default_factory=list)
-    bounced: list[int] = field(default_factory=list)
+    bounced: list[Bounce] = field(default_factory=list)
     waiting: int = 0
     lock: threading.Lock = field(default_factory=threading.Lock)
     finished: threading.Event = field(default_factory=threading.Event)
@@ -293,7 +293,7 @@ class Sender:
                     last_response=str(job.error)[:1000],
                     next_attempt_at=None,
                 )
-                batch.bounced.append(row.subscriber_id)
+                batch.bounced.append(Bounce(row.subscriber_id, msgid, str(job.error)[:1000]))
                 self.report.failed_permanent += 1
                 log.warning("delivery %s failed permanently: %s", row.delivery_id, job.error)
             else:

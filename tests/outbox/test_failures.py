@@ -6,13 +6,16 @@ from datetime import timedelta
 
 import pytest
 from sqlalchemy.engine import Engine
+from sqlmodel import select
 
 from digest.app.send import send_digest
+from digest.app.subscriptions import record_bounce
 from digest.core.clock import FixedClock
 from digest.core.settings import Settings
 from digest.outbox.drain import drain_outbox
 from digest.outbox.retry import backoff
-from digest.store.models import DeliveryStatus, SubscriberStatus
+from digest.store.db import session_scope
+from digest.store.models import DeliveryStatus, SubscriberEvent, SubscriberEventKind, SubscriberStatus
 from tests.conftest import NOW, STANDARD_DRAFTS, seed
 from tests.outbox.support import readers, rows, subscriber
 from tests.smtp_script import ScriptedSink
@@ -105,6 +108,30 @@ def test_subscriber_is_bounced_after_bounce_limit_permanent_failures(
     send_digest(engine, pool, "daily", None, clock)
     sub = subscriber(engine, "r0@example.org")
     assert sub.status == SubscriberStatus.BOUNCED and sub.bounce_count == 2
+
+
+def test_a_5xx_while_sending_writes_the_bounce_event_an_inbound_bounce_writes(
+    engine: Engine, pool: Settings, script: ScriptedSink, clock: FixedClock
+) -> None:
+    answer = "550 5.1.1 no such user"
+    seed(engine, STANDARD_DRAFTS, readers(2))
+    script.handler.rcpt_replies["r0@example.org"] = answer
+    send_digest(engine, pool, "daily", None, clock)
+    record_bounce(engine, pool, clock, "r1@example.org", permanent=True, ref="<dsn@mx>", detail=answer)
+
+    at_smtp, inbound = events_of(engine, "r0@example.org"), events_of(engine, "r1@example.org")
+    assert [(e.kind, e.created_at) for e in at_smtp] == [(e.kind, e.created_at) for e in inbound]
+    assert [e.kind for e in at_smtp] == [SubscriberEventKind.BOUNCE_PERMANENT]
+    assert subscriber(engine, "r0@example.org").bounce_count == subscriber(engine, "r1@example.org").bounce_count == 1
+    # Where it came from: the sender, about the message it was sending, with the server's answer.
+    assert (at_smtp[0].source, at_smtp[0].ref) == ("smtp", rows(engine)["r0@example.org"].message_id)
+    assert answer in at_smtp[0].detail
+
+
+def events_of(engine: Engine, email_addr: str) -> list[SubscriberEvent]:
+    sub_id = subscriber(engine, email_addr).id
+    with session_scope(engine) as s:
+        return list(s.exec(select(SubscriberEvent).where(SubscriberEvent.subscriber_id == sub_id)).all())
 
 
 def test_backoff_doubles_with_jitter_and_is_capped(settings: Settings) -> None:
