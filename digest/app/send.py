@@ -32,8 +32,8 @@ from digest.edition.build import (
     get_or_build_edition,
 )
 from digest.outbox.drain import send_edition
+from digest.outbox.journal import worker_id as worker_id
 from digest.outbox.ledger import delivery_counts, finish_edition, queue_deliveries
-from digest.outbox.ledger import worker_id as worker_id
 from digest.outbox.loader import edition_variants
 from digest.outbox.sender import SendReport
 from digest.store.db import session_scope

@@ -18,7 +18,8 @@ from digest.core.errors import DeliveryError
 from digest.core.settings import Settings
 from digest.outbox.ledger import editions_with_work, finish_edition
 from digest.outbox.loader import edition_variants
-from digest.outbox.sender import SendReport, run_send
+from digest.outbox.processes import run_send
+from digest.outbox.sender import SendReport
 from digest.transport.pool import TransportFactory
 from digest.transport.smtp import Transport
 

@@ -275,7 +275,8 @@ class SubscriberEvent(SQLModel, table=True):
 
     Deleted with the subscriber (ON DELETE CASCADE): erasure leaves no trail.
     ``ref`` is the Message-ID of the inbound mail that caused it, so reading the
-    same bounce twice counts it once.
+    same bounce twice counts it once (for a failure while sending: the Message-ID
+    of the message sent).
     """
 
     __tablename__ = "subscriber_event"
