@@ -16,7 +16,7 @@ from datetime import datetime
 from digest.app.send import send_digest
 from digest.core.clock import FixedClock
 from digest.core.settings import load_settings
-from digest.outbox.ledger import BatchJournal
+from digest.outbox.journal import BatchJournal
 from digest.store.db import make_engine
 
 

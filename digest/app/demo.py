@@ -21,7 +21,7 @@ from digest.ingest.save import upsert_articles
 from digest.store.db import ensure_schema, make_engine, session_scope
 from digest.store.subscribers import add_subscriber
 from digest.transport.sink import SmtpSink
-from digest.transport.smtp import SMTPTransport, parse_smtp_url
+from digest.transport.smtp import smtp_from_settings
 
 # (minutes ago, category, source, breaking, priority, title, summary)
 DEMO_ARTICLES = [
@@ -176,7 +176,7 @@ def run_demo(directory: Path, clock: Clock) -> DemoSummary:
             upsert_articles(session, demo_drafts(clock), now)
             for email, name, tz, topics in DEMO_SUBSCRIBERS:
                 add_subscriber(session, email, now, name=name, timezone=tz, topics=topics)
-        with SMTPTransport(parse_smtp_url(settings.smtp_url.get_secret_value())) as smtp:
+        with smtp_from_settings(settings) as smtp:
             report = send_digest(engine, settings, "daily", smtp, clock)
         files = list(sink.handler.saved)
         engine.dispose()

@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 from sqlalchemy.engine import Engine
 from sqlmodel import Session
 
+from digest.compose.dkim import Signer
 from digest.compose.inline import inline_css
 from digest.compose.recipients import recipient_for, test_recipient
 from digest.compose.render import make_environment
@@ -31,13 +32,13 @@ from digest.edition.build import (
     get_or_build_edition,
 )
 from digest.outbox.drain import send_edition
+from digest.outbox.journal import worker_id as worker_id
 from digest.outbox.ledger import delivery_counts, finish_edition, queue_deliveries
-from digest.outbox.ledger import worker_id as worker_id
 from digest.outbox.loader import edition_variants
 from digest.outbox.sender import SendReport
 from digest.store.db import session_scope
 from digest.store.models import DeliveryStatus, Edition, EditionStatus, saved_id
-from digest.transport.pool import Signer, TransportFactory
+from digest.transport.pool import TransportFactory
 from digest.transport.smtp import Transport
 
 log = logging.getLogger(__name__)

@@ -31,7 +31,13 @@ from digest.core.text import one_line
 from digest.core.tokens import address_hash, make_token, read_token_ref
 from digest.store.db import session_scope
 from digest.store.models import Subscriber, SubscriberEvent, SubscriberEventKind, SubscriberStatus, saved_id
-from digest.store.subscribers import find_subscriber, normalise_email, validate_send_time, validate_timezone
+from digest.store.subscribers import (
+    count_permanent_bounce,
+    find_subscriber,
+    normalise_email,
+    validate_send_time,
+    validate_timezone,
+)
 
 log = logging.getLogger(__name__)
 
@@ -450,7 +456,7 @@ def record_bounce(
     kind = SubscriberEventKind.BOUNCE_PERMANENT if permanent else SubscriberEventKind.BOUNCE_TEMPORARY
     with session_scope(engine) as session:
         sub = session.get(Subscriber, subscriber_id) if subscriber_id is not None else find_subscriber(session, email)
-        if sub is None:
+        if sub is None or sub.id is None:
             return BounceResult.UNKNOWN
         if ref is not None:
             seen = session.exec(
@@ -460,15 +466,10 @@ def record_bounce(
             ).first()
             if seen is not None:
                 return BounceResult.DUPLICATE
-        record_event(session, sub, kind, now, source="inbound", ref=ref, detail=detail)
         if not permanent:
+            record_event(session, sub, kind, now, source="inbound", ref=ref, detail=detail)
             return BounceResult.RECORDED
-        sub.bounce_count += 1
-        sub.updated_at = now
-        result = BounceResult.COUNTED
-        if sub.bounce_count >= settings.bounce_limit and sub.status == SubscriberStatus.ACTIVE:
-            sub.status = SubscriberStatus.BOUNCED
-            result = BounceResult.BOUNCED
-            log.info("subscriber %s bounced after %d permanent failures", sub.id, sub.bounce_count)
-        session.add(sub)
-        return result
+        bounced = count_permanent_bounce(
+            session.connection(), sub.id, now, settings.bounce_limit, source="inbound", ref=ref, detail=detail
+        )
+        return BounceResult.BOUNCED if bounced else BounceResult.COUNTED

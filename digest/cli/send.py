@@ -75,12 +75,12 @@ def _send_copies(st: State, name: str, clock: Clock, signer: DkimSigner | None, 
     from digest.app.send import send_test
     from digest.store.db import session_scope
     from digest.store.subscribers import normalise_email
-    from digest.transport.smtp import MemoryTransport, SMTPTransport, parse_smtp_url
+    from digest.transport.smtp import MemoryTransport, smtp_from_settings
 
     transport: Any = MemoryTransport()
     if to and not dry_run:
         normalise_email(to, "--to")
-        transport = SMTPTransport(parse_smtp_url(st.settings.smtp_url.get_secret_value(), st.settings.smtp_timeout))
+        transport = smtp_from_settings(st.settings)
     with session_scope(st.engine) as session:
         emails = [to] if to else [s.email for s in _active(session)]
         res = send_test(session, st.settings, name, emails, transport, clock, signer=signer)

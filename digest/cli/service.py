@@ -41,11 +41,11 @@ def serve(
     """Run the service: scheduled editions, local-time slots, feed polling and the outbox, until SIGTERM."""
     from digest.service.runner import Service
     from digest.service.runner import serve as run_service
-    from digest.web.app import WebServer
+    from digest.web import WebServer
 
     st = state(ctx)
     if st.settings.web.enabled:
-        from digest.web.app import check_secret_key
+        from digest.web import check_secret_key
 
         check_secret_key(st.settings)  # before anything starts
     if log_format:
@@ -57,7 +57,7 @@ def serve(
         cron_trigger(cfg.schedule, cfg.timezone, f"digests.{name}.schedule")  # fail fast on a bad schedule
     engine = st.engine
     _check_schema_current(engine)
-    from digest.web.app import start_in_thread
+    from digest.web import start_in_thread
 
     def start_web(service: Service) -> WebServer | None:
         return start_in_thread(service.settings, service.engine, service.clock)

@@ -26,7 +26,7 @@ def web(
     port: Annotated[int | None, typer.Option(help="Port (default [web] port).")] = None,
 ) -> None:
     """Run the subscriber web app (subscribe, confirm, preferences, unsubscribe, archive)."""
-    from digest.web.app import check_secret_key, make_app, serve_forever
+    from digest.web import check_secret_key, make_app, serve_forever
 
     st = state(ctx)
     check_secret_key(st.settings)  # before the database is touched

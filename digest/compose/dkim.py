@@ -234,15 +234,15 @@ class DkimSigner:
 def signer_from_settings(settings: Settings, clock: Clock | None = None) -> DkimSigner | None:
     """The signer ``[dkim]`` describes, or None when signing is not configured."""
     cfg = settings.dkim
-    if not cfg.enabled:
+    selector, domain, key_file = cfg.selector, cfg.domain, cfg.private_key_file
+    if not (selector and domain and key_file):  # the same test as ``cfg.enabled``, spelt out for the types
         return None
-    assert cfg.selector and cfg.domain and cfg.private_key_file
-    path = Path(cfg.private_key_file)
+    path = Path(key_file)
     try:
         pem = path.read_bytes()
     except OSError as exc:
         raise ConfigError("dkim.private_key_file", f"cannot read {path}: {exc.strerror}") from None
-    return DkimSigner(cfg.selector, cfg.domain, pem, feedback_id=cfg.feedback_id, clock=clock)
+    return DkimSigner(selector, domain, pem, feedback_id=cfg.feedback_id, clock=clock)
 
 
 # ---------------------------------------------------------------- keys and DNS

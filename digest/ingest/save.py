@@ -57,19 +57,30 @@ def upsert_articles(session: Session, drafts: Iterable[ArticleDraft], now: datet
             "author": draft.author[:300],
             "image_url": draft.image_url,
             "image_alt": draft.image_alt,
+            "image_width": draft.image_width,
+            "image_height": draft.image_height,
+            "language": draft.language[:35],
             "breaking": draft.breaking,
             "priority": draft.priority,
             "word_count": len(_words(draft.body or draft.summary)),
             "updated_at": now,
         }
         if existing is None:
-            session.add(Article(**values, published_at=draft.published_at or now, ingested_at=now))
+            session.add(
+                Article(
+                    **values,
+                    published_at=draft.published_at or now,
+                    dated=draft.published_at is not None,
+                    ingested_at=now,
+                )
+            )
             report.inserted += 1
         else:
             for k, v in values.items():
                 setattr(existing, k, v)
             if draft.published_at is not None:
                 existing.published_at = draft.published_at
+                existing.dated = True
             session.add(existing)
             report.updated += 1
         # Flush per draft so a url and guid repeated inside one batch match too.

@@ -10,6 +10,7 @@ from collections.abc import Callable, Sequence
 
 from sqlalchemy.engine import Engine
 
+from digest.compose.dkim import Signer
 from digest.compose.inline import inline_css
 from digest.compose.variants import Variants
 from digest.core.clock import Clock
@@ -17,8 +18,9 @@ from digest.core.errors import DeliveryError
 from digest.core.settings import Settings
 from digest.outbox.ledger import editions_with_work, finish_edition
 from digest.outbox.loader import edition_variants
-from digest.outbox.sender import SendReport, run_send
-from digest.transport.pool import Signer, TransportFactory
+from digest.outbox.processes import run_send
+from digest.outbox.sender import SendReport
+from digest.transport.pool import TransportFactory
 from digest.transport.smtp import Transport
 
 

@@ -55,7 +55,8 @@ from digest.core.logs import event
 from digest.core.settings import Settings
 from digest.ingest.feeds import poll_due
 from digest.outbox.drain import drain_outbox
-from digest.outbox.ledger import release_worker, worker_id
+from digest.outbox.journal import worker_id
+from digest.outbox.ledger import release_worker
 from digest.service.leader import Leadership, make_leader
 from digest.store.db import session_scope
 from digest.store.models import ServiceNode

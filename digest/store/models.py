@@ -125,12 +125,19 @@ class Article(SQLModel, table=True):
     author: str = Field(default="", max_length=300)
     image_url: str | None = Field(default=None, sa_column=Column(String(2048), nullable=True))
     image_alt: str = Field(default="", sa_column=Column(Text, nullable=False, default=""))
+    # Declared pixel size of the image, when the source gives one (None: unknown).
+    image_width: int | None = Field(default=None)
+    image_height: int | None = Field(default=None)
+    # BCP 47 language tag of the article (feed/entry xml:lang, <language>); "" = unknown.
+    language: str = Field(default="", max_length=35)
     published_at: datetime = Field(sa_column=Column(UTCDateTime(), nullable=False, index=True))
     ingested_at: datetime = Field(sa_column=Column(UTCDateTime(), nullable=False))
     updated_at: datetime = Field(sa_column=Column(UTCDateTime(), nullable=False))
     breaking: bool = Field(default=False)
     priority: int = Field(default=0)
     word_count: int = Field(default=0)
+    # False when the source gave no date: published_at is then the first time it was seen.
+    dated: bool = Field(default=True)
 
 
 class Subscriber(SQLModel, table=True):
@@ -296,7 +303,8 @@ class SubscriberEvent(SQLModel, table=True):
 
     Deleted with the subscriber (ON DELETE CASCADE): erasure leaves no trail.
     ``ref`` is the Message-ID of the inbound mail that caused it, so reading the
-    same bounce twice counts it once.
+    same bounce twice counts it once (for a failure while sending: the Message-ID
+    of the message sent).
     """
 
     __tablename__ = "subscriber_event"

@@ -1,21 +1,26 @@
-"""Subscribers: validate, add, import from CSV, list, change status."""
+"""Subscribers: validate, add, import from CSV, list, change status, count bounces."""
 
 from __future__ import annotations
 
 import csv
 import io
+import logging
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
 from email_validator import EmailNotValidError, validate_email
+from sqlalchemy import insert, update
+from sqlalchemy.engine import Connection
 from sqlmodel import Session, col, func, select
 
 from digest.core.errors import InputError, NotFoundError
 from digest.core.settings import check_timezone
 from digest.core.text import one_line, parse_hhmm
-from digest.store.models import Subscriber, SubscriberStatus
+from digest.store.models import Subscriber, SubscriberEvent, SubscriberEventKind, SubscriberStatus
+
+log = logging.getLogger(__name__)
 
 
 def normalise_email(raw: str, where: str = "email") -> tuple[str, str]:
@@ -208,3 +213,56 @@ def remove_subscriber(session: Session, email: str) -> None:
     session.exec(delete(Delivery).where(col(Delivery.subscriber_id) == sub.id))  # type: ignore[call-overload]
     session.delete(sub)
     session.flush()
+
+
+def count_permanent_bounce(
+    conn: Connection,
+    subscriber_id: int,
+    now: datetime,
+    bounce_limit: int,
+    *,
+    source: str,
+    ref: str | None = None,
+    detail: str = "",
+) -> bool:
+    """Count one permanent failure of the subscriber's address, and note it in their events.
+
+    The one bounce rule, whoever learnt of the failure (the SMTP server's 5xx while
+    sending, or a bounce report read later): ``bounce_count`` goes up by one, a
+    ``bounce_permanent`` event records ``source``, ``ref`` (the Message-ID concerned)
+    and ``detail`` (the server's answer), and an active subscriber who reaches
+    ``bounce_limit`` is ``bounced``. Returns True when this failure bounced them.
+
+    Statements on ``conn``, in its transaction: the count is incremented in SQL, so
+    senders and the inbound handler counting at the same time lose no bounce. A
+    subscriber deleted meanwhile is left alone (no event for a row that is gone).
+    """
+    subs = Subscriber.__table__  # type: ignore[attr-defined]
+    count = conn.execute(
+        update(subs)
+        .where(subs.c.id == subscriber_id)
+        .values(bounce_count=subs.c.bounce_count + 1, updated_at=now)
+        .returning(subs.c.bounce_count)
+    ).scalar_one_or_none()
+    if count is None:
+        return False
+    conn.execute(
+        insert(SubscriberEvent.__table__).values(  # type: ignore[attr-defined]
+            subscriber_id=subscriber_id,
+            kind=SubscriberEventKind.BOUNCE_PERMANENT,
+            source=source[:30],
+            ref=ref,
+            detail=detail[:1000],
+            created_at=now,
+        )
+    )
+    bounced = conn.execute(
+        update(subs)
+        .where(subs.c.id == subscriber_id, subs.c.status == SubscriberStatus.ACTIVE)
+        .where(subs.c.bounce_count >= bounce_limit)
+        .values(status=SubscriberStatus.BOUNCED)
+    )
+    if bounced.rowcount:
+        log.info("subscriber %s bounced after %d permanent failures", subscriber_id, count)
+        return True
+    return False

@@ -21,20 +21,14 @@ import time
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
 from digest.core.errors import ConfigError, PermanentFailure, TemporaryFailure
 from digest.core.settings import Settings
-from digest.transport.smtp import SMTPConfig, SMTPTransport, Transport, parse_smtp_url
+from digest.transport.smtp import SMTPConfig, SMTPTransport, Transport, smtp_config
 
 log = logging.getLogger(__name__)
-
-
-class Signer(Protocol):
-    """Signs a finished message (DKIM): returns it with a ``DKIM-Signature`` header prepended."""
-
-    def sign(self, message: bytes) -> bytes: ...
 
 
 TransportFactory = Callable[[SMTPConfig, int], Transport]
@@ -61,7 +55,7 @@ class Server:
 def parse_server(url: str, settings: Settings, key: str = "delivery.servers") -> Server:
     """A :class:`Server` from an SMTP URL; its query may override the [delivery] limits."""
     d = settings.delivery
-    config = parse_smtp_url(url, settings.smtp_timeout)
+    config = smtp_config(settings, url)
     q = {k: v[-1] for k, v in parse_qs(urlsplit(url).query).items()}
 
     def number(name: str, default: float, kind: type) -> Any:

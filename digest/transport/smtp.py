@@ -17,10 +17,13 @@ import socket
 import ssl
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
 from urllib.parse import parse_qs, unquote, urlsplit
 
 from digest.core.errors import ConfigError, PermanentFailure, TemporaryFailure
+
+if TYPE_CHECKING:
+    from digest.core.settings import Settings
 
 
 class Transport(Protocol):
@@ -74,6 +77,20 @@ def parse_smtp_url(url: str, timeout: float = 30.0) -> SMTPConfig:
     )
 
 
+def smtp_config(settings: Settings, url: str | None = None) -> SMTPConfig:
+    """The connection settings of ``url`` (default: ``smtp_url``) with the configured ``smtp_timeout``."""
+    return parse_smtp_url(url if url is not None else settings.smtp_url.get_secret_value(), settings.smtp_timeout)
+
+
+def smtp_from_settings(settings: Settings) -> SMTPTransport:
+    """A new connection to ``smtp_url`` (opened on its first message): notices, ``send --to``, the demo.
+
+    Raises ConfigError when ``smtp_url`` is not an SMTP URL. Deliveries go through the
+    pool instead (``[delivery] servers``, see :mod:`digest.transport.pool`).
+    """
+    return SMTPTransport(smtp_config(settings))
+
+
 def _code_of(reply: str) -> int | None:
     m = re.match(r"\s*(\d{3})", reply)
     return int(m.group(1)) if m else None
@@ -125,9 +142,10 @@ class SMTPTransport:
                 )
             else:
                 smtp = smtplib.SMTP(c.host, c.port, timeout=c.timeout, local_hostname=c.local_hostname)
+            if smtp.sock is None:  # smtplib connects in the constructor when given a host
+                raise OSError("no socket after connecting")
             # smtplib never sets TCP_NODELAY: on a reused connection Nagle's algorithm
             # then stalls every message for ~40 ms waiting for a delayed ACK.
-            assert smtp.sock is not None
             smtp.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
             smtp.ehlo()
             if c.starttls and not c.implicit_tls:
@@ -160,7 +178,7 @@ class SMTPTransport:
 
     def send(self, envelope_from: str, recipient: str, message: bytes) -> str:
         """Send one message; raise TemporaryFailure or PermanentFailure for this recipient."""
-        for attempt in (1, 2):
+        while True:
             if self._smtp is not None and self.max_messages and self._on_connection >= self.max_messages:
                 self.close()
             if self._smtp is None:
@@ -171,17 +189,21 @@ class SMTPTransport:
             except _NotHandedOver as exc:
                 # The server closed an idle connection (its per-connection limit, or
                 # 421 before DATA): nothing was delivered, so one fresh connection may
-                # take the message now.
+                # take the message now. A fresh one is not reused: the loop ends there.
                 self._drop()
-                if attempt == 1 and reused:
+                if reused:
                     continue
                 raise TemporaryFailure(str(exc), exc.code, connection_level=True) from None
             self._on_connection += 1
             self.messages_sent += 1
             return answer
-        raise AssertionError("unreachable")
 
     def _transaction(self, smtp: smtplib.SMTP, envelope_from: str, recipient: str, message: bytes) -> str:
+        sock = self._envelope(smtp, envelope_from, recipient)
+        return self._data(smtp, sock, message)
+
+    def _envelope(self, smtp: smtplib.SMTP, envelope_from: str, recipient: str) -> socket.socket:
+        """MAIL, RCPT and DATA (pipelined when offered); the socket, ready for the message data."""
         utf8 = not (envelope_from.isascii() and recipient.isascii())
         if utf8 and not smtp.has_extn("smtputf8"):
             raise PermanentFailure(f"{recipient}: non-ASCII address and the server does not offer SMTPUTF8", 553)
@@ -216,6 +238,10 @@ class SMTPTransport:
             else:
                 self._reset(smtp)
             raise classify(bad[0], _text(bad[1]))
+        return sock
+
+    def _data(self, smtp: smtplib.SMTP, sock: socket.socket, message: bytes) -> str:
+        """The message data, dot-stuffed, and the server's answer to it."""
         body = message.replace(b"\r\n.", b"\r\n..")
         if body.startswith(b"."):
             body = b"." + body

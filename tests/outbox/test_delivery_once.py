@@ -34,7 +34,8 @@ from digest.core.clock import FixedClock
 from digest.core.errors import JournalError
 from digest.core.settings import DeliverySettings, DigestConfig, Settings
 from digest.edition.build import get_or_build_edition
-from digest.outbox.ledger import BatchJournal, Journal, claim_batch, queue_deliveries, recover_journals, worker_id
+from digest.outbox.journal import BatchJournal, Journal, recover_journals, worker_id
+from digest.outbox.ledger import claim_batch, queue_deliveries
 from digest.service.runner import Service
 from digest.store.db import make_engine, session_scope, upgrade
 from digest.store.models import Delivery, DeliveryStatus

@@ -5,10 +5,11 @@ from __future__ import annotations
 import os
 import socket
 import subprocess
+import sys
 import time
 from pathlib import Path
 
-from digest.outbox.ledger import _start_time, is_dead_here, worker_id
+from digest.outbox.journal import _start_time, is_dead_here, worker_id
 
 
 def test_this_process_is_alive() -> None:
@@ -39,3 +40,17 @@ def test_a_zombie_is_dead() -> None:
 
 def test_a_worker_of_another_host_is_never_judged_here() -> None:
     assert not is_dead_here(f"not-{socket.gethostname()}:1:1")
+
+
+def test_a_killed_but_unreaped_process_counts_as_dead() -> None:
+    proc = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(0.3)"])
+    start = _start_time(proc.pid)
+    worker = f"{socket.gethostname()}:{proc.pid}:{start}"
+    assert not is_dead_here(worker)
+    proc.kill()
+    deadline = time.monotonic() + 5
+    while _start_time(proc.pid) != "zombie" and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert is_dead_here(worker)  # a zombie: pid and start time still there, nothing runs
+    proc.wait()
+    assert is_dead_here(worker)

@@ -8,10 +8,11 @@ from sqlmodel import select
 
 from digest.core.errors import InputError, NotFoundError
 from digest.store.db import session_scope
-from digest.store.models import Delivery, Edition, SubscriberStatus
+from digest.store.models import Delivery, Edition, SubscriberEvent, SubscriberEventKind, SubscriberStatus
 from digest.store.subscribers import (
     CsvReport,
     add_subscriber,
+    count_permanent_bounce,
     find_subscriber,
     import_csv,
     list_subscribers,
@@ -212,3 +213,32 @@ def test_remove_deletes_subscriber_and_their_deliveries(engine: Engine) -> None:
 def test_remove_unknown_address_is_not_found(engine: Engine) -> None:
     with pytest.raises(NotFoundError, match="nobody@example.org"), session_scope(engine) as session:
         remove_subscriber(session, "nobody@example.org")
+
+
+# ---------------------------------------------------------------- the bounce rule
+
+
+def test_a_permanent_bounce_at_the_limit_bounces_an_active_subscriber_once(engine: Engine) -> None:
+    add(engine, "ana@example.org")
+    with session_scope(engine) as session:
+        sub_id = find_subscriber(session, "ana@example.org").id  # type: ignore[union-attr]
+    with engine.begin() as conn:
+        counted = [count_permanent_bounce(conn, sub_id, NOW, 2, source="smtp") for _ in range(3)]  # type: ignore[arg-type]
+    assert counted == [False, True, False]
+    with session_scope(engine) as session:
+        sub = find_subscriber(session, "ana@example.org")
+        kinds = session.exec(select(SubscriberEvent.kind).where(SubscriberEvent.subscriber_id == sub_id)).all()
+    assert (sub.bounce_count, sub.status) == (3, SubscriberStatus.BOUNCED)  # type: ignore[union-attr]
+    assert kinds == [SubscriberEventKind.BOUNCE_PERMANENT] * 3
+
+
+def test_a_bounce_for_a_subscriber_removed_meanwhile_writes_nothing(engine: Engine) -> None:
+    """The sender records a batch after its sends: the subscriber may be erased in between."""
+    add(engine, "ana@example.org")
+    with session_scope(engine) as session:
+        sub_id = find_subscriber(session, "ana@example.org").id  # type: ignore[union-attr]
+        remove_subscriber(session, "ana@example.org")
+    with engine.begin() as conn:
+        assert count_permanent_bounce(conn, sub_id, NOW, 1, source="smtp") is False  # type: ignore[arg-type]
+    with session_scope(engine) as session:
+        assert session.exec(select(SubscriberEvent)).all() == []

@@ -20,7 +20,7 @@ from digest.core.clock import FixedClock
 from digest.core.settings import DigestConfig, Settings, WebSettings
 from digest.store.db import make_engine, upgrade
 from digest.transport.sink import SmtpSink, free_port
-from digest.web.app import WebServer, make_app
+from digest.web import WebServer, make_app
 from tests.conftest import BACKENDS, empty_database
 
 TOPICS = ["World", "Business", "Science"]

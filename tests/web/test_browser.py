@@ -21,7 +21,7 @@ from digest.store.db import session_scope
 from digest.store.models import SubscriberStatus
 from digest.store.subscribers import find_subscriber
 from digest.transport.sink import SmtpSink
-from digest.web.app import WebServer
+from digest.web import WebServer
 from tests.conftest import NOW, STANDARD_DRAFTS
 from tests.web.helpers import link_in, parsed
 

@@ -211,7 +211,7 @@ def test_confirmation_email_is_signed_when_dkim_is_configured(
 ) -> None:
     from digest.app import subscriptions as lifecycle
     from digest.app.notices import Mailer
-    from digest.web.app import smtp_transport_factory
+    from digest.web.server import smtp_transport_factory
 
     mailer = Mailer(web_settings, smtp_transport_factory(web_settings), signer=signer)
     lifecycle.request_subscription(

@@ -19,7 +19,7 @@ from digest.store.db import session_scope
 from digest.store.models import Subscriber, SubscriberEvent, SubscriberEventKind, SubscriberStatus
 from digest.store.subscribers import add_subscriber, find_subscriber, remove_subscriber
 from digest.transport.sink import SmtpSink
-from digest.web.app import smtp_transport_factory
+from digest.web.server import smtp_transport_factory
 from tests.conftest import NOW
 from tests.web.conftest import SECRET_KEY
 from tests.web.helpers import link_in, parsed

@@ -27,7 +27,8 @@ from digest.store.db import session_scope
 from digest.store.models import Subscriber, SubscriberStatus
 from digest.store.subscribers import add_subscriber, find_subscriber
 from digest.transport.sink import SinkHandler, SmtpSink
-from digest.web.app import CSRF_COOKIE, WebServer, make_app
+from digest.web import WebServer, make_app
+from digest.web.security import CSRF_COOKIE
 from tests.conftest import NOW, STANDARD_DRAFTS, draft
 from tests.web.conftest import SECRET_KEY
 from tests.web.helpers import csrf_of, link_in, path_of, subscribe

@@ -18,7 +18,7 @@ from sqlalchemy.engine import Engine
 from digest.core.errors import ConfigError
 from digest.core.settings import Settings
 from digest.transport.sink import free_port
-from digest.web.app import start_in_thread
+from digest.web import start_in_thread
 
 DIGEST = Path(sys.executable).parent / "digest"
 
