@@ -398,7 +398,7 @@ def test_command_reads_one_message_from_stdin(engine: Engine, web_settings: Sett
     done = run_inbound(web_settings, stdin=reply(mailto_subject(web_settings, ana)))
 
     assert done.returncode == 0, done.stderr.decode()
-    assert b"unsubscribe: unsubscribed a\xe2\x80\xa2\xe2\x80\xa2\xe2\x80\xa2a@example.org" in done.stdout
+    assert b"unsubscribe: unsubscribed a***@example.org" in done.stdout
     assert status(engine)[0] == SubscriberStatus.UNSUBSCRIBED
 
 
