@@ -45,7 +45,8 @@ from sqlalchemy.engine import Engine
 from sqlalchemy.exc import InterfaceError, OperationalError
 from sqlmodel import col, select
 
-from digest.app.subscriptions import BounceResult, record_bounce, subscriber_from_token, unsubscribe
+from digest.app.bounces import BounceResult, record_bounce
+from digest.app.subscriptions import subscriber_from_token, unsubscribe
 from digest.core.clock import Clock
 from digest.core.errors import InputError, StoreUnavailable, TokenError
 from digest.core.settings import Settings

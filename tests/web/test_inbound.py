@@ -17,8 +17,8 @@ from urllib.parse import unquote
 import pytest
 from sqlalchemy.engine import Engine
 
+from digest.app.bounces import BounceResult
 from digest.app.inbound import InboundKind, process_message
-from digest.app.subscriptions import BounceResult
 from digest.compose.recipients import recipient_for
 from digest.core.clock import FixedClock
 from digest.core.settings import Settings
