@@ -8,8 +8,8 @@ import pytest
 from sqlalchemy.engine import Engine
 from sqlmodel import select
 
+from digest.app.bounces import record_bounce
 from digest.app.send import send_digest
-from digest.app.subscriptions import record_bounce
 from digest.core.clock import FixedClock
 from digest.core.settings import Settings
 from digest.outbox.drain import drain_outbox
