@@ -474,7 +474,9 @@ def test_avatar_sized_image_is_not_shown() -> None:
 
 def test_image_of_unknown_size_is_a_side_image_kept_at_its_own_size() -> None:
     img = image_of(render_with((hero_story(),)), 1)
-    assert img is not None and img.get("class") == "side-img side-img-auto" and img.get("height") is None
+    assert img is not None and img.get("class") == "side-img side-img-auto"
+    assert img.get("width") is None and img.get("height") is None  # no attribute to upscale it
+    assert "max-width:120px" in img.get("style").replace(" ", "")
 
 
 def test_secondary_story_shows_a_small_image() -> None:
@@ -626,3 +628,10 @@ def test_text_part_wraps_wide_characters_by_display_width() -> None:
     lines = [line for line in text_lines(result) if "北京" in line]
     assert len(lines) > 4
     assert max(columns(line) for line in lines) <= 78
+
+
+def test_template_text_keeps_its_own_direction_in_a_right_to_left_edition() -> None:
+    doc = doc_of(render_with((make_story(1, "خبر", "World", language="ur"),), language="ur"))
+    for name in ("greeting", "intro-text", "footer-text", "footer-address"):
+        assert all(el.get("dir") == "auto" for el in by_class(doc, name)), name
+    assert by_class(doc, "button")[0].get("dir") == "ltr"
