@@ -273,6 +273,30 @@ class Deduplicated:
     over_limit: int = 0
 
 
+@dataclass(frozen=True)
+class _Fingerprint:
+    """What duplicate detection compares of an article, worked out once per article."""
+
+    url: str
+    canonical: str
+    source: str
+    title: str
+    numbers: tuple[str, ...]
+    summary_words: frozenset[str]
+
+    @classmethod
+    def of(cls, a: Article) -> _Fingerprint:
+        title = normalise_title(a.title)
+        return cls(
+            url=a.url or "",
+            canonical=canonical_url(a.url) if a.url else "",
+            source=a.source,
+            title=title,
+            numbers=tuple(_NUMBER.findall(title)),
+            summary_words=frozenset(normalise_title(_plain_text(a.summary)).split()),
+        )
+
+
 def duplicate_reason(kept: Article, other: Article) -> str | None:
     """Why ``other`` is the same story as ``kept`` (None: it is not).
 
@@ -281,30 +305,27 @@ def duplicate_reason(kept: Article, other: Article) -> str | None:
     sources a story is the same when the link is, or when both the titles and the
     summaries match: a title alone ("Photo", "Weekly update") is not enough evidence.
     """
+    return _reason(_Fingerprint.of(kept), _Fingerprint.of(other))
+
+
+def _reason(kept: _Fingerprint, other: _Fingerprint) -> str | None:
     if kept.url and other.url:
         if kept.url == other.url:
             return "same link"
-        if canonical_url(kept.url) == canonical_url(other.url):
+        if kept.canonical == other.canonical:
             return "same page (canonical link)"
-    if kept.source == other.source:
+    if kept.source == other.source or not (kept.summary_words and other.summary_words):
         return None
-    if not (kept.summary.strip() and other.summary.strip()):
-        return None
-    a, b = normalise_title(kept.title), normalise_title(other.title)
-    if _NUMBER.findall(a) != _NUMBER.findall(b):
+    if kept.numbers != other.numbers:
         return None  # "#17705" and "#17703", "4.13" and "4.14": different items
-    if _near(a, b) and _summaries_overlap(kept.summary, other.summary):
+    if _near(kept.title, other.title) and _overlap(kept.summary_words, other.summary_words):
         return "same title and summary"
     return None
 
 
-def _summaries_overlap(a: str, b: str) -> bool:
-    wa = set(normalise_title(_plain_text(a)).split())
-    wb = set(normalise_title(_plain_text(b)).split())
-    if not wa or not wb:
-        return False
+def _overlap(a: frozenset[str], b: frozenset[str]) -> bool:
     # Overlap over the shorter one: a summary cut short is still the same summary.
-    return len(wa & wb) / min(len(wa), len(wb)) >= SUMMARY_OVERLAP
+    return len(a & b) / min(len(a), len(b)) >= SUMMARY_OVERLAP
 
 
 def deduplicate(articles: Sequence[Article], limit: int | None = None) -> Deduplicated:
@@ -314,20 +335,21 @@ def deduplicate(articles: Sequence[Article], limit: int | None = None) -> Dedupl
     Stops once ``limit`` articles are kept, so the pairwise comparison costs at most
     ``len(articles) * limit`` instead of growing with the square of a busy day.
     """
-    kept: list[Article] = []
+    kept: list[tuple[Article, _Fingerprint]] = []
     drops: list[Drop] = []
     for n, a in enumerate(articles):
         if limit is not None and len(kept) >= limit:
-            return Deduplicated(kept, drops, len(articles) - n)
+            return Deduplicated([k for k, _ in kept], drops, len(articles) - n)
+        fp = _Fingerprint.of(a)
         reason = None
-        for k in kept:
-            reason = duplicate_reason(k, a)
+        for k, kfp in kept:
+            reason = _reason(kfp, fp)
             if reason:
                 drops.append(_drop(k, a, reason))
                 break
         if not reason:
-            kept.append(a)
-    return Deduplicated(kept, drops)
+            kept.append((a, fp))
+    return Deduplicated([k for k, _ in kept], drops)
 
 
 def _drop(kept: Article, dropped: Article, reason: str) -> Drop:
