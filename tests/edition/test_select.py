@@ -256,3 +256,10 @@ def test_same_inputs_give_the_same_edition() -> None:
     a = select_articles(arts, DigestConfig(max_articles=8), NOW, base_url=BASE)
     b = select_articles(list(reversed(arts)), DigestConfig(max_articles=8), NOW, base_url=BASE)
     assert a.article_ids == b.article_ids
+
+
+def test_breaking_story_reaches_a_subscriber_whose_topics_match_no_section() -> None:
+    arts = [art(1, "quake", 5, category="World", breaking=True), art(2, "comet", 10, category="Science")]
+    content = select_articles(arts, DigestConfig(), NOW, base_url=BASE)
+    view = content.view(content.variant_key(["Gardening"]))
+    assert view.top_story is not None and view.top_story.title == "quake" and view.story_count == 1
