@@ -31,6 +31,7 @@ from digest.edition.build import (
     find_edition,
     get_or_build_edition,
 )
+from digest.edition.select import Drop
 from digest.outbox.drain import send_edition
 from digest.outbox.journal import worker_id as worker_id
 from digest.outbox.ledger import delivery_counts, finish_edition, queue_deliveries
@@ -76,6 +77,7 @@ def send_digest(
     edition, content, _ = get_or_build_edition(engine, settings, name, now)
     edition_id = saved_id(edition)
     report = SendReport(edition_id=edition_id, slot=edition.slot)
+    report.drops, report.over_limit = list(content.drops), content.over_limit
     if edition.status == EditionStatus.EMPTY:
         report.empty = True
         return report
@@ -109,6 +111,7 @@ def send_digest(
     result.pending_after = sum(after.get(s, 0) for s in DeliveryStatus.PENDING)
     result.already_sent = already
     result.queued = due
+    result.drops, result.over_limit = report.drops, report.over_limit
     return result
 
 
@@ -177,6 +180,8 @@ class TrialReport:
     skipped: int = 0
     variants: int = 0
     warnings: list[str] = field(default_factory=list)
+    drops: list[Drop] = field(default_factory=list)
+    over_limit: int = 0
 
 
 def send_test(
@@ -201,7 +206,7 @@ def send_test(
     now = clock.now()
     slot, built_at, content = current_content(session, settings, name, now)
     variants = make_variants(settings, name, slot, built_at, content)
-    report = TrialReport(slot=slot)
+    report = TrialReport(slot=slot, drops=list(content.drops), over_limit=content.over_limit)
     checked: set[int] = set()
     for email in emails:
         sub = find_subscriber(session, email)
@@ -230,6 +235,8 @@ class PreviewResult:
     html: str
     text: str
     warnings: list[str]
+    drops: list[Drop] = field(default_factory=list)
+    over_limit: int = 0
 
 
 def preview_message(
@@ -266,4 +273,6 @@ def preview_message(
         html=html_part.get_content(),  # type: ignore[attr-defined]
         text=text_part.get_content(),  # type: ignore[attr-defined]
         warnings=report.warnings,
+        drops=report.drops,
+        over_limit=report.over_limit,
     )

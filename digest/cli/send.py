@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import sys
+from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
 
@@ -50,6 +51,7 @@ def send(
             on_total=lambda n: bar.update(task, total=n),
             signer=signer,
         )
+    _print_left_out(report.drops, report.over_limit)
     if report.empty:
         out.print(f"{name} {report.slot}: no new articles; nothing sent (set send_empty to send anyway)")
         return
@@ -87,8 +89,19 @@ def _send_copies(st: State, name: str, clock: Clock, signer: DkimSigner | None, 
     transport.close()
     verb = "would send" if dry_run else "sent test copy to"
     out.print(f"{name} {res.slot}: {verb} {res.sent} message(s) ({res.variants} variant(s), {res.skipped} skipped)")
+    _print_left_out(res.drops, res.over_limit)
     for w in res.warnings:
         err.print(f"[yellow]warning[/yellow]: {escape(w)}", highlight=False)
+
+
+def _print_left_out(drops: Sequence[Any], over_limit: int) -> None:
+    """Stories the edition left out, each with its reason: none is dropped silently."""
+    if drops:
+        out.print(f"{len(drops)} duplicate(s) left out:", highlight=False)
+        for drop in drops:
+            out.print(f"  {escape(drop.describe())}", highlight=False, soft_wrap=True)
+    if over_limit:
+        out.print(f"{over_limit} more article(s) left out: the edition is full (max_articles)", highlight=False)
 
 
 def _active(session: Any) -> list[Any]:
@@ -120,6 +133,10 @@ def preview(
     with session_scope(st.engine) as session:
         result = preview_message(session, st.settings, name, clock, subscriber)
     payload = {"eml": result.data, "html": result.html.encode(), "text": result.text.encode()}[fmt]
+    for drop in result.drops:
+        err.print(f"left out: {escape(drop.describe())}", highlight=False, soft_wrap=True)
+    if result.over_limit:
+        err.print(f"left out: {result.over_limit} more article(s), the edition is full (max_articles)", highlight=False)
     for w in result.warnings:
         err.print(f"[yellow]warning[/yellow]: {escape(w)}", highlight=False)
     if output is None and open_:

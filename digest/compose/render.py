@@ -15,6 +15,8 @@ from __future__ import annotations
 import secrets
 import sys
 import traceback
+import unicodedata
+from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import date
 from pathlib import Path
@@ -24,9 +26,24 @@ import jinja2
 
 from digest.core.errors import TemplateError
 from digest.core.text import one_line
-from digest.edition.select import DigestView
+from digest.edition.select import DigestView, Story
 
 PERSONAL_FIELDS = ("greeting", "name", "email", "unsubscribe_url", "preferences_url")
+
+# Image slots of the built-in 600 px layout: the hero spans the 536 px column (600
+# minus 2 x 32 padding); a side image sits beside a story's text.
+HERO_WIDTH = 536
+SIDE_WIDTH = 120
+# Narrower (or flatter) than this, an image is an avatar, icon, signature or rule:
+# not worth a place in the email.
+MIN_IMAGE_WIDTH = 100
+MIN_IMAGE_HEIGHT = 50
+# Headlines listed in "In today's edition", shown from OVERVIEW_MIN stories on (a
+# shorter edition is its own overview).
+OVERVIEW_COUNT = 5
+OVERVIEW_MIN = 4
+# Primary language subtags written right to left.
+RTL_LANGUAGES = frozenset({"ar", "arc", "ckb", "dv", "fa", "he", "ks", "ku", "ps", "sd", "syr", "ug", "ur", "yi"})
 
 
 def builtin_templates_dir() -> Path:
@@ -52,14 +69,112 @@ def make_environment(override_dir: str | Path | None = None) -> jinja2.Environme
         keep_trailing_newline=True,
     )
     env.filters["longdate"] = lambda d: f"{d:%A}, {d.day} {d:%B %Y}"
-    env.filters["wrap"] = _wrap
+    env.filters["wrap"] = wrap
+    env.filters["columns"] = display_width
+    env.globals["story_image"] = story_image
+    env.globals["story_meta"] = story_meta
     return env
 
 
-def _wrap(text: str, width: int = 72, indent: str = "") -> str:
-    import textwrap
+def _char_width(ch: str) -> int:
+    if unicodedata.combining(ch) or unicodedata.category(ch) in ("Mn", "Me", "Cf"):
+        return 0
+    return 2 if unicodedata.east_asian_width(ch) in "WF" else 1
 
-    return textwrap.fill(" ".join(str(text).split()), width=width, initial_indent=indent, subsequent_indent=indent)
+
+def display_width(text: str) -> int:
+    """Columns ``text`` takes in a terminal or a monospaced mail reader: East Asian wide
+    and full-width characters count two, combining marks none."""
+    return sum(_char_width(ch) for ch in str(text))
+
+
+def _tokens(text: str) -> Iterator[tuple[str, bool]]:
+    """``(token, space_before)``: words, and each wide character on its own (Chinese and
+    Japanese text may break between any two of them; it has no spaces to break at)."""
+    word, space = "", False
+    for ch in text:
+        if ch.isspace():
+            if word:
+                yield word, space
+                word = ""
+            space = True
+        elif _char_width(ch) == 2:
+            if word:
+                yield word, space
+                word, space = "", False
+            yield ch, space
+            space = False
+        else:
+            word += ch
+    if word:
+        yield word, space
+
+
+def wrap(text: str, width: int = 72, indent: str = "") -> str:
+    """Fill ``text`` to ``width`` display columns (the indent included), collapsing whitespace.
+
+    A token wider than the line (a long URL) gets a line of its own, unbroken.
+    """
+    lines: list[str] = []
+    line, used = indent, display_width(indent)
+    start = used
+    for token, space in _tokens(str(text)):
+        w = display_width(token)
+        gap = 1 if space and used > start else 0
+        if used > start and used + gap + w > width:
+            lines.append(line)
+            line, used, gap = indent, start, 0
+        line += " " * gap + token
+        used += gap + w
+    if used > start:
+        lines.append(line)
+    return "\n".join(lines)
+
+
+@dataclass(frozen=True)
+class Image:
+    """An image as the email shows it: never wider than declared (no upscaling)."""
+
+    url: str
+    alt: str
+    width: int
+    height: int | None  # None: the proportions are unknown, browsers keep the image's own
+    hero: bool
+
+
+def story_image(story: Story, hero: bool = False) -> Image | None:
+    """The image ``story`` shows: a hero across the column when ``hero`` is allowed and
+    the declared width fills it, else a small side image, else none.
+
+    An image of unknown size is shown as a side image only: it may be a 30 px avatar,
+    so it never gets the full column (the stylesheet also keeps it at its own size).
+    """
+    if not story.image_url:
+        return None
+    w, h = story.image_width, story.image_height
+    alt = story.image_alt or story.title
+    if w is None:
+        return Image(story.image_url, alt, SIDE_WIDTH, None, False)
+    if w < MIN_IMAGE_WIDTH or (h is not None and h < MIN_IMAGE_HEIGHT):
+        return None
+    slot = HERO_WIDTH if hero and w >= HERO_WIDTH else SIDE_WIDTH
+    width = min(w, slot)
+    height = round(h * width / w) if h else None
+    return Image(story.image_url, alt, width, height, slot == HERO_WIDTH)
+
+
+def story_meta(story: Story, author: bool = False, topic: bool = False) -> list[str]:
+    """The parts of a story's meta line that are known (no separators left dangling)."""
+    parts = [story.category if topic else "", story.source, f"By {story.author}" if author and story.author else ""]
+    if story.reading_minutes:
+        parts.append(f"{story.reading_minutes} min read")
+    return [p for p in parts if p]
+
+
+def text_direction(language: str) -> str:
+    """``rtl`` for a BCP 47 tag of a right-to-left language, else ``ltr``."""
+    primary = language.split("-")[0].split("_")[0].casefold()
+    return "rtl" if primary in RTL_LANGUAGES else "ltr"
 
 
 @dataclass(frozen=True)
@@ -120,7 +235,9 @@ def _template_frame(default: str) -> tuple[str, int | None]:
 def render_subject(env: jinja2.Environment, source: str, context: dict[str, Any]) -> str:
     """Render the digest's subject template to one clean line."""
     try:
-        raw = env.from_string(source).render(context)
+        # A subject is a header, not HTML: "Faith & Joy!" stays as written; message.py
+        # encodes it for the header (RFC 2047).
+        raw = env.overlay(autoescape=False).from_string(source).render(context)
     except jinja2.TemplateError as exc:
         raise TemplateError("subject", getattr(exc, "lineno", None), str(exc)) from None
     return one_line(raw)
@@ -136,22 +253,25 @@ def build_context(
     base_url: str,
     postal_address: str,
     markers: Markers,
+    language: str = "en",
 ) -> dict[str, Any]:
     """The documented render context (see docs/templates.md)."""
-    headlines = ([view.top_story.title] if view.top_story else []) + [
-        s.title for sec in view.sections for s in sec.stories
-    ]
-    preheader = " · ".join(headlines[:3])
+    stories = ([view.top_story] if view.top_story else []) + [s for sec in view.sections for s in sec.stories]
+    preheader = " · ".join(s.title for s in stories[:3])
     return {
         "digest": {"name": digest_name, "title": digest_title},
         "edition": {
             "date": edition_date,
             "slot": slot,
             "archive_url": f"{base_url}/archive/{digest_name}/{slot}",
+            "language": language,
+            "dir": text_direction(language),
         },
         "top_story": view.top_story,
         "sections": view.sections,
         "story_count": view.story_count,
+        "overview": stories[:OVERVIEW_COUNT] if len(stories) >= OVERVIEW_MIN else [],
+        "reading_minutes": sum(s.reading_minutes or 0 for s in stories),
         "preheader": preheader,
         "base_url": base_url,
         "postal_address": postal_address,

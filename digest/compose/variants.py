@@ -66,6 +66,7 @@ class Variants:
             base_url=self.settings.base_url,
             postal_address=self.settings.postal_address,
             markers=markers,
+            language=self.cfg.language,
         )
 
     def web_copy(self) -> str:

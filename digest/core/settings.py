@@ -80,6 +80,11 @@ class DigestConfig(BaseModel):
         default_factory=list,
         description="Sections (article categories) in order; empty = every category, busiest first.",
     )
+    language: str = Field(
+        "en",
+        description="BCP 47 language tag of the edition (the email's lang; a right-to-left language such as ur "
+        "or ar also sets its direction). Each story carries its own language.",
+    )
     template: str = Field("daily", description="Template name: templates/email/NAME.html and NAME.txt.")
     subject: str = Field(
         "{{ digest.title }}: {{ top_story.title if top_story else 'no new stories' }}",

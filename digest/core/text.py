@@ -31,3 +31,12 @@ def parse_hhmm(value: str) -> time:
     if not m or int(m.group(1)) > 23 or int(m.group(2)) > 59:
         raise ValueError(f"send time must be HH:MM, got {value!r}")
     return time(int(m.group(1)), int(m.group(2)))
+
+
+# Section names that say only "this is breaking news", not what the story is about.
+BREAKING_CATEGORIES: frozenset[str] = frozenset({"breaking news", "breaking"})
+
+
+def is_breaking_category(category: str) -> bool:
+    """Whether a source's section name itself says the article is breaking news."""
+    return " ".join(category.split()).casefold() in BREAKING_CATEGORIES

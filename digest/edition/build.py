@@ -7,12 +7,14 @@ later send, resend, preview and archive page of the edition shows.
 
 from __future__ import annotations
 
+import logging
 from datetime import datetime
 
 from sqlalchemy.engine import Engine
 from sqlalchemy.exc import IntegrityError
 from sqlmodel import Session, col, select
 
+from digest.core.logs import event
 from digest.core.settings import DigestConfig, Settings
 from digest.edition.schedule import Series, default_series, parse_slot
 from digest.edition.select import EditionContent, edition_slot, select_articles, to_story, window
@@ -20,6 +22,8 @@ from digest.edition.series import edition_config, series_carried
 from digest.store.articles import recent_articles
 from digest.store.db import session_scope
 from digest.store.models import Article, Edition, EditionArticle, EditionStatus
+
+log = logging.getLogger(__name__)
 
 
 def compute_content(
@@ -29,7 +33,7 @@ def compute_content(
     cfg = edition_config(settings.digests[name], series)
     since, until = window(cfg, now)
     carried, carried_urls = series_carried(session, name, series, slot)
-    return select_articles(
+    content = select_articles(
         recent_articles(session, since, until),
         cfg,
         now,
@@ -37,6 +41,11 @@ def compute_content(
         carried_urls=carried_urls,
         base_url=settings.base_url,
     )
+    for drop in content.drops:
+        event(log, "edition.duplicate_dropped", digest=name, slot=slot, dropped=drop.dropped_title,
+              dropped_source=drop.dropped_source, kept=drop.kept_title, kept_source=drop.kept_source,
+              reason=drop.reason)  # fmt: skip
+    return content
 
 
 def load_content(session: Session, settings: Settings, cfg: DigestConfig, edition: Edition) -> EditionContent:

@@ -7,6 +7,7 @@ inputs always give the same edition.
 
 from __future__ import annotations
 
+import html
 import math
 import re
 import unicodedata
@@ -14,16 +15,30 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import date, datetime
 from difflib import SequenceMatcher
+from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 from zoneinfo import ZoneInfo
 
 from digest.core.settings import DigestConfig
+from digest.core.text import is_breaking_category
 from digest.store.models import Article, saved_id
 
 WORDS_PER_MINUTE = 230
-# Titles at least this similar (difflib ratio of normalised titles) are one story
-# reported by several sources.
+# Chinese and Japanese readers manage about this many characters a minute; their
+# text has no spaces to count words by.
+WIDE_CHARS_PER_MINUTE = 260
+# A body shorter than a minute's read is a teaser or the summary again: its reading
+# time says nothing, so it is not shown.
+MIN_READING_WORDS = WORDS_PER_MINUTE
+# Titles at least this similar (difflib ratio of normalised titles) from two sources,
+# whose summaries also share at least SUMMARY_OVERLAP of their words, are one story.
 NEAR_DUPLICATE_RATIO = 0.88
+SUMMARY_OVERLAP = 0.6
 OTHER_SECTION = "More news"
+# Sections of one story each are folded into this one when there are at least two.
+BRIEF_SECTION = "In brief"
+# Query parameters that only track where a reader came from: the same page without them.
+_TRACKING = re.compile(r"^(utm_\w+|fbclid|gclid|mc_cid|mc_eid|ocid|cmpid|ref|ref_src|src)$", re.IGNORECASE)
+_NUMBER = re.compile(r"\d+(?:[.,]\d+)*")
 
 
 @dataclass(frozen=True)
@@ -42,13 +57,41 @@ class Story:
     published_at: datetime
     breaking: bool
     priority: int
-    reading_minutes: int
+    # None: unknown (no body text long enough to time), and then not shown.
+    reading_minutes: int | None
+    # BCP 47 tag of the story's text; "" = unknown.
+    language: str = ""
+    # Declared pixel size of the image; None = the source did not say.
+    image_width: int | None = None
+    image_height: int | None = None
 
 
 @dataclass(frozen=True)
 class Section:
     name: str
     stories: tuple[Story, ...]
+    # A folded section of thin ones: its stories show their own section name.
+    mixed: bool = False
+
+
+@dataclass(frozen=True)
+class Drop:
+    """A story left out of an edition as a repeat of one that is in it, and why."""
+
+    kept_id: int
+    kept_title: str
+    kept_source: str
+    dropped_id: int
+    dropped_title: str
+    dropped_source: str
+    reason: str
+
+    def describe(self) -> str:
+        """One line for reports and logs, naming both stories."""
+        return (
+            f"dropped {self.dropped_title!r} ({self.dropped_source or 'no source'}): "
+            f"{self.reason} as {self.kept_title!r} ({self.kept_source or 'no source'})"
+        )
 
 
 @dataclass(frozen=True)
@@ -74,15 +117,23 @@ class EditionContent:
     ranked: tuple[Story, ...] = ()
     section_of: dict[int, str] = field(default_factory=dict)
     section_order: tuple[str, ...] = ()
+    # Known only when the edition is built (a stored edition keeps its articles, not its drops).
+    drops: tuple[Drop, ...] = ()
+    # Fresh articles left out because the edition was full (``max_articles``).
+    over_limit: int = 0
 
     @property
     def article_ids(self) -> list[int]:
         return [s.id for s in self.ranked]
 
     def view(self, topics: Iterable[str] = ()) -> DigestView:
-        """The edition as a subscriber with ``topics`` (empty = all) sees it."""
+        """The edition as a subscriber with ``topics`` (empty = all) sees it.
+
+        Breaking stories reach every subscriber, whatever their topics: breaking is a
+        flag on a story, shown in the section of its own topic.
+        """
         wanted = {t.casefold() for t in topics}
-        allowed = [s for s in self.ranked if not wanted or self.section_of[s.id].casefold() in wanted]
+        allowed = [s for s in self.ranked if not wanted or s.breaking or self.section_of[s.id].casefold() in wanted]
         if not allowed:
             return DigestView(None, ())
         top, rest = allowed[0], allowed[1:]
@@ -91,7 +142,7 @@ class EditionContent:
             stories = tuple(s for s in rest if self.section_of[s.id] == name)
             if stories:
                 sections.append(Section(name, stories))
-        return DigestView(top, tuple(sections))
+        return DigestView(top, fold_thin(sections))
 
     def variant_key(self, topics: Iterable[str]) -> tuple[str, ...]:
         """Subscribers with the same key see the same content: render once per key."""
@@ -119,19 +170,77 @@ def window(cfg: DigestConfig, now: datetime) -> tuple[datetime, datetime]:
     return now - cfg.lookback, now
 
 
+def fold_thin(sections: Sequence[Section]) -> tuple[Section, ...]:
+    """Sections of one story each, when there are two or more, become one compact section.
+
+    Seven one-story sections read like a template; one "In brief" section after the
+    full ones reads like a briefing. Its stories keep their section name (``category``).
+    """
+    thin = [s for s in sections if len(s.stories) == 1]
+    if len(thin) < 2:
+        return tuple(sections)
+    full = [s for s in sections if len(s.stories) > 1]
+    brief = Section(BRIEF_SECTION, tuple(st for s in thin for st in s.stories), mixed=True)
+    return (*full, brief)
+
+
 def normalise_title(title: str) -> str:
     t = unicodedata.normalize("NFKD", title).casefold()
     t = re.sub(r"[^\w\s]", " ", t)
     return " ".join(t.split())
 
 
-def reading_minutes(word_count: int) -> int:
-    return max(1, math.ceil(word_count / WORDS_PER_MINUTE))
+def canonical_url(url: str) -> str:
+    """``url`` as a page identity: scheme, ``www.``, default port, fragment, tracking
+    parameters and a trailing slash make no difference."""
+    try:
+        parts = urlsplit(url.strip())
+        host = (parts.hostname or "").casefold().removeprefix("www.")
+        port = parts.port
+    except ValueError:
+        return url.strip()
+    if port and port not in (80, 443):
+        host = f"{host}:{port}"
+    params = parse_qsl(parts.query, keep_blank_values=True)
+    query = urlencode(sorted((k, v) for k, v in params if not _TRACKING.match(k)))
+    return urlunsplit(("", host, parts.path.rstrip("/") or "/", query, ""))
+
+
+def _plain_text(markup: str) -> str:
+    return html.unescape(re.sub(r"<[^>]*>", " ", markup))
+
+
+def reading_minutes(body: str) -> int | None:
+    """Minutes to read the story's own text; None when there is too little to tell.
+
+    Words are counted by spaces, and Chinese/Japanese characters (which have none)
+    at their own reading speed.
+    """
+    text = _plain_text(body)
+    wide = sum(1 for ch in text if unicodedata.east_asian_width(ch) in "WF" and ch.isalnum())
+    words = len(re.findall(r"[^\W_]+", "".join(" " if unicodedata.east_asian_width(ch) in "WF" else ch for ch in text)))
+    units = words + wide * WORDS_PER_MINUTE / WIDE_CHARS_PER_MINUTE
+    if units < MIN_READING_WORDS:
+        return None
+    return math.ceil(units / WORDS_PER_MINUTE)
+
+
+def is_breaking(a: Article) -> bool:
+    """Flagged breaking, or filed by its source under a "Breaking News" section."""
+    return a.breaking or is_breaking_category(a.category)
+
+
+def topic_of(a: Article) -> str:
+    """The article's real topic: its category, unless that only says "breaking" (then the
+    first other tag it carries, else none)."""
+    if not is_breaking_category(a.category):
+        return a.category
+    return next((t for t in a.tags or () if t and not is_breaking_category(t)), "")
 
 
 def rank_key(a: Article) -> tuple[bool, int, float]:
     """Breaking first, then higher priority, then newer."""
-    return (not a.breaking, -a.priority, -a.published_at.timestamp())
+    return (not is_breaking(a), -a.priority, -a.published_at.timestamp())
 
 
 def to_story(a: Article, base_url: str) -> Story:
@@ -141,40 +250,110 @@ def to_story(a: Article, base_url: str) -> Story:
         link=a.url or f"{base_url}/articles/{a.id}",
         summary=a.summary,
         source=a.source,
-        category=a.category,
+        category=topic_of(a),
         author=a.author,
         image_url=a.image_url,
         image_alt=a.image_alt or a.title,
         published_at=a.published_at,
-        breaking=a.breaking,
+        breaking=is_breaking(a),
         priority=a.priority,
-        reading_minutes=reading_minutes(a.word_count),
+        reading_minutes=reading_minutes(a.body),
+        language=a.language,
+        image_width=a.image_width,
+        image_height=a.image_height,
     )
 
 
-def deduplicate(articles: Sequence[Article], limit: int | None = None) -> list[Article]:
-    """Drop repeats: the same url, or a near-identical title from another source.
+@dataclass(frozen=True)
+class Deduplicated:
+    kept: list[Article]
+    drops: list[Drop]
+    # Articles never looked at because ``limit`` was reached.
+    over_limit: int = 0
+
+
+@dataclass(frozen=True)
+class _Fingerprint:
+    """What duplicate detection compares of an article, worked out once per article."""
+
+    url: str
+    canonical: str
+    source: str
+    title: str
+    numbers: tuple[str, ...]
+    summary_words: frozenset[str]
+
+    @classmethod
+    def of(cls, a: Article) -> _Fingerprint:
+        title = normalise_title(a.title)
+        return cls(
+            url=a.url or "",
+            canonical=canonical_url(a.url) if a.url else "",
+            source=a.source,
+            title=title,
+            numbers=tuple(_NUMBER.findall(title)),
+            summary_words=frozenset(normalise_title(_plain_text(a.summary)).split()),
+        )
+
+
+def duplicate_reason(kept: Article, other: Article) -> str | None:
+    """Why ``other`` is the same story as ``kept`` (None: it is not).
+
+    Two items of one source are different stories (a feed gives each its own guid and
+    link, and "Tails 4.13 is out" / "Tails 4.14 is out" are two releases). Across
+    sources a story is the same when the link is, or when both the titles and the
+    summaries match: a title alone ("Photo", "Weekly update") is not enough evidence.
+    """
+    return _reason(_Fingerprint.of(kept), _Fingerprint.of(other))
+
+
+def _reason(kept: _Fingerprint, other: _Fingerprint) -> str | None:
+    if kept.url and other.url:
+        if kept.url == other.url:
+            return "same link"
+        if kept.canonical == other.canonical:
+            return "same page (canonical link)"
+    if kept.source == other.source or not (kept.summary_words and other.summary_words):
+        return None
+    if kept.numbers != other.numbers:
+        return None  # "#17705" and "#17703", "4.13" and "4.14": different items
+    if _near(kept.title, other.title) and _overlap(kept.summary_words, other.summary_words):
+        return "same title and summary"
+    return None
+
+
+def _overlap(a: frozenset[str], b: frozenset[str]) -> bool:
+    # Overlap over the shorter one: a summary cut short is still the same summary.
+    return len(a & b) / min(len(a), len(b)) >= SUMMARY_OVERLAP
+
+
+def deduplicate(articles: Sequence[Article], limit: int | None = None) -> Deduplicated:
+    """Drop repeats of one story (see :func:`duplicate_reason`), recording each drop.
 
     ``articles`` must already be ranked: the first of a group of duplicates wins.
-    Stops once ``limit`` articles are kept, so the pairwise title comparison costs
-    at most ``len(articles) * limit`` instead of growing with the square of a busy day.
+    Stops once ``limit`` articles are kept, so the pairwise comparison costs at most
+    ``len(articles) * limit`` instead of growing with the square of a busy day.
     """
-    kept: list[Article] = []
-    seen_urls: set[str] = set()
-    kept_titles: list[str] = []
-    for a in articles:
-        if a.url and a.url in seen_urls:
-            continue
-        norm = normalise_title(a.title)
-        if any(_near(norm, other) for other in kept_titles):
-            continue
-        kept.append(a)
-        kept_titles.append(norm)
-        if a.url:
-            seen_urls.add(a.url)
+    kept: list[tuple[Article, _Fingerprint]] = []
+    drops: list[Drop] = []
+    for n, a in enumerate(articles):
         if limit is not None and len(kept) >= limit:
-            break
-    return kept
+            return Deduplicated([k for k, _ in kept], drops, len(articles) - n)
+        fp = _Fingerprint.of(a)
+        reason = None
+        for k, kfp in kept:
+            reason = _reason(kfp, fp)
+            if reason:
+                drops.append(_drop(k, a, reason))
+                break
+        if not reason:
+            kept.append((a, fp))
+    return Deduplicated([k for k, _ in kept], drops)
+
+
+def _drop(kept: Article, dropped: Article, reason: str) -> Drop:
+    assert kept.id is not None and dropped.id is not None
+    return Drop(kept.id, kept.title, kept.source, dropped.id, dropped.title, dropped.source, reason)
 
 
 def _near(a: str, b: str) -> bool:
@@ -210,11 +389,13 @@ def select_articles(
     configured = {s.casefold(): s for s in cfg.sections}
 
     def section(a: Article) -> str:
+        topic = topic_of(a)
         if not configured:
-            return a.category or OTHER_SECTION
-        return configured.get(a.category.casefold(), OTHER_SECTION)
+            return topic or OTHER_SECTION
+        return configured.get(topic.casefold(), OTHER_SECTION)
 
-    ranked = deduplicate(sorted(fresh, key=rank_key), limit=cfg.max_articles)
+    result = deduplicate(sorted(fresh, key=rank_key), limit=cfg.max_articles)
+    ranked = result.kept
     section_of = {a.id: section(a) for a in ranked if a.id is not None}
     if configured:
         order = [*cfg.sections, OTHER_SECTION]
@@ -226,4 +407,6 @@ def select_articles(
         ranked=tuple(to_story(a, base_url) for a in ranked),
         section_of=section_of,
         section_order=tuple(order),
+        drops=tuple(result.drops),
+        over_limit=result.over_limit,
     )

@@ -28,6 +28,7 @@ from digest.compose.recipients import recipient_values
 from digest.core.clock import Clock
 from digest.core.errors import JournalError
 from digest.core.settings import Settings
+from digest.edition.select import Drop
 from digest.outbox.journal import BatchJournal, Journal, worker_id
 from digest.outbox.ledger import Bounce, Claimed, claim_batch, extend_leases, record, release
 from digest.outbox.retry import backoff
@@ -62,6 +63,9 @@ class SendReport:
     pending_after: int = 0  # still to send after the run: retries not yet due, or held by another sender
     workers_failed: int = 0
     editions: list[int] = field(default_factory=list)
+    # Stories left out of the edition when this run built it (repeats of kept stories).
+    drops: list[Drop] = field(default_factory=list)
+    over_limit: int = 0  # fresh articles left out because the edition was full
 
     @property
     def failed(self) -> int:

@@ -285,7 +285,7 @@ def masthead_date(data: bytes) -> str:
 
     html = email.message_from_bytes(data, policy=policy.default).get_body(preferencelist=("html",))
     assert html is not None
-    found = re.search(r'class="masthead-date"[^>]*>([^<]+)<', html.get_content())  # type: ignore[attr-defined]
+    found = re.search(r'class="masthead-eyebrow"[^>]*>([^<]+)<', html.get_content())  # type: ignore[attr-defined]
     assert found is not None
     return found.group(1).strip()
 

@@ -273,6 +273,42 @@ def test_send_to_one_address_sends_a_test_copy_and_records_nothing(run: Run, rea
     assert len(sink.messages) == 3
 
 
+def seed_duplicate(engine: Engine) -> None:
+    """A second source carrying the first stored story (same title and summary, own link)."""
+    now = real_now()
+    title = TITLES[0]
+    copy = ArticleDraft(
+        title=title + "!",
+        url="https://other.example.net/storm-pact",
+        source="Other Wire",
+        summary=f"Summary of {title}.",
+        category="World",
+        published_at=now - timedelta(minutes=30),
+    )
+    with session_scope(engine) as session:
+        upsert_articles(session, [copy], now)
+
+
+def test_send_reports_each_duplicate_left_out_with_both_titles(run: Run, ready: Engine, sink: SmtpSink) -> None:
+    seed_duplicate(ready)
+
+    proc = run("send")
+
+    assert proc.returncode == 0, proc.stderr
+    assert "1 duplicate(s) left out:" in proc.stdout
+    assert f"dropped '{TITLES[0]}!' (Other Wire): same title and summary as '{TITLES[0]}' (Example Wire)" in proc.stdout
+    assert "edition.duplicate_dropped" in proc.stderr and "Other Wire" in proc.stderr
+
+
+def test_preview_reports_each_duplicate_left_out(run: Run, ready: Engine, tmp_path: Path) -> None:
+    seed_duplicate(ready)
+
+    proc = run("preview", "--output", str(tmp_path / "p.html"))
+
+    assert proc.returncode == 0, proc.stderr
+    assert f"left out: dropped '{TITLES[0]}!' (Other Wire): same title and summary" in proc.stderr
+
+
 # ---------------------------------------------------------------- preview
 
 

@@ -11,12 +11,15 @@ from __future__ import annotations
 
 import base64
 import math
+import re
 import shutil
 import struct
 import subprocess
 import zlib
+from collections.abc import Iterator
 from datetime import UTC, date, datetime
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -117,6 +120,8 @@ def realistic_edition() -> EditionContent:
             author="Maria Okafor",
             image_url=image,
             image_alt="Sunrise over the hills outside the capital",
+            image_width=536,
+            image_height=302,
             breaking=True,
             priority=9,
             reading_minutes=6,
@@ -272,3 +277,124 @@ def test_screenshot_dark_mode(email_page: Path, tmp_path: Path) -> None:
     screenshot(email_page, png, 600, 2200, tmp_path, "--force-dark-mode", "--blink-settings=preferredColorScheme=0")
     assert png.stat().st_size > 10_000
     assert png_size(png)[0] == 600
+
+
+# --- issue 11: a right-to-left edition, an image-heavy edition, a phone without <style> ----------
+
+
+def png_uri(width: int, height: int) -> str:
+    return "data:image/png;base64," + base64.b64encode(hero_png(width, height)).decode()
+
+
+def urdu_edition() -> EditionContent:
+    ur = {"language": "ur"}
+    stories = (
+        story(1, "کراچی میں شدید بارش، 24 گھنٹوں میں 120 ملی میٹر ریکارڈ", "محکمہ موسمیات کے مطابق "
+              "بارش کا سلسلہ جمعرات تک جاری رہے گا؛ شہر کے کئی علاقوں میں بجلی معطل ہے۔", "روزنامہ جنگ",
+              "پاکستان", author="عائشہ خان", breaking=True, reading_minutes=4, **ur),
+        story(2, "اسٹیٹ بینک نے شرح سود 12 فیصد پر برقرار رکھی", "مرکزی بینک کا کہنا ہے کہ مہنگائی "
+              "میں کمی کا رجحان برقرار ہے۔", "ڈان نیوز", "کاروبار", reading_minutes=3, **ur),
+        story(3, "پی ایس ایل 10: لاہور قلندرز نے فائنل جیت لیا", "قلندرز نے آخری اوور میں 8 رنز "
+              "بنا کر میچ اپنے نام کیا۔", "جیو", "کھیل", reading_minutes=None, **ur),
+        story(4, "Markets rally as oil falls below $70", "An English story inside the Urdu edition: "
+              "it keeps its own direction.", "Reuters", "کاروبار", reading_minutes=2, language="en"),
+        story(5, "سائنسدانوں نے نیا سیارچہ دریافت کر لیا", "یہ سیارچہ زمین سے 3 کروڑ کلومیٹر دور ہے۔",
+              "", "سائنس", reading_minutes=None, **ur),
+    )  # fmt: skip
+    return EditionContent(
+        ranked=stories,
+        section_of={s.id: s.category for s in stories},
+        section_order=("پاکستان", "کاروبار", "کھیل", "سائنس"),
+    )
+
+
+def image_edition() -> EditionContent:
+    stories = (
+        story(1, "Harbour opens new ferry terminal", "A 640 px photo: wide enough for the hero slot.",
+              "Harbour Times", "City", image_url=png_uri(640, 360), image_width=640, image_height=360,
+              image_alt="The new terminal at dawn", reading_minutes=5),
+        story(2, "Rail line reopens after repairs", "A 240 px photo: a side image at 120 px.",
+              "Daily Ledger", "City", image_url=png_uri(240, 160), image_width=240, image_height=160,
+              reading_minutes=3),
+        story(3, "Forum post: my first sourdough", "A 30x30 avatar: not shown at all.", "Bakers' Forum",
+              "City", image_url=png_uri(30, 30), image_width=30, image_height=30, reading_minutes=None),
+        story(4, "Chipmaker plans northern plant", "An image of unknown size (really 60 px): kept at its own "
+              "size, never stretched.", "Tech & Trade", "Business", image_url=png_uri(60, 60),
+              reading_minutes=2),
+        story(5, "Lenders tighten credit", "A 460 px photo: a side image, not a stretched hero.",
+              "Financial Wire", "Business", image_url=png_uri(460, 300), image_width=460, image_height=300,
+              reading_minutes=4),
+        story(6, "A very long URL in a summary", "https://example.com/" + "a-very-long-path-segment-" * 6,
+              "Link Blog", "Business", reading_minutes=None),
+    )  # fmt: skip
+    return EditionContent(
+        ranked=stories, section_of={s.id: s.category for s in stories}, section_order=("City", "Business")
+    )
+
+
+def render_page(content: EditionContent, language: str = "en", strip_style: bool = False) -> str:
+    markers = Markers.new()
+    context = build_context(
+        digest_name="daily", digest_title="The Morning Briefing", edition_date=date(2026, 11, 25),
+        slot="2026-11-25", view=content.view(), base_url="https://digest.example.com",
+        postal_address="Example News Ltd, 1 Example Street, Springfield 12345", markers=markers, language=language,
+    )  # fmt: skip
+    html = inline_css(render_variant(make_environment(), "daily", "{{ digest.title }}", context, markers).html)
+    for name in ("greeting", "name", "email", "unsubscribe_url", "preferences_url"):
+        value = {"greeting": "Hi Ana,", "email": "ana@example.org"}.get(name, "https://digest.example.com/u/x")
+        html = html.replace(markers.marker(name), value)
+    if strip_style:  # as Gmail's non-Gmail-account apps and some webmails do
+        html = re.sub(r"<style[^>]*>.*?</style>", "", html, flags=re.DOTALL)
+    return html
+
+
+@pytest.fixture(scope="module")
+def browser() -> Iterator[Any]:
+    sync_api = pytest.importorskip("playwright.sync_api", reason="Playwright is not installed")
+    if CHROMIUM is None:
+        pytest.skip("no Chromium at /usr/bin/chromium or on PATH")
+    with sync_api.sync_playwright() as p:
+        b = p.chromium.launch(executable_path=CHROMIUM, headless=True, args=["--no-sandbox", "--disable-gpu"])
+        yield b
+        b.close()
+
+
+def open_page(browser: Any, html: str, width: int, name: str) -> Any:
+    ARTIFACTS.mkdir(exist_ok=True)
+    path = ARTIFACTS / f"{name}.html"
+    path.write_text(html, encoding="utf-8")
+    page = browser.new_page(viewport={"width": width, "height": 900})
+    page.goto(path.as_uri())
+    return page
+
+
+@pytest.mark.parametrize("width", [600, 375])
+def test_screenshot_right_to_left_edition(browser: Any, width: int) -> None:
+    page = open_page(browser, render_page(urdu_edition(), language="ur"), width, f"email-rtl-{width}")
+    page.screenshot(path=str(ARTIFACTS / f"email-rtl-{width}.png"), full_page=True)
+    assert page.evaluate("document.documentElement.dir") == "rtl"
+    # An Urdu headline is laid out right to left; the English one inside it left to right.
+    directions = page.evaluate(
+        "[...document.querySelectorAll('h2.top-headline, h3.item-headline')].map(e => getComputedStyle(e).direction)"
+    )
+    assert directions.count("rtl") == 4 and directions.count("ltr") == 1
+    page.close()
+
+
+@pytest.mark.parametrize("width", [600, 375])
+def test_screenshot_image_heavy_edition(browser: Any, width: int) -> None:
+    page = open_page(browser, render_page(image_edition()), width, f"email-images-{width}")
+    page.screenshot(path=str(ARTIFACTS / f"email-images-{width}.png"), full_page=True)
+    sizes = page.evaluate("[...document.images].map(i => [i.naturalWidth, i.getBoundingClientRect().width])")
+    assert len(sizes) == 4  # the 30 px avatar is left out
+    assert all(shown <= natural for natural, shown in sizes), sizes  # nothing upscaled
+    page.close()
+
+
+@pytest.mark.parametrize("content", [realistic_edition, image_edition, urdu_edition])
+def test_phone_layout_without_style_block_does_not_overflow(browser: Any, content: Any) -> None:
+    page = open_page(browser, render_page(content(), strip_style=True), 375, "email-nostyle-375")
+    if content is image_edition:
+        page.screenshot(path=str(ARTIFACTS / "email-nostyle-375.png"), full_page=True)
+    assert page.evaluate("document.documentElement.scrollWidth") <= 375
+    page.close()

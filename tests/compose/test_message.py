@@ -138,6 +138,12 @@ def test_subject_is_one_line_without_control_characters() -> None:
     assert "Evil Bcc: victim@example.com headline" in msg["Subject"]
 
 
+def test_subject_header_carries_ampersands_and_apostrophes_as_written() -> None:
+    data = prepared(["Faith & Joy! l'état"]).fill(recipient(), NOW)
+    data.decode("ascii")
+    assert parse(data)["Subject"] == "The Briefing: Faith & Joy! l'état"
+
+
 def test_no_article_field_can_inject_a_header() -> None:
     p = prepared(["Headline\r\nX-Injected: yes"])
     data = p.fill(recipient(name="Eve\r\nX-Injected: yes"), NOW)

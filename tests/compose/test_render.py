@@ -60,6 +60,8 @@ def edition(*extra: Story) -> EditionContent:
             summary=LONG_SUMMARY,
             image_url="https://img.example.com/parliament.jpg",
             image_alt="The parliament building at dawn",
+            image_width=1200,
+            image_height=675,
             author="Maria Okafor",
             breaking=True,
         ),
@@ -250,12 +252,13 @@ def test_head_declares_language_charset_viewport_and_colour_schemes(doc: lxml.ht
     assert doc.findtext(".//title") == "The Morning Briefing · Wednesday, 25 November 2026"
 
 
-def test_layout_is_presentation_tables_600_wide(doc: lxml.html.HtmlElement) -> None:
+def test_layout_is_presentation_tables_at_most_600_wide(inlined: str, doc: lxml.html.HtmlElement) -> None:
     tables = doc.xpath("//table")
     assert tables and all(t.get("role") == "presentation" for t in tables)
     [container] = by_class(doc, "container")
-    assert container.get("width") == "600"
+    assert container.get("width") == "100%"
     assert "max-width:600px" in container.get("style").replace(" ", "")
+    assert '<!--[if mso]><table role="presentation" width="600"' in inlined  # Outlook desktop
 
 
 # --- content --------------------------------------------------------------------------------------
@@ -292,7 +295,7 @@ def test_top_story_has_kicker_linked_headline_and_sized_image(doc: lxml.html.Htm
     img = top.xpath(".//img")[0]
     assert img.get("src") == "https://img.example.com/parliament.jpg"
     assert img.get("alt") == "The parliament building at dawn"
-    assert img.get("width").isdigit() and img.get("height").isdigit()  # not premailer's "100%"/"auto"
+    assert (img.get("width"), img.get("height")) == ("536", "302")  # not premailer's "100%"/"auto"
     assert "max-width:100%" in img.get("style").replace(" ", "")
 
 
@@ -403,3 +406,232 @@ def test_text_lines_fit_78_columns_except_urls() -> None:
     result = render(edition(make_story(6, long_title.strip(), "Business", summary=LONG_SUMMARY * 2)).view())
     for line in text_lines(result):
         assert len(line) <= 78 or re.search(r"https?://", line), line
+
+
+# --- issue 11: subject, images, direction, briefing look ---------------------------------------
+
+
+def render_with(stories: tuple[Story, ...], subject: str = "{{ digest.title }}", language: str = "en") -> Rendered:
+    content = EditionContent(
+        ranked=stories,
+        section_of={s.id: s.category for s in stories},
+        section_order=tuple(dict.fromkeys(s.category for s in stories)),
+    )
+    markers = Markers.new()
+    context = build_context(
+        digest_name="daily", digest_title="The Morning Briefing", edition_date=date(2026, 11, 25),
+        slot="2026-11-25", view=content.view(), base_url="https://digest.example.com",
+        postal_address=POSTAL, markers=markers, language=language,
+    )  # fmt: skip
+    return render_variant(make_environment(), "daily", subject, context, markers)
+
+
+def doc_of(result: Rendered) -> lxml.html.HtmlElement:
+    return lxml.html.document_fromstring(inline_css(result.html))
+
+
+def test_subject_is_not_html_escaped() -> None:
+    top = make_story(1, "Faith & Joy! l'état <b>", "World")
+    result = render_with((top,), subject="{{ digest.title }}: {{ top_story.title }}")
+    assert result.subject == "The Morning Briefing: Faith & Joy! l'état <b>"
+
+
+def test_subject_stays_one_line() -> None:
+    top = make_story(1, "Line one\nline two\r\n", "World")
+    assert render_with((top,), subject="{{ top_story.title }}\n").subject == "Line one line two"
+
+
+def image_of(result: Rendered, story_id: int) -> lxml.html.HtmlElement | None:
+    found = doc_of(result).xpath(f"//a[contains(@href, '/{story_id}?')]/img")
+    return found[0] if found else None
+
+
+def hero_story(**kw: object) -> Story:
+    return make_story(1, "Top", "World", image_url="https://img.example.com/a.jpg", **kw)
+
+
+def test_large_image_becomes_a_hero_at_the_column_width() -> None:
+    img = image_of(render_with((hero_story(image_width=1200, image_height=800),)), 1)
+    assert img is not None and "hero-img" in img.get("class")
+    assert (img.get("width"), img.get("height")) == ("536", "357")
+
+
+def test_image_narrower_than_the_column_is_a_side_image_not_a_stretched_hero() -> None:
+    img = image_of(render_with((hero_story(image_width=460, image_height=300),)), 1)
+    assert img is not None and "side-img" in img.get("class")
+    assert (img.get("width"), img.get("height")) == ("120", "78")
+
+
+def test_small_image_is_never_upscaled() -> None:
+    img = image_of(render_with((hero_story(image_width=110, image_height=110),)), 1)
+    assert img is not None and img.get("width") == "110"
+
+
+def test_avatar_sized_image_is_not_shown() -> None:
+    assert image_of(render_with((hero_story(image_width=30, image_height=30),)), 1) is None
+    assert image_of(render_with((hero_story(image_width=600, image_height=20),)), 1) is None
+
+
+def test_image_of_unknown_size_is_a_side_image_kept_at_its_own_size() -> None:
+    img = image_of(render_with((hero_story(),)), 1)
+    assert img is not None and img.get("class") == "side-img side-img-auto"
+    assert img.get("width") is None and img.get("height") is None  # no attribute to upscale it
+    assert "max-width:120px" in img.get("style").replace(" ", "")
+
+
+def test_secondary_story_shows_a_small_image() -> None:
+    second = make_story(2, "Second", "World", image_url="https://img.example.com/b.jpg", image_width=800,
+                        image_height=600)  # fmt: skip
+    img = image_of(render_with((make_story(1, "Top", "World"), second)), 2)
+    assert img is not None and "side-img" in img.get("class") and img.get("width") == "120"
+
+
+def test_edition_language_comes_from_the_digest_config() -> None:
+    assert doc_of(render_with((make_story(1, "x", "World"),), language="de")).get("lang") == "de"
+
+
+def test_right_to_left_edition_sets_the_page_direction() -> None:
+    assert doc_of(render_with((make_story(1, "x", "World"),), language="ur")).get("dir") == "rtl"
+
+
+def test_each_story_carries_its_language_and_automatic_direction() -> None:
+    urdu = make_story(2, "پاکستان میں بارش", "World", language="ur", summary="شدید بارش کی پیش گوئی")
+    doc = doc_of(render_with((make_story(1, "Top", "World"), urdu)))
+    headline = doc.xpath("//h3[.//a[contains(@href, '/2?')]]")[0]
+    assert headline.get("dir") == "auto"
+    assert headline.getparent().getparent().getparent().getparent().get("lang") == "ur"  # td.item-body
+    assert doc.xpath("//p[@class='item-summary']")[0].get("dir") == "auto"
+
+
+def test_meta_line_isolates_each_field_from_bidi_reordering() -> None:
+    urdu = make_story(2, "خبر", "World", source="جنگ", reading_minutes=4)
+    doc = doc_of(render_with((make_story(1, "Top", "World"), urdu)))
+    meta = by_class(doc, "item-body")[0].xpath(".//p[contains(@class, 'meta')]")[0]
+    assert [(s.get("dir"), s.text_content()) for s in meta.iter("span")] == [("auto", "جنگ"), ("auto", "4 min read")]
+
+
+def test_breaking_label_does_not_decide_the_headline_direction() -> None:
+    urdu = make_story(2, "خبر", "World", breaking=True)
+    doc = doc_of(render_with((make_story(1, "Top", "World"), urdu)))
+    [label] = [el for el in by_class(doc, "breaking") if el.getparent().tag == "h3"]
+    assert label.get("dir") == "ltr"  # dir="auto" of the headline skips elements with their own dir
+
+
+def test_overview_lists_the_top_headlines_in_order() -> None:
+    stories = tuple(make_story(n, f"Headline {n}", "World") for n in range(1, 8))
+    doc = doc_of(render_with(stories))
+    [overview] = by_class(doc, "overview")
+    assert "In today’s edition" in overview.text_content()
+    assert [a.text_content() for a in overview.iter("a")] == [f"Headline {n}" for n in range(1, 6)]
+
+
+def test_text_part_has_the_overview_too() -> None:
+    stories = tuple(make_story(n, f"Headline {n}", "World") for n in range(1, 5))
+    lines = text_lines(render_with(stories))
+    i = lines.index("In today's edition:")
+    assert lines[i + 1 : i + 5] == ["- Headline 1", "- Headline 2", "- Headline 3", "- Headline 4"]
+
+
+def test_short_edition_has_no_overview() -> None:
+    stories = tuple(make_story(n, f"Headline {n}", "World") for n in range(1, 4))
+    assert not by_class(doc_of(render_with(stories)), "overview")
+
+
+def test_unknown_reading_time_is_not_shown() -> None:
+    stories = (make_story(1, "Top", "World", reading_minutes=None), make_story(2, "Two", "World", reading_minutes=None))
+    result = render_with(stories)
+    assert "min read" not in result.html and "min read" not in result.text
+    assert "of reading in all" not in result.html
+
+
+def test_reading_time_total_counts_the_known_ones() -> None:
+    stories = (make_story(1, "Top", "World", reading_minutes=None), make_story(2, "Two", "World", reading_minutes=4))
+    assert "about 4 minutes of reading in all" in render_with(stories).html
+
+
+def test_missing_source_leaves_no_stray_separator() -> None:
+    stories = (make_story(1, "Top", "World", source="", reading_minutes=3), make_story(2, "Two", "World", source=""))
+    doc = doc_of(render_with(stories))
+    metas = [m.text_content() for m in by_class(doc, "meta")]
+    assert metas == ["3 min read", "2 min read"]
+
+
+def test_meta_line_is_left_out_when_nothing_is_known() -> None:
+    stories = (make_story(1, "Top", "World"), make_story(2, "Two", "World", source="", reading_minutes=None))
+    assert len(by_class(doc_of(render_with(stories)), "meta")) == 1
+
+
+def test_thin_sections_are_folded_into_one_brief_section_naming_each_topic() -> None:
+    stories = (
+        make_story(1, "Top", "World"),
+        make_story(2, "Sci", "Science"),
+        make_story(3, "Biz", "Business"),
+        make_story(4, "Art", "Culture"),
+    )
+    doc = doc_of(render_with(stories))
+    assert [h.text_content() for h in by_class(doc, "section-heading")] == ["In brief"]
+    assert [m.text_content() for m in by_class(doc, "meta")][1:] == [
+        "Science · Source 2 · 2 min read",
+        "Business · Source 3 · 3 min read",
+        "Culture · Source 4 · 4 min read",
+    ]
+
+
+def relative_luminance(hex_colour: str) -> float:
+    h = hex_colour.lstrip("#")
+    channels = [int(h[i : i + 2], 16) / 255 for i in (0, 2, 4)]
+    lin = [c / 12.92 if c <= 0.03928 else ((c + 0.055) / 1.055) ** 2.4 for c in channels]
+    return 0.2126 * lin[0] + 0.7152 * lin[1] + 0.0722 * lin[2]
+
+
+def contrast(a: str, b: str) -> float:
+    hi, lo = sorted((relative_luminance(a), relative_luminance(b)), reverse=True)
+    return (hi + 0.05) / (lo + 0.05)
+
+
+def style_value(el: lxml.html.HtmlElement, prop: str) -> str:
+    m = re.search(rf"(?:^|;)\s*{prop}\s*:\s*(#[0-9a-fA-F]{{6}})", el.get("style") or "")
+    assert m, f"<{el.tag} class={el.get('class')!r}> has no {prop}"
+    return m.group(1)
+
+
+def test_footer_text_meets_wcag_aa_contrast(doc: lxml.html.HtmlElement) -> None:
+    [wrapper] = by_class(doc, "wrapper")
+    background = style_value(wrapper, "background-color")
+    [footer] = by_class(doc, "footer")
+    texts = [el for el in footer.iter("p", "a") if el.text_content().strip()]
+    assert len(texts) >= 4
+    for el in texts:
+        ratio = contrast(style_value(el, "color"), background)
+        assert ratio >= 4.5, f"{el.get('class')}: {ratio:.2f}:1"
+
+
+def test_meta_text_meets_wcag_aa_contrast(doc: lxml.html.HtmlElement) -> None:
+    for el in by_class(doc, "meta"):
+        assert contrast(style_value(el, "color"), "#ffffff") >= 4.5
+
+
+def test_masthead_shows_the_name_once(doc: lxml.html.HtmlElement) -> None:
+    [masthead] = by_class(doc, "masthead")
+    assert masthead.text_content().count("Briefing") == 1
+
+
+def test_text_part_wraps_wide_characters_by_display_width() -> None:
+    import unicodedata
+
+    title = "北京市政府宣布新的空气质量改善计划" * 6
+    result = render_with((make_story(1, title, "World", summary=title * 2),))
+
+    def columns(line: str) -> int:
+        return sum(2 if unicodedata.east_asian_width(ch) in "WF" else 1 for ch in line)
+
+    lines = [line for line in text_lines(result) if "北京" in line]
+    assert len(lines) > 4
+    assert max(columns(line) for line in lines) <= 78
+
+
+def test_template_text_keeps_its_own_direction_in_a_right_to_left_edition() -> None:
+    doc = doc_of(render_with((make_story(1, "خبر", "World", language="ur"),), language="ur"))
+    for name in ("greeting", "intro-text", "footer-text", "footer-address"):
+        assert all(el.get("dir") == "auto" for el in by_class(doc, name)), name
+    assert by_class(doc, "button")[0].get("dir") == "ltr"

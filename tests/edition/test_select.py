@@ -55,14 +55,83 @@ def test_same_url_is_kept_once() -> None:
     assert len(select_articles(arts, DigestConfig(), NOW, base_url=BASE).ranked) == 1
 
 
-def test_near_identical_titles_from_different_sources_are_one_story() -> None:
+KURSK = "Seoul says Russian troops have withdrawn from the Kursk region after weeks of fighting, officials said."
+
+
+def test_near_identical_titles_and_summaries_from_different_sources_are_one_story() -> None:
     arts = [
-        art(1, "Russia withdraws troops from Kursk, says South Korea", 30, source="A"),
-        art(2, "Russia Withdraws Troops From Kursk, Says South Korea!", 20, source="B"),
-        art(3, "Central bank holds rates steady", 25, source="C"),
+        art(1, "Russia withdraws troops from Kursk, says South Korea", 30, source="A", summary=KURSK),
+        art(2, "Russia Withdraws Troops From Kursk, Says South Korea!", 20, source="B", summary=KURSK + " More."),
+        art(3, "Central bank holds rates steady", 25, source="C", summary=KURSK),
     ]
     content = select_articles(arts, DigestConfig(), NOW, base_url=BASE)
-    assert len(content.ranked) == 2
+    assert titles(content) == [
+        "Russia Withdraws Troops From Kursk, Says South Korea!",
+        "Central bank holds rates steady",
+    ]
+
+
+def test_same_source_items_with_similar_titles_are_all_kept() -> None:
+    arts = [
+        art(1, "Tails 4.13 is out", 30, source="Tails", summary="This release fixes many security holes."),
+        art(2, "Tails 4.14 is out", 20, source="Tails", summary="This release fixes many security holes."),
+        art(3, "Photo", 25, source="Forum", summary="a photo"),
+        art(4, "Photo", 26, source="Forum", summary="a photo"),
+    ]
+    content = select_articles(arts, DigestConfig(), NOW, base_url=BASE)
+    assert len(content.ranked) == 4 and content.drops == ()
+
+
+def test_similar_titles_with_different_numbers_are_different_stories() -> None:
+    arts = [
+        art(1, "Quote #17705", 30, source="A", summary="a quote of the day"),
+        art(2, "Quote #17703", 20, source="B", summary="a quote of the day"),
+    ]
+    assert len(select_articles(arts, DigestConfig(), NOW, base_url=BASE).ranked) == 2
+
+
+def test_similar_titles_with_different_summaries_are_different_stories() -> None:
+    arts = [
+        art(
+            1, "Storm warning for the coast", 30, source="A", summary="Gales of 100 km/h expected in the north tonight."
+        ),
+        art(
+            2, "Storm warning for the coast!", 20, source="B", summary="Ferries cancelled and schools closed on Friday."
+        ),
+    ]
+    assert len(select_articles(arts, DigestConfig(), NOW, base_url=BASE).ranked) == 2
+
+
+def test_similar_titles_without_summaries_are_not_dropped() -> None:
+    arts = [art(1, "Weekly update", 30, source="A"), art(2, "Weekly update", 20, source="B")]
+    assert len(select_articles(arts, DigestConfig(), NOW, base_url=BASE).ranked) == 2
+
+
+def test_same_page_under_another_url_from_another_source_is_one_story() -> None:
+    arts = [
+        art(1, "Rates held", 30, source="A", url="https://www.bank.example/news/rates/?utm_source=rss#top"),
+        art(2, "Central bank keeps rates", 20, source="B", url="http://bank.example/news/rates"),
+    ]
+    content = select_articles(arts, DigestConfig(), NOW, base_url=BASE)
+    [drop] = content.drops
+    assert (drop.kept_title, drop.dropped_title) == ("Central bank keeps rates", "Rates held")
+    assert drop.reason == "same page (canonical link)"
+
+
+def test_every_drop_is_recorded_with_both_titles_and_reason() -> None:
+    arts = [
+        art(1, "Russia withdraws troops from Kursk", 30, source="A", summary=KURSK),
+        art(2, "Russia withdraws troops from Kursk", 20, source="B", summary=KURSK),
+    ]
+    content = select_articles(arts, DigestConfig(), NOW, base_url=BASE)
+    [drop] = content.drops
+    assert (drop.kept_id, drop.dropped_id, drop.reason) == (2, 1, "same title and summary")
+    assert "'Russia withdraws troops from Kursk' (A)" in drop.describe()
+
+
+def test_articles_over_the_maximum_are_counted() -> None:
+    arts = [art(i, f"Story {w}", i) for i, w in enumerate(["alpha", "beta", "gamma", "delta"], 1)]
+    assert select_articles(arts, DigestConfig(max_articles=3), NOW, base_url=BASE).over_limit == 1
 
 
 def test_ranking_is_breaking_then_priority_then_recency() -> None:
@@ -103,7 +172,7 @@ def test_sections_follow_configured_order_and_others_go_last() -> None:
 
 
 def test_subscriber_topics_restrict_the_view_to_those_sections() -> None:
-    arts = [art(1, "world lead", 5, category="World", breaking=True), art(2, "science item", 10, category="Science")]
+    arts = [art(1, "world lead", 5, category="World", priority=5), art(2, "science item", 10, category="Science")]
     content = select_articles(arts, DigestConfig(sections=["World", "Science"]), NOW, base_url=BASE)
     view = content.view(["science"])
     assert view.top_story is not None and view.top_story.title == "science item"
@@ -134,11 +203,51 @@ def test_slot_is_the_local_date_of_the_digest_timezone() -> None:
     assert edition_slot(DigestConfig(timezone="Etc/GMT+12"), datetime(2026, 11, 25, 6, tzinfo=UTC)) == "2026-11-24"
 
 
-def test_reading_time_is_at_least_one_minute() -> None:
-    content = select_articles(
-        [art(1, "short", word_count=3), art(2, "long one", word_count=920)], DigestConfig(), NOW, base_url=BASE
-    )
-    assert sorted(s.reading_minutes for s in content.ranked) == [1, 4]
+def test_reading_time_comes_from_the_body_text() -> None:
+    body = "<p>" + "word " * 920 + "</p>"
+    content = select_articles([art(2, "long one", body=body, word_count=1)], DigestConfig(), NOW, base_url=BASE)
+    assert content.ranked[0].reading_minutes == 4
+
+
+def test_reading_time_is_unknown_without_a_body_worth_timing() -> None:
+    arts = [art(1, "teaser", summary="word " * 50, body="<p>Read more</p>", word_count=460)]
+    assert select_articles(arts, DigestConfig(), NOW, base_url=BASE).ranked[0].reading_minutes is None
+
+
+def test_reading_time_counts_chinese_characters() -> None:
+    body = "<p>" + "中文新闻报道" * 130 + "</p>"  # 780 characters, no spaces
+    content = select_articles([art(1, "中文", body=body)], DigestConfig(), NOW, base_url=BASE)
+    assert content.ranked[0].reading_minutes == 3
+
+
+def test_breaking_stories_reach_subscribers_of_other_topics() -> None:
+    arts = [art(1, "quake", 5, category="World", breaking=True), art(2, "comet", 10, category="Science")]
+    content = select_articles(arts, DigestConfig(sections=["World", "Science"]), NOW, base_url=BASE)
+    view = content.view(content.variant_key(["Science"]))
+    assert [view.top_story.title if view.top_story else None] == ["quake"]
+    assert [s.title for sec in view.sections for s in sec.stories] == ["comet"]
+
+
+def test_breaking_news_category_is_a_flag_and_the_story_goes_to_its_real_section() -> None:
+    arts = [art(1, "quake", 5, category="Breaking News", tags=["Breaking News", "World"]), art(2, "x", 10)]
+    content = select_articles(arts, DigestConfig(sections=["World", "Science"]), NOW, base_url=BASE)
+    assert content.ranked[0].breaking and content.section_of[1] == "World"
+    assert "Breaking News" not in content.section_order
+
+
+def test_one_story_sections_are_folded_into_one_brief_section() -> None:
+    arts = [
+        art(1, "lead", 1, category="World"),
+        art(2, "w2", 2, category="World"),
+        art(3, "w3", 3, category="World"),
+        art(4, "s", 4, category="Science"),
+        art(5, "b", 5, category="Business"),
+    ]
+    view = select_articles(arts, DigestConfig(), NOW, base_url=BASE).view()
+    assert [(s.name, [x.title for x in s.stories]) for s in view.sections] == [
+        ("World", ["w2", "w3"]),
+        ("In brief", ["s", "b"]),
+    ]
 
 
 def test_same_inputs_give_the_same_edition() -> None:
@@ -147,3 +256,10 @@ def test_same_inputs_give_the_same_edition() -> None:
     a = select_articles(arts, DigestConfig(max_articles=8), NOW, base_url=BASE)
     b = select_articles(list(reversed(arts)), DigestConfig(max_articles=8), NOW, base_url=BASE)
     assert a.article_ids == b.article_ids
+
+
+def test_breaking_story_reaches_a_subscriber_whose_topics_match_no_section() -> None:
+    arts = [art(1, "quake", 5, category="World", breaking=True), art(2, "comet", 10, category="Science")]
+    content = select_articles(arts, DigestConfig(), NOW, base_url=BASE)
+    view = content.view(content.variant_key(["Gardening"]))
+    assert view.top_story is not None and view.top_story.title == "quake" and view.story_count == 1
