@@ -352,8 +352,9 @@ def deduplicate(articles: Sequence[Article], limit: int | None = None) -> Dedupl
 
 
 def _drop(kept: Article, dropped: Article, reason: str) -> Drop:
-    assert kept.id is not None and dropped.id is not None
-    return Drop(kept.id, kept.title, kept.source, dropped.id, dropped.title, dropped.source, reason)
+    return Drop(
+        saved_id(kept), kept.title, kept.source, saved_id(dropped), dropped.title, dropped.source, reason
+    )
 
 
 def _near(a: str, b: str) -> bool:
