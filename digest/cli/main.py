@@ -70,7 +70,10 @@ def db_current(ctx: typer.Context) -> None:
 @articles_app.command("import")
 def articles_import(
     ctx: typer.Context,
-    paths: Annotated[list[str], typer.Argument(help="Files or URLs (JSON, NDJSON, RSS, Atom, text); - for stdin.")],
+    paths: Annotated[
+        list[str],
+        typer.Argument(help="Files or URLs (RSS, Atom, JSON Feed, JSON, NDJSON, HTML or text page); - for stdin."),
+    ],
     category: Annotated[str, typer.Option(help="Category for articles that have none.")] = "",
 ) -> None:
     """Import articles; bad records are reported, good ones kept.
@@ -95,9 +98,14 @@ def articles_import(
     )
     with session_scope(st.engine) as session:
         report = upsert_articles(session, result.drafts, st.clock.now())
+    for warning in result.warnings:  # nothing lost: said, never counted as rejected
+        err.print(f"[yellow]warning[/yellow]: {escape(str(warning))}", highlight=False, soft_wrap=True)
     unread = sum(p.whole_source for p in result.problems)
     code = UnreadableSourceError.exit_code if unread else InputError.exit_code
-    _finish_import(result.problems, f"imported {report.inserted} new, updated {report.updated}", code, unread)
+    summary = f"imported {report.inserted} new, updated {report.updated}"
+    if report.merged:
+        summary += f", merged {report.merged} (same link as another item, kept as one story)"
+    _finish_import(result.problems, summary, code, unread)
 
 
 @articles_app.command("add")

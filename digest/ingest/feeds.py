@@ -4,7 +4,7 @@ A poll is a conditional GET (``If-None-Match`` from the last ETag,
 ``If-Modified-Since`` from the last ``Last-Modified``) through the one guarded fetch
 of :mod:`digest.ingest.fetch`: ``feed_timeout`` for the whole exchange, a cap on the
 response size, a limit on redirects, and no non-public address (unless
-``feed_allow_private``). The body goes through ``digest.ingest.feed.read_feed`` (feedparser) and
+``feed_allow_private``). The body goes through ``digest.ingest.reader.read_data`` (RSS/Atom or JSON Feed) and
 the good entries through ``digest.store.articles.upsert_articles``; a partly broken feed keeps
 its good entries and records what was wrong. A failing feed is retried later and
 later (the wait doubles with every consecutive failure, up to ``feed_backoff_max``).
@@ -28,8 +28,8 @@ from digest.core.clock import Clock
 from digest.core.errors import InputError, NotFoundError
 from digest.core.logs import event, mask_url
 from digest.core.settings import ServiceSettings
-from digest.ingest.feed import read_feed
 from digest.ingest.fetch import FetchError, FetchLimits, TooLarge, http_get
+from digest.ingest.reader import read_data
 from digest.ingest.records import check_http_url
 from digest.ingest.save import upsert_articles
 from digest.store.db import session_scope
@@ -206,13 +206,14 @@ def poll_feed(
     if got is not None and got.not_modified:
         result.status = FeedStatus.NOT_MODIFIED
     elif got is not None:
-        parsed = read_feed(got.body, feed.url, default_category=feed.category)
+        # By content: a JSON Feed is a feed too; an HTML page served instead is an error.
+        parsed = read_data(got.body, mask_url(feed.url), default_category=feed.category, accept=("feed", "jsonfeed"))
         problems = [str(p) for p in parsed.problems]
         result.problems = len(problems)
         if parsed.drafts:
             with store_lock or nullcontext(), session_scope(engine) as session:
                 report = upsert_articles(session, parsed.drafts, now)
-            result.new, result.updated = report.inserted, report.updated
+            result.new, result.updated = report.inserted, report.updated + report.merged
             if problems:
                 result.status, result.error = FeedStatus.PARTIAL, _summary(problems)
         elif problems:

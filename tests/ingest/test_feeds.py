@@ -185,7 +185,8 @@ def test_not_a_feed_is_an_error(engine: Engine, server: FeedServer, clock: Fixed
 
     result = poll(engine, feed_id, clock)
 
-    assert result.status == FeedStatus.ERROR and "not an RSS or Atom feed" in (result.error or "")  # type: ignore[attr-defined]
+    assert result.status == FeedStatus.ERROR  # type: ignore[attr-defined]
+    assert "not an RSS, Atom or JSON feed: it looks like an HTML page" in (result.error or "")
 
 
 def test_slow_server_times_out(engine: Engine, server: FeedServer, clock: FixedClock) -> None:

@@ -118,10 +118,9 @@ def test_image_enclosure_becomes_image_url_and_audio_is_ignored() -> None:
     assert _drafts("rss20.xml")[2].image_url == "https://cdn.courier.example.com/img/podcast-12.png"
 
 
-def test_feed_level_category_is_the_fallback_category() -> None:
-    drafts = _drafts("rss20.xml", default_category="Ignored")
-    assert drafts[1].category == "Regional"
-    assert drafts[1].tags == []
+def test_channel_category_is_not_inherited_by_uncategorised_entries() -> None:
+    drafts = _drafts("rss20.xml", default_category="Transport")
+    assert drafts[1].category == "Transport"
 
 
 def test_gmt_pubdate_is_aware_utc() -> None:
@@ -183,14 +182,40 @@ def test_bozo_feed_keeps_good_entries_and_reports_the_error() -> None:
     assert "kept 2 good entries" in result.problems[0].problem
 
 
-def test_entry_without_link_is_a_problem_with_its_index() -> None:
+def test_entry_without_link_is_kept_without_a_link() -> None:
     data = _rss(
-        "<item><title>Has link</title><link>https://t.example/1</link></item>"
-        "<item><title>No link</title><description>x</description></item>"
+        "<item><title>No link</title><guid isPermaLink='false'>status-17</guid><description>x</description></item>"
     )
     result = read_feed(data, "f.xml")
-    assert [d.title for d in result.drafts] == ["Has link"]
-    assert [str(p) for p in result.problems] == ["f.xml[entry 1]: entry has no link"]
+    assert result.problems == []
+    assert [(d.title, d.url, d.guid) for d in result.drafts] == [("No link", None, "status-17")]
+
+
+def test_entry_without_link_links_to_its_url_guid() -> None:
+    data = _rss("<item><title>Incident</title><guid isPermaLink='false'>https://status.example/i/9</guid></item>")
+    assert read_feed(data, "f.xml").drafts[0].url == "https://status.example/i/9"
+
+
+def test_atom_entry_with_a_non_url_id_and_no_link_is_kept_without_a_link() -> None:
+    data = (
+        b'<feed xmlns="http://www.w3.org/2005/Atom"><title>t</title>'
+        b"<entry><id>1</id><title>Status: all good</title><updated>2026-11-30T10:00:00Z</updated></entry></feed>"
+    )
+    result = read_feed(data, "s.atom")
+    assert result.problems == []
+    assert (result.drafts[0].url, result.drafts[0].guid) == (None, "1")
+
+
+def test_relative_link_is_resolved_against_the_feed_link() -> None:
+    data = _rss("<item><title>Rel</title><link>/2026/rel</link></item>")
+    assert read_feed(data, "f.xml").drafts[0].url == "https://t.example/2026/rel"
+
+
+def test_untitled_entry_gets_its_first_sentence_as_title() -> None:
+    data = _rss(
+        "<item><link>https://t.example/n</link><description>Forgejo is up. Moving repos next.</description></item>"
+    )
+    assert read_feed(data, "f.xml").drafts[0].title == "Forgejo is up."
 
 
 def test_entry_without_title_is_a_problem_with_its_index() -> None:
@@ -200,7 +225,7 @@ def test_entry_without_title_is_a_problem_with_its_index() -> None:
     )
     result = read_feed(data, "f.xml")
     assert [d.title for d in result.drafts] == ["Has title"]
-    assert [str(p) for p in result.problems] == ["f.xml[entry 0]: entry has no title"]
+    assert [str(p) for p in result.problems] == ["f.xml[entry 0]: entry has no title and no text"]
 
 
 def test_entry_with_javascript_link_is_a_problem() -> None:
