@@ -275,3 +275,67 @@ def test_plain_text_title_keeps_angle_brackets_literally() -> None:
         b'<link href="https://t.example/1"/><id>urn:x:1</id></entry></feed>'
     )
     assert read_feed(data, "f.atom").drafts[0].title == "Why 5 < 6 & <b> is bold"
+
+
+# --- prolog, encoding, language, images -------------------------------------------------
+
+
+def test_newline_before_the_xml_declaration_is_a_warning_and_every_entry_is_kept() -> None:
+    result = read_feed(b"\n" + _rss("<item><title>A</title><link>https://t.example/a</link></item>"), "f.xml")
+    assert [d.title for d in result.drafts] == ["A"]
+    assert result.problems == []
+    assert [str(w) for w in result.warnings] == ["f.xml: whitespace or a comment before the XML declaration (ignored)"]
+
+
+def test_undeclared_non_utf8_feed_says_nothing_was_declared() -> None:
+    data = "<rss version='2.0'><channel><title>x</title><item><title>Café</title></item></channel></rss>"
+    result = read_feed(data.encode("latin-1"), "f.xml")
+    assert result.problems == []
+    assert len(result.drafts) == 1
+    (warning,) = result.warnings
+    assert warning.problem.startswith("no encoding declared and not valid UTF-8; read as ")
+    assert "declared as" not in warning.problem
+
+
+def test_rss_language_is_stored_as_a_bcp47_tag() -> None:
+    data = _rss("<item><title>A</title><link>https://t.example/a</link></item>", "<language>en-us</language>")
+    assert read_feed(data, "f.xml").drafts[0].language == "en-US"
+
+
+def test_entry_xml_lang_wins_over_the_feed_language() -> None:
+    data = (
+        '<feed xmlns="http://www.w3.org/2005/Atom" xml:lang="en"><title>t</title>'
+        '<entry xml:lang="ur"><id>https://t.example/u</id><title>خبر</title><link href="https://t.example/u"/></entry>'
+        "<entry><id>https://t.example/e</id><title>News</title><link href='https://t.example/e'/></entry></feed>"
+    ).encode()
+    assert [d.language for d in read_feed(data, "f.atom").drafts] == ["ur", "en"]
+
+
+def test_largest_declared_image_is_chosen() -> None:
+    data = _rss(
+        "<item><title>A</title><link>https://t.example/a</link>"
+        '<media:content url="https://t.example/140.jpg" medium="image" width="140" height="79"/>'
+        '<media:thumbnail url="https://t.example/460.jpg" width="460" height="259"/></item>',
+    ).replace(b'<rss version="2.0">', b'<rss version="2.0" xmlns:media="http://search.yahoo.com/mrss/">')
+    draft = read_feed(data, "f.xml").drafts[0]
+    assert (draft.image_url, draft.image_width, draft.image_height) == ("https://t.example/460.jpg", 460, 259)
+
+
+def test_tiny_avatar_in_content_loses_to_an_image_of_unknown_size() -> None:
+    data = _rss(
+        "<item><title>A</title><link>https://t.example/a</link>"
+        '<enclosure url="https://t.example/photo.jpg" type="image/jpeg" length="1234"/>'
+        '<description><![CDATA[<p><img src="https://t.example/a.png" width="30" height="30">Hi</p>]]></description>'
+        "</item>"
+    )
+    assert read_feed(data, "f.xml").drafts[0].image_url == "https://t.example/photo.jpg"
+
+
+def test_first_img_of_the_content_is_an_image_with_its_declared_size_and_alt() -> None:
+    data = _rss(
+        "<item><title>A</title><link>https://t.example/a/</link>"
+        '<description><![CDATA[<p><img src="/banner.jpg" alt="Harbour" width="600" height="300"></p>]]></description>'
+        "</item>"
+    )
+    draft = read_feed(data, "f.xml").drafts[0]
+    assert (draft.image_url, draft.image_alt, draft.image_width) == ("https://t.example/banner.jpg", "Harbour", 600)
