@@ -13,7 +13,8 @@ the feed's ``title`` -> source.
 
 Extension fields (``_name``) and fields this reader has no use for are ignored, as
 the specification asks. Problems are per item (``path[item INDEX]``, 0-based): not an
-object, neither title nor text, a link that is not http(s), a date that is not RFC 3339.
+object, neither title nor text, a link that is not http(s). A date that is not RFC 3339
+(or has no timezone) leaves the item undated, with a warning.
 """
 
 from __future__ import annotations
@@ -63,7 +64,7 @@ def read_json_feed(text: str, path: str, *, default_category: str = "") -> ReadR
     for index, item in enumerate(doc["items"]):
         where = f"{path}[item {index}]"
         try:
-            result.drafts.append(_draft(item, where, feed, default_category))
+            result.drafts.append(_draft(item, where, feed, default_category, result.warnings))
         except InputError as exc:
             result.problems.append(RecordProblem(exc.where, exc.problem))
     return result
@@ -74,7 +75,7 @@ class _Feed:
         self.source, self.home, self.language, self.author = source, home, language, author
 
 
-def _draft(item: Any, where: str, feed: _Feed, default_category: str) -> ArticleDraft:
+def _draft(item: Any, where: str, feed: _Feed, default_category: str, warnings: list[RecordProblem]) -> ArticleDraft:
     if not isinstance(item, dict):
         raise InputError(where, "item is not a JSON object")
     guid = clean_text(str(item["id"])) if isinstance(item.get("id"), str | int) else ""
@@ -111,7 +112,7 @@ def _draft(item: Any, where: str, feed: _Feed, default_category: str) -> Article
         image_width=image.width if image else None,
         image_height=image.height if image else None,
         language=language_tag(_str(item.get("language"))) or feed.language,
-        published_at=_date(item.get("date_published"), where) or _date(item.get("date_modified"), where),
+        published_at=_published(item, where, warnings),
         breaking=is_breaking_category(category),
         origin=where,
     )
@@ -133,16 +134,23 @@ def _item_url(item: dict[str, Any], home: str | None, where: str) -> str | None:
     return guid if guid and check_http_url(guid) is None else None
 
 
-def _date(value: Any, where: str) -> datetime | None:
-    if not isinstance(value, str) or not value.strip():
-        return None
-    try:
-        parsed = datetime.fromisoformat(value.strip().replace("Z", "+00:00"))
-    except ValueError:
-        raise InputError(where, f"date {value!r} is not an RFC 3339 timestamp") from None
-    if parsed.tzinfo is None:
-        raise InputError(where, f"date {value!r} has no timezone (RFC 3339 requires one)")
-    return parsed.astimezone(UTC)
+def _published(item: dict[str, Any], where: str, warnings: list[RecordProblem]) -> datetime | None:
+    """``date_published``, else ``date_modified``; an unusable date leaves the item undated, with a warning."""
+    for key in ("date_published", "date_modified"):
+        value = item.get(key)
+        if not isinstance(value, str) or not value.strip():
+            continue
+        try:
+            parsed = datetime.fromisoformat(value.strip().replace("Z", "+00:00"))
+        except ValueError:
+            warnings.append(RecordProblem(where, f"{key} {value!r} is not an RFC 3339 timestamp; kept as undated"))
+            return None
+        if parsed.tzinfo is None:
+            # Guessing the zone would shift the story by hours; first-seen time is honest.
+            warnings.append(RecordProblem(where, f"{key} {value!r} has no timezone; kept as undated"))
+            return None
+        return parsed.astimezone(UTC)
+    return None
 
 
 def _author(obj: dict[str, Any]) -> str:

@@ -75,11 +75,19 @@ def test_relative_url_is_resolved_against_the_home_page(tmp_path: Path) -> None:
 def test_bad_item_is_a_problem_with_its_index_and_the_others_are_kept(tmp_path: Path) -> None:
     items = [
         {"id": "1", "url": "javascript:alert(1)", "title": "Bad"},
-        {"id": "2", "url": "https://gazette.example/2", "title": "Good", "date_published": "yesterday"},
         {"id": "3", "url": "https://gazette.example/3", "title": "Kept"},
     ]
     result = _read(tmp_path, items, name="export")  # no extension: detected by content
     assert [d.title for d in result.drafts] == ["Kept"]
-    assert [p.where for p in result.problems] == [f"{tmp_path}/export[item 0]", f"{tmp_path}/export[item 1]"]
-    assert "url 'javascript:alert(1)'" in result.problems[0].problem
-    assert "not an RFC 3339 timestamp" in result.problems[1].problem
+    assert [p.where for p in result.problems] == [f"{tmp_path}/export[item 0]"]
+    assert "url 'javascript:alert(1)' is not an absolute http(s) URL" in result.problems[0].problem
+
+
+def test_date_without_timezone_keeps_the_item_undated_with_a_warning(tmp_path: Path) -> None:
+    items = [{"id": "2", "url": "https://gazette.example/2", "title": "Naive", "date_published": "2018-01-06T08:00"}]
+    result = _read(tmp_path, items)
+    assert [(d.title, d.published_at) for d in result.drafts] == [("Naive", None)]
+    assert result.problems == []
+    assert [w.problem for w in result.warnings] == [
+        "date_published '2018-01-06T08:00' has no timezone; kept as undated"
+    ]
