@@ -13,10 +13,10 @@ language, the largest image among ``media:content``, ``media:thumbnail``, image
 and the feed's title -> source. A category named "Breaking News" (or "Breaking")
 marks the entry as breaking.
 
-Problems: input that is not a feed at all, a feed feedparser flagged as malformed
-(``bozo``; its readable entries are still returned), and entries with neither title
-nor text, or with a link that is not http(s) (``path[entry INDEX]``, 0-based).
-Warnings (nothing lost): whitespace before the XML declaration, a guessed encoding.
+Problems: input that is not a feed at all, and entries with neither title nor text,
+or with a link that is not http(s) (``path[entry INDEX]``, 0-based). Warnings
+(nothing lost): whitespace or a comment before the XML declaration, a guessed
+encoding, XML that is not well-formed but was read leniently (feedparser's *bozo*).
 """
 
 from __future__ import annotations
@@ -31,7 +31,15 @@ from urllib.parse import urljoin
 import feedparser
 
 from digest.ingest import ArticleDraft, ReadResult, RecordProblem, is_breaking_category
-from digest.ingest.media import Image, best_image, images_in_html, language_tag, size, title_from_text
+from digest.ingest.media import (
+    Image,
+    best_image,
+    images_in_html,
+    language_tag,
+    settle_language,
+    size,
+    title_from_text,
+)
 from digest.ingest.records import check_http_url
 from digest.ingest.sanitize import (
     clean_html,
@@ -82,10 +90,12 @@ def read_feed(data: bytes, path: str, *, default_category: str = "") -> ReadResu
         # Not malformed: the text was read, in an encoding feedparser had to guess.
         result.warnings.append(RecordProblem(path, _encoding_note(data, parsed.get("encoding") or "")))
     elif parsed.get("bozo"):
+        # feedparser's lenient parser went on past the fault, so no entry is lost for
+        # it: worth a warning, not a rejection (entries it could not use are problems).
         kept = len(result.drafts)
-        problem = f"feed is malformed ({_exc_text(exc)}); kept {kept} good entr{'y' if kept == 1 else 'ies'}"
-        # First, because it explains the entry problems that may follow it.
-        result.problems.insert(0, RecordProblem(path, problem))
+        entries = f"entr{'y' if kept == 1 else 'ies'}"
+        note = f"not well-formed XML ({_exc_text(exc)}); read leniently, kept {kept} {entries}"
+        result.warnings.insert(0, RecordProblem(path, note))
     return result
 
 
@@ -152,7 +162,7 @@ def _draft(
         image_alt=image.alt if image else "",
         image_width=image.width if image else None,
         image_height=image.height if image else None,
-        language=_language(entry) or feed_language,
+        language=settle_language(_language(entry) or feed_language, f"{title} {summary}"),
         published_at=_published(entry),
         breaking=is_breaking_category(category),
         origin=where,
@@ -165,7 +175,8 @@ def _link(entry: Any, guid: str | None, base: str | None) -> tuple[str | None, s
     link = (entry.get("link") or "").strip()
     # feedparser copies a permalink guid (or an Atom id) into ``link`` when there is
     # no <link>: that is not the feed naming a link, so judge it as the id it is.
-    from_id = bool(entry.get("guidislink")) or (bool(link) and link == (entry.get("id") or "").strip())
+    # (``guidislink`` cannot tell: feedparser leaves it set on Atom entries with a link.)
+    from_id = bool(link) and link == (entry.get("id") or "").strip()
     if link and not from_id:
         if check_http_url(link) is None:
             return link, None

@@ -214,8 +214,10 @@ def poll_feed(
             with store_lock or nullcontext(), session_scope(engine) as session:
                 report = upsert_articles(session, parsed.drafts, now)
             result.new, result.updated = report.inserted, report.updated + report.merged
-            if problems:
-                result.status, result.error = FeedStatus.PARTIAL, _summary(problems)
+            # A feed read only leniently (not well-formed XML) is worth its owner's fix too.
+            faults = problems + [str(w) for w in parsed.warnings]
+            if faults:
+                result.status, result.error = FeedStatus.PARTIAL, _summary(faults)
         elif problems:
             result.status, result.error = FeedStatus.ERROR, _summary(problems)
     with session_scope(engine) as session:

@@ -27,17 +27,17 @@ from urllib.parse import urljoin
 
 from digest.core.errors import InputError
 from digest.ingest import ArticleDraft, ReadResult, RecordProblem, is_breaking_category
-from digest.ingest.media import Image, best_image, images_in_html, language_tag, title_from_text
+from digest.ingest.media import Image, best_image, images_in_html, language_tag, settle_language, title_from_text
 from digest.ingest.records import TOO_DEEP, check_http_url
 from digest.ingest.sanitize import clean_html, clean_text, summary_from_html, text_to_html
 
-VERSION_PREFIX = "https://jsonfeed.org/version/"
-_VERSION_RE = re.compile(r'"version"\s*:\s*"https?://jsonfeed\.org/version/')
+# JSON may escape "/" as "\/", and "version" need not come first.
+_VERSION_RE = re.compile(r'"version"\s*:\s*"https?:\\?/\\?/(?:www\.)?jsonfeed\.org\\?/version\\?/')
 
 
-def looks_like_json_feed(head: str) -> bool:
-    """Whether the start of a JSON document declares a JSON Feed version."""
-    return bool(_VERSION_RE.search(head))
+def looks_like_json_feed(text: str) -> bool:
+    """Whether a JSON document declares a JSON Feed version (``https://jsonfeed.org/version/...``)."""
+    return bool(_VERSION_RE.search(text))
 
 
 def read_json_feed(text: str, path: str, *, default_category: str = "") -> ReadResult:
@@ -111,7 +111,7 @@ def _draft(item: Any, where: str, feed: _Feed, default_category: str, warnings: 
         image_alt=image.alt if image else "",
         image_width=image.width if image else None,
         image_height=image.height if image else None,
-        language=language_tag(_str(item.get("language"))) or feed.language,
+        language=settle_language(language_tag(_str(item.get("language"))) or feed.language, f"{title} {summary}"),
         published_at=_published(item, where, warnings),
         breaking=is_breaking_category(category),
         origin=where,

@@ -45,6 +45,8 @@ def language_tag(value: str | None) -> str:
     if not _LANG_RE.match(value):
         return ""
     parts = re.split(r"[-_]", value)
+    if len(parts[0]) == 4:
+        return ""  # no language has a 4-letter primary subtag; feeds write "null", "none"
     out = [parts[0].lower()]
     for part in parts[1:]:
         if len(part) == 2 and part.isalpha():
@@ -125,3 +127,78 @@ def title_from_text(text: str) -> str:
     match = _SENTENCE_RE.match(text)
     first = match.group(1) if match and len(match.group(1)) <= DERIVED_TITLE_MAX_CHARS else text
     return truncate_words(first, DERIVED_TITLE_MAX_CHARS)
+
+
+# Scripts that name their language well enough to stand in for a missing or wrong tag.
+_URDU_LETTERS = frozenset("ٹڈڑںےہ")
+_PERSIAN_LETTERS = frozenset("پچژگکی")
+_SCRIPT_GROUPS: dict[str, str] = {
+    "he": "hebrew", "yi": "hebrew", "ar": "arabic", "fa": "arabic", "ur": "arabic", "ps": "arabic",
+    "sd": "arabic", "ug": "arabic", "ja": "japanese", "zh": "han", "ko": "hangul", "el": "greek", "th": "thai",
+}  # fmt: skip
+MIN_LETTERS_TO_GUESS = 8
+
+
+def language_from_text(text: str) -> str:
+    """A language told by the script of ``text`` (Hebrew, Arabic/Persian/Urdu, CJK, Greek, Thai), else ``""``."""
+    counts: dict[str, int] = {}
+    letters = 0
+    for ch in text:
+        if not ch.isalpha():
+            continue
+        letters += 1
+        code = ord(ch)
+        if 0x0590 <= code <= 0x05FF:
+            group = "hebrew"
+        elif 0x0600 <= code <= 0x06FF or 0x0750 <= code <= 0x077F or 0xFB50 <= code <= 0xFEFF:
+            group = "arabic"
+        elif 0x3040 <= code <= 0x30FF:
+            group = "kana"
+        elif 0x4E00 <= code <= 0x9FFF or 0x3400 <= code <= 0x4DBF:
+            group = "han"
+        elif 0xAC00 <= code <= 0xD7AF or 0x1100 <= code <= 0x11FF:
+            group = "hangul"
+        elif 0x0370 <= code <= 0x03FF:
+            group = "greek"
+        elif 0x0E00 <= code <= 0x0E7F:
+            group = "thai"
+        else:
+            continue
+        counts[group] = counts.get(group, 0) + 1
+    if letters < MIN_LETTERS_TO_GUESS:
+        return ""
+
+    def share(*groups: str) -> float:
+        return sum(counts.get(g, 0) for g in groups) / letters
+
+    if share("hebrew") >= 0.5:
+        return "he"
+    if share("arabic") >= 0.5:
+        if any(ch in _URDU_LETTERS for ch in text):
+            return "ur"
+        return "fa" if any(ch in _PERSIAN_LETTERS for ch in text) else "ar"
+    if counts.get("kana") and share("kana", "han") >= 0.3:
+        return "ja"
+    if share("han") >= 0.3:
+        return "zh"
+    if share("hangul") >= 0.3:
+        return "ko"
+    if share("greek") >= 0.5:
+        return "el"
+    if share("thai") >= 0.5:
+        return "th"
+    return ""
+
+
+def settle_language(declared: str, text: str) -> str:
+    """The declared tag, unless the text's script plainly says another language (or none was declared).
+
+    Feeds often declare their platform's default (``en-us`` on a Persian blog); a
+    wrong tag would mislead the reader's direction and fonts, so the script wins then.
+    """
+    guess = language_from_text(text)
+    if not declared:
+        return guess
+    if guess and _SCRIPT_GROUPS.get(declared.split("-")[0], "other") != _SCRIPT_GROUPS[guess]:
+        return guess
+    return declared

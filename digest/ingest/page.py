@@ -21,7 +21,7 @@ from html.parser import HTMLParser
 
 from digest.core.errors import InputError
 from digest.ingest import ArticleDraft, ReadResult, RecordProblem, is_breaking_category
-from digest.ingest.media import Image, best_image, language_tag, size
+from digest.ingest.media import Image, best_image, language_tag, settle_language, size
 from digest.ingest.records import check_http_url, parse_datetime
 from digest.ingest.sanitize import clean_plain_text, summary_from_html, truncate_words
 
@@ -159,7 +159,7 @@ def draft_from_page(text: str, path: str, *, default_category: str = "") -> Arti
         image_alt=clean_plain_text(image.alt) if image else "",
         image_width=image.width if image else None,
         image_height=image.height if image else None,
-        language=language_tag(page.lang),
+        language=settle_language(language_tag(page.lang), f"{title} {paragraphs[0][1]}"),
         published_at=published_at,
         breaking=is_breaking_category(category),
         origin=path,

@@ -76,6 +76,7 @@ EXTENSION_KINDS: dict[str, Kind] = {
 }
 _CONTENT_TYPE_KINDS: dict[str, Kind] = {
     "application/json": "json",
+    "application/feed+json": "json",
     "application/x-ndjson": "ndjson",
     "application/ndjson": "ndjson",
     "application/jsonl": "ndjson",
@@ -290,7 +291,9 @@ def detect_kind(data: bytes) -> Detected:
     if not text:
         return Detected("text")  # the text reader reports the empty page
     if text.startswith(("{", "[")):
-        return Detected("jsonfeed" if looks_like_json_feed(text[:4096]) else "json")
+        # The whole document: a feed's "version" may come after a long description.
+        is_feed = text.startswith("{") and looks_like_json_feed(_head_text(data))
+        return Detected("jsonfeed" if is_feed else "json")
     if text.startswith("<"):
         root = _markup_root(text)
         local = root.rsplit(":", 1)[-1].lower() if root else ""

@@ -170,16 +170,25 @@ def test_atom_text_content_is_escaped_into_paragraphs() -> None:
 # --- problems ---------------------------------------------------------------------------
 
 
-def test_bozo_feed_keeps_good_entries_and_reports_the_error() -> None:
+def test_malformed_feed_read_leniently_is_a_warning_not_a_rejection() -> None:
     data = _rss(
         "<item><title>First good</title><link>https://t.example/1</link></item>\n"
         "<item><title>Second & unescaped</title><link>https://t.example/2</link></item>"
     )
     result = read_feed(data, "broken.xml")
     assert [d.title for d in result.drafts] == ["First good", "Second & unescaped"]
-    assert [p.where for p in result.problems] == ["broken.xml"]
-    assert "malformed" in result.problems[0].problem
-    assert "kept 2 good entries" in result.problems[0].problem
+    assert result.problems == []
+    assert [w.where for w in result.warnings] == ["broken.xml"]
+    assert "not well-formed XML" in result.warnings[0].problem
+    assert "read leniently, kept 2 entries" in result.warnings[0].problem
+
+
+def test_atom_entry_with_its_id_before_its_link_keeps_the_link() -> None:
+    data = (
+        b'<feed xmlns="http://www.w3.org/2005/Atom"><title>t</title><entry><id>t3_157kyrd</id>'
+        b'<link href="https://t.example/r/1"/><title>Reddit post</title></entry></feed>'
+    )
+    assert read_feed(data, "r.atom").drafts[0].url == "https://t.example/r/1"
 
 
 def test_entry_without_link_is_kept_without_a_link() -> None:
