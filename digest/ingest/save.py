@@ -56,6 +56,7 @@ def upsert_articles(session: Session, drafts: Iterable[ArticleDraft], now: datet
     on error, none is.
     """
     report = UpsertReport()
+    touched: set[int | None] = set()  # ids of the articles this batch wrote
     for draft in drafts:
         guid = article_guid(draft)
         by_url = session.exec(select(Article).where(Article.url == draft.url)).first() if draft.url else None
@@ -81,21 +82,21 @@ def upsert_articles(session: Session, drafts: Iterable[ArticleDraft], now: datet
             "updated_at": now,
         }
         if existing is None:
-            session.add(
-                Article(
-                    **values,
-                    guid=guid,
-                    published_at=draft.published_at or now,
-                    dated=draft.published_at is not None,
-                    ingested_at=now,
-                )
+            row = Article(
+                **values,
+                guid=guid,
+                published_at=draft.published_at or now,
+                dated=draft.published_at is not None,
+                ingested_at=now,
             )
+            session.add(row)
             report.inserted += 1
         else:
-            if by_url is not None and by_url.guid != guid and draft.guid:
-                # Same link, another id: one story. The first guid stays its identity.
+            # Same link under another id, or the same story twice in one import: one
+            # story, said as such. The first guid stays its identity.
+            if (by_url is not None and by_url.guid != guid and draft.guid) or existing.id in touched:
                 report.merged += 1
-                fields = {"url": draft.url, "kept": by_url.guid, "merged": guid, "where": draft.origin}
+                fields = {"url": draft.url, "kept": existing.guid, "merged": guid, "where": draft.origin}
                 event(log, "article.merged", logging.INFO, **fields)
             else:
                 report.updated += 1
@@ -107,8 +108,10 @@ def upsert_articles(session: Session, drafts: Iterable[ArticleDraft], now: datet
                 existing.published_at = draft.published_at
                 existing.dated = True
             session.add(existing)
+            row = existing
         # Flush per draft so a url and guid repeated inside one batch match too.
         session.flush()
+        touched.add(row.id)
     return report
 
 

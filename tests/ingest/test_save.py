@@ -30,6 +30,14 @@ def test_same_link_with_another_guid_is_merged_into_one_story(engine: Engine) ->
     assert (row.guid, row.title) == ("0524a046", "Entry One Again")
 
 
+def test_the_same_story_twice_in_one_import_is_a_merge(engine: Engine) -> None:
+    bookmark = draft("Greenbelt - Homepage Section", url="http://www.greenbelt.org.uk/", guid=None)
+    again = draft("Greenbelt festival (uk)", url="http://www.greenbelt.org.uk/", guid=None)
+    with session_scope(engine) as s:
+        report = upsert_articles(s, [bookmark, again], NOW)
+    assert (report.inserted, report.updated, report.merged) == (1, 0, 1)
+
+
 def test_same_guid_and_link_again_is_an_update_not_a_merge(engine: Engine) -> None:
     one = draft("A", url="https://x.example/a", guid="g-a")
     with session_scope(engine) as s:
