@@ -1,11 +1,14 @@
 """Drafts -> article rows: insert new articles, update known ones.
 
 Identity: **one story per link**. A draft is the article that has its link (url);
-without a link, the article that has its guid. A draft whose link is already stored
-under another guid (a feed re-issued an item with a new id, or two items share a
-link) is the same story: it updates that article, keeps the article's first guid,
-and is counted as *merged* so the import can say so. Drafts without a link match by
-guid only, and by a hash of source and title when they have neither.
+without a link, the article that has its guid. Drafts without a link match by guid
+only, and by a hash of source and title when they have neither. Two cases are
+counted as *merged*, so the import can say so (and each is logged with both ids):
+
+* a draft whose link is already stored under another guid (a feed re-issued an item
+  with a new id): it updates that article, which keeps its first guid;
+* a draft matching an article written earlier in the same import (two items of one
+  feed share a link): the first one read stands and the later one is not written.
 
 An undated draft (no ``published_at``) is stored with the time it was first seen and
 ``dated=False``; importing it again never moves that time.
@@ -92,11 +95,16 @@ def upsert_articles(session: Session, drafts: Iterable[ArticleDraft], now: datet
             session.add(row)
             report.inserted += 1
         else:
-            # Same link under another id, or the same story twice in one import: one
-            # story, said as such. The first guid stays its identity.
-            if (by_url is not None and by_url.guid != guid and draft.guid) or existing.id in touched:
+            fields = {"url": draft.url, "kept": existing.guid, "merged": guid, "where": draft.origin}
+            if existing.id in touched:
+                # The same story twice in one import (feeds list the newest first): the
+                # first one read stands, the later one is merged into it, not over it.
                 report.merged += 1
-                fields = {"url": draft.url, "kept": existing.guid, "merged": guid, "where": draft.origin}
+                event(log, "article.merged", logging.INFO, **fields)
+                continue
+            if by_url is not None and by_url.guid != guid and draft.guid:
+                # Same link under another id: one story, updated; its first guid stays.
+                report.merged += 1
                 event(log, "article.merged", logging.INFO, **fields)
             else:
                 report.updated += 1

@@ -27,7 +27,17 @@ def test_same_link_with_another_guid_is_merged_into_one_story(engine: Engine) ->
         report = upsert_articles(s, [first, second], NOW)
     assert (report.inserted, report.updated, report.merged) == (1, 0, 1)
     (row,) = _rows(engine)
-    assert (row.guid, row.title) == ("0524a046", "Entry One Again")
+    assert (row.guid, row.title) == ("0524a046", "Entry One")
+
+
+def test_same_link_with_another_guid_in_a_later_import_updates_the_story(engine: Engine) -> None:
+    with session_scope(engine) as s:
+        upsert_articles(s, [draft("Entry One", url="https://x.example/post/1", guid="0524a046")], NOW)
+    with session_scope(engine) as s:
+        report = upsert_articles(s, [draft("Entry One, fixed", url="https://x.example/post/1", guid="0524a35c")], NOW)
+    assert (report.updated, report.merged) == (0, 1)
+    (row,) = _rows(engine)
+    assert (row.guid, row.title) == ("0524a046", "Entry One, fixed")
 
 
 def test_the_same_story_twice_in_one_import_is_a_merge(engine: Engine) -> None:
