@@ -162,7 +162,7 @@ def _draft(
         image_alt=image.alt if image else "",
         image_width=image.width if image else None,
         image_height=image.height if image else None,
-        language=settle_language(_language(entry) or feed_language, f"{title} {summary}"),
+        language=settle_language(_language(entry) or feed_language, title, f"{title} {summary}"),
         published_at=_published(entry),
         breaking=is_breaking_category(category),
         origin=where,

@@ -97,6 +97,7 @@ def _draft(item: Any, where: str, feed: _Feed, default_category: str, warnings: 
     candidates = [Image(u) for u in (_str(item.get("image")), _str(item.get("banner_image"))) if u]
     candidates += images_in_html(content_html, limit=1)
     image = best_image(candidates, url or feed.home)
+    declared_language = language_tag(_str(item.get("language"))) or feed.language
     return ArticleDraft(
         title=title,
         url=url,
@@ -111,7 +112,7 @@ def _draft(item: Any, where: str, feed: _Feed, default_category: str, warnings: 
         image_alt=image.alt if image else "",
         image_width=image.width if image else None,
         image_height=image.height if image else None,
-        language=settle_language(language_tag(_str(item.get("language"))) or feed.language, f"{title} {summary}"),
+        language=settle_language(declared_language, title, f"{title} {summary}"),
         published_at=_published(item, where, warnings),
         breaking=is_breaking_category(category),
         origin=where,

@@ -190,13 +190,15 @@ def language_from_text(text: str) -> str:
     return ""
 
 
-def settle_language(declared: str, text: str) -> str:
-    """The declared tag, unless the text's script plainly says another language (or none was declared).
+def settle_language(declared: str, *texts: str) -> str:
+    """The declared tag, unless the script of the texts plainly says another language (or none was declared).
 
-    Feeds often declare their platform's default (``en-us`` on a Persian blog); a
-    wrong tag would mislead the reader's direction and fonts, so the script wins then.
+    ``texts`` are tried in order (the title first: a summary may quote another
+    language). Feeds often declare their platform's default (``en-us`` on a Persian
+    blog); a wrong tag would mislead the reader's direction and fonts, so the script
+    wins then.
     """
-    guess = language_from_text(text)
+    guess = next((g for g in map(language_from_text, texts) if g), "")
     if not declared:
         return guess
     if guess and _SCRIPT_GROUPS.get(declared.split("-")[0], "other") != _SCRIPT_GROUPS[guess]:

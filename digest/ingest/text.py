@@ -130,7 +130,7 @@ def draft_from_text(text: str, path: str, *, default_category: str = "") -> Arti
     category = header.section or default_category
     return ArticleDraft(
         title=headline,
-        language=language_from_text(f"{headline} {paragraphs[0]}"),
+        language=language_from_text(headline) or language_from_text(f"{headline} {paragraphs[0]}"),
         url=header.url,
         source=header.source,
         summary=truncate_words(paragraphs[0], TEXT_SUMMARY_MAX_CHARS),
