@@ -88,6 +88,7 @@ _CONTENT_TYPE_KINDS: dict[str, Kind] = {
 }  # not text/plain: servers label JSON and feeds with it too, so sniff those
 _BOM = b"\xef\xbb\xbf"
 CSV_PROBLEM = "looks like CSV (e.g. a subscriber list); use digest subscribers import"
+_CSV_LOOKS_LIKE = "CSV"
 _CSV_EXTENSIONS = (".csv", ".tsv")
 DESCRIPTIONS: dict[str, str] = {
     "feed": "an RSS/Atom feed",
@@ -194,9 +195,11 @@ def read_data(
         return ReadResult(problems=[RecordProblem(name, problem, whole_source=True)])
 
     if suffix in _CSV_EXTENSIONS:
-        return refuse(f"a {suffix} file {CSV_PROBLEM}")
+        return refuse(CSV_PROBLEM)  # whatever is inside: a .csv is never articles
     detected = detect_kind(data)
     if detected.kind is None:
+        if detected.looks_like == _CSV_LOOKS_LIKE:
+            return refuse(CSV_PROBLEM)
         return refuse(f"not an article source: it looks like {detected.looks_like}")
     kind: Kind = detected.kind
     declared = EXTENSION_KINDS.get(suffix) or _CONTENT_TYPE_KINDS.get(content_type)
@@ -305,7 +308,7 @@ def detect_kind(data: bytes) -> Detected:
             return Detected(None, f"XML, but not a feed (root element <{root}>)")
         return Detected(None, "markup, but neither a feed nor an HTML page")
     if looks_like_csv(text):
-        return Detected(None, CSV_PROBLEM.removeprefix("looks like "))
+        return Detected(None, _CSV_LOOKS_LIKE)
     return Detected("text")
 
 
