@@ -40,7 +40,6 @@ from digest.ingest.media import (
     size,
     title_from_text,
 )
-from digest.ingest.records import check_http_url
 from digest.ingest.sanitize import (
     clean_html,
     clean_plain_text,
@@ -48,6 +47,7 @@ from digest.ingest.sanitize import (
     summary_from_html,
     text_to_html,
 )
+from digest.ingest.urls import check_http_url
 
 _BLOCK_RE = re.compile(r"<(p|ul|ol|blockquote|h[2-4]|figure|pre)\b")
 _IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".gif", ".webp", ".avif")

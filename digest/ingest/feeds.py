@@ -30,8 +30,8 @@ from digest.core.logs import event, mask_url
 from digest.core.settings import ServiceSettings
 from digest.ingest.fetch import FetchError, FetchLimits, TooLarge, http_get
 from digest.ingest.reader import read_data
-from digest.ingest.records import check_http_url
 from digest.ingest.save import upsert_articles
+from digest.ingest.urls import check_http_url
 from digest.store.db import session_scope
 from digest.store.models import Feed, FeedStatus
 

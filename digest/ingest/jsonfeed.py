@@ -28,8 +28,9 @@ from urllib.parse import urljoin
 from digest.core.errors import InputError
 from digest.ingest import ArticleDraft, ReadResult, RecordProblem, is_breaking_category
 from digest.ingest.media import Image, best_image, images_in_html, language_tag, settle_language, title_from_text
-from digest.ingest.records import TOO_DEEP, check_http_url
+from digest.ingest.records import TOO_DEEP
 from digest.ingest.sanitize import clean_html, clean_text, summary_from_html, text_to_html
+from digest.ingest.urls import check_http_url
 
 # JSON may escape "/" as "\/", and "version" need not come first.
 _VERSION_RE = re.compile(r'"version"\s*:\s*"https?:\\?/\\?/(?:www\.)?jsonfeed\.org\\?/version\\?/')

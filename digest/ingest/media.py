@@ -17,8 +17,8 @@ from dataclasses import dataclass
 from html.parser import HTMLParser
 from urllib.parse import urljoin
 
-from digest.ingest.records import check_http_url
 from digest.ingest.sanitize import clean_text, truncate_words
+from digest.ingest.urls import check_http_url
 
 # Below this (either side) a declared image is an icon or avatar, not a story's picture.
 MIN_DECLARED_SIDE = 100

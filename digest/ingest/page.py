@@ -22,8 +22,9 @@ from html.parser import HTMLParser
 from digest.core.errors import InputError
 from digest.ingest import ArticleDraft, ReadResult, RecordProblem, is_breaking_category
 from digest.ingest.media import Image, best_image, language_tag, settle_language, size
-from digest.ingest.records import check_http_url, parse_datetime
+from digest.ingest.records import parse_datetime
 from digest.ingest.sanitize import clean_plain_text, summary_from_html, truncate_words
+from digest.ingest.urls import check_http_url
 
 _SKIP = frozenset({"nav", "header", "footer", "aside", "form", "script", "style", "noscript", "template", "svg"})
 _BLOCKS = frozenset({"p", "h1", "h2", "h3", "h4", "li", "blockquote"})

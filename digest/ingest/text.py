@@ -26,8 +26,9 @@ from dataclasses import dataclass, field
 from digest.core.errors import InputError
 from digest.ingest import ArticleDraft, ReadResult, RecordProblem, is_breaking_category
 from digest.ingest.media import language_from_text
-from digest.ingest.records import check_http_url, parse_datetime
+from digest.ingest.records import parse_datetime
 from digest.ingest.sanitize import clean_plain_text, ends_sentence, truncate_words
+from digest.ingest.urls import check_http_url
 
 CHROME_LINES: frozenset[str] = frozenset(
     {
