@@ -12,6 +12,9 @@ Where the sources come from: ``tests/fixtures/feeds/SOURCES.md``.
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -55,6 +58,20 @@ class CorpusFeed:
 def corpus() -> list[CorpusFeed]:
     """Every feed of the corpus, in file-name order."""
     return list(_CORPUS)
+
+
+def import_corpus(db_url: str, feeds: list[CorpusFeed], cwd: Path) -> subprocess.CompletedProcess[str]:
+    """``digest articles import`` of the given corpus feeds into ``db_url``, through the entry point."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("DIGEST_") or k.startswith("DIGEST_TEST_")}
+    env.update(DIGEST_DATABASE_URL=db_url, COLUMNS="400")  # rich wraps at 80 columns on a pipe
+    return subprocess.run(
+        [sys.executable, "-m", "digest.cli.main", "articles", "import", *(str(f.path) for f in feeds)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env=env,
+        cwd=cwd,
+    )
 
 
 _CORPUS: tuple[CorpusFeed, ...] = (

@@ -6,9 +6,6 @@ what each must store), on SQLite and PostgreSQL, then the rows are read back.
 
 from __future__ import annotations
 
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 from sqlalchemy.engine import Engine
@@ -16,21 +13,7 @@ from sqlmodel import select
 
 from digest.store.db import session_scope
 from digest.store.models import Article
-from tests.ingest.corpus import FEEDS_DIR, CorpusFeed, corpus
-
-
-def import_corpus(db_url: str, feeds: list[CorpusFeed], cwd: Path) -> subprocess.CompletedProcess[str]:
-    """``digest articles import`` of the given corpus feeds into ``db_url``, through the entry point."""
-    env = {k: v for k, v in os.environ.items() if not k.startswith("DIGEST_") or k.startswith("DIGEST_TEST_")}
-    env.update(DIGEST_DATABASE_URL=db_url, COLUMNS="400")  # rich wraps at 80 columns on a pipe
-    return subprocess.run(
-        [sys.executable, "-m", "digest.cli.main", "articles", "import", *(str(f.path) for f in feeds)],
-        capture_output=True,
-        text=True,
-        timeout=120,
-        env=env,
-        cwd=cwd,
-    )
+from tests.ingest.corpus import FEEDS_DIR, corpus, import_corpus
 
 
 def stored_articles(engine: Engine) -> list[Article]:
