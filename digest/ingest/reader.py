@@ -212,7 +212,8 @@ def read_data(
         return refuse(f"not an RSS, Atom or JSON feed: it looks like {DESCRIPTIONS[kind]}")
     if kind == "json" and declared in ("json", "ndjson"):
         kind = declared
-    return _read(data, name, kind, default_category, sniffed=kind == "json" and declared is None)
+    # Only an extension or Content-Type of JSON/NDJSON says which; otherwise the content does.
+    return _read(data, name, kind, default_category, sniffed=declared not in ("json", "ndjson"))
 
 
 def read_sources(

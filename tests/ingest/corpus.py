@@ -6,7 +6,7 @@ afterwards: its title and link exactly, a summary starting with the given text (
 intact; "" when the item has no text) and the language of the feed's items, or the
 title of the story it is merged into (same link, see docs/import-formats.md). Items an
 import must reject would be listed in ``rejected`` with the documented reason; none of
-this corpus is. Expected values were read off the files by hand, not from the reader.
+this corpus is. Every expected value was checked by hand against its file.
 Where the sources come from: ``tests/fixtures/feeds/SOURCES.md``.
 """
 

@@ -35,10 +35,14 @@ def test_every_corpus_item_is_stored_intact_or_merged_with_a_count(engine: Engin
     feeds = corpus()
     proc = import_corpus(db_url, feeds, tmp_path)
 
-    assert proc.returncode == 0, proc.stderr
+    rejected = [(feed, index, reason) for feed in feeds for index, reason in feed.rejected]
+    assert proc.returncode == (3 if rejected else 0), proc.stderr
     stored, merged = sum(len(f.stored) for f in feeds), sum(len(f.merged) for f in feeds)
     assert f"imported {stored} new, updated 0, merged {merged} " in proc.stdout
-    assert "rejected 0" in proc.stdout
+    assert f"rejected {len(rejected)}" in proc.stdout
+    for feed, index, reason in rejected:  # each reported, with its documented reason
+        located = (f"{feed.path}[entry {index}]: {reason}", f"{feed.path}[item {index}]: {reason}")
+        assert any(line in proc.stderr for line in located)
     rows = stored_articles(engine)
     assert len(rows) == stored
     by_link = {row.url: row for row in rows}

@@ -141,6 +141,11 @@ def test_content_that_is_no_article_source_is_refused(data: bytes, looks_like: s
     assert looks_like in detected.looks_like
 
 
+def test_ndjson_in_a_txt_file_is_told_by_its_content(tmp_path: Path) -> None:
+    path = _write(tmp_path, "export.txt", b'{"title": "One"}\n{"title": "Two"}\n')
+    assert _titles(str(path)) == ["One", "Two"]
+
+
 def test_a_text_page_with_commas_is_not_csv() -> None:
     page = b"Council votes, again, on the night bus\n\nThe council voted, 31 to 12, to keep it.\nMore later, they said."
     assert sniff_kind(page) == "text"
