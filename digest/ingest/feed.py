@@ -113,15 +113,12 @@ _PROLOG_JUNK_RE = re.compile(rb"^(?:\s+|<!--.*?-->)+(?=<\?xml[\s?])", re.DOTALL)
 
 
 def _strip_leading_whitespace(data: bytes) -> bytes:
-    """``data`` without whitespace or comments before its XML declaration (same object if none)."""
-    body = data.removeprefix(b"\xef\xbb\xbf")
-    match = _PROLOG_JUNK_RE.match(body[:4096])
-    if match:
-        return body[match.end() :]
-    trimmed = body.lstrip(b" \t\r\n")
-    if len(trimmed) == len(body) or not trimmed.startswith(b"<"):
-        return data
-    return trimmed
+    """``data`` without whitespace or comments before its XML declaration (same object if none).
+
+    Only then: whitespace before a root element without a declaration is well-formed.
+    """
+    match = _PROLOG_JUNK_RE.match(data.removeprefix(b"\xef\xbb\xbf")[:4096])
+    return data.removeprefix(b"\xef\xbb\xbf")[match.end() :] if match else data
 
 
 def _draft(

@@ -296,6 +296,17 @@ def test_newline_before_the_xml_declaration_is_a_warning_and_every_entry_is_kept
     assert [str(w) for w in result.warnings] == ["f.xml: whitespace or a comment before the XML declaration (ignored)"]
 
 
+def test_a_comment_before_the_xml_declaration_is_a_warning_too() -> None:
+    result = read_feed(b"<!-- cached 12:00 -->\n" + _rss("<item><title>A</title></item>"), "f.xml")
+    assert (len(result.drafts), result.problems, len(result.warnings)) == (1, [], 1)
+
+
+def test_whitespace_before_a_root_without_declaration_is_no_warning() -> None:
+    data = b"\n\n<rss version='2.0'><channel><title>t</title><item><title>A</title></item></channel></rss>"
+    result = read_feed(data, "f.xml")
+    assert (len(result.drafts), result.problems, result.warnings) == (1, [], [])
+
+
 def test_undeclared_non_utf8_feed_says_nothing_was_declared() -> None:
     data = "<rss version='2.0'><channel><title>x</title><item><title>Café</title></item></channel></rss>"
     result = read_feed(data.encode("latin-1"), "f.xml")
