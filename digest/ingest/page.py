@@ -65,8 +65,11 @@ class _Page(HTMLParser):
         self.stack.append(tag)
         if tag in _SKIP:
             self.skip += 1
-        elif tag in _BLOCKS and not self.skip and self.block is None:
-            self.block, self.block_tag = [], tag
+        elif tag in _BLOCKS and not self.skip:
+            if self.block is not None and tag == self.block_tag and tag in ("p", "li"):
+                self._end_block()  # <p>one<p>two: HTML closes the first paragraph implicitly
+            if self.block is None:
+                self.block, self.block_tag = [], tag
 
     def handle_endtag(self, tag: str) -> None:
         if tag == "title":

@@ -431,3 +431,15 @@ def test_endless_file_is_refused_after_reading_one_byte_over_the_limit() -> None
 def test_content_given_over_the_limit_is_one_problem() -> None:
     result = read_source("-", data=b'{"title": "' + b"x" * 1000 + b'"}', max_bytes=1000)
     assert [str(p) for p in result.problems] == ["<stdin>: larger than 1000 bytes (import_max_bytes); not read"]
+
+
+def test_html_page_with_unclosed_paragraphs_keeps_them_apart(tmp_path: Path) -> None:
+    page = b"<html><head><title>Night bus kept</title></head><body><p>The council voted.<p>It runs all year.</body>"
+    (draft,) = read_source(str(_write(tmp_path, "page.html", page))).drafts
+    assert draft.body == "<p>The council voted.</p>\n<p>It runs all year.</p>"
+
+
+def test_html_page_without_text_is_a_problem_naming_it(tmp_path: Path) -> None:
+    path = _write(tmp_path, "empty.html", b"<html><head><title>Nothing here</title></head><body></body></html>")
+    (problem,) = read_source(str(path)).problems
+    assert str(problem) == f"{path}: HTML page without article text (no paragraphs)"
