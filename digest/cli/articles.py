@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING, Annotated, Any
 import typer
 from rich.markup import escape
 
-from digest.cli.base import app, finish_import, out, print_rows, state
+from digest.cli.base import app, err, finish_import, out, print_rows, state
 from digest.core.errors import InputError
 from digest.core.settings import parse_duration
 
@@ -22,7 +22,10 @@ app.add_typer(articles_app, name="articles")
 @articles_app.command("import")
 def articles_import(
     ctx: typer.Context,
-    paths: Annotated[list[str], typer.Argument(help="Files or URLs (JSON, NDJSON, RSS, Atom, text); - for stdin.")],
+    paths: Annotated[
+        list[str],
+        typer.Argument(help="Files or URLs (RSS, Atom, JSON Feed, JSON, NDJSON, HTML or text page); - for stdin."),
+    ],
     category: Annotated[str, typer.Option(help="Category for articles that have none.")] = "",
 ) -> None:
     """Import articles; bad records are reported, good ones kept.
@@ -47,9 +50,14 @@ def articles_import(
     )
     with session_scope(st.engine) as session:
         report = upsert_articles(session, result.drafts, st.clock.now())
+    for warning in result.warnings:  # nothing lost: said, never counted as rejected
+        err.print(f"[yellow]warning[/yellow]: {escape(str(warning))}", highlight=False, soft_wrap=True)
     unread = sum(p.whole_source for p in result.problems)
     code = UnreadableSourceError.exit_code if unread else InputError.exit_code
-    finish_import(result.problems, f"imported {report.inserted} new, updated {report.updated}", code, unread)
+    summary = f"imported {report.inserted} new, updated {report.updated}"
+    if report.merged:
+        summary += f", merged {report.merged} (same link as another item, kept as one story)"
+    finish_import(result.problems, summary, code, unread)
 
 
 @articles_app.command("add")

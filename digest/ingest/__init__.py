@@ -1,7 +1,8 @@
 """Ingest: read articles from files, URLs or stdin into :class:`ArticleDraft` records.
 
 One reader per source kind (``records`` for JSON/NDJSON, ``feed`` for RSS/Atom via
-feedparser, ``text`` for scraped plain-text pages). Readers never touch the store:
+feedparser, ``jsonfeed`` for JSON Feed, ``page`` for HTML pages, ``text`` for scraped
+plain-text pages); ``reader`` tells them apart by content. Readers never touch the store:
 they return drafts and per-record problems; ``digest.store.articles.upsert_articles`` writes.
 """
 
@@ -55,15 +56,11 @@ class ReadResult:
 
     drafts: list[ArticleDraft] = field(default_factory=list)
     problems: list[RecordProblem] = field(default_factory=list)
+    # Worth telling, but nothing was lost (e.g. whitespace before ``<?xml``, an
+    # encoding guessed): reported, never counted as rejected.
+    warnings: list[RecordProblem] = field(default_factory=list)
 
     def extend(self, other: ReadResult) -> None:
         self.drafts.extend(other.drafts)
         self.problems.extend(other.problems)
-
-
-BREAKING_CATEGORIES: frozenset[str] = frozenset({"breaking news", "breaking"})
-
-
-def is_breaking_category(category: str) -> bool:
-    """Whether a source's section name itself says the article is breaking news."""
-    return " ".join(category.split()).casefold() in BREAKING_CATEGORIES
+        self.warnings.extend(other.warnings)

@@ -4,7 +4,7 @@ A poll is a conditional GET (``If-None-Match`` from the last ETag,
 ``If-Modified-Since`` from the last ``Last-Modified``) through the one guarded fetch
 of :mod:`digest.ingest.fetch`: ``feed_timeout`` for the whole exchange, a cap on the
 response size, a limit on redirects, and no non-public address (unless
-``feed_allow_private``). The body goes through ``digest.ingest.feed.read_feed`` (feedparser) and
+``feed_allow_private``). The body goes through ``digest.ingest.reader.read_data`` (RSS/Atom or JSON Feed) and
 the good entries through ``digest.store.articles.upsert_articles``; a partly broken feed keeps
 its good entries and records what was wrong. A failing feed is retried later and
 later (the wait doubles with every consecutive failure, up to ``feed_backoff_max``).
@@ -28,10 +28,10 @@ from digest.core.clock import Clock
 from digest.core.errors import FeedFetchError, FetchError, InputError, NotFoundError, TooLarge
 from digest.core.logs import event, mask_url
 from digest.core.settings import ServiceSettings
-from digest.ingest.feed import read_feed
 from digest.ingest.fetch import FetchLimits, http_get
-from digest.ingest.records import check_http_url
+from digest.ingest.reader import read_data
 from digest.ingest.save import upsert_articles
+from digest.ingest.urls import check_http_url
 from digest.store.db import session_scope
 from digest.store.models import Feed, FeedStatus
 
@@ -202,15 +202,18 @@ def poll_feed(
     if got is not None and got.not_modified:
         result.status = FeedStatus.NOT_MODIFIED
     elif got is not None:
-        parsed = read_feed(got.body, feed.url, default_category=feed.category)
+        # By content: a JSON Feed is a feed too; an HTML page served instead is an error.
+        parsed = read_data(got.body, mask_url(feed.url), default_category=feed.category, accept=("feed", "jsonfeed"))
         problems = [str(p) for p in parsed.problems]
         result.problems = len(problems)
         if parsed.drafts:
             with store_lock or nullcontext(), session_scope(engine) as session:
                 report = upsert_articles(session, parsed.drafts, now)
-            result.new, result.updated = report.inserted, report.updated
-            if problems:
-                result.status, result.error = FeedStatus.PARTIAL, _summary(problems)
+            result.new, result.updated = report.inserted, report.updated + report.merged
+            # A feed read only leniently (not well-formed XML) is worth its owner's fix too.
+            faults = problems + [str(w) for w in parsed.warnings]
+            if faults:
+                result.status, result.error = FeedStatus.PARTIAL, _summary(faults)
         elif problems:
             result.status, result.error = FeedStatus.ERROR, _summary(problems)
     with session_scope(engine) as session:

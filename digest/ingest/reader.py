@@ -1,10 +1,18 @@
 """Pick the right reader for a file, URL or stdin and run it.
 
-The reader is chosen by extension (``.json``; ``.ndjson``/``.jsonl``;
-``.xml``/``.rss``/``.atom``/``.rdf``; ``.txt``), else by the response's
-``Content-Type`` for URLs, else by sniffing the content: a leading ``{`` or ``[`` is
-JSON (or NDJSON), ``<?xml``/``<rss``/``<feed``/``<rdf`` is a feed, anything else is
-a scraped text page.
+The content decides (:func:`detect_kind`): after a BOM, whitespace, comments,
+processing instructions and a DOCTYPE, a root element ``<rss>``, ``<feed>`` or
+``<rdf:RDF>`` is a feed; ``<html>`` (or HTML markup) a page; a leading ``{``/``[`` is
+JSON, a JSON Feed when it declares a ``jsonfeed.org`` version, NDJSON when more values
+follow the first; CSV-shaped text (a header row and rows of as many fields) is
+refused; anything else is a scraped text page. Binary data and XML that is no feed
+are refused too, each as one line naming the source and what it looked like. A
+``.csv`` file is never read as articles.
+
+The extension (``.json``; ``.ndjson``/``.jsonl``; ``.xml``/``.rss``/``.atom``/``.rdf``;
+``.txt``) or a URL's ``Content-Type`` only settles JSON vs NDJSON; when it promises a
+feed or JSON but the content is a page (an HTML error page served for a feed URL),
+the source is refused rather than imported as an article.
 
 Unreadable input (a missing file, bytes that are not UTF-8, a malformed record) is a
 :class:`RecordProblem`, never an exception; only a failed URL fetch raises
@@ -17,10 +25,13 @@ byte more than the limit.
 
 from __future__ import annotations
 
+import csv
 import os
+import re
 import stat
 import sys
 from collections.abc import Iterable
+from dataclasses import dataclass
 from pathlib import PurePosixPath
 from typing import Literal
 from urllib.parse import urlsplit
@@ -32,10 +43,12 @@ from digest.core.settings import IMPORT_MAX_BYTES
 from digest.ingest import ReadResult, RecordProblem
 from digest.ingest.feed import read_feed
 from digest.ingest.fetch import FetchLimits, http_get
+from digest.ingest.jsonfeed import looks_like_json_feed, read_json_feed
+from digest.ingest.page import read_page
 from digest.ingest.records import read_records
 from digest.ingest.text import read_text
 
-Kind = Literal["json", "ndjson", "feed", "text"]
+Kind = Literal["json", "ndjson", "jsonfeed", "feed", "html", "text"]
 
 STDIN = "-"
 STDIN_NAME = "<stdin>"
@@ -55,6 +68,7 @@ EXTENSION_KINDS: dict[str, Kind] = {
 }
 _CONTENT_TYPE_KINDS: dict[str, Kind] = {
     "application/json": "json",
+    "application/feed+json": "json",
     "application/x-ndjson": "ndjson",
     "application/ndjson": "ndjson",
     "application/jsonl": "ndjson",
@@ -64,8 +78,48 @@ _CONTENT_TYPE_KINDS: dict[str, Kind] = {
     "application/xml": "feed",
     "text/xml": "feed",
 }  # not text/plain: servers label JSON and feeds with it too, so sniff those
-_FEED_PREFIXES = (b"<?xml", b"<rss", b"<feed", b"<rdf")
 _BOM = b"\xef\xbb\xbf"
+CSV_PROBLEM = "looks like CSV (e.g. a subscriber list); use digest subscribers import"
+_CSV_LOOKS_LIKE = "CSV"
+_CSV_EXTENSIONS = (".csv", ".tsv")
+DESCRIPTIONS: dict[str, str] = {
+    "feed": "an RSS/Atom feed",
+    "jsonfeed": "a JSON Feed",
+    "json": "JSON",
+    "ndjson": "NDJSON",
+    "html": "an HTML page",
+    "text": "plain text",
+}
+_FEED_ROOTS = frozenset({"rss", "feed", "rdf", "channel"})
+_HTML_TAGS = frozenset(
+    {
+        "html",
+        "head",
+        "body",
+        "div",
+        "p",
+        "article",
+        "main",
+        "section",
+        "meta",
+        "title",
+        "h1",
+        "h2",
+        "span",
+        "a",
+        "table",
+    }
+)
+_ROOT_RE = re.compile(r"<([A-Za-z_][\w:.-]*)")
+_SNIFF_BYTES = 8192
+
+
+@dataclass(frozen=True)
+class Detected:
+    """What a source's content is: a kind to read it as, or None and what it looked like."""
+
+    kind: Kind | None
+    looks_like: str = ""
 
 
 def read_source(
@@ -106,12 +160,52 @@ def read_source(
         return ReadResult(problems=[RecordProblem(name, too_large(max_bytes), whole_source=True)])
 
     ext_path = urlsplit(path_or_url).path if _is_url(path_or_url) else path_or_url
-    declared = EXTENSION_KINDS.get(PurePosixPath(ext_path).suffix.lower()) or _CONTENT_TYPE_KINDS.get(content_type)
-    kind = declared or sniff_kind(data)
-    result = _read(data, name, kind, default_category, sniffed=declared is None)
+    suffix = PurePosixPath(ext_path).suffix.lower() if path_or_url != STDIN else ""
+    result = read_data(data, name, default_category=default_category, suffix=suffix, content_type=content_type)
     for draft in result.drafts:
         draft.origin = draft.origin or name
     return result
+
+
+def read_data(
+    data: bytes,
+    name: str,
+    *,
+    default_category: str = "",
+    suffix: str = "",
+    content_type: str = "",
+    accept: Iterable[Kind] | None = None,
+) -> ReadResult:
+    """Read ``data`` (from ``name``) with the reader its content calls for.
+
+    ``suffix`` (``.json``) and ``content_type`` only tell JSON from NDJSON and catch a
+    page served where a feed or records were promised. ``accept`` limits the kinds
+    read (a polled feed must be a feed); anything else is one whole-source problem.
+    """
+
+    def refuse(problem: str) -> ReadResult:
+        return ReadResult(problems=[RecordProblem(name, problem, whole_source=True)])
+
+    if suffix in _CSV_EXTENSIONS:
+        return refuse(CSV_PROBLEM)  # whatever is inside: a .csv is never articles
+    detected = detect_kind(data)
+    if detected.kind is None:
+        if detected.looks_like == _CSV_LOOKS_LIKE:
+            return refuse(CSV_PROBLEM)
+        return refuse(f"not an article source: it looks like {detected.looks_like}")
+    kind: Kind = detected.kind
+    declared = EXTENSION_KINDS.get(suffix) or _CONTENT_TYPE_KINDS.get(content_type)
+    if declared in ("json", "ndjson") and kind == "text":
+        kind = declared  # broken JSON: the JSON reader says where
+    if declared in ("feed", "json", "ndjson") and kind in ("html", "text"):
+        by = f"its {suffix} extension" if EXTENSION_KINDS.get(suffix) else f"its Content-Type {content_type}"
+        return refuse(f"expected {DESCRIPTIONS[declared]} (by {by}) but it looks like {DESCRIPTIONS[kind]}")
+    if accept is not None and kind not in set(accept):
+        return refuse(f"not an RSS, Atom or JSON feed: it looks like {DESCRIPTIONS[kind]}")
+    if kind == "json" and declared in ("json", "ndjson"):
+        kind = declared
+    # Only an extension or Content-Type of JSON/NDJSON says which; otherwise the content does.
+    return _read(data, name, kind, default_category, sniffed=declared not in ("json", "ndjson"))
 
 
 def read_sources(
@@ -179,14 +273,90 @@ def too_large(max_bytes: int) -> str:
     return f"larger than {size} (import_max_bytes); not read"
 
 
-def sniff_kind(data: bytes) -> Kind:
-    """Guess a source's kind from its first bytes (JSON, feed, else text)."""
-    head = data[:512].removeprefix(_BOM).lstrip()
-    if head.startswith((b"{", b"[")):
-        return "json"  # read_records tells JSON from NDJSON
-    if head.lower().startswith(_FEED_PREFIXES):
-        return "feed"
-    return "text"
+def sniff_kind(data: bytes) -> Kind | None:
+    """The kind :func:`detect_kind` finds, or None for content that is no article source."""
+    return detect_kind(data).kind
+
+
+def detect_kind(data: bytes) -> Detected:
+    """Tell what ``data`` is by its content (see the module docstring)."""
+    head = _head_text(data[:_SNIFF_BYTES])
+    if "\x00" in head:
+        return Detected(None, "binary data, not text")
+    text = head.lstrip()
+    if not text:
+        return Detected("text")  # the text reader reports the empty page
+    if text.startswith(("{", "[")):
+        # The whole document: a feed's "version" may come after a long description.
+        is_feed = text.startswith("{") and looks_like_json_feed(_head_text(data))
+        return Detected("jsonfeed" if is_feed else "json")
+    if text.startswith("<"):
+        root = _markup_root(text)
+        local = root.rsplit(":", 1)[-1].lower() if root else ""
+        if local in _FEED_ROOTS:
+            return Detected("feed")
+        if local in _HTML_TAGS or "<html" in text[:2048].lower():
+            return Detected("html")
+        if root:
+            return Detected(None, f"XML, but not a feed (root element <{root}>)")
+        return Detected(None, "markup, but neither a feed nor an HTML page")
+    if looks_like_csv(text):
+        return Detected(None, _CSV_LOOKS_LIKE)
+    return Detected("text")
+
+
+def looks_like_csv(text: str) -> bool:
+    """Whether ``text`` is shaped like CSV: a header of short fields, then rows of as many fields."""
+    raw = text.rstrip().splitlines()[:21]
+    lines = [line for line in raw if line.strip()]
+    if len(lines) < 2:
+        return False
+    # Paragraphs are separated by blank lines; CSV rows never are.
+    paragraphs = any(not line.strip() for line in raw)
+    for delimiter in (",", ";", "\t"):
+        rows = list(csv.reader(lines, delimiter=delimiter))
+        width = len(rows[0])
+        header = [c.strip() for c in rows[0]]
+        if width < 2 or not all(0 < len(c) <= 40 and c[-1] not in ".!?:" for c in header):
+            continue
+        if any("mail" in c.casefold() for c in header):
+            return True  # a subscriber list, whatever its rows look like
+        if paragraphs:
+            continue
+        body = [r for r in rows[1:-1] or rows[1:]]  # the last line may be cut by the sniff window
+        alike = [r for r in body if len(r) == width and all(len(c) <= 100 for c in r)]
+        if len(alike) >= max(1, 0.8 * len(body)):
+            return True
+    return False
+
+
+def _head_text(head: bytes) -> str:
+    if head.startswith((b"\xff\xfe", b"\xfe\xff")):
+        return head.decode("utf-16", errors="replace")
+    return head.removeprefix(_BOM).decode("utf-8", errors="replace")
+
+
+def _markup_root(text: str) -> str | None:
+    """The first element name after the prolog (declaration, PIs, comments, DOCTYPE)."""
+    rest = text
+    while True:
+        rest = rest.lstrip()
+        if rest.startswith("<?"):
+            end = rest.find("?>")
+        elif rest.startswith("<!--"):
+            end = rest.find("-->")
+            end = end + 1 if end >= 0 else end
+        elif rest.startswith("<!"):
+            end = rest.find(">")
+            if end >= 0 and "html" in rest[:end].lower():
+                return "html"
+            end = end - 1 if end >= 0 else end
+        else:
+            match = _ROOT_RE.match(rest)
+            return match.group(1) if match else None
+        if end < 0:
+            return None
+        rest = rest[end + 2 :]
 
 
 def fetch_url(
@@ -231,6 +401,8 @@ def _read(data: bytes, name: str, kind: Kind, default_category: str, *, sniffed:
     if kind == "feed":
         # Bytes, not text: feedparser honours the XML encoding declaration itself.
         return read_feed(data, name, default_category=default_category)
+    if kind == "html":
+        return read_page(_html_text(data), name, default_category=default_category)
     try:
         text = data.decode("utf-8-sig")
     except UnicodeDecodeError as exc:
@@ -239,8 +411,26 @@ def _read(data: bytes, name: str, kind: Kind, default_category: str, *, sniffed:
         return ReadResult(problems=[RecordProblem(name, problem, whole_source=True)])
     if kind == "text":
         return read_text(text, name, default_category=default_category)
+    if kind == "jsonfeed":
+        return read_json_feed(text, name, default_category=default_category)
     # A sniffed "{" may start JSON or NDJSON; an extension says which.
-    return read_records(text, name, kind=None if sniffed else kind, default_category=default_category)
+    return read_records(text, name, kind=None if sniffed else kind, default_category=default_category)  # type: ignore[arg-type]
+
+
+_CHARSET_RE = re.compile(rb"<meta[^>]+charset=[\"']?([A-Za-z0-9._-]+)", re.IGNORECASE)
+
+
+def _html_text(data: bytes) -> str:
+    """An HTML page's text: UTF-8, else the charset its ``<meta>`` names, else windows-1252."""
+    try:
+        return data.decode("utf-8-sig")
+    except UnicodeDecodeError:
+        pass
+    match = _CHARSET_RE.search(data[:4096])
+    try:
+        return data.decode(match.group(1).decode() if match else "windows-1252", errors="replace")
+    except LookupError:
+        return data.decode("windows-1252", errors="replace")
 
 
 def _is_url(path_or_url: str) -> bool:

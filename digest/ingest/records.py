@@ -19,6 +19,8 @@ Fields (anything else is an error naming the field; ``null`` counts as absent)
 ``author``         string
 ``image_url``      absolute ``http``/``https`` URL
 ``image_alt``      string
+``image_width``    positive integer (pixels); also ``image_height``
+``language``       BCP 47 tag (``pt_br`` is written ``pt-BR``); else told by the script
 ``published_at``   ISO 8601 with a timezone, e.g. ``2025-03-14T08:30:00+01:00`` or ``...Z``
                    (alias ``published``); a value without a timezone is an error
 ``breaking``       ``true``/``false``
@@ -37,16 +39,18 @@ from __future__ import annotations
 import json
 from datetime import UTC, datetime
 from typing import Any, Literal
-from urllib.parse import urlsplit
 
 from digest.core.errors import InputError
 from digest.ingest import ArticleDraft, ReadResult, RecordProblem
+from digest.ingest.media import language_from_text, language_tag
 from digest.ingest.sanitize import clean_html, clean_text, summary_from_html
+from digest.ingest.urls import check_http_url
 
 FIELDS: frozenset[str] = frozenset(
     {
         "title", "url", "guid", "source", "summary", "body", "category", "tags", "author",
-        "image_url", "image_alt", "published_at", "breaking", "priority",
+        "image_url", "image_alt", "image_width", "image_height", "language", "published_at",
+        "breaking", "priority",
     }
 )  # fmt: skip
 ALIASES: dict[str, str] = {"section": "category", "published": "published_at"}
@@ -185,8 +189,18 @@ def draft_from_record(obj: Any, where: str, *, default_category: str = "") -> Ar
     if isinstance(priority, bool) or not isinstance(priority, int):
         raise InputError(where, f"priority must be an integer, got {_json_type(priority)}")
 
+    language = ""
+    if rec.get("language") is not None:
+        declared = rec["language"]
+        language = language_tag(declared) if isinstance(declared, str) else ""
+        if not language:
+            raise InputError(where, f"language {declared!r} is not a BCP 47 tag such as 'en', 'fa' or 'pt-BR'")
+
     return ArticleDraft(
         title=title,
+        language=language or language_from_text(title) or language_from_text(f"{title} {summary}"),
+        image_width=_pixels(rec.get("image_width"), "image_width", where),
+        image_height=_pixels(rec.get("image_height"), "image_height", where),
         url=_http_url(rec.get("url"), "url", where),
         guid=guid,
         source=text_field("source"),
@@ -223,21 +237,6 @@ def parse_datetime(value: Any, where: str) -> datetime | None:
     return parsed.astimezone(UTC)
 
 
-def check_http_url(value: str) -> str | None:
-    """Return a problem description if ``value`` is not an absolute http(s) URL, else None."""
-    if any(ch.isspace() or ord(ch) < 0x20 or ord(ch) == 0x7F for ch in value):
-        return "contains whitespace or control characters"
-    try:
-        parts = urlsplit(value)
-    except ValueError as exc:
-        return str(exc)
-    if parts.scheme.lower() not in ("http", "https"):
-        return "is not an absolute http(s) URL"
-    if not parts.hostname:
-        return "has no host"
-    return None
-
-
 def _http_url(value: Any, name: str, where: str) -> str | None:
     if value is None or value == "":
         return None
@@ -247,6 +246,14 @@ def _http_url(value: Any, name: str, where: str) -> str | None:
     problem = check_http_url(value)
     if problem:
         raise InputError(where, f"{name} {value!r} {problem}")
+    return value
+
+
+def _pixels(value: Any, name: str, where: str) -> int | None:
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
+        raise InputError(where, f"{name} must be a positive integer (pixels), got {value!r}")
     return value
 
 

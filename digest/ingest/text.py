@@ -24,9 +24,12 @@ import re
 from dataclasses import dataclass, field
 
 from digest.core.errors import InputError
-from digest.ingest import ArticleDraft, ReadResult, RecordProblem, is_breaking_category
-from digest.ingest.records import check_http_url, parse_datetime
+from digest.core.text import is_breaking_category
+from digest.ingest import ArticleDraft, ReadResult, RecordProblem
+from digest.ingest.media import language_from_text
+from digest.ingest.records import parse_datetime
 from digest.ingest.sanitize import clean_plain_text, ends_sentence, truncate_words
+from digest.ingest.urls import check_http_url
 
 CHROME_LINES: frozenset[str] = frozenset(
     {
@@ -129,6 +132,7 @@ def draft_from_text(text: str, path: str, *, default_category: str = "") -> Arti
     category = header.section or default_category
     return ArticleDraft(
         title=headline,
+        language=language_from_text(headline) or language_from_text(f"{headline} {paragraphs[0]}"),
         url=header.url,
         source=header.source,
         summary=truncate_words(paragraphs[0], TEXT_SUMMARY_MAX_CHARS),

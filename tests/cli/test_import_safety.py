@@ -102,6 +102,65 @@ def test_endless_stdin_is_refused_at_import_max_bytes(engine: Engine, db_url: st
     assert count(engine, Article) == 0
 
 
+def test_a_subscriber_csv_is_never_imported_as_an_article(engine: Engine, db_url: str, tmp_path: Path) -> None:
+    config = config_with(tmp_path, db_url)
+    write_csv(tmp_path / "people.csv", 3)
+
+    proc = digest(config, "articles", "import", "people.csv", cwd=tmp_path)
+
+    assert proc.returncode == 7, proc.stderr
+    assert error_lines(proc) == [
+        "error: people.csv: looks like CSV (e.g. a subscriber list); use digest subscribers import"
+    ]
+    assert count(engine, Article) == 0
+
+
+def test_csv_on_stdin_is_refused_by_its_shape(engine: Engine, db_url: str, tmp_path: Path) -> None:
+    config = config_with(tmp_path, db_url)
+    with open(write_csv(tmp_path / "people.txt", 3), "rb") as people:
+        proc = digest(config, "articles", "import", "-", stdin=people)
+
+    assert proc.returncode == 7, proc.stderr
+    assert error_lines(proc) == [
+        "error: <stdin>: looks like CSV (e.g. a subscriber list); use digest subscribers import"
+    ]
+    assert count(engine, Article) == 0
+
+
+FEED = (
+    '<?xml version="1.0" encoding="utf-8"?>\n<rss version="2.0"><channel><title>Wire</title>'
+    "<item><title>Storm pact agreed</title><link>https://wire.example/1</link></item>"
+    "<item><title>Credit tightens</title><link>https://wire.example/2</link></item></channel></rss>\n"
+)
+
+
+def test_a_newline_before_the_xml_declaration_is_a_warning_and_exit_0(
+    engine: Engine, db_url: str, tmp_path: Path
+) -> None:
+    config = config_with(tmp_path, db_url)
+    (tmp_path / "feed.xml").write_text("\n" + FEED, encoding="utf-8")
+
+    proc = digest(config, "articles", "import", "feed.xml", cwd=tmp_path)
+
+    assert proc.returncode == 0, proc.stderr
+    assert error_lines(proc) == ["warning: feed.xml: whitespace or a comment before the XML declaration (ignored)"]
+    assert "imported 2 new, updated 0, rejected 0" in proc.stdout
+    assert count(engine, Article) == 2
+
+
+def test_a_feed_on_stdin_behind_a_doctype_is_read_as_a_feed(engine: Engine, db_url: str, tmp_path: Path) -> None:
+    config = config_with(tmp_path, db_url)
+    doctype = '<!DOCTYPE rss PUBLIC "-//Netscape Communications//DTD RSS 0.91//EN" "rss-0.91.dtd">\n'
+    (tmp_path / "stdin").write_text(doctype + FEED.split("\n", 1)[1], encoding="utf-8")  # no <?xml at all
+    with open(tmp_path / "stdin", "rb") as feed:
+        proc = digest(config, "articles", "import", "-", stdin=feed)
+
+    assert proc.returncode == 0, proc.stderr
+    assert "imported 2 new" in proc.stdout
+    with session_scope(make_engine(db_url)) as s:
+        assert sorted(s.exec(select(Article.title)).all()) == ["Credit tightens", "Storm pact agreed"]
+
+
 # ---------------------------------------------------------------- subscribers import
 
 

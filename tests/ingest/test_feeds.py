@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterator
 from datetime import timedelta
 
@@ -68,6 +69,33 @@ def test_new_feed_is_polled_and_its_entries_stored(engine: Engine, server: FeedS
     row = feed_row(engine, feed_id)
     assert row.status == FeedStatus.OK and row.next_poll_at == NOW + timedelta(minutes=15)
     assert server.hits("/a.xml")[0]["user-agent"].startswith("digest/")
+
+
+def test_uncategorised_entries_get_the_feeds_own_category_not_the_channels(
+    engine: Engine, server: FeedServer, clock: FixedClock
+) -> None:
+    channel_category = rss(item(1)).replace(b"<description>x</description>", b"<category>Christmas Lights</category>")
+    server.routes["/quilts.xml"] = Route(body=channel_category)
+    add(engine, server.url("/quilts.xml"), category="Quilting")
+
+    poll_due(engine, CFG, clock)
+
+    with session_scope(engine) as s:
+        assert s.exec(select(Article.category)).all() == ["Quilting"]
+
+
+def test_a_json_feed_is_polled_like_any_feed(engine: Engine, server: FeedServer, clock: FixedClock) -> None:
+    doc = {
+        "version": "https://jsonfeed.org/version/1.1",
+        "title": "Local Wire",
+        "items": [{"id": "j-1", "url": "https://wire.example.com/j1", "title": "From JSON", "content_text": "Hi."}],
+    }
+    headers = {"Content-Type": "application/feed+json"}
+    server.routes["/feed.json"] = Route(body=json.dumps(doc).encode(), headers=headers)
+    add(engine, server.url("/feed.json"))
+
+    assert [(r.status, r.new) for r in poll_due(engine, CFG, clock)] == [(FeedStatus.OK, 1)]
+    assert titles(engine) == ["From JSON"]
 
 
 def test_feed_is_not_polled_again_before_its_interval(engine: Engine, server: FeedServer, clock: FixedClock) -> None:
@@ -153,7 +181,7 @@ def test_broken_feed_keeps_its_good_entries_and_records_the_error(
 
     assert result.status == FeedStatus.PARTIAL and result.new == 2  # type: ignore[attr-defined]
     row = feed_row(engine, feed_id)
-    assert row.status == FeedStatus.PARTIAL and "malformed" in (row.last_error or "")
+    assert row.status == FeedStatus.PARTIAL and "not well-formed XML" in (row.last_error or "")
     assert row.failures == 0  # it delivered: no back-off
     assert titles(engine) == ["Second & unescaped", "Story number 1"]
 
@@ -185,7 +213,8 @@ def test_not_a_feed_is_an_error(engine: Engine, server: FeedServer, clock: Fixed
 
     result = poll(engine, feed_id, clock)
 
-    assert result.status == FeedStatus.ERROR and "not an RSS or Atom feed" in (result.error or "")  # type: ignore[attr-defined]
+    assert result.status == FeedStatus.ERROR  # type: ignore[attr-defined]
+    assert "not an RSS, Atom or JSON feed: it looks like an HTML page" in (result.error or "")
 
 
 def test_slow_server_times_out(engine: Engine, server: FeedServer, clock: FixedClock) -> None:

@@ -118,10 +118,9 @@ def test_image_enclosure_becomes_image_url_and_audio_is_ignored() -> None:
     assert _drafts("rss20.xml")[2].image_url == "https://cdn.courier.example.com/img/podcast-12.png"
 
 
-def test_feed_level_category_is_the_fallback_category() -> None:
-    drafts = _drafts("rss20.xml", default_category="Ignored")
-    assert drafts[1].category == "Regional"
-    assert drafts[1].tags == []
+def test_channel_category_is_not_inherited_by_uncategorised_entries() -> None:
+    drafts = _drafts("rss20.xml", default_category="Transport")
+    assert drafts[1].category == "Transport"
 
 
 def test_gmt_pubdate_is_aware_utc() -> None:
@@ -171,26 +170,61 @@ def test_atom_text_content_is_escaped_into_paragraphs() -> None:
 # --- problems ---------------------------------------------------------------------------
 
 
-def test_bozo_feed_keeps_good_entries_and_reports_the_error() -> None:
+def test_malformed_feed_read_leniently_is_a_warning_not_a_rejection() -> None:
     data = _rss(
         "<item><title>First good</title><link>https://t.example/1</link></item>\n"
         "<item><title>Second & unescaped</title><link>https://t.example/2</link></item>"
     )
     result = read_feed(data, "broken.xml")
     assert [d.title for d in result.drafts] == ["First good", "Second & unescaped"]
-    assert [p.where for p in result.problems] == ["broken.xml"]
-    assert "malformed" in result.problems[0].problem
-    assert "kept 2 good entries" in result.problems[0].problem
+    assert result.problems == []
+    assert [w.where for w in result.warnings] == ["broken.xml"]
+    assert "not well-formed XML" in result.warnings[0].problem
+    assert "read leniently, kept 2 entries" in result.warnings[0].problem
 
 
-def test_entry_without_link_is_a_problem_with_its_index() -> None:
+def test_atom_entry_with_its_id_before_its_link_keeps_the_link() -> None:
+    data = (
+        b'<feed xmlns="http://www.w3.org/2005/Atom"><title>t</title><entry><id>t3_157kyrd</id>'
+        b'<link href="https://t.example/r/1"/><title>Reddit post</title></entry></feed>'
+    )
+    assert read_feed(data, "r.atom").drafts[0].url == "https://t.example/r/1"
+
+
+def test_entry_without_link_is_kept_without_a_link() -> None:
     data = _rss(
-        "<item><title>Has link</title><link>https://t.example/1</link></item>"
-        "<item><title>No link</title><description>x</description></item>"
+        "<item><title>No link</title><guid isPermaLink='false'>status-17</guid><description>x</description></item>"
     )
     result = read_feed(data, "f.xml")
-    assert [d.title for d in result.drafts] == ["Has link"]
-    assert [str(p) for p in result.problems] == ["f.xml[entry 1]: entry has no link"]
+    assert result.problems == []
+    assert [(d.title, d.url, d.guid) for d in result.drafts] == [("No link", None, "status-17")]
+
+
+def test_entry_without_link_links_to_its_url_guid() -> None:
+    data = _rss("<item><title>Incident</title><guid isPermaLink='false'>https://status.example/i/9</guid></item>")
+    assert read_feed(data, "f.xml").drafts[0].url == "https://status.example/i/9"
+
+
+def test_atom_entry_with_a_non_url_id_and_no_link_is_kept_without_a_link() -> None:
+    data = (
+        b'<feed xmlns="http://www.w3.org/2005/Atom"><title>t</title>'
+        b"<entry><id>1</id><title>Status: all good</title><updated>2026-11-30T10:00:00Z</updated></entry></feed>"
+    )
+    result = read_feed(data, "s.atom")
+    assert result.problems == []
+    assert (result.drafts[0].url, result.drafts[0].guid) == (None, "1")
+
+
+def test_relative_link_is_resolved_against_the_feed_link() -> None:
+    data = _rss("<item><title>Rel</title><link>/2026/rel</link></item>")
+    assert read_feed(data, "f.xml").drafts[0].url == "https://t.example/2026/rel"
+
+
+def test_untitled_entry_gets_its_first_sentence_as_title() -> None:
+    data = _rss(
+        "<item><link>https://t.example/n</link><description>Forgejo is up. Moving repos next.</description></item>"
+    )
+    assert read_feed(data, "f.xml").drafts[0].title == "Forgejo is up."
 
 
 def test_entry_without_title_is_a_problem_with_its_index() -> None:
@@ -200,7 +234,7 @@ def test_entry_without_title_is_a_problem_with_its_index() -> None:
     )
     result = read_feed(data, "f.xml")
     assert [d.title for d in result.drafts] == ["Has title"]
-    assert [str(p) for p in result.problems] == ["f.xml[entry 0]: entry has no title"]
+    assert [str(p) for p in result.problems] == ["f.xml[entry 0]: entry has no title and no text"]
 
 
 def test_entry_with_javascript_link_is_a_problem() -> None:
@@ -250,3 +284,78 @@ def test_plain_text_title_keeps_angle_brackets_literally() -> None:
         b'<link href="https://t.example/1"/><id>urn:x:1</id></entry></feed>'
     )
     assert read_feed(data, "f.atom").drafts[0].title == "Why 5 < 6 & <b> is bold"
+
+
+# --- prolog, encoding, language, images -------------------------------------------------
+
+
+def test_newline_before_the_xml_declaration_is_a_warning_and_every_entry_is_kept() -> None:
+    result = read_feed(b"\n" + _rss("<item><title>A</title><link>https://t.example/a</link></item>"), "f.xml")
+    assert [d.title for d in result.drafts] == ["A"]
+    assert result.problems == []
+    assert [str(w) for w in result.warnings] == ["f.xml: whitespace or a comment before the XML declaration (ignored)"]
+
+
+def test_a_comment_before_the_xml_declaration_is_a_warning_too() -> None:
+    result = read_feed(b"<!-- cached 12:00 -->\n" + _rss("<item><title>A</title></item>"), "f.xml")
+    assert (len(result.drafts), result.problems, len(result.warnings)) == (1, [], 1)
+
+
+def test_whitespace_before_a_root_without_declaration_is_no_warning() -> None:
+    data = b"\n\n<rss version='2.0'><channel><title>t</title><item><title>A</title></item></channel></rss>"
+    result = read_feed(data, "f.xml")
+    assert (len(result.drafts), result.problems, result.warnings) == (1, [], [])
+
+
+def test_undeclared_non_utf8_feed_says_nothing_was_declared() -> None:
+    data = "<rss version='2.0'><channel><title>x</title><item><title>Café</title></item></channel></rss>"
+    result = read_feed(data.encode("latin-1"), "f.xml")
+    assert result.problems == []
+    assert len(result.drafts) == 1
+    (warning,) = result.warnings
+    assert warning.problem.startswith("no encoding declared and not valid UTF-8; read as ")
+    assert "declared as" not in warning.problem
+
+
+def test_rss_language_is_stored_as_a_bcp47_tag() -> None:
+    data = _rss("<item><title>A</title><link>https://t.example/a</link></item>", "<language>en-us</language>")
+    assert read_feed(data, "f.xml").drafts[0].language == "en-US"
+
+
+def test_entry_xml_lang_wins_over_the_feed_language() -> None:
+    data = (
+        '<feed xmlns="http://www.w3.org/2005/Atom" xml:lang="en"><title>t</title>'
+        '<entry xml:lang="ur"><id>https://t.example/u</id><title>خبر</title><link href="https://t.example/u"/></entry>'
+        "<entry><id>https://t.example/e</id><title>News</title><link href='https://t.example/e'/></entry></feed>"
+    ).encode()
+    assert [d.language for d in read_feed(data, "f.atom").drafts] == ["ur", "en"]
+
+
+def test_largest_declared_image_is_chosen() -> None:
+    data = _rss(
+        "<item><title>A</title><link>https://t.example/a</link>"
+        '<media:content url="https://t.example/140.jpg" medium="image" width="140" height="79"/>'
+        '<media:thumbnail url="https://t.example/460.jpg" width="460" height="259"/></item>',
+    ).replace(b'<rss version="2.0">', b'<rss version="2.0" xmlns:media="http://search.yahoo.com/mrss/">')
+    draft = read_feed(data, "f.xml").drafts[0]
+    assert (draft.image_url, draft.image_width, draft.image_height) == ("https://t.example/460.jpg", 460, 259)
+
+
+def test_tiny_avatar_in_content_loses_to_an_image_of_unknown_size() -> None:
+    data = _rss(
+        "<item><title>A</title><link>https://t.example/a</link>"
+        '<enclosure url="https://t.example/photo.jpg" type="image/jpeg" length="1234"/>'
+        '<description><![CDATA[<p><img src="https://t.example/a.png" width="30" height="30">Hi</p>]]></description>'
+        "</item>"
+    )
+    assert read_feed(data, "f.xml").drafts[0].image_url == "https://t.example/photo.jpg"
+
+
+def test_first_img_of_the_content_is_an_image_with_its_declared_size_and_alt() -> None:
+    data = _rss(
+        "<item><title>A</title><link>https://t.example/a/</link>"
+        '<description><![CDATA[<p><img src="/banner.jpg" alt="Harbour" width="600" height="300"></p>]]></description>'
+        "</item>"
+    )
+    draft = read_feed(data, "f.xml").drafts[0]
+    assert (draft.image_url, draft.image_alt, draft.image_width) == ("https://t.example/banner.jpg", "Harbour", 600)

@@ -14,7 +14,7 @@ from urllib.parse import urlsplit
 import pytest
 
 from digest.core.errors import InputError
-from digest.ingest.reader import read_capped, read_source, read_sources, sniff_kind
+from digest.ingest.reader import detect_kind, read_capped, read_source, read_sources, sniff_kind
 
 FIXTURES = Path(__file__).resolve().parents[1] / "fixtures" / "ingest"
 
@@ -106,10 +106,96 @@ def test_utf8_bom_is_ignored(tmp_path: Path) -> None:
 
 @pytest.mark.parametrize(
     ("data", "kind"),
-    [(b"  {", "json"), (b"\xef\xbb\xbf[", "json"), (b"<?xml", "feed"), (b"<RSS", "feed"), (b"Hi", "text")],
+    [
+        (b"  {", "json"),
+        (b"\xef\xbb\xbf[", "json"),
+        (b'<?xml version="1.0"?>\n<rss version="2.0">', "feed"),
+        (b"<RSS", "feed"),
+        (b"Hi", "text"),
+        (b'\n\n<?xml version="1.0"?><feed xmlns="http://www.w3.org/2005/Atom">', "feed"),
+        (b'<!-- generator="FeedCreator" -->\n<rss version="">', "feed"),
+        (b'<?xml version="1.0"?>\n<!DOCTYPE rss PUBLIC "-//Netscape//DTD RSS 0.91//EN" "x.dtd">\n<rss>', "feed"),
+        (b'<?xml version="1.0"?><?xml-stylesheet href="a.xsl"?><!-- c --><rdf:RDF xmlns:rdf="x">', "feed"),
+        (b'{"version": "https://jsonfeed.org/version/1.1", "items": []}', "jsonfeed"),
+        (b"<!DOCTYPE html>\n<html lang=en><title>x</title>", "html"),
+        (b"<div><p>Scraped fragment</p></div>", "html"),
+        ("<rss>".encode("utf-16"), "feed"),
+    ],
 )
 def test_sniff_kind(data: bytes, kind: str) -> None:
     assert sniff_kind(data) == kind
+
+
+@pytest.mark.parametrize(
+    ("data", "looks_like"),
+    [
+        (b"email,name,timezone\nann@example.com,Ann,Europe/Berlin\nbob@example.com,Bob,UTC\n", "CSV"),
+        (b"id;city;temp\n1;Oslo;-3\n2;Rome;14\n3;Lima;19\n", "CSV"),
+        (b"\x89PNG\r\n\x1a\n\x00\x00\x00\rIHDR", "binary data"),
+        (b'<?xml version="1.0"?>\n<svg xmlns="http://www.w3.org/2000/svg"/>', "root element <svg>"),
+    ],
+)
+def test_content_that_is_no_article_source_is_refused(data: bytes, looks_like: str) -> None:
+    detected = detect_kind(data)
+    assert detected.kind is None
+    assert looks_like in detected.looks_like
+
+
+def test_ndjson_in_a_txt_file_is_told_by_its_content(tmp_path: Path) -> None:
+    path = _write(tmp_path, "export.txt", b'{"title": "One"}\n{"title": "Two"}\n')
+    assert _titles(str(path)) == ["One", "Two"]
+
+
+def test_a_text_page_with_commas_is_not_csv() -> None:
+    page = b"Council votes, again, on the night bus\n\nThe council voted, 31 to 12, to keep it.\nMore later, they said."
+    assert sniff_kind(page) == "text"
+
+
+def test_csv_content_is_one_whole_source_problem_naming_the_file(tmp_path: Path) -> None:
+    path = _write(tmp_path, "people", b"email,name\nann@example.com,Ann\nbob@example.com,Bob\n")
+    result = read_source(str(path))
+    assert result.drafts == []
+    assert [(p.where, p.whole_source) for p in result.problems] == [(str(path), True)]
+    assert result.problems[0].problem == "looks like CSV (e.g. a subscriber list); use digest subscribers import"
+
+
+def test_a_csv_file_is_never_read_as_articles(tmp_path: Path) -> None:
+    path = _write(tmp_path, "subscribers.csv", TEXT_PAGE)
+    result = read_source(str(path))
+    assert result.drafts == []
+    assert "use digest subscribers import" in result.problems[0].problem
+
+
+def test_feed_from_stdin_starting_with_a_comment_is_read_as_a_feed() -> None:
+    result = read_source("-", data=b"<!-- cached -->\n" + RSS)
+    assert result.problems == []
+    assert len(result.drafts) == 3
+
+
+def test_html_error_page_where_a_feed_was_promised_is_refused(tmp_path: Path) -> None:
+    path = _write(
+        tmp_path, "feed.rss", b"<!DOCTYPE html><html><body><h1>502 Bad Gateway</h1><p>nginx</p></body></html>"
+    )
+    result = read_source(str(path))
+    assert result.drafts == []
+    assert "expected an RSS/Atom feed (by its .rss extension) but it looks like an HTML page" in str(result.problems[0])
+
+
+def test_html_page_becomes_one_article_with_its_metadata(tmp_path: Path) -> None:
+    page = (
+        '<!DOCTYPE html><html lang="ur"><head><title>Site | ignored</title>'
+        '<meta property="og:title" content="بارش کے بعد شہر"><meta property="og:url" content="https://news.example/1">'
+        '<meta property="og:image" content="https://news.example/1.jpg"><meta property="og:image:width" content="1200">'
+        '<meta property="og:image:height" content="630"></head><body><nav><p>Home | World</p></nav>'
+        "<article><h1>بارش کے بعد شہر</h1><p>پہلا پیراگراف۔</p><p>دوسرا پیراگراف۔</p></article>"
+        "<footer><p>© Site</p></footer></body></html>"
+    ).encode()
+    result = read_source(str(_write(tmp_path, "page.html", page)))
+    assert result.problems == []
+    (draft,) = result.drafts
+    assert (draft.title, draft.url, draft.language) == ("بارش کے بعد شہر", "https://news.example/1", "ur")
+    assert draft.body == "<p>پہلا پیراگراف۔</p>\n<p>دوسرا پیراگراف۔</p>"
+    assert (draft.image_url, draft.image_width, draft.image_height) == ("https://news.example/1.jpg", 1200, 630)
 
 
 def test_default_category_reaches_the_reader(tmp_path: Path) -> None:
@@ -345,3 +431,15 @@ def test_endless_file_is_refused_after_reading_one_byte_over_the_limit() -> None
 def test_content_given_over_the_limit_is_one_problem() -> None:
     result = read_source("-", data=b'{"title": "' + b"x" * 1000 + b'"}', max_bytes=1000)
     assert [str(p) for p in result.problems] == ["<stdin>: larger than 1000 bytes (import_max_bytes); not read"]
+
+
+def test_html_page_with_unclosed_paragraphs_keeps_them_apart(tmp_path: Path) -> None:
+    page = b"<html><head><title>Night bus kept</title></head><body><p>The council voted.<p>It runs all year.</body>"
+    (draft,) = read_source(str(_write(tmp_path, "page.html", page))).drafts
+    assert draft.body == "<p>The council voted.</p>\n<p>It runs all year.</p>"
+
+
+def test_html_page_without_text_is_a_problem_naming_it(tmp_path: Path) -> None:
+    path = _write(tmp_path, "empty.html", b"<html><head><title>Nothing here</title></head><body></body></html>")
+    (problem,) = read_source(str(path)).problems
+    assert str(problem) == f"{path}: HTML page without article text (no paragraphs)"

@@ -354,3 +354,26 @@ def test_deeply_nested_ndjson_line_is_one_problem_and_other_lines_are_kept(tmp_p
     assert [d.title for d in result.drafts] == ["Before", "After"]
     assert [(p.where, p.whole_source) for p in result.problems] == [(f"{path}:2", False)]
     assert "nested too deeply" in result.problems[0].problem
+
+
+# --- language and image size ------------------------------------------------------------
+
+
+def test_language_and_image_size_fields_are_read(tmp_path: Path) -> None:
+    record = {"title": "Rain", "language": "pt_br", "image_url": "https://x.example/i.jpg", "image_width": 460}
+    draft = _only_draft(_read_one(tmp_path, {**record, "image_height": 259}))
+    assert (draft.language, draft.image_width, draft.image_height) == ("pt-BR", 460, 259)
+
+
+def test_language_is_told_by_the_script_when_not_given(tmp_path: Path) -> None:
+    assert _only_draft(_read_one(tmp_path, {"title": "بارش کے بعد شہر میں پانی"})).language == "ur"
+
+
+def test_a_language_that_is_no_tag_is_a_problem_naming_the_field(tmp_path: Path) -> None:
+    problem = _only_problem(_read_one(tmp_path, {"title": "Rain", "language": "Portuguese (Brazil)"}))
+    assert problem.endswith("language 'Portuguese (Brazil)' is not a BCP 47 tag such as 'en', 'fa' or 'pt-BR'")
+
+
+def test_image_width_must_be_a_positive_integer(tmp_path: Path) -> None:
+    problem = _only_problem(_read_one(tmp_path, {"title": "Rain", "image_width": "460px"}))
+    assert problem.endswith("image_width must be a positive integer (pixels), got '460px'")

@@ -57,7 +57,7 @@ def test_reimporting_the_same_guid_updates(engine: Engine) -> None:
 def test_duplicates_inside_one_batch_become_one_row(engine: Engine) -> None:
     with session_scope(engine) as s:
         report = upsert_articles(s, [draft("A", url="https://x/1"), draft("A again", url="https://x/1")], NOW)
-    assert (report.inserted, report.updated) == (1, 1)
+    assert (report.inserted, report.updated, report.merged) == (1, 0, 1)  # one story, said as merged
 
 
 def test_published_at_round_trips_as_aware_utc(engine: Engine) -> None:
