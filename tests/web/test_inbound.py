@@ -385,7 +385,11 @@ def test_malformed_message_gets_a_result_and_changes_nothing(
 
 def run_inbound(settings: Settings, *args: str, stdin: bytes = b"") -> subprocess.CompletedProcess[bytes]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("DIGEST_")}
-    env.update(DIGEST_DATABASE_URL=settings.database_url, DIGEST_SECRET_KEY="test-secret", DIGEST_CONFIG="/dev/null")
+    env.update(
+        DIGEST_DATABASE_URL=settings.database_url,
+        DIGEST_SECRET_KEY=settings.secret_key.get_secret_value(),
+        DIGEST_CONFIG="/dev/null",
+    )
     return subprocess.run([str(DIGEST), "inbound", *args], input=stdin, capture_output=True, env=env, timeout=60)
 
 
