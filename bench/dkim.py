@@ -4,7 +4,7 @@ One realistic edition (20 stories, rendered and inlined once) is filled for N
 recipients, in the same run:
 
 - ``fill``: ``PreparedMessage.fill`` alone (the unsigned per-recipient path);
-- ``fill+sign``: the same plus :class:`digest.dkim.DkimSigner` (dkimpy's
+- ``fill+sign``: the same plus :class:`digest.compose.dkim.DkimSigner` (dkimpy's
   canonicalization, RSA in ``cryptography``);
 - ``fill+dkimpy``: the same plus ``dkim.sign`` (dkimpy's own pure-Python RSA), on a
   smaller sample since it is slow;
@@ -37,13 +37,13 @@ from datetime import UTC, datetime, timedelta
 
 import dkim
 
-from digest.dkim import DkimSigner, generate_key, static_dns, verify
-from digest.inline import inline_css
-from digest.message import PreparedMessage, Recipient
-from digest.render import Markers, build_context, make_environment, render_variant
-from digest.select import EditionContent, Story
-from digest.smtpsink import free_port
-from digest.transport import SMTPConfig, SMTPTransport
+from digest.compose.dkim import DkimSigner, generate_key, static_dns, verify
+from digest.compose.inline import inline_css
+from digest.compose.message import PreparedMessage, Recipient
+from digest.compose.render import Markers, build_context, make_environment, render_variant
+from digest.edition.select import EditionContent, Story
+from digest.transport.sink import free_port
+from digest.transport.smtp import SMTPConfig, SMTPTransport
 
 NOW = datetime(2026, 11, 25, 6, 0, tzinfo=UTC)
 SECTIONS = ("World", "Business", "Science", "Culture")
@@ -132,7 +132,7 @@ class Sink:
         else:
             self.kind = "aiosmtpd"
             code = (
-                "import time\nfrom digest.smtpsink import SmtpSink\n"
+                "import time\nfrom digest.transport.sink import SmtpSink\n"
                 f"s = SmtpSink(port={self.port}).start()\n"
                 "s.handler.messages.append = lambda m: None\nwhile True: time.sleep(60)\n"
             )

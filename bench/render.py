@@ -3,7 +3,7 @@
     python -m bench.render [--stories 20] [--subscribers 1000] [--json]
 
 Measures, in one run on one machine: the Jinja2 render of a digest, premailer with
-its defaults, premailer as digest configures it (``digest.inline``), the
+its defaults, premailer as digest configures it (``digest.compose.inline``), the
 per-recipient fill of the prepared message, and what a 1,000-subscriber send costs
 when render+inline run per subscriber (naive) vs once per content variant.
 """
@@ -20,13 +20,13 @@ from datetime import UTC, datetime, timedelta
 
 from premailer import Premailer
 
-from digest.deliver import make_variants
-from digest.inline import inline_css
-from digest.message import Recipient
-from digest.models import Article
-from digest.render import Markers, build_context, make_environment, render_variant
-from digest.select import select_articles
-from digest.settings import DigestConfig, Settings
+from digest.compose.inline import inline_css
+from digest.compose.message import Recipient
+from digest.compose.render import Markers, build_context, make_environment, render_variant
+from digest.compose.variants import make_variants
+from digest.core.settings import DigestConfig, Settings
+from digest.edition.select import select_articles
+from digest.store.models import Article
 
 NOW = datetime(2026, 11, 25, 6, 0, tzinfo=UTC)
 WORDS = (
@@ -129,7 +129,7 @@ def main() -> None:
     print(f"Jinja2 render (one variant)       {result['render_ms']} ms")
     print(f"premailer, library defaults       {result['premailer_default_ms']} ms")
     ratio = result["inline_speedup_vs_defaults"]
-    print(f"premailer, as digest.inline runs  {result['inline_digest_ms']} ms  ({ratio}x faster)")
+    print(f"premailer, as digest.compose.inline runs  {result['inline_digest_ms']} ms  ({ratio}x faster)")
     print(f"per-recipient fill                {result['fill_ms']} ms")
     print(f"{n} subscribers, render+inline per subscriber: {result['naive_send_cpu_s']} s CPU")
     print(f"{n} subscribers, once per variant ({variants}):     {result['variant_send_cpu_s']} s CPU")

@@ -42,18 +42,22 @@ from urllib.parse import quote
 from sqlalchemy import create_engine, text
 from sqlalchemy.engine import Engine
 
-from digest.clock import FixedClock
-from digest.db import make_engine, session_scope, upgrade
-from digest.deliver import get_or_build_edition, make_variants, queue_deliveries, recipient_for, send_edition
+from digest.compose.inline import inline_css
+from digest.compose.recipients import recipient_for
+from digest.compose.render import Markers, build_context, make_environment, render_variant
+from digest.compose.variants import make_variants
+from digest.core.clock import FixedClock
+from digest.core.settings import DeliverySettings, DigestConfig, Settings
+from digest.edition.build import get_or_build_edition
+from digest.edition.select import edition_date
 from digest.ingest import ArticleDraft
-from digest.inline import inline_css
-from digest.models import Subscriber
-from digest.render import Markers, build_context, make_environment, render_variant
-from digest.select import edition_date
-from digest.settings import DeliverySettings, DigestConfig, Settings
-from digest.smtpsink import free_port
-from digest.store import upsert_articles
-from digest.transport import SMTPTransport, parse_smtp_url
+from digest.ingest.save import upsert_articles
+from digest.outbox.drain import send_edition
+from digest.outbox.ledger import queue_deliveries
+from digest.store.db import make_engine, session_scope, upgrade
+from digest.store.models import Subscriber
+from digest.transport.sink import free_port
+from digest.transport.smtp import SMTPTransport, parse_smtp_url
 
 SMTP_SINK = shutil.which("smtp-sink") or ("/usr/sbin/smtp-sink" if Path("/usr/sbin/smtp-sink").exists() else None)
 CATEGORIES = ["World", "Business", "Science", "Technology"]

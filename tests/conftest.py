@@ -19,13 +19,13 @@ import pytest
 from sqlalchemy import create_engine, text
 from sqlalchemy.engine import Engine
 
-from digest.clock import FixedClock
-from digest.db import make_engine, session_scope, upgrade
+from digest.core.clock import FixedClock
+from digest.core.settings import DeliverySettings, DigestConfig, Settings
 from digest.ingest import ArticleDraft
-from digest.settings import DeliverySettings, DigestConfig, Settings
-from digest.smtpsink import SmtpSink
-from digest.store import upsert_articles
-from digest.subscribers import add_subscriber
+from digest.ingest.save import upsert_articles
+from digest.store.db import make_engine, session_scope, upgrade
+from digest.store.subscribers import add_subscriber
+from digest.transport.sink import SmtpSink
 
 ROOT = Path(__file__).resolve().parent.parent
 SAMPLES = ROOT.parent / "shared" / "samples"

@@ -13,11 +13,11 @@ import signal
 import sys
 from datetime import datetime
 
-from digest.clock import FixedClock
-from digest.db import make_engine
-from digest.deliver import send_digest
-from digest.outbox import BatchJournal
-from digest.settings import load_settings
+from digest.app.send import send_digest
+from digest.core.clock import FixedClock
+from digest.core.settings import load_settings
+from digest.outbox.journal import BatchJournal
+from digest.store.db import make_engine
 
 
 def main(config: str, at: str, point: str, n: int) -> None:

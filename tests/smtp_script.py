@@ -19,7 +19,7 @@ from typing import Any
 from aiosmtpd.controller import Controller
 from aiosmtpd.smtp import SMTP, AuthResult, Envelope, LoginPassword
 
-from digest.smtpsink import SinkHandler, free_port
+from digest.transport.sink import SinkHandler, free_port
 
 
 @dataclass

@@ -2,7 +2,7 @@
 
 One reader per source kind (``records`` for JSON/NDJSON, ``feed`` for RSS/Atom via
 feedparser, ``text`` for scraped plain-text pages). Readers never touch the store:
-they return drafts and per-record problems; ``digest.store.upsert_articles`` writes.
+they return drafts and per-record problems; ``digest.store.articles.upsert_articles`` writes.
 """
 
 from __future__ import annotations
@@ -26,7 +26,10 @@ class ArticleDraft:
     author: str = ""
     image_url: str | None = None
     image_alt: str = ""
-    published_at: datetime | None = None  # aware; None = "now" at upsert time
+    image_width: int | None = None  # declared size, when the source gives it
+    image_height: int | None = None
+    language: str = ""  # BCP 47 tag (xml:lang, <language>); "" = unknown
+    published_at: datetime | None = None  # aware; None = undated: "now" at first upsert
     breaking: bool = False
     priority: int = 0
     origin: str = ""  # "file:line" or "file[index]", for error messages

@@ -8,7 +8,7 @@ a scraped text page.
 
 Unreadable input (a missing file, bytes that are not UTF-8, a malformed record) is a
 :class:`RecordProblem`, never an exception; only a failed URL fetch raises
-:class:`digest.errors.InputError` from :func:`read_source`.
+:class:`digest.core.errors.InputError` from :func:`read_source`.
 
 No source is read beyond ``max_bytes`` (the ``import_max_bytes`` setting): a file,
 stdin or URL response larger than that is refused whole, after reading at most one
@@ -26,14 +26,14 @@ from typing import Literal
 from urllib.parse import urlsplit
 
 from digest import __version__ as _digest_version
-from digest.errors import InputError
-from digest.fetch import BlockedAddress, FetchError, FetchLimits, FetchTimeout, TooLarge, TooManyRedirects, http_get
+from digest.core.errors import BlockedAddress, FetchError, FetchTimeout, InputError, TooLarge, TooManyRedirects
+from digest.core.logs import mask_url
+from digest.core.settings import IMPORT_MAX_BYTES
 from digest.ingest import ReadResult, RecordProblem
 from digest.ingest.feed import read_feed
+from digest.ingest.fetch import FetchLimits, http_get
 from digest.ingest.records import read_records
 from digest.ingest.text import read_text
-from digest.logs import mask_url
-from digest.settings import IMPORT_MAX_BYTES
 
 Kind = Literal["json", "ndjson", "feed", "text"]
 
@@ -198,7 +198,7 @@ def fetch_url(
 ) -> tuple[bytes, str]:
     """GET ``url`` and return its body and media type (e.g. ``application/rss+xml``).
 
-    Goes through the guarded fetch of :mod:`digest.fetch`: at most 5 redirects,
+    Goes through the guarded fetch of :mod:`digest.ingest.fetch`: at most 5 redirects,
     ``timeout`` seconds in all, bodies up to ``max_bytes``, and no loopback, private
     or other non-public address unless ``allow_private``. Raises :class:`InputError`
     (url, problem) on any failure.

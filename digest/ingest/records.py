@@ -39,7 +39,7 @@ from datetime import UTC, datetime
 from typing import Any, Literal
 from urllib.parse import urlsplit
 
-from digest.errors import InputError
+from digest.core.errors import InputError
 from digest.ingest import ArticleDraft, ReadResult, RecordProblem
 from digest.ingest.sanitize import clean_html, clean_text, summary_from_html
 
@@ -127,7 +127,7 @@ def read_ndjson(text: str, path: str, *, default_category: str = "") -> ReadResu
 def draft_from_record(obj: Any, where: str, *, default_category: str = "") -> ArticleDraft:
     """Validate one decoded record and turn it into a sanitised :class:`ArticleDraft`.
 
-    Raises :class:`digest.errors.InputError` (``where``, problem) on the first problem.
+    Raises :class:`digest.core.errors.InputError` (``where``, problem) on the first problem.
     """
     if not isinstance(obj, dict):
         raise InputError(where, f"expected a JSON object, got {_json_type(obj)}")

@@ -23,7 +23,7 @@ import html
 import re
 from dataclasses import dataclass, field
 
-from digest.errors import InputError
+from digest.core.errors import InputError
 from digest.ingest import ArticleDraft, ReadResult, RecordProblem, is_breaking_category
 from digest.ingest.records import check_http_url, parse_datetime
 from digest.ingest.sanitize import clean_plain_text, ends_sentence, truncate_words

@@ -16,10 +16,10 @@ import pytest
 from sqlalchemy.engine import Engine
 from sqlmodel import SQLModel
 
-from digest.clock import FixedClock
-from digest.db import make_engine, upgrade
-from digest.settings import DigestConfig, Settings, WebSettings
-from digest.smtpsink import SmtpSink, free_port
+from digest.core.clock import FixedClock
+from digest.core.settings import DigestConfig, Settings, WebSettings
+from digest.store.db import make_engine, upgrade
+from digest.transport.sink import SmtpSink, free_port
 from digest.web import WebServer, make_app
 from tests.conftest import BACKENDS, empty_database
 

@@ -14,13 +14,13 @@ from pathlib import Path
 import pytest
 from sqlalchemy.engine import Engine
 
-from digest.db import session_scope
-from digest.deliver import get_or_build_edition
-from digest.models import SubscriberStatus
-from digest.settings import Settings
-from digest.smtpsink import SmtpSink
-from digest.store import upsert_articles
-from digest.subscribers import find_subscriber
+from digest.core.settings import Settings
+from digest.edition.build import get_or_build_edition
+from digest.ingest.save import upsert_articles
+from digest.store.db import session_scope
+from digest.store.models import SubscriberStatus
+from digest.store.subscribers import find_subscriber
+from digest.transport.sink import SmtpSink
 from digest.web import WebServer
 from tests.conftest import NOW, STANDARD_DRAFTS
 from tests.web.helpers import link_in, parsed

@@ -15,18 +15,18 @@ import pytest
 from dkim.canonicalization import Relaxed
 from sqlalchemy.engine import Engine
 
-from digest.clock import FixedClock
-from digest.db import session_scope
-from digest.deliver import send_digest, send_test
-from digest.dkim import DkimSigner, canonicalize_body, generate_key, signer_from_settings, static_dns, verify
-from digest.errors import ConfigError
-from digest.message import PreparedMessage, Recipient
-from digest.render import Markers, Rendered
-from digest.settings import DkimSettings, Settings
-from digest.smtpsink import SmtpSink
-from digest.store import upsert_articles
-from digest.subscribers import add_subscriber
-from digest.transport import SMTPTransport, parse_smtp_url
+from digest.app.send import send_digest, send_test
+from digest.compose.dkim import DkimSigner, canonicalize_body, generate_key, signer_from_settings, static_dns, verify
+from digest.compose.message import PreparedMessage, Recipient
+from digest.compose.render import Markers, Rendered
+from digest.core.clock import FixedClock
+from digest.core.errors import ConfigError
+from digest.core.settings import DkimSettings, Settings
+from digest.ingest.save import upsert_articles
+from digest.store.db import session_scope
+from digest.store.subscribers import add_subscriber
+from digest.transport.sink import SmtpSink
+from digest.transport.smtp import SMTPTransport, parse_smtp_url
 from tests.conftest import NOW, STANDARD_DRAFTS
 from tests.web.helpers import parsed
 
@@ -209,10 +209,11 @@ def test_every_digest_sent_with_a_signer_verifies(
 def test_confirmation_email_is_signed_when_dkim_is_configured(
     engine: Engine, web_settings: Settings, sink: SmtpSink, clock: FixedClock, signer: DkimSigner
 ) -> None:
-    from digest import lifecycle
-    from digest.web import smtp_transport_factory
+    from digest.app import subscriptions as lifecycle
+    from digest.app.notices import Mailer
+    from digest.web.server import smtp_transport_factory
 
-    mailer = lifecycle.Mailer(web_settings, smtp_transport_factory(web_settings), signer=signer)
+    mailer = Mailer(web_settings, smtp_transport_factory(web_settings), signer=signer)
     lifecycle.request_subscription(
         engine, web_settings, clock, lifecycle.SubscribeForm(email="ana@example.org"), mailer
     )
@@ -247,8 +248,9 @@ def test_keygen_writes_a_private_key_and_prints_the_record_that_verifies(tmp_pat
 def test_the_service_outbox_signs_what_it_sends(
     engine: Engine, web_settings: Settings, sink: SmtpSink, clock: FixedClock, signer: DkimSigner
 ) -> None:
-    from digest.deliver import get_or_build_edition, queue_deliveries
-    from digest.planner import send_pending
+    from digest.edition.build import get_or_build_edition
+    from digest.outbox.drain import drain_outbox
+    from digest.outbox.ledger import queue_deliveries
 
     with session_scope(engine) as s:
         upsert_articles(s, STANDARD_DRAFTS, NOW)
@@ -258,7 +260,7 @@ def test_the_service_outbox_signs_what_it_sends(
     with session_scope(engine) as s:
         queue_deliveries(s, edition.id, NOW)
 
-    send_pending(engine, web_settings, lambda: SMTPTransport(parse_smtp_url(sink.url)), clock, signer=signer)
+    drain_outbox(engine, web_settings, clock, transport=SMTPTransport(parse_smtp_url(sink.url)), signer=signer)
 
     assert len(sink.messages) == 1 and verify(sink.messages[0].data, DNS)
 

@@ -17,15 +17,15 @@ from urllib.parse import unquote
 import pytest
 from sqlalchemy.engine import Engine
 
-from digest.clock import FixedClock
-from digest.db import session_scope
-from digest.deliver import recipient_for
-from digest.inbound import InboundKind, process_message
-from digest.lifecycle import BounceResult
-from digest.models import Subscriber, SubscriberStatus
-from digest.settings import Settings
-from digest.smtpsink import Received, SmtpSink, free_port
-from digest.subscribers import add_subscriber, find_subscriber
+from digest.app.bounces import BounceResult
+from digest.app.inbound import InboundKind, process_message
+from digest.compose.recipients import recipient_for
+from digest.core.clock import FixedClock
+from digest.core.settings import Settings
+from digest.store.db import session_scope
+from digest.store.models import Subscriber, SubscriberStatus
+from digest.store.subscribers import add_subscriber, find_subscriber
+from digest.transport.sink import Received, SmtpSink, free_port
 from tests.conftest import NOW
 from tests.web.helpers import parsed
 
@@ -280,7 +280,7 @@ def test_forged_bounces_without_our_return_path_bounce_nobody(
     ]
 
     assert [r.kind for r in results] == [InboundKind.IGNORED] * web_settings.bounce_limit
-    assert "a•••a@example.org" in results[0].describe() and "ana@example.org" not in results[0].describe()
+    assert "a***@example.org" in results[0].describe() and "ana@example.org" not in results[0].describe()
     assert status(engine) == (SubscriberStatus.ACTIVE, 0)
 
 
@@ -312,9 +312,9 @@ def test_return_path_decides_whose_bounce_it_is(
 
 def send_real_digest(engine: Engine, settings: Settings, clock: FixedClock, sink: SmtpSink) -> dict[str, Received]:
     """Send today's digest through the real SMTP sink; what each address received."""
-    from digest.deliver import send_digest
-    from digest.store import upsert_articles
-    from digest.transport import SMTPTransport, parse_smtp_url
+    from digest.app.send import send_digest
+    from digest.ingest.save import upsert_articles
+    from digest.transport.smtp import SMTPTransport, parse_smtp_url
     from tests.conftest import STANDARD_DRAFTS
 
     with session_scope(engine) as s:
@@ -398,7 +398,7 @@ def test_command_reads_one_message_from_stdin(engine: Engine, web_settings: Sett
     done = run_inbound(web_settings, stdin=reply(mailto_subject(web_settings, ana)))
 
     assert done.returncode == 0, done.stderr.decode()
-    assert b"unsubscribe: unsubscribed a\xe2\x80\xa2\xe2\x80\xa2\xe2\x80\xa2a@example.org" in done.stdout
+    assert b"unsubscribe: unsubscribed a***@example.org" in done.stdout
     assert status(engine)[0] == SubscriberStatus.UNSUBSCRIBED
 
 

@@ -8,17 +8,19 @@ import pytest
 from sqlalchemy.engine import Engine
 from sqlmodel import select
 
-from digest import lifecycle
-from digest.clock import FixedClock
-from digest.db import session_scope
-from digest.errors import InputError
-from digest.lifecycle import BounceResult, Mailer, Outcome, Preferences, SubscribeForm
-from digest.models import Subscriber, SubscriberEvent, SubscriberEventKind, SubscriberStatus
-from digest.settings import Settings
-from digest.smtpsink import SmtpSink
-from digest.subscribers import add_subscriber, find_subscriber, remove_subscriber
-from digest.tokens import TokenError, make_token
-from digest.web import smtp_transport_factory
+from digest.app import subscriptions as lifecycle
+from digest.app.bounces import BounceResult, record_bounce
+from digest.app.notices import Mailer
+from digest.app.subscriptions import Outcome, Preferences, SubscribeForm
+from digest.core.clock import FixedClock
+from digest.core.errors import InputError, TokenError
+from digest.core.settings import Settings
+from digest.core.tokens import make_token
+from digest.store.db import session_scope
+from digest.store.models import Subscriber, SubscriberEvent, SubscriberEventKind, SubscriberStatus
+from digest.store.subscribers import add_subscriber, find_subscriber, remove_subscriber
+from digest.transport.sink import SmtpSink
+from digest.web.server import smtp_transport_factory
 from tests.conftest import NOW
 from tests.web.conftest import SECRET_KEY
 from tests.web.helpers import link_in, parsed
@@ -178,7 +180,7 @@ def test_confirmation_link_does_not_bring_back_a_bounced_subscriber(
     token = token_of(link_in(sink.messages[0].data, "confirm"))
     lifecycle.confirm_subscription(engine, web_settings, clock, token)
     for i in range(web_settings.bounce_limit):
-        lifecycle.record_bounce(engine, web_settings, clock, "ana@example.org", permanent=True, ref=f"<b{i}@mx>")
+        record_bounce(engine, web_settings, clock, "ana@example.org", permanent=True, ref=f"<b{i}@mx>")
 
     with pytest.raises(TokenError):
         lifecycle.confirm_subscription(engine, web_settings, clock, token)
@@ -395,7 +397,7 @@ def test_permanent_bounces_mark_bounced_at_the_limit_and_count_each_report_once(
     engine: Engine, web_settings: Settings, clock: FixedClock, ana_and_ben: tuple[Subscriber, Subscriber]
 ) -> None:
     def bounce(ref: str) -> BounceResult:
-        return lifecycle.record_bounce(engine, web_settings, clock, "ANA@example.org", permanent=True, ref=ref)
+        return record_bounce(engine, web_settings, clock, "ANA@example.org", permanent=True, ref=ref)
 
     results = [bounce("<r1@mx>"), bounce("<r1@mx>"), bounce("<r2@mx>"), bounce("<r3@mx>")]
 
@@ -407,7 +409,7 @@ def test_permanent_bounces_mark_bounced_at_the_limit_and_count_each_report_once(
 def test_temporary_bounce_is_recorded_only(
     engine: Engine, web_settings: Settings, clock: FixedClock, ana_and_ben: tuple[Subscriber, Subscriber]
 ) -> None:
-    result = lifecycle.record_bounce(engine, web_settings, clock, "ana@example.org", permanent=False, ref="<t@mx>")
+    result = record_bounce(engine, web_settings, clock, "ana@example.org", permanent=False, ref="<t@mx>")
 
     assert result == BounceResult.RECORDED
     sub = sub_of(engine, "ana@example.org")

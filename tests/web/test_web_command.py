@@ -15,9 +15,9 @@ import pytest
 from pydantic import SecretStr
 from sqlalchemy.engine import Engine
 
-from digest.errors import ConfigError
-from digest.settings import Settings
-from digest.smtpsink import free_port
+from digest.core.errors import ConfigError
+from digest.core.settings import Settings
+from digest.transport.sink import free_port
 from digest.web import start_in_thread
 
 DIGEST = Path(sys.executable).parent / "digest"

@@ -8,7 +8,8 @@ from urllib.parse import urlsplit
 import httpx
 import pytest
 
-from digest.web import WebServer, client_key
+from digest.web import WebServer
+from digest.web.security import client_key
 
 SECURITY_HEADERS = {
     "content-security-policy": "frame-ancestors 'none'",

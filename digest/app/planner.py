@@ -1,0 +1,186 @@
+"""Planner: turns the schedule's decisions into editions, slot claims and queued deliveries.
+
+The leader calls :func:`run_due` on every tick and when a digest's cron fires; every
+process drains the outbox (``digest.outbox.drain``) to deliver what is queued. Both are idempotent and
+read their state from the store, so a restart, a second process or a new leader
+after a crash picks up exactly where the last one stopped:
+
+- an edition is created once per (digest, slot) (unique constraint);
+- a subscriber's local day is claimed once per digest (unique constraint on
+  ``slot_claim``), and deliveries are queued only for the claims of the edition,
+  in the same transaction;
+- an edition stays ``ready`` until its deliveries are queued, so a leader that dies
+  in between leaves it for the next one to finish.
+
+Editions of a series only skip articles that earlier editions *of the same series*
+carried: subscribers at 07:00 Berlin and 07:00 New York both get the day's news.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from datetime import datetime
+from zoneinfo import ZoneInfo
+
+from sqlalchemy import func, literal
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.engine import Engine
+from sqlalchemy.exc import IntegrityError
+from sqlmodel import col, select
+
+from digest.core.clock import Clock
+from digest.core.logs import event
+from digest.core.settings import DigestConfig, Settings
+from digest.edition.build import (
+    build_edition,
+)
+from digest.edition.schedule import Decision, Series, cron_trigger, decide
+from digest.edition.series import members, series_groups
+from digest.outbox.ledger import finish_edition, queue_deliveries
+from digest.store.db import session_scope
+from digest.store.models import (
+    Edition,
+    EditionStatus,
+    SlotClaim,
+    Subscriber,
+    SubscriberStatus,
+    saved_id,
+)
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class SlotOutcome:
+    """What :func:`run_due` did about one series' latest slot."""
+
+    digest: str
+    slot: str
+    action: str  # queued, empty, skipped, done
+    edition_id: int | None = None
+    queued: int = 0
+    reason: str = ""
+
+
+# ---------------------------------------------------------------- series of subscribers
+
+
+# ---------------------------------------------------------------- editions
+
+
+def claim_and_queue(
+    engine: Engine,
+    cfg: DigestConfig,
+    name: str,
+    series: Series,
+    zones: set[str],
+    edition_id: int,
+    fire: datetime,
+    now: datetime,
+) -> int:
+    """Claim each member's local day for the edition and queue their deliveries, atomically.
+
+    A member whose local day another edition of the digest already claimed is not
+    queued: nobody gets two editions for the same day in their own timezone.
+    """
+    zones = set(zones) | ({series.zone} if series.send_time is not None else set())
+    with session_scope(engine) as session:
+        dialect = session.get_bind().dialect.name
+        ins = postgresql.insert if dialect == "postgresql" else sqlite.insert
+        for zone in sorted(zones):
+            local_day = fire.astimezone(ZoneInfo(zone)).date().isoformat()
+            source = select(  # type: ignore[call-overload]
+                literal(name),
+                col(Subscriber.id),
+                literal(local_day),
+                literal(edition_id),
+                literal(now, type_=SlotClaim.__table__.c.created_at.type),  # type: ignore[attr-defined]
+            ).where(Subscriber.status == SubscriberStatus.ACTIVE, members(cfg, series, zone))
+            stmt = (
+                ins(SlotClaim.__table__)  # type: ignore[attr-defined]
+                .from_select(["digest", "subscriber_id", "local_day", "edition_id", "created_at"], source)
+                .on_conflict_do_nothing(index_elements=["digest", "subscriber_id", "local_day"])
+            )
+            session.execute(stmt)
+        claimed = select(SlotClaim.subscriber_id).where(SlotClaim.edition_id == edition_id)
+        return queue_deliveries(session, edition_id, now, only=col(Subscriber.id).in_(claimed))
+
+
+def run_due(engine: Engine, settings: Settings, name: str, clock: Clock) -> list[SlotOutcome]:
+    """Build and queue every edition of digest ``name`` that is due now; skip the too-late ones.
+
+    A slot missed by more than ``max_delay`` is recorded as a skipped edition (and
+    logged with the reason) when its series ran before; a series that never ran
+    (a new install, a new send time) simply starts with its next slot.
+
+    Safe to call at any time and as often as wanted: what already ran is read
+    from the store.
+    """
+    cfg = settings.digests[name]
+    trigger = cron_trigger(cfg.schedule, cfg.timezone, f"digests.{name}.schedule")
+    now = clock.now()
+    with session_scope(engine) as session:
+        groups = series_groups(session, cfg)
+    first = {s: decide(cfg, s, now, (), trigger) for s in groups}
+    slots = [d.slot for d in first.values() if d is not None]
+    with session_scope(engine) as session:
+        existing = {
+            e.slot: e
+            for e in session.exec(select(Edition).where(Edition.digest == name, col(Edition.slot).in_(slots))).all()
+        }
+        started = set(
+            session.exec(select(func.substr(Edition.slot, 11)).where(Edition.digest == name).distinct()).all()
+        )
+    outcomes: list[SlotOutcome] = []
+    for series in sorted(groups, key=lambda x: (x.send_time or "", x.zone, -1 if x.weekday is None else x.weekday)):
+        d = decide(cfg, series, now, existing, trigger)
+        if d is None:
+            continue
+        found = existing.get(d.slot)
+        if d.action == Decision.DONE and found is not None and found.status != EditionStatus.READY:
+            continue
+        if d.action == Decision.SKIP:
+            # A series that never ran (a new install, a new send time) missed nothing.
+            if series.suffix in started:
+                outcomes.append(_skip(engine, name, d, now))
+            continue
+        # SEND, or an edition left "ready" by a process that died before queueing it.
+        edition, _, created = build_edition(engine, settings, name, series, d.slot, now)
+        edition_id = saved_id(edition)
+        if created:
+            event(
+                log,
+                "edition.built",
+                digest=name,
+                slot=d.slot,
+                articles=edition.article_count,
+                due=d.fire,
+                reason=d.reason,
+            )
+        if edition.status == EditionStatus.EMPTY:
+            if created:
+                event(log, "edition.empty", digest=name, slot=d.slot, reason="no new articles; send_empty is off")
+            outcomes.append(SlotOutcome(name, d.slot, "empty", edition_id))
+            continue
+        if edition.status != EditionStatus.READY:
+            continue
+        queued = claim_and_queue(engine, cfg, name, series, groups[series], edition_id, d.fire, now)
+        finish_edition(engine, edition_id, now)
+        event(log, "edition.queued", digest=name, slot=d.slot, edition=edition_id, queued=queued)
+        outcomes.append(SlotOutcome(name, d.slot, "queued", edition_id, queued, d.reason))
+    return outcomes
+
+
+def _skip(engine: Engine, name: str, d: Decision, now: datetime) -> SlotOutcome:
+    """Record a slot that was missed by more than max_delay as a skipped edition."""
+    try:
+        with session_scope(engine) as session:
+            edition = Edition(digest=name, slot=d.slot, built_at=now, status=EditionStatus.SKIPPED)
+            session.add(edition)
+            session.flush()
+            edition_id = edition.id
+    except IntegrityError:
+        return SlotOutcome(name, d.slot, "done")
+    event(log, "edition.skipped", logging.WARNING, digest=name, slot=d.slot, due=d.fire, reason=d.reason)
+    return SlotOutcome(name, d.slot, "skipped", edition_id, reason=d.reason)

@@ -1,0 +1,269 @@
+"""Deliver: editions, the outbox of Delivery rows, and the send loop.
+
+- An edition is created once per (digest, slot): the unique constraint, not a
+  Python check, settles a race between two processes.
+- Deliveries of an edition are created set-based (INSERT ... SELECT ... ON CONFLICT
+  DO NOTHING), then claimed in batches with a lease, sent, and their results
+  written back in batches. Running a send again claims only what is still due, so
+  nobody gets the same edition twice.
+- Rendering and CSS inlining run once per content variant (subscribers with the
+  same topics), never per subscriber.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+
+from sqlalchemy.engine import Engine
+from sqlmodel import Session
+
+from digest.compose.dkim import Signer
+from digest.compose.inline import inline_css
+from digest.compose.recipients import recipient_for, test_recipient
+from digest.compose.render import make_environment
+from digest.compose.variants import Variants, make_variants
+from digest.core.clock import Clock
+from digest.core.settings import Settings
+from digest.edition.build import (
+    current_content,
+    find_edition,
+    get_or_build_edition,
+)
+from digest.outbox.drain import send_edition
+from digest.outbox.journal import worker_id as worker_id
+from digest.outbox.ledger import delivery_counts, finish_edition, queue_deliveries
+from digest.outbox.loader import edition_variants
+from digest.outbox.sender import SendReport
+from digest.store.db import session_scope
+from digest.store.models import DeliveryStatus, Edition, EditionStatus, saved_id
+from digest.transport.pool import TransportFactory
+from digest.transport.smtp import Transport
+
+log = logging.getLogger(__name__)
+
+# ---------------------------------------------------------------- editions
+
+
+# ---------------------------------------------------------------- variants
+
+
+# ---------------------------------------------------------------- sending
+
+
+def send_digest(
+    engine: Engine,
+    settings: Settings,
+    name: str | None,
+    transport: Transport | None,
+    clock: Clock,
+    *,
+    progress: Callable[[int], None] | None = None,
+    on_total: Callable[[int], None] | None = None,
+    inline: Callable[[str], str] = inline_css,
+    signer: Signer | None = None,
+    transport_factory: TransportFactory | None = None,
+    processes: int | None = None,
+    should_stop: Callable[[], bool] = lambda: False,
+) -> SendReport:
+    """Build (or find) the current edition of a digest and deliver it to every active subscriber.
+
+    ``transport`` None sends over the configured pool (see :func:`send_edition`).
+    """
+    name, cfg = settings.digest(name)
+    now = clock.now()
+    edition, content, _ = get_or_build_edition(engine, settings, name, now)
+    edition_id = saved_id(edition)
+    report = SendReport(edition_id=edition_id, slot=edition.slot)
+    if edition.status == EditionStatus.EMPTY:
+        report.empty = True
+        return report
+    with session_scope(engine) as session:
+        queue_deliveries(session, edition_id, now)
+        counts = delivery_counts(session, edition_id)
+    already = counts.get(DeliveryStatus.SENT, 0)
+    due = sum(counts.get(s, 0) for s in DeliveryStatus.PENDING)
+    if on_total:
+        on_total(due)
+    env = make_environment(settings.templates_dir)
+    variants = Variants(settings, name, cfg, edition.slot, edition.built_at, content, env, inline)
+    try:
+        result = send_edition(
+            engine,
+            settings,
+            variants,
+            edition_id,
+            transport,
+            clock,
+            progress=progress,
+            signer=signer,
+            transport_factory=transport_factory,
+            processes=processes,
+            should_stop=should_stop,
+        )
+    finally:
+        finish_edition(engine, edition_id, clock.now())
+    with session_scope(engine) as session:
+        after = delivery_counts(session, edition_id)
+    result.pending_after = sum(after.get(s, 0) for s in DeliveryStatus.PENDING)
+    result.already_sent = already
+    result.queued = due
+    return result
+
+
+def find_edition_ref(engine: Engine, settings: Settings, ref: str) -> Edition:
+    """The edition named by ``ref``: its id, ``DIGEST:SLOT``, or a slot of the first digest."""
+    from digest.core.errors import InputError, NotFoundError
+
+    ref = ref.strip()
+    with session_scope(engine) as session:
+        if ref.isdigit():
+            edition = session.get(Edition, int(ref))
+        else:
+            digest_name, _, slot = ref.rpartition(":")
+            if not slot:
+                raise InputError("EDITION", f"expected an id, DIGEST:SLOT or SLOT, not {ref!r}")
+            name, _ = settings.digest(digest_name or None)
+            edition = find_edition(session, name, slot)
+    if edition is None:
+        raise NotFoundError(f"no edition {ref}")
+    return edition
+
+
+def resend_failed(
+    engine: Engine,
+    settings: Settings,
+    edition_id: int,
+    clock: Clock,
+    *,
+    transport: Transport | None = None,
+    transport_factory: TransportFactory | None = None,
+    signer: Signer | None = None,
+    processes: int | None = None,
+    progress: Callable[[int], None] | None = None,
+) -> SendReport:
+    """Retry now the failed deliveries of an edition (and only those); record the results."""
+    from digest.outbox.ledger import requeue_failed
+
+    requeued = requeue_failed(engine, edition_id)
+    report = SendReport(edition_id=edition_id)
+    if requeued:
+        variants = edition_variants(engine, settings)(edition_id)
+        if variants is None:
+            from digest.core.errors import NotFoundError
+
+            raise NotFoundError(f"edition {edition_id}: its digest is no longer configured")
+        try:
+            report = send_edition(
+                engine, settings, variants, edition_id, transport, clock,
+                signer=signer, transport_factory=transport_factory, processes=processes, progress=progress,
+            )  # fmt: skip
+        finally:
+            finish_edition(engine, edition_id, clock.now())
+    report.queued = requeued
+    return report
+
+
+# ---------------------------------------------------------------- preview, dry-run, test copies
+
+
+@dataclass
+class TrialReport:
+    """What a preview, dry-run or test send produced; nothing of it is recorded."""
+
+    slot: str = ""
+    sent: int = 0
+    skipped: int = 0
+    variants: int = 0
+    warnings: list[str] = field(default_factory=list)
+
+
+def send_test(
+    session: Session,
+    settings: Settings,
+    name: str,
+    emails: Sequence[str],
+    transport: Transport,
+    clock: Clock,
+    *,
+    signer: Signer | None = None,
+) -> TrialReport:
+    """Send the current edition to ``emails`` through ``transport``, recording nothing.
+
+    The same variant preparation and per-recipient fill (and ``signer``) as a real
+    send: a subscriber gets their own topics and links; any other address gets the
+    full edition.
+    """
+    from digest.compose.checks import check_html
+    from digest.store.subscribers import find_subscriber
+
+    now = clock.now()
+    slot, built_at, content = current_content(session, settings, name, now)
+    variants = make_variants(settings, name, slot, built_at, content)
+    report = TrialReport(slot=slot)
+    checked: set[int] = set()
+    for email in emails:
+        sub = find_subscriber(session, email)
+        recipient = recipient_for(settings, sub) if sub else test_recipient(settings, email)
+        prepared = variants.for_topics(sub.topics if sub else ())
+        if prepared is None:
+            report.skipped += 1
+            continue
+        data = prepared.fill(recipient, now)
+        if signer is not None:
+            data = signer.sign(data)
+        transport.send(prepared.envelope_from_for(recipient), recipient.email, data)
+        report.sent += 1
+        if id(prepared) not in checked:
+            checked.add(id(prepared))
+            report.warnings += check_html(prepared.filled_html(recipient), empty=not content.ranked)
+    if not content.ranked and not report.warnings:
+        report.warnings.append("the edition has no new articles")
+    report.variants = variants.prepared_count
+    return report
+
+
+@dataclass
+class PreviewResult:
+    data: bytes
+    html: str
+    text: str
+    warnings: list[str]
+
+
+def preview_message(
+    session: Session, settings: Settings, name: str, clock: Clock, email: str | None = None
+) -> PreviewResult:
+    """Exactly the message ``email`` (or a sample reader) would get now; records nothing."""
+    import email as email_pkg
+    from email import policy
+
+    from digest.core.errors import NotFoundError
+    from digest.store.subscribers import find_subscriber
+    from digest.transport.smtp import MemoryTransport
+
+    if email is not None and find_subscriber(session, email) is None:
+        raise NotFoundError(f"no subscriber {email}")
+    _, cfg = settings.digest(name)
+    sink = MemoryTransport()
+    # A sample reader sees everything; send_empty makes an empty edition previewable.
+    if email is None:
+        settings = settings.model_copy(deep=True)
+        settings.digests[name] = cfg.model_copy(update={"send_empty": True})
+    report = send_test(session, settings, name, [email or "reader@example.com"], sink, clock)
+    if not sink.messages:
+        raise NotFoundError(f"{email} would receive nothing: no new articles in their topics")
+    data = sink.messages[0][2]
+    msg = email_pkg.message_from_bytes(data, policy=policy.default)
+    html_part = msg.get_body(preferencelist=("html",))
+    text_part = msg.get_body(preferencelist=("plain",))
+    if html_part is None or text_part is None:
+        # compose builds every message with both parts: one missing is a bug there.
+        raise ValueError("the preview message lacks its HTML or text part")
+    return PreviewResult(
+        data=data,
+        html=html_part.get_content(),  # type: ignore[attr-defined]
+        text=text_part.get_content(),  # type: ignore[attr-defined]
+        warnings=report.warnings,
+    )

@@ -1,0 +1,3 @@
+from digest.cli.main import main
+
+main()

@@ -1,0 +1,114 @@
+"""``digest articles``: import, add and list articles."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+from typing import TYPE_CHECKING, Annotated, Any
+
+import typer
+from rich.markup import escape
+
+from digest.cli.base import app, finish_import, out, print_rows, state
+from digest.core.errors import InputError
+from digest.core.settings import parse_duration
+
+if TYPE_CHECKING:
+    from digest.store.models import Article
+
+articles_app = typer.Typer(help="Import, add and list articles.", no_args_is_help=True)
+app.add_typer(articles_app, name="articles")
+
+
+@articles_app.command("import")
+def articles_import(
+    ctx: typer.Context,
+    paths: Annotated[list[str], typer.Argument(help="Files or URLs (JSON, NDJSON, RSS, Atom, text); - for stdin.")],
+    category: Annotated[str, typer.Option(help="Category for articles that have none.")] = "",
+) -> None:
+    """Import articles; bad records are reported, good ones kept.
+
+    Exit status: 0 when everything was imported; 3 when some records were rejected;
+    7 when a whole source could not be read (missing, too large, not JSON...). The
+    good records of every readable source are imported either way.
+    """
+    from digest.core.errors import UnreadableSourceError
+    from digest.ingest.reader import read_sources
+    from digest.ingest.save import upsert_articles
+    from digest.store.db import session_scope
+
+    st = state(ctx)
+    svc = st.settings.service
+    result = read_sources(
+        paths,
+        default_category=category,
+        max_bytes=st.settings.import_max_bytes,
+        fetch_timeout=svc.feed_timeout,
+        allow_private=svc.feed_allow_private,
+    )
+    with session_scope(st.engine) as session:
+        report = upsert_articles(session, result.drafts, st.clock.now())
+    unread = sum(p.whole_source for p in result.problems)
+    code = UnreadableSourceError.exit_code if unread else InputError.exit_code
+    finish_import(result.problems, f"imported {report.inserted} new, updated {report.updated}", code, unread)
+
+
+@articles_app.command("add")
+def articles_add(
+    ctx: typer.Context,
+    title: Annotated[str, typer.Option(help="Headline.")],
+    url: Annotated[str | None, typer.Option(help="Absolute link to the article.")] = None,
+    summary: Annotated[str, typer.Option(help="One-paragraph summary.")] = "",
+    category: Annotated[str, typer.Option(help="Category (section).")] = "",
+    source: Annotated[str, typer.Option(help="Publisher name.")] = "",
+    published: Annotated[str | None, typer.Option(help="ISO 8601 time with offset (default now).")] = None,
+    breaking: Annotated[bool, typer.Option(help="Breaking news.")] = False,
+    priority: Annotated[int, typer.Option(help="Higher ranks first.")] = 0,
+) -> None:
+    """Add one article."""
+    from digest.ingest.records import draft_from_record
+    from digest.ingest.save import upsert_articles
+    from digest.store.db import session_scope
+
+    st = state(ctx)
+    record: dict[str, Any] = {"title": title, "summary": summary, "category": category, "source": source}
+    record.update(breaking=breaking, priority=priority)
+    if url:
+        record["url"] = url
+    if published:
+        record["published_at"] = published
+    draft = draft_from_record(record, "articles add")
+    with session_scope(st.engine) as session:
+        report = upsert_articles(session, [draft], st.clock.now())
+    out.print("added" if report.inserted else "updated")
+
+
+@articles_app.command("list")
+def articles_list(
+    ctx: typer.Context,
+    since: Annotated[str, typer.Option(help="Only articles published this recently, e.g. 24h, 7d.")] = "7d",
+    as_json: Annotated[bool, typer.Option("--json", help="JSON lines instead of a table.")] = False,
+) -> None:
+    """List recent articles, newest first."""
+    from digest.store.articles import recent_articles
+    from digest.store.db import session_scope
+
+    st = state(ctx)
+    try:
+        delta = parse_duration(since)
+    except ValueError as exc:
+        raise InputError("--since", str(exc)) from None
+    now = st.clock.now()
+    with session_scope(st.engine) as session:
+        rows = recent_articles(session, now - delta, now + timedelta(days=3650))
+
+    def cells(a: Article) -> tuple[str, ...]:
+        flag = "[red]●[/red] " if a.breaking else ""
+        return (
+            str(a.id),
+            f"{a.published_at:%Y-%m-%d %H:%M}",
+            escape(a.category),
+            escape(a.source),
+            flag + escape(a.title),
+        )
+
+    print_rows(rows, as_json, {"body"}, ("id", "published (UTC)", "category", "source", "title"), cells, "article")

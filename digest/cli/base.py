@@ -1,0 +1,141 @@
+"""What every command shares: the typer app, the consoles, the per-invocation State."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime
+from functools import cached_property
+from pathlib import Path
+from typing import Annotated, Any
+from zoneinfo import ZoneInfo
+
+import typer
+from rich.console import Console
+from rich.markup import escape
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+from rich.table import Table
+from sqlalchemy.engine import Engine
+
+from digest.core.clock import Clock, FixedClock, SystemClock
+from digest.core.errors import InputError
+from digest.core.settings import Settings, load_settings
+
+app = typer.Typer(help="digest: scheduled breaking-news digests by email.", no_args_is_help=True, add_completion=False)
+
+
+out = Console()
+
+
+err = Console(stderr=True)
+
+
+@dataclass
+class State:
+    """Dependencies built lazily from the global options, once per invocation."""
+
+    config: Path | None = None
+    log_level: str | None = None
+    log_format: str | None = None
+    _clock: Clock = field(default_factory=SystemClock)
+
+    @cached_property
+    def settings(self) -> Settings:
+        return load_settings(self.config)
+
+    @cached_property
+    def engine(self) -> Engine:
+        from digest.store.db import ensure_schema, make_engine
+
+        engine = make_engine(self.settings.database_url)
+        ensure_schema(engine)
+        return engine
+
+    @property
+    def clock(self) -> Clock:
+        return self._clock
+
+
+def state(ctx: typer.Context) -> State:
+    return ctx.ensure_object(State)
+
+
+@app.callback()
+def _global(
+    ctx: typer.Context,
+    config: Annotated[
+        Path | None,
+        typer.Option("--config", "-c", help="Settings file (default config/digest.toml or $DIGEST_CONFIG)."),
+    ] = None,
+    log_level: Annotated[str | None, typer.Option("--log-level", help="Override the configured log level.")] = None,
+    log_format: Annotated[
+        str | None, typer.Option("--log-format", help="Log lines as 'human' or 'json' (default: service.log_format).")
+    ] = None,
+) -> None:
+    ctx.obj = State(config=config, log_level=log_level, log_format=log_format)
+
+
+def setup_logging(st: State) -> None:
+    """Configure logging from the global options and the settings (secrets masked)."""
+    from digest.core.logs import secret_values
+    from digest.core.logs import setup_logging as configure
+
+    level = (st.log_level or st.settings.log_level).upper()
+    configure(level, (st.log_format or st.settings.service.log_format).lower(), secret_values(st.settings))
+
+
+def parse_at(value: str | None, tz: str) -> Clock:
+    """``--at``: an ISO 8601 time; without an offset it is read in the digest's timezone."""
+    if value is None:
+        return SystemClock()
+    try:
+        at = datetime.fromisoformat(value)
+    except ValueError:
+        raise InputError("--at", f"not an ISO 8601 date-time: {value!r}") from None
+    if at.tzinfo is None:
+        at = at.replace(tzinfo=ZoneInfo(tz))
+    return FixedClock(at)
+
+
+def progress_bar() -> Progress:
+    return Progress(
+        TextColumn("sending"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeRemainingColumn(),
+        console=err,
+        transient=False,
+    )
+
+
+def print_rows(
+    rows: Sequence[Any],
+    as_json: bool,
+    exclude: set[str],
+    header: Sequence[str],
+    cells: Callable[[Any], Sequence[str]],
+    noun: str,
+) -> None:
+    """A ``list`` command's output: JSON lines (rows without ``exclude``) or a table of ``cells`` and a count."""
+    if as_json:
+        for row in rows:
+            out.print_json(row.model_dump_json(exclude=exclude))
+        return
+    table = Table(*header, box=None)
+    for row in rows:
+        table.add_row(*cells(row))
+    out.print(table)
+    out.print(f"{len(rows)} {noun}(s)")
+
+
+def finish_import(problems: Sequence[object], summary: str, code: int = InputError.exit_code, unread: int = 0) -> None:
+    """Report each rejected record on stderr, the summary on stdout; exit ``code`` if any was rejected.
+
+    ``unread``: how many of the problems are whole sources that could not be read.
+    """
+    for problem in problems:
+        err.print(f"[red]error[/red]: {escape(str(problem))}", highlight=False, soft_wrap=True)
+    note = f" ({unread} of them whole source(s) not read)" if unread else ""
+    out.print(f"{summary}, rejected {len(problems)}{note}")
+    if problems:
+        raise typer.Exit(code)

@@ -1,0 +1,1 @@
+"""Content -> message bytes: render, inline, MIME, DKIM. No database, no sockets."""

@@ -1,0 +1,301 @@
+"""DKIM: sign every outgoing message (RFC 6376, rsa-sha256, relaxed/relaxed).
+
+dkimpy is the reference here: it parses the header block, canonicalizes and
+selects the signed header fields, and it verifies in the tests. Its own signing
+path does the RSA operation in pure Python (about 7 ms a message, a cap near 140
+messages a second), so :class:`DkimSigner` reuses dkimpy's parsing,
+canonicalization and header hashing and hands only the RSA step to the
+``cryptography`` package (OpenSSL, about 0.25 ms).
+
+The signature covers From, To, Subject, Date, Message-ID, Reply-To, List-Id,
+List-Unsubscribe and List-Unsubscribe-Post (RFC 8058 section 4 requires both List-*
+fields to be signed), MIME-Version, Content-Type and Feedback-ID. Fields whose
+repetition would change how a receiver treats the message are signed one extra
+time ("oversigned"), so a copy added in transit breaks the signature.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import re
+import time
+from collections import deque
+from collections.abc import Iterable, Iterator, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Protocol
+
+import dkim
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import padding, rsa
+from cryptography.hazmat.primitives.asymmetric.utils import Prehashed
+from dkim.canonicalization import CanonicalizationPolicy, correct_empty_body, strip_trailing_lines
+
+from digest.core.errors import ConfigError
+
+if TYPE_CHECKING:
+    from digest.core.clock import Clock
+    from digest.core.settings import Settings
+
+CRLF = b"\r\n"
+
+SIGNED_HEADERS: tuple[str, ...] = (
+    "from",
+    "to",
+    "subject",
+    "date",
+    "message-id",
+    "reply-to",
+    "list-id",
+    "list-unsubscribe",
+    "list-unsubscribe-post",
+    "mime-version",
+    "content-type",
+    "feedback-id",
+)
+# Signed once more than they occur: a second copy added later breaks the signature.
+OVERSIGNED: tuple[str, ...] = ("from", "subject", "list-unsubscribe", "list-unsubscribe-post")
+
+_RELAXED = CanonicalizationPolicy.from_c_value(b"relaxed/relaxed")
+# Two literal spaces first: the regex engine then finds candidates by fast literal search.
+_SPACE_RUN = re.compile(rb"   *")
+
+
+class Signer(Protocol):
+    """Anything that signs a finished message: ``sign(message) -> message with a signature header``."""
+
+    def sign(self, message: bytes) -> bytes: ...
+
+
+def canonicalize_body(body: bytes) -> bytes:
+    """RFC 6376 relaxed body canonicalization: the same bytes as dkimpy's ``Relaxed``, faster.
+
+    dkimpy's expressions (``[\\t ]+\\r\\n``, then ``[\\t ]+``) take milliseconds on a
+    50 KB digest: a character class at the start defeats the regex engine's literal
+    search, and every lone space is matched and replaced. Here tabs become spaces,
+    runs of two or more spaces (a literal prefix, found by fast search) become one,
+    and a space left before a line break goes: the same result in a tenth of the time.
+    """
+    if b"\t" in body:
+        body = body.replace(b"\t", b" ")
+    if b"  " in body:
+        body = _SPACE_RUN.sub(b" ", body)
+    if b" \r\n" in body:
+        body = body.replace(b" \r\n", b"\r\n")
+    return correct_empty_body(strip_trailing_lines(body))
+
+
+def _fold_list(names: Sequence[bytes], width: int = 70) -> bytes:
+    """``a:b:c``, folded before a colon when a line would pass ``width`` (FWS is allowed there)."""
+    lines: list[bytes] = []
+    line = b""
+    for name in names:
+        if line and len(line) + len(name) + 1 > width:
+            lines.append(line)
+            line = b""
+        line += (b":" if line or lines else b"") + name
+    lines.append(line)
+    return b"\r\n ".join(lines)
+
+
+def _fold_b64(value: bytes, width: int = 72) -> bytes:
+    return b"\r\n ".join(value[i : i + width] for i in range(0, len(value), width))
+
+
+class DkimSigner:
+    """Signs messages with one RSA key: ``sign(message) -> message`` with DKIM-Signature prepended.
+
+    Messages must use CRLF line endings (as ``PreparedMessage.fill`` makes them).
+    With ``feedback_id`` a ``Feedback-ID`` header is added (and signed) first.
+    """
+
+    def __init__(
+        self,
+        selector: str,
+        domain: str,
+        private_key_pem: bytes,
+        *,
+        feedback_id: str | None = None,
+        clock: Clock | None = None,
+        headers: Sequence[str] = SIGNED_HEADERS,
+        oversigned: Sequence[str] = OVERSIGNED,
+    ) -> None:
+        try:
+            key = serialization.load_pem_private_key(private_key_pem, password=None)
+        except (ValueError, TypeError) as exc:
+            raise ConfigError("dkim.private_key_file", f"not an unencrypted PEM private key ({exc})") from None
+        if not isinstance(key, rsa.RSAPrivateKey):
+            raise ConfigError("dkim.private_key_file", "only RSA keys are supported (rsa-sha256)")
+        if key.key_size < 1024:
+            raise ConfigError("dkim.private_key_file", f"RSA key of {key.key_size} bits is too short (use 2048)")
+        if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9._-]*", selector):
+            raise ConfigError("dkim.selector", f"not a valid selector: {selector!r}")
+        if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9.-]*\.[A-Za-z0-9-]+", domain):
+            raise ConfigError("dkim.domain", f"not a domain name: {domain!r}")
+        self.selector = selector.encode("ascii")
+        self.domain = domain.lower().encode("ascii")
+        self.private_key_pem = private_key_pem
+        self._key = key
+        self._clock = clock
+        self._headers = tuple(h.lower().encode("ascii") for h in headers)
+        self._oversigned = tuple(h.lower().encode("ascii") for h in oversigned)
+        self._pool: ThreadPoolExecutor | None = None
+        self._feedback: bytes | None = None
+        if feedback_id:
+            if not re.fullmatch(r"[\x21-\x7e]{1,200}", feedback_id):
+                raise ConfigError("dkim.feedback_id", "must be printable ASCII without spaces")
+            self._feedback = b"Feedback-ID: " + feedback_id.encode("ascii") + CRLF
+
+    def __getstate__(self) -> dict[str, object]:
+        # Worker processes get the signer by pickling: the key object and the thread
+        # pool cannot travel, the PEM can (the process boundary stays on this host).
+        state = self.__dict__.copy()
+        state["_key"] = None
+        state["_pool"] = None
+        return state
+
+    def __setstate__(self, state: dict[str, object]) -> None:
+        self.__dict__.update(state)
+        self._key = serialization.load_pem_private_key(self.private_key_pem, password=None)  # type: ignore[assignment]
+
+    def _timestamp(self) -> int:
+        return int(self._clock.now().timestamp()) if self._clock is not None else int(time.time())
+
+    def sign(self, message: bytes) -> bytes:
+        """Return ``message`` with a ``DKIM-Signature`` header field prepended."""
+        message, digest, tags = self._prepare(message)
+        return self._assemble(message, tags, self._rsa(digest))
+
+    def sign_stream(self, messages: Iterable[bytes], depth: int = 8) -> Iterator[bytes]:
+        """Sign ``messages`` in order, the RSA step of up to ``depth`` of them in a worker thread.
+
+        ``cryptography`` releases the GIL while it signs, so the RSA work of the
+        next messages runs on another core while the caller sends the current one:
+        a send loop that consumes this stream barely waits for signing.
+        """
+        if self._pool is None:
+            self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="dkim")
+        pending: deque[tuple[bytes, bytes, Future[bytes]]] = deque()
+        it = iter(messages)
+        exhausted = False
+        while True:
+            while not exhausted and len(pending) < depth:
+                try:
+                    message, digest, tags = self._prepare(next(it))
+                except StopIteration:
+                    exhausted = True
+                    break
+                pending.append((message, tags, self._pool.submit(self._rsa, digest)))
+            if not pending:
+                return
+            message, tags, future = pending.popleft()
+            yield self._assemble(message, tags, future.result())
+
+    def close(self) -> None:
+        """Stop the worker thread of :meth:`sign_stream`, if it was started."""
+        if self._pool is not None:
+            self._pool.shutdown(wait=True)
+            self._pool = None
+
+    def _prepare(self, message: bytes) -> tuple[bytes, bytes, bytes]:
+        """Everything but the RSA step: ``(message, digest to sign, header value up to b=)``."""
+        if self._feedback is not None:
+            message = self._feedback + message
+        split = message.find(b"\r\n\r\n")
+        if split < 0:
+            raise ValueError("message has no header/body separator (CRLF CRLF)")
+        # Parse only the header block: dkimpy's parser splits every line of its input.
+        headers, _ = dkim.rfc822_parse(message[: split + 2] + CRLF)
+        bh = base64.b64encode(hashlib.sha256(canonicalize_body(message[split + 4 :])).digest())
+        present = {name.lower() for name, _ in headers}
+        include = [h for h in self._headers if h in present]
+        include += [h for h in self._oversigned if h in present]
+        tags = (
+            b"v=1; a=rsa-sha256; c=relaxed/relaxed; d=" + self.domain + b";\r\n s=" + self.selector
+            + b"; t=" + str(self._timestamp()).encode("ascii") + b";\r\n h=" + _fold_list(include)
+            + b";\r\n bh=" + bh + b";\r\n b="
+        )  # fmt: skip
+        hasher = hashlib.sha256()
+        dkim.hash_headers(
+            hasher, _RELAXED, _RELAXED.canonicalize_headers(headers), include, (b"DKIM-Signature", b" " + tags), None
+        )
+        return message, hasher.digest(), tags
+
+    def _rsa(self, digest: bytes) -> bytes:
+        return self._key.sign(digest, padding.PKCS1v15(), Prehashed(hashes.SHA256()))
+
+    @staticmethod
+    def _assemble(message: bytes, tags: bytes, signature: bytes) -> bytes:
+        return b"DKIM-Signature: " + tags + _fold_b64(base64.b64encode(signature)) + CRLF + message
+
+
+def signer_from_settings(settings: Settings, clock: Clock | None = None) -> DkimSigner | None:
+    """The signer ``[dkim]`` describes, or None when signing is not configured."""
+    cfg = settings.dkim
+    selector, domain, key_file = cfg.selector, cfg.domain, cfg.private_key_file
+    if not (selector and domain and key_file):  # the same test as ``cfg.enabled``, spelt out for the types
+        return None
+    path = Path(key_file)
+    try:
+        pem = path.read_bytes()
+    except OSError as exc:
+        raise ConfigError("dkim.private_key_file", f"cannot read {path}: {exc.strerror}") from None
+    return DkimSigner(selector, domain, pem, feedback_id=cfg.feedback_id, clock=clock)
+
+
+# ---------------------------------------------------------------- keys and DNS
+
+
+@dataclass(frozen=True)
+class KeyPair:
+    private_pem: bytes
+    public_pem: bytes
+    public_b64: str  # the p= value: base64 of the DER SubjectPublicKeyInfo
+
+    def txt_value(self) -> str:
+        """The TXT record's content."""
+        return f"v=DKIM1; k=rsa; p={self.public_b64}"
+
+
+def generate_key(bits: int = 2048) -> KeyPair:
+    """A new RSA key pair for DKIM."""
+    key = rsa.generate_private_key(public_exponent=65537, key_size=bits)
+    private_pem = key.private_bytes(
+        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+    )
+    pub = key.public_key()
+    der = pub.public_bytes(serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo)
+    public_pem = pub.public_bytes(serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo)
+    return KeyPair(private_pem, public_pem, base64.b64encode(der).decode("ascii"))
+
+
+def public_key_b64(private_pem: bytes) -> str:
+    """The p= value of the public half of ``private_pem``."""
+    key = serialization.load_pem_private_key(private_pem, password=None)
+    der = key.public_key().public_bytes(serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo)
+    return base64.b64encode(der).decode("ascii")
+
+
+def dns_record(selector: str, domain: str, txt_value: str, ttl: int = 3600) -> str:
+    """A zone-file line publishing the key; strings split at 255 characters (RFC 1035)."""
+    chunks = [txt_value[i : i + 255] for i in range(0, len(txt_value), 255)]
+    quoted = "\n    ".join(f'"{c}"' for c in chunks)
+    return f"{selector}._domainkey.{domain}. {ttl} IN TXT (\n    {quoted} )"
+
+
+def static_dns(records: dict[str, str]) -> object:
+    """A dkimpy ``dnsfunc`` answering TXT queries from ``records`` (name -> value); for tests and checks."""
+
+    def lookup(name: bytes | str, timeout: int = 5) -> bytes | None:
+        key = (name.decode() if isinstance(name, bytes) else name).rstrip(".").lower()
+        value = records.get(key)
+        return value.encode("ascii") if value is not None else None
+
+    return lookup
+
+
+def verify(message: bytes, dnsfunc: object) -> bool:
+    """dkimpy's verdict on ``message``, with TXT lookups answered by ``dnsfunc``."""
+    return bool(dkim.verify(message, dnsfunc=dnsfunc))

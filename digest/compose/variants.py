@@ -1,0 +1,128 @@
+"""Content variants of an edition: rendered, inlined and made into MIME once each.
+
+Subscribers with the same topics share a variant; a million subscribers share a
+handful. Per recipient only the personal fields are filled in (compose/message).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+import jinja2
+
+from digest.compose.inline import inline_css
+from digest.compose.message import PreparedMessage, address_domain
+from digest.compose.render import Markers, Rendered, build_context, make_environment, render_variant
+from digest.core.settings import DigestConfig, Settings
+from digest.edition.select import DigestView, EditionContent, edition_date
+
+
+@dataclass
+class Variants:
+    """Prepared messages of one edition, one per content variant, built on first use."""
+
+    settings: Settings
+    name: str
+    cfg: DigestConfig
+    slot: str
+    when: datetime
+    content: EditionContent
+    env: jinja2.Environment
+    inline: Callable[[str], str] = inline_css
+    _cache: dict[tuple[str, ...], PreparedMessage | None] = field(default_factory=dict)
+    _keys: dict[tuple[str, ...], tuple[str, ...]] = field(default_factory=dict)
+
+    def for_topics(self, topics: Iterable[str]) -> PreparedMessage | None:
+        """The prepared message for subscribers with ``topics``; None when it would be empty."""
+        topics = tuple(topics)
+        key = self._keys.get(topics)
+        if key is None:  # a million subscribers share a handful of topic lists
+            key = self._keys[topics] = self.content.variant_key(topics)
+        if key not in self._cache:
+            self._cache[key] = self._prepare(key)
+        return self._cache[key]
+
+    def _prepare(self, key: tuple[str, ...]) -> PreparedMessage | None:
+        view = self.content.view(key)
+        if view.is_empty and not self.cfg.send_empty:
+            return None
+        markers = Markers.new()
+        rendered = render_variant(self.env, self.cfg.template, self.cfg.subject, self._context(view, markers), markers)
+        return prepared_message(
+            self.settings, self.name, self.cfg, rendered, self.inline,
+            digest=self.name, slot=self.slot, reply_to=self.cfg.reply_to,
+        )  # fmt: skip
+
+    def _context(self, view: DigestView, markers: Markers) -> dict[str, Any]:
+        return build_context(
+            digest_name=self.name,
+            digest_title=self.cfg.title,
+            edition_date=edition_date(self.cfg, self.when),
+            slot=self.slot,
+            view=view,
+            base_url=self.settings.base_url,
+            postal_address=self.settings.postal_address,
+            markers=markers,
+        )
+
+    def web_copy(self) -> str:
+        """The public "view in browser" page of the full edition: inlined HTML with no personal data."""
+        markers = Markers.new()
+        context = self._context(self.content.view(()), markers)
+        context["web_copy"] = True  # templates hide the personal footer and "View in browser"
+        rendered = render_variant(self.env, self.cfg.template, self.cfg.subject, context, markers)
+        html = self.inline(rendered.html)
+        # Templates that ignore web_copy still get neutral values, never a reader's.
+        base = self.settings.base_url
+        neutral = {"greeting": "Hello,", "name": "", "email": "you", "unsubscribe_url": f"{base}/",
+                   "preferences_url": f"{base}/"}  # fmt: skip
+        for name, value in neutral.items():
+            html = html.replace(markers.marker(name), value)
+        return html
+
+    @property
+    def prepared_count(self) -> int:
+        return len(self._cache)
+
+
+def prepared_message(
+    settings: Settings,
+    name: str,
+    cfg: DigestConfig,
+    rendered: Rendered,
+    inline: Callable[[str], str],
+    *,
+    digest: str,
+    slot: str,
+    reply_to: str | None,
+) -> PreparedMessage:
+    """A rendered message made ready to fill: CSS inlined, headers of digest ``name`` set.
+
+    Editions and notices (confirmation mails) alike: the sender, List-Id and Reply-To
+    come from the digest's configuration.
+    """
+    from_addr = cfg.from_addr or settings.from_addr
+    return PreparedMessage(
+        rendered,
+        inlined_html=inline(rendered.html),
+        from_addr=from_addr,
+        reply_to=reply_to,
+        list_id=list_id(name, cfg, from_addr),
+        digest=digest,
+        slot=slot,
+    )
+
+
+def list_id(name: str, cfg: DigestConfig, from_addr: str) -> str:
+    """The List-Id of digest ``name``: configured, or ``Title <name.domain>``."""
+    if cfg.list_id:
+        return cfg.list_id
+    return f"{cfg.title} <{name}.{address_domain(from_addr)}>"
+
+
+def make_variants(settings: Settings, name: str, slot: str, when: datetime, content: EditionContent) -> Variants:
+    _, cfg = settings.digest(name)
+    return Variants(settings, name, cfg, slot, when, content, make_environment(settings.templates_dir))

@@ -1,0 +1,361 @@
+"""Settings: one typed object, loaded once at the edge.
+
+Sources, lowest priority first: field defaults, the TOML file (``config/digest.toml``
+or ``--config``/``DIGEST_CONFIG``), then ``DIGEST_*`` environment variables (nested
+keys with ``__``, e.g. ``DIGEST_DIGESTS__DAILY__MAX_ARTICLES=5``). Every field has a
+default and help text; ``tests/test_settings.py`` checks that each is documented in
+``config/digest.toml``.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import tomllib
+from datetime import timedelta
+from pathlib import Path
+from typing import Annotated, Any
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+from pydantic import (
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    SecretStr,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
+from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict, SettingsError
+
+from digest.core.errors import ConfigError
+
+DEFAULT_CONFIG = Path("config/digest.toml")
+# Also the default of the readers themselves, for callers without settings.
+IMPORT_MAX_BYTES = 50_000_000
+# Public (it is in this file): the web app refuses to start with it.
+DEFAULT_SECRET_KEY = "insecure-development-key"
+
+_DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(s|m|h|d|w)\s*$")
+_UNITS = {"s": "seconds", "m": "minutes", "h": "hours", "d": "days", "w": "weeks"}
+
+
+def parse_duration(value: Any) -> timedelta:
+    """Parse ``"90m"``, ``"24h"``, ``"7d"`` (or a number of seconds) into a timedelta."""
+    if isinstance(value, timedelta):
+        return value
+    if isinstance(value, int | float) and not isinstance(value, bool):
+        return timedelta(seconds=value)
+    if isinstance(value, str):
+        m = _DURATION.match(value)
+        if m:
+            return timedelta(**{_UNITS[m.group(2)]: float(m.group(1))})
+    raise ValueError(f"not a duration: {value!r} (use e.g. '30m', '24h', '7d')")
+
+
+def check_timezone(value: str) -> str:
+    """Return ``value`` if it names an IANA timezone, else raise ValueError."""
+    try:
+        ZoneInfo(value)
+    except (ZoneInfoNotFoundError, ValueError):
+        raise ValueError(f"unknown IANA timezone {value!r}") from None
+    return value
+
+
+Duration = Annotated[timedelta, BeforeValidator(parse_duration)]
+
+
+class DigestConfig(BaseModel):
+    """One digest (a ``[digests.NAME]`` table): what goes in it, when, and from whom."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    title: str = Field("The Daily Briefing", description="Name shown in the masthead and subject.")
+    schedule: str = Field("0 7 * * *", description="Cron expression (minute hour day month weekday).")
+    timezone: str = Field("UTC", description="IANA timezone of the schedule and of the edition date.")
+    lookback: Duration = Field(timedelta(hours=24), description="Only articles published this recently.")
+    max_articles: int = Field(20, ge=1, le=500, description="Most articles in one edition.")
+    sections: list[str] = Field(
+        default_factory=list,
+        description="Sections (article categories) in order; empty = every category, busiest first.",
+    )
+    template: str = Field("daily", description="Template name: templates/email/NAME.html and NAME.txt.")
+    subject: str = Field(
+        "{{ digest.title }}: {{ top_story.title if top_story else 'no new stories' }}",
+        description="Jinja2 template of the Subject line (one line; newlines are stripped).",
+    )
+    from_addr: str | None = Field(None, description="From address; defaults to the global from_addr.")
+    reply_to: str | None = Field(None, description="Reply-To address, if any.")
+    list_id: str | None = Field(None, description="List-Id (RFC 2919); defaults to NAME.<sender domain>.")
+    send_empty: bool = Field(False, description="Send an edition even when it has no new articles.")
+    max_delay: Duration = Field(timedelta(hours=2), description="A missed run is still sent if at most this late.")
+    weekly_lookback: Duration = Field(
+        timedelta(days=7), description="Publication window of the editions for weekly subscribers."
+    )
+
+    _tz = field_validator("timezone")(classmethod(lambda cls, v: check_timezone(v)))
+
+
+class ServiceSettings(BaseModel):
+    """``[service]``: the long-running ``digest serve`` process."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    tick: Duration = Field(
+        timedelta(seconds=15),
+        description="How often the scheduler re-checks due editions (local-time slots, catch-up) and due feeds.",
+    )
+    outbox_interval: Duration = Field(
+        timedelta(seconds=5), description="How often every process looks for deliveries to send."
+    )
+    leader_interval: Duration = Field(
+        timedelta(seconds=2), description="How often a process tries to take (or confirms it holds) the scheduler role."
+    )
+    leader_lock_id: int | None = Field(
+        None,
+        description="PostgreSQL advisory lock key of the scheduler role; unset = derived from database and schema.",
+    )
+    shutdown_timeout: Duration = Field(
+        timedelta(seconds=30),
+        description="On SIGTERM/SIGINT, how long the SMTP transaction in flight may take before the process exits.",
+    )
+    workers: int = Field(4, ge=2, le=64, description="Threads running the service's jobs.")
+    log_format: str = Field("human", description="Log line format: human or json.")
+    feed_every: Duration = Field(timedelta(minutes=15), description="Default polling interval of a new feed.")
+    feed_timeout: float = Field(
+        20.0,
+        gt=0,
+        description="Seconds one fetch (a feed poll or `articles import URL`) may take in all, redirects included.",
+    )
+    feed_max_bytes: int = Field(5_000_000, ge=1024, description="Largest feed response accepted, in bytes.")
+    feed_max_redirects: int = Field(5, ge=0, le=20, description="Most redirects followed for one feed request.")
+    feed_backoff_max: Duration = Field(
+        timedelta(hours=6), description="Longest wait before retrying a failing feed (back-off doubles up to this)."
+    )
+    feed_user_agent: str = Field("digest/0.1 (feed poller)", description="User-Agent header of feed requests.")
+    feed_allow_private: bool = Field(
+        False,
+        description="Let feeds and `articles import URL` fetch from loopback, private, link-local and other "
+        "non-public addresses (off: such URLs and redirects to them are refused).",
+    )
+
+    @field_validator("log_format")
+    @classmethod
+    def _format(cls, v: str) -> str:
+        if v.lower() not in {"human", "json"}:
+            raise ValueError("must be human or json")
+        return v.lower()
+
+
+class DeliverySettings(BaseModel):
+    """``[delivery]``: the delivery engine (SMTP pool, rate limits, workers)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    servers: list[SecretStr] = Field(
+        default_factory=list,
+        description="SMTP server URLs to spread sending over; empty = smtp_url alone. A URL may carry its own "
+        "?connections=, ?rate=, ?hourly= and ?max_per_connection= overriding the keys below.",
+    )
+    connections: int = Field(4, ge=1, le=64, description="Persistent SMTP connections per server and process.")
+    processes: int = Field(
+        1, ge=0, le=64, description="Sender processes, each claiming from the outbox; 0 = one per CPU core."
+    )
+    rate_per_second: float = Field(0, ge=0, description="Most messages a second per server (0 = no limit).")
+    rate_per_hour: int = Field(0, ge=0, description="Most messages an hour per server (0 = no limit).")
+    max_per_connection: int = Field(
+        0, ge=0, description="Reconnect after this many messages on one connection (0 = never by choice)."
+    )
+    breaker_failures: int = Field(
+        3, ge=1, description="Consecutive connection failures after which a server is paused (circuit breaker)."
+    )
+    breaker_cooldown: Duration = Field(
+        timedelta(seconds=60), description="How long a paused server rests before one message probes it."
+    )
+    retry_max_delay: Duration = Field(
+        timedelta(hours=6), description="Longest back-off between two attempts of one delivery."
+    )
+    journal_dir: str = Field(
+        "var/journal",
+        description="Where each sender process notes every accepted message before recording it in the "
+        "database; a restart on the same host reads it so a killed sender causes no duplicates.",
+    )
+
+
+class WebSettings(BaseModel):
+    """``[web]``: the subscriber web app."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    enabled: bool = Field(False, description="Run the web app inside `digest serve`.")
+    host: str = Field("127.0.0.1", description="Address the web app listens on.")
+    port: int = Field(8000, ge=1, le=65535, description="Port the web app listens on.")
+    forwarded_allow_ips: str = Field(
+        "127.0.0.1",
+        description="Proxies whose X-Forwarded-For/-Proto headers are trusted (comma-separated, or *).",
+    )
+    confirm_max_age: Duration = Field(timedelta(days=3), description="A confirmation link expires after this long.")
+    subscribe_limit: int = Field(5, ge=1, description="Subscribe requests allowed per client address per window.")
+    subscribe_window: Duration = Field(timedelta(hours=1), description="The window of subscribe_limit.")
+    resend_interval: Duration = Field(
+        timedelta(minutes=10), description="At most one confirmation email per address this often."
+    )
+    csrf_max_age: Duration = Field(timedelta(hours=2), description="A form must be sent back within this long.")
+
+
+class DkimSettings(BaseModel):
+    """``[dkim]``: DKIM signing of every message."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    selector: str | None = Field(None, description="DKIM selector (the s= tag); unset = no signing.")
+    domain: str | None = Field(None, description="Signing domain (the d= tag), usually the From domain.")
+    private_key_file: str | None = Field(None, description="PEM file of the RSA private key.")
+    feedback_id: str | None = Field(
+        None, description="Feedback-ID header (Gmail feedback loop), e.g. 'daily:digest:example'; unset = none."
+    )
+
+    @model_validator(mode="after")
+    def _all_or_nothing(self) -> DkimSettings:
+        given = [self.selector, self.domain, self.private_key_file]
+        if any(given) and not all(given):
+            raise ValueError("selector, domain and private_key_file must be set together")
+        return self
+
+    @property
+    def enabled(self) -> bool:
+        """True when messages are to be signed."""
+        return bool(self.selector and self.domain and self.private_key_file)
+
+
+class Settings(BaseSettings):
+    """Every setting of digest, with defaults and help text."""
+
+    model_config = SettingsConfigDict(
+        env_prefix="DIGEST_", env_nested_delimiter="__", extra="forbid", validate_default=True
+    )
+
+    database_url: str = Field(
+        "sqlite:///var/digest.db",
+        description="SQLAlchemy URL of the store: sqlite:///PATH or postgresql+psycopg://USER@HOST/DB.",
+    )
+    smtp_url: SecretStr = Field(
+        SecretStr("smtp://127.0.0.1:25"),
+        description="SMTP server: smtp://user:pass@host:port, smtps:// for TLS, ?starttls=true.",
+    )
+    smtp_timeout: float = Field(30.0, gt=0, description="Seconds before an SMTP operation times out.")
+    secret_key: SecretStr = Field(
+        SecretStr(DEFAULT_SECRET_KEY),
+        description="Key that signs unsubscribe, confirmation and preference tokens and the web forms: a random "
+        "value of at least 32 characters; the web app refuses to start with the default or a shorter one.",
+    )
+    base_url: str = Field("http://localhost:8000", description="Public URL of the web app (links).")
+    from_addr: str = Field("Digest <digest@example.com>", description="Default From address.")
+    postal_address: str = Field(
+        "Example News, 1 Example Street, Springfield", description="Sender's postal address (footer)."
+    )
+    templates_dir: str | None = Field(None, description="Directory searched before the built-in templates.")
+    mail_dir: str = Field("var/mail", description="Where the local SMTP sink and preview write .eml files.")
+    log_level: str = Field("INFO", description="Log level: DEBUG, INFO, WARNING, ERROR.")
+    unsubscribe_address: str | None = Field(
+        None, description="Address of the List-Unsubscribe mailto; default unsubscribe@<from domain>."
+    )
+    bounce_limit: int = Field(3, ge=1, description="Permanent failures after which a subscriber is bounced.")
+    verp: bool = Field(
+        True,
+        description="Send each copy from a signed per-subscriber return path (LOCAL+b-ID-SIG@domain of the From "
+        "address) and believe only bounces that come back to one; off: a bounce must quote the Message-ID "
+        "of a delivery we recorded.",
+    )
+    retry_base: Duration = Field(timedelta(minutes=5), description="First retry delay after a temporary failure.")
+    retry_max_age: Duration = Field(
+        timedelta(days=2), description="A delivery still failing temporarily after this long fails permanently."
+    )
+    lease: Duration = Field(timedelta(minutes=5), description="How long a worker holds claimed deliveries.")
+    batch_size: int = Field(500, ge=1, description="Deliveries claimed and recorded per batch.")
+    import_max_bytes: int = Field(
+        IMPORT_MAX_BYTES,
+        ge=1,
+        description="Largest file, stdin or URL response `articles import` and `subscribers import` read, in bytes.",
+    )
+    service: ServiceSettings = Field(default_factory=ServiceSettings, description="The service (digest serve).")
+    delivery: DeliverySettings = Field(default_factory=DeliverySettings, description="The delivery engine.")
+    web: WebSettings = Field(default_factory=WebSettings, description="The subscriber web app.")
+    dkim: DkimSettings = Field(default_factory=DkimSettings, description="DKIM signing.")
+    digests: dict[str, DigestConfig] = Field(
+        default_factory=lambda: {"daily": DigestConfig()}, description="The digests, by name."
+    )
+
+    @field_validator("base_url")
+    @classmethod
+    def _absolute_base(cls, v: str) -> str:
+        if not re.match(r"^https?://[^/]+", v):
+            raise ValueError("must be an absolute http(s) URL")
+        return v.rstrip("/")
+
+    @field_validator("log_level")
+    @classmethod
+    def _level(cls, v: str) -> str:
+        if v.upper() not in {"DEBUG", "INFO", "WARNING", "ERROR"}:
+            raise ValueError("must be DEBUG, INFO, WARNING or ERROR")
+        return v.upper()
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        # Init kwargs carry the TOML file; the environment overrides it.
+        return (env_settings, init_settings)
+
+    def digest(self, name: str | None) -> tuple[str, DigestConfig]:
+        """Return ``(name, config)`` of the named digest, or the only/first one."""
+        from digest.core.errors import NotFoundError
+
+        if name is None:
+            name = next(iter(self.digests))
+        try:
+            return name, self.digests[name]
+        except KeyError:
+            known = ", ".join(self.digests) or "none"
+            raise NotFoundError(f"no digest named {name!r} (configured: {known})") from None
+
+
+def load_settings(path: str | Path | None = None) -> Settings:
+    """Load settings from the TOML file at ``path`` (or ``DIGEST_CONFIG``) and the environment.
+
+    A missing default file is fine (defaults apply); a missing explicit file, a TOML
+    syntax error or an invalid value raises :class:`ConfigError` naming key and file.
+    """
+    env = os.environ
+    explicit = path or env.get("DIGEST_CONFIG")
+    cfg_path = Path(explicit) if explicit else DEFAULT_CONFIG
+    data: dict[str, Any] = {}
+    if cfg_path.exists():
+        try:
+            with cfg_path.open("rb") as fh:
+                data = tomllib.load(fh)
+        except tomllib.TOMLDecodeError as exc:
+            raise ConfigError("(syntax)", str(exc), str(cfg_path)) from None
+    elif explicit:
+        raise ConfigError("config", f"file not found: {cfg_path}", str(cfg_path))
+    try:
+        return Settings(**data)
+    except SettingsError as exc:
+        # A complex field (e.g. DIGEST_DIGESTS) given as malformed JSON in the environment.
+        m = re.search(r'field "(\w+)"', str(exc))
+        field_name = m.group(1) if m else "?"
+        raise ConfigError(field_name, "not valid JSON", f"environment DIGEST_{field_name.upper()}") from None
+    except ValidationError as exc:
+        err = exc.errors()[0]
+        key = ".".join(str(p) for p in err["loc"])
+        env_key = "DIGEST_" + "__".join(str(p) for p in err["loc"]).upper()
+        source = f"environment {env_key}" if env_key in env else str(cfg_path)
+        msg = err["msg"].removeprefix("Value error, ")
+        # Never echo the offending input: it may be a secret.
+        raise ConfigError(key, msg, source) from None

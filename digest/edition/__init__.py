@@ -1,0 +1,1 @@
+"""What goes into an edition: selection and schedules, pure functions of (articles, settings, now)."""

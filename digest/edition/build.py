@@ -1,0 +1,149 @@
+"""The one edition builder: an edition per (digest, slot), its articles chosen once and stored.
+
+An edition is created once per (digest, slot): the unique constraint, not a Python
+check, settles a race between two processes. Its stored article list is what every
+later send, resend, preview and archive page of the edition shows.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+from sqlalchemy.engine import Engine
+from sqlalchemy.exc import IntegrityError
+from sqlmodel import Session, col, select
+
+from digest.core.settings import DigestConfig, Settings
+from digest.edition.schedule import Series, default_series, parse_slot
+from digest.edition.select import EditionContent, edition_slot, select_articles, to_story, window
+from digest.edition.series import edition_config, series_carried
+from digest.store.articles import recent_articles
+from digest.store.db import session_scope
+from digest.store.models import Article, Edition, EditionArticle, EditionStatus
+
+
+def compute_content(
+    session: Session, settings: Settings, name: str, series: Series, slot: str, now: datetime
+) -> EditionContent:
+    """What the edition of ``slot`` built at ``now`` would contain (reads the store, writes nothing)."""
+    cfg = edition_config(settings.digests[name], series)
+    since, until = window(cfg, now)
+    carried, carried_urls = series_carried(session, name, series, slot)
+    return select_articles(
+        recent_articles(session, since, until),
+        cfg,
+        now,
+        carried=carried,
+        carried_urls=carried_urls,
+        base_url=settings.base_url,
+    )
+
+
+def load_content(session: Session, settings: Settings, cfg: DigestConfig, edition: Edition) -> EditionContent:
+    """The stored article list of an existing edition."""
+    rows = session.exec(
+        select(EditionArticle, Article)
+        .join(Article, col(Article.id) == EditionArticle.article_id)
+        .where(EditionArticle.edition_id == edition.id)
+        .order_by(col(EditionArticle.position))
+    ).all()
+    stories = tuple(to_story(a, settings.base_url) for _, a in rows)
+    section_of = {ea.article_id: ea.section for ea, _ in rows}
+    order = list(dict.fromkeys(ea.section for ea, _ in rows))
+    if cfg.sections:
+        order = [s for s in cfg.sections if s in order] + [s for s in order if s not in cfg.sections]
+    return EditionContent(ranked=stories, section_of=section_of, section_order=tuple(order))
+
+
+def find_edition(session: Session, digest: str, slot: str) -> Edition | None:
+    return session.exec(select(Edition).where(Edition.digest == digest, Edition.slot == slot)).first()
+
+
+def build_edition(
+    engine: Engine, settings: Settings, name: str, series: Series, slot: str, now: datetime
+) -> tuple[Edition, EditionContent, bool]:
+    """The edition of ``slot``: found, or built from the articles as of ``now`` and stored.
+
+    Returns ``(edition, content, created)``. Two processes racing to build the same
+    slot both end up with the one row the unique constraint let through.
+    """
+    cfg = edition_config(settings.digests[name], series)
+    with session_scope(engine) as session:
+        existing = find_edition(session, name, slot)
+        if existing is not None:
+            return existing, load_content(session, settings, cfg, existing), False
+        content = compute_content(session, settings, name, series, slot, now)
+    try:
+        with session_scope(engine) as session:
+            empty = not content.ranked and not cfg.send_empty
+            edition = Edition(
+                digest=name,
+                slot=slot,
+                built_at=now,
+                article_count=len(content.ranked),
+                status=EditionStatus.EMPTY if empty else EditionStatus.READY,
+            )
+            session.add(edition)
+            session.flush()
+            edition_id = _id(edition)
+            for pos, story in enumerate(content.ranked):
+                session.add(
+                    EditionArticle(
+                        edition_id=edition_id, article_id=story.id, position=pos, section=content.section_of[story.id]
+                    )
+                )
+        return edition, content, True
+    except IntegrityError:
+        with session_scope(engine) as session:
+            existing = find_edition(session, name, slot)
+            if existing is None:  # the conflict was not the slot: a real error
+                raise
+            return existing, load_content(session, settings, cfg, existing), False
+
+
+def get_or_build_edition(
+    engine: Engine, settings: Settings, name: str, now: datetime
+) -> tuple[Edition, EditionContent, bool]:
+    """The edition of the digest's own schedule (the default series) due at ``now``."""
+    _, cfg = settings.digest(name)
+    return build_edition(engine, settings, name, default_series(cfg), edition_slot(cfg, now), now)
+
+
+def current_content(
+    session: Session, settings: Settings, name: str, now: datetime
+) -> tuple[str, datetime, EditionContent]:
+    """``(slot, built_at, content)`` of the edition due at ``now``, without storing anything.
+
+    An edition already built for the slot is shown as stored, so a preview after a
+    send shows exactly what went out.
+    """
+    _, cfg = settings.digest(name)
+    slot = edition_slot(cfg, now)
+    existing = find_edition(session, name, slot)
+    if existing is not None:
+        return slot, existing.built_at, load_content(session, settings, cfg, existing)
+    return slot, now, compute_content(session, settings, name, default_series(cfg), slot, now)
+
+
+def edition_content(
+    engine: Engine, settings: Settings, edition_id: int
+) -> tuple[Edition, DigestConfig, EditionContent] | None:
+    """A stored edition with the configuration its editions use and its articles.
+
+    The configuration is the *series'* (the zone its date is in, its lookback), so
+    a resend or an archive page carries the same date as the copy first sent. None
+    when the edition does not exist or its digest is no longer configured.
+    """
+    with session_scope(engine) as session:
+        edition = session.get(Edition, edition_id)
+        if edition is None or edition.digest not in settings.digests:
+            return None
+        _, series = parse_slot(edition.slot)
+        cfg = edition_config(settings.digests[edition.digest], series)
+        return edition, cfg, load_content(session, settings, cfg, edition)
+
+
+def _id(edition: Edition) -> int:
+    if edition.id is None:  # flushed rows always have one: a broken session otherwise
+        raise RuntimeError("edition row has no id after flush")
+    return edition.id

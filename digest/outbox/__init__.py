@@ -1,0 +1,1 @@
+"""The durable outbox: ledger (claim, record, release), journal and recovery, the sender and its processes."""

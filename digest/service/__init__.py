@@ -1,0 +1,1 @@
+"""The background service shell: APScheduler jobs, leadership, signals."""

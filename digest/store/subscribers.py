@@ -1,0 +1,268 @@
+"""Subscribers: validate, add, import from CSV, list, change status, count bounces."""
+
+from __future__ import annotations
+
+import csv
+import io
+import logging
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+from email_validator import EmailNotValidError, validate_email
+from sqlalchemy import insert, update
+from sqlalchemy.engine import Connection
+from sqlmodel import Session, col, func, select
+
+from digest.core.errors import InputError, NotFoundError
+from digest.core.settings import check_timezone
+from digest.core.text import one_line, parse_hhmm
+from digest.store.models import Subscriber, SubscriberEvent, SubscriberEventKind, SubscriberStatus
+
+log = logging.getLogger(__name__)
+
+
+def normalise_email(raw: str, where: str = "email") -> tuple[str, str]:
+    """Return ``(email, email_key)`` for a valid address; raise InputError otherwise.
+
+    Deliverability (DNS) is not checked: that would reach the network, and a digest
+    learns about dead addresses from bounces anyway.
+    """
+    try:
+        info = validate_email(raw.strip(), check_deliverability=False, allow_smtputf8=False)
+    except EmailNotValidError as exc:
+        raise InputError(where, f"invalid email address {raw.strip()!r}: {exc}") from None
+    email = info.normalized
+    return email, email.casefold()
+
+
+def parse_topics(raw: str | Sequence[str] | None) -> list[str]:
+    if raw is None:
+        return []
+    items = raw.split(",") if isinstance(raw, str) else list(raw)
+    return [one_line(t) for t in items if one_line(t)]
+
+
+def validate_timezone(tz: str | None, where: str) -> str | None:
+    if not tz:
+        return None
+    try:
+        return check_timezone(tz.strip())
+    except ValueError as exc:
+        raise InputError(where, str(exc)) from None
+
+
+def validate_send_time(value: str | None, where: str) -> str | None:
+    if not value:
+        return None
+    try:
+        at = parse_hhmm(value)
+    except ValueError as exc:
+        raise InputError(where, str(exc)) from None
+    return f"{at.hour:02d}:{at.minute:02d}"
+
+
+def find_subscriber(session: Session, email: str) -> Subscriber | None:
+    return session.exec(select(Subscriber).where(Subscriber.email_key == email.strip().casefold())).first()
+
+
+def add_subscriber(
+    session: Session,
+    email: str,
+    now: datetime,
+    *,
+    name: str = "",
+    timezone: str | None = None,
+    topics: str | Sequence[str] | None = None,
+    status: str | None = None,
+    send_time: str | None = None,
+    where: str = "email",
+    update: bool = False,
+) -> tuple[Subscriber, bool]:
+    """Add a subscriber (or, with ``update``, change an existing one).
+
+    Returns ``(subscriber, created)``. An existing address without ``update`` is an
+    InputError. ``status`` defaults to active for a new subscriber; an existing one
+    keeps theirs unless ``status`` is given (an import never re-subscribes by mistake).
+    """
+    addr, key = normalise_email(email, where)
+    tz = validate_timezone(timezone, where)
+    if status is not None and status not in SubscriberStatus.ALL:
+        raise InputError(where, f"status must be one of {', '.join(SubscriberStatus.ALL)}")
+    values: dict[str, Any] = {
+        "name": one_line(name)[:200],
+        "timezone": tz,
+        "topics": parse_topics(topics),
+        "send_time": validate_send_time(send_time, where),
+    }
+    existing = find_subscriber(session, key)
+    if existing is not None:
+        if not update:
+            raise InputError(where, f"{addr} is already subscribed")
+        for k, v in values.items():
+            if v:
+                setattr(existing, k, v)
+        if status is not None:
+            existing.status = status
+        existing.updated_at = now
+        session.add(existing)
+        session.flush()
+        return existing, False
+    status = status or SubscriberStatus.ACTIVE
+    sub = Subscriber(email=addr, email_key=key, status=status, created_at=now, updated_at=now, **values)
+    session.add(sub)
+    session.flush()
+    return sub, True
+
+
+@dataclass
+class CsvReport:
+    added: int = 0
+    updated: int = 0
+    problems: list[InputError] = field(default_factory=list)
+
+
+CSV_COLUMNS = ("email", "name", "timezone", "topics", "status", "send_time")
+
+
+def import_csv(session: Session, text: str, source: str, now: datetime) -> CsvReport:
+    """Import subscribers from CSV text with a header row (``email`` required).
+
+    Each bad row is reported by file and line and skipped; valid rows are kept.
+    Existing addresses are updated. Nothing is committed here: the caller's one
+    transaction holds every row of the file, so a database failure on any row (a full
+    disk, a constraint) leaves none of them behind.
+    """
+    report = CsvReport()
+    reader = csv.DictReader(io.StringIO(text))
+    fields = [f.strip().lower() for f in (reader.fieldnames or [])]
+    if "email" not in fields:
+        raise InputError(f"{source}:1", "CSV header must have an 'email' column")
+    unknown = [f for f in fields if f not in CSV_COLUMNS]
+    if unknown:
+        raise InputError(f"{source}:1", f"unknown column(s): {', '.join(unknown)} (known: {', '.join(CSV_COLUMNS)})")
+    reader.fieldnames = fields
+    lines = text.splitlines()
+    end = reader.line_num
+    for row in reader:
+        # line_num is the record's LAST line (quoted fields may span lines): report the
+        # first, as an editor shows it; blank lines in between are skipped by csv.
+        start, end = end + 1, reader.line_num
+        while start < end and not lines[start - 1].strip():
+            start += 1
+        where = f"{source}:{start}"
+        # No savepoint per row: add_subscriber validates everything before it writes, so
+        # a bad row leaves nothing behind. And on SQLite a savepoint opened outside a
+        # transaction becomes the transaction: releasing it committed each row alone.
+        try:
+            _, created = add_subscriber(
+                session,
+                (row.get("email") or "").strip(),
+                now,
+                name=row.get("name") or "",
+                timezone=row.get("timezone") or None,
+                topics=row.get("topics") or None,
+                status=(row.get("status") or "").strip().lower() or None,
+                send_time=row.get("send_time") or None,
+                where=where,
+                update=True,
+            )
+        except InputError as exc:
+            report.problems.append(exc)
+            continue
+        if created:
+            report.added += 1
+        else:
+            report.updated += 1
+    return report
+
+
+def list_subscribers(session: Session, status: str | None = None) -> Sequence[Subscriber]:
+    stmt = select(Subscriber).order_by(col(Subscriber.id))
+    if status:
+        stmt = stmt.where(Subscriber.status == status)
+    return session.exec(stmt).all()
+
+
+def count_by_status(session: Session) -> dict[str, int]:
+    rows = session.exec(select(Subscriber.status, func.count()).group_by(Subscriber.status)).all()
+    return {s: n for s, n in rows}
+
+
+def set_status(session: Session, email: str, status: str, now: datetime) -> Subscriber:
+    sub = find_subscriber(session, email)
+    if sub is None:
+        raise NotFoundError(f"no subscriber {email}")
+    sub.status = status
+    sub.updated_at = now
+    session.add(sub)
+    session.flush()
+    return sub
+
+
+def remove_subscriber(session: Session, email: str) -> None:
+    """Delete a subscriber and their delivery records (GDPR erasure)."""
+    from sqlmodel import delete
+
+    from digest.store.models import Delivery
+
+    sub = find_subscriber(session, email)
+    if sub is None:
+        raise NotFoundError(f"no subscriber {email}")
+    session.exec(delete(Delivery).where(col(Delivery.subscriber_id) == sub.id))  # type: ignore[call-overload]
+    session.delete(sub)
+    session.flush()
+
+
+def count_permanent_bounce(
+    conn: Connection,
+    subscriber_id: int,
+    now: datetime,
+    bounce_limit: int,
+    *,
+    source: str,
+    ref: str | None = None,
+    detail: str = "",
+) -> bool:
+    """Count one permanent failure of the subscriber's address, and note it in their events.
+
+    The one bounce rule, whoever learnt of the failure (the SMTP server's 5xx while
+    sending, or a bounce report read later): ``bounce_count`` goes up by one, a
+    ``bounce_permanent`` event records ``source``, ``ref`` (the Message-ID concerned)
+    and ``detail`` (the server's answer), and an active subscriber who reaches
+    ``bounce_limit`` is ``bounced``. Returns True when this failure bounced them.
+
+    Statements on ``conn``, in its transaction: the count is incremented in SQL, so
+    senders and the inbound handler counting at the same time lose no bounce. A
+    subscriber deleted meanwhile is left alone (no event for a row that is gone).
+    """
+    subs = Subscriber.__table__  # type: ignore[attr-defined]
+    count = conn.execute(
+        update(subs)
+        .where(subs.c.id == subscriber_id)
+        .values(bounce_count=subs.c.bounce_count + 1, updated_at=now)
+        .returning(subs.c.bounce_count)
+    ).scalar_one_or_none()
+    if count is None:
+        return False
+    conn.execute(
+        insert(SubscriberEvent.__table__).values(  # type: ignore[attr-defined]
+            subscriber_id=subscriber_id,
+            kind=SubscriberEventKind.BOUNCE_PERMANENT,
+            source=source[:30],
+            ref=ref,
+            detail=detail[:1000],
+            created_at=now,
+        )
+    )
+    bounced = conn.execute(
+        update(subs)
+        .where(subs.c.id == subscriber_id, subs.c.status == SubscriberStatus.ACTIVE)
+        .where(subs.c.bounce_count >= bounce_limit)
+        .values(status=SubscriberStatus.BOUNCED)
+    )
+    if bounced.rowcount:
+        log.info("subscriber %s bounced after %d permanent failures", subscriber_id, count)
+        return True
+    return False

@@ -1,0 +1,326 @@
+"""The subscriber pages (Starlette endpoints): subscribe, confirm, preferences, unsubscribe, archive.
+
+Thin by design: each endpoint parses the request, calls one function of
+:mod:`digest.app.subscriptions` (in a worker thread: the store and SMTP block) and renders a
+page from ``templates/web/`` with the one Jinja environment. Plain HTML forms; no
+page needs JavaScript.
+
+- Tokens: every failure (forged, expired, another subscriber's, another purpose's)
+  gets the same friendly 400 page.
+- RFC 8058 one-click: ``POST /unsubscribe/{token}`` with ``List-Unsubscribe=One-Click``
+  answers 200 with no cookie, no login and no redirect; the token is the authority.
+"""
+
+from __future__ import annotations
+
+import logging
+import secrets
+from dataclasses import dataclass, field
+from typing import Any
+from urllib.parse import urlsplit
+
+import jinja2
+from sqlalchemy import text
+from sqlalchemy.engine import Engine
+from starlette.concurrency import run_in_threadpool
+from starlette.exceptions import HTTPException
+from starlette.requests import Request
+from starlette.responses import HTMLResponse, JSONResponse, PlainTextResponse, Response
+
+from digest.app import subscriptions as lifecycle
+from digest.app.archive import Archive, find_article
+from digest.app.notices import Mailer
+from digest.compose.render import render_template
+from digest.core.clock import Clock
+from digest.core.errors import DeliveryError, InputError, TemplateError, TokenError
+from digest.core.settings import Settings
+from digest.core.text import mask_email
+from digest.store.db import session_scope
+from digest.store.models import Subscriber, SubscriberStatus
+from digest.web.forms import HONEYPOT_FIELD, PreferencesFields, subscribe_form, timezone_groups
+from digest.web.security import APP_CSP, ARCHIVE_CSP, DEFAULT_CSP, Csrf, RateLimiter, client_key, secure
+
+log = logging.getLogger(__name__)
+
+# Ids are 32-bit INTEGER columns (PostgreSQL); a larger number in a URL names nothing.
+MAX_ID = 2**31 - 1
+
+
+@dataclass
+class WebApp:
+    """The app's dependencies and its endpoints."""
+
+    settings: Settings
+    engine: Engine
+    clock: Clock
+    mailer: Mailer
+    env: jinja2.Environment
+    csrf: Csrf = field(init=False)
+    limiter: RateLimiter = field(init=False)
+    archive_copies: Archive = field(init=False)
+
+    def __post_init__(self) -> None:
+        web = self.settings.web
+        secure = self.settings.base_url.startswith("https://")
+        self.csrf = Csrf(self.settings.secret_key.get_secret_value(), web.csrf_max_age, self.clock, secure)
+        self.limiter = RateLimiter(web.subscribe_limit, web.subscribe_window, self.clock)
+        self.archive_copies = Archive(self.engine, self.settings, self.env)
+        parts = urlsplit(self.settings.base_url)
+        self.origin = f"{parts.scheme}://{parts.netloc}"
+
+    # -------------------------------------------------------------- rendering
+
+    def page(
+        self,
+        template: str,
+        status: int = 200,
+        *,
+        csrf_nonce: str | None = None,
+        new_cookie: bool = False,
+        headers: dict[str, str] | None = None,
+        **context: Any,
+    ) -> HTMLResponse:
+        """Render ``web/TEMPLATE`` with the common context and security headers."""
+        nonce = secrets.token_urlsafe(12)
+        ctx = {
+            "site": {"title": lifecycle.site_title(self.settings), "base_url": self.settings.base_url},
+            "postal_address": self.settings.postal_address,
+            "script_nonce": nonce,
+            **context,
+        }
+        body = render_template(self.env, f"web/{template}", ctx)
+        response = HTMLResponse(body, status_code=status, headers=headers)
+        secure(response, APP_CSP.format(nonce=nonce, origin=self.origin))
+        if csrf_nonce is not None and new_cookie:
+            self.csrf.set_cookie(response, csrf_nonce)
+        return response
+
+    def bad_link(self) -> HTMLResponse:
+        """The one answer to every bad token: nothing about why."""
+        return self.page("error.html", 400, title="This link doesn't work", kind="link")
+
+    # -------------------------------------------------------------- subscribe
+
+    def _subscribe_context(self, request: Request, form: dict[str, Any] | None = None) -> dict[str, Any]:
+        nonce, new = self.csrf.nonce(request)
+        return {
+            "csrf_nonce": nonce,
+            "new_cookie": new,
+            "csrf": self.csrf.field(nonce, "subscribe"),
+            "topics": lifecycle.available_topics(self.settings),
+            "timezones": timezone_groups(),
+            "honeypot": HONEYPOT_FIELD,
+            "form": form or {"email": "", "name": "", "topics": [], "timezone": ""},
+            "digests": [c.title for c in self.settings.digests.values()],
+        }
+
+    async def home(self, request: Request) -> Response:
+        return self.page("subscribe.html", **self._subscribe_context(request))
+
+    async def subscribe(self, request: Request) -> Response:
+        client = request.client.host if request.client else "unknown"
+        retry_after = self.limiter.hit(client_key(client))
+        if retry_after:
+            log.info("subscribe rate limit reached for a client")
+            return self.page(
+                "error.html", 429, headers={"Retry-After": str(retry_after)}, title="Too many attempts", kind="rate"
+            )
+        form = await request.form(max_files=0, max_fields=50)
+        request_form = subscribe_form(form)
+        if not self.csrf.valid(request, form, "subscribe"):
+            return self.page("error.html", 403, title="This form has expired", kind="csrf")
+        if form.get(HONEYPOT_FIELD):
+            # A bot: answer exactly as for a person, do nothing.
+            log.info("subscribe honeypot filled; ignored")
+            return self.page("check_inbox.html", email=request_form.email.strip())
+        try:
+            await run_in_threadpool(
+                lifecycle.request_subscription, self.engine, self.settings, self.clock, request_form, self.mailer
+            )
+        except InputError as exc:
+            problem = (
+                "Please enter a valid email address."
+                if exc.where == "email"
+                else "Please choose a timezone from the list."
+            )
+            values = {
+                "email": request_form.email,
+                "name": request_form.name,
+                "topics": list(request_form.topics),
+                "timezone": request_form.timezone,
+            }
+            ctx = self._subscribe_context(request, values)
+            return self.page("subscribe.html", 400, error=problem, error_field=exc.where, **ctx)
+        except DeliveryError as exc:
+            log.warning("confirmation email not sent: %s", exc)
+            return self.page("error.html", 503, title="We couldn't send the email", kind="mail")
+        return self.page("check_inbox.html", email=request_form.email.strip())
+
+    async def confirm(self, request: Request) -> Response:
+        token = request.path_params["token"]
+        try:
+            sub = await run_in_threadpool(lifecycle.confirm_subscription, self.engine, self.settings, self.clock, token)
+        except TokenError:
+            return self.bad_link()
+        prefs = lifecycle.make_link(self.settings, "preferences", sub, self.clock.now())
+        return self.page("confirmed.html", preferences_url=prefs, email=mask_email(sub.email))
+
+    # -------------------------------------------------------------- unsubscribe
+
+    async def unsubscribe_page(self, request: Request) -> Response:
+        token = request.path_params["token"]
+
+        def load() -> Any:
+            with session_scope(self.engine) as session:
+                return lifecycle.subscriber_from_token(session, self.settings, "unsubscribe", token, self.clock.now())
+
+        try:
+            sub = await run_in_threadpool(load)
+        except TokenError:
+            return self.bad_link()
+        return self.page(
+            "unsubscribe.html",
+            email=mask_email(sub.email),
+            already=sub.status == SubscriberStatus.UNSUBSCRIBED,
+        )
+
+    async def unsubscribe(self, request: Request) -> Response:
+        """RFC 8058 one-click (and the page's button): the token authorises; no cookie is set or needed."""
+        token = request.path_params["token"]
+        form = await request.form(max_files=0, max_fields=20)
+        if form.get("List-Unsubscribe") != "One-Click":
+            return self.page("error.html", 400, title="Nothing to do", kind="request")
+        try:
+            sub = await run_in_threadpool(
+                lifecycle.unsubscribe_by_token, self.engine, self.settings, self.clock, token, source="one-click"
+            )
+        except TokenError:
+            return self.bad_link()
+        prefs = lifecycle.make_link(self.settings, "preferences", sub, self.clock.now())
+        return self.page("unsubscribed.html", email=mask_email(sub.email), preferences_url=prefs)
+
+    # -------------------------------------------------------------- preferences
+
+    def _preferences_page(
+        self,
+        request: Request,
+        sub: Any,
+        prefs: lifecycle.Preferences,
+        status: int = 200,
+        **extra: Any,
+    ) -> HTMLResponse:
+        nonce, new = self.csrf.nonce(request)
+        return self.page(
+            "preferences.html",
+            status,
+            csrf_nonce=nonce,
+            new_cookie=new,
+            csrf=self.csrf.field(nonce, f"preferences:{sub.id}"),
+            email=mask_email(sub.email),
+            status_name=sub.status,
+            prefs=prefs,
+            topics=lifecycle.available_topics(self.settings),
+            timezones=timezone_groups(),
+            weekdays=list(enumerate(lifecycle.WEEKDAYS)),
+            frequencies=lifecycle.FREQUENCIES,
+            unsubscribe_url=lifecycle.make_link(self.settings, "unsubscribe", sub, self.clock.now()),
+            **extra,
+        )
+
+    async def _preferences_subscriber(self, token: str) -> Subscriber | None:
+        """The subscriber a preferences link names; None for any bad token."""
+        try:
+            return await run_in_threadpool(
+                lifecycle.subscriber_for_preferences, self.engine, self.settings, self.clock, token
+            )
+        except TokenError:
+            return None
+
+    async def preferences(self, request: Request) -> Response:
+        sub = await self._preferences_subscriber(request.path_params["token"])
+        if sub is None:
+            return self.bad_link()
+        return self._preferences_page(request, sub, lifecycle.current_preferences(sub))
+
+    async def save_preferences(self, request: Request) -> Response:
+        token = request.path_params["token"]
+        sub = await self._preferences_subscriber(token)
+        if sub is None:
+            return self.bad_link()
+        form = await request.form(max_files=0, max_fields=60)
+        if not self.csrf.valid(request, form, f"preferences:{sub.id}"):
+            return self.page("error.html", 403, title="This form has expired", kind="csrf")
+        if form.get("action") == "resubscribe":
+            sub = await run_in_threadpool(lifecycle.resubscribe_by_token, self.engine, self.settings, self.clock, token)
+            return self._preferences_page(request, sub, lifecycle.current_preferences(sub), notice="resubscribed")
+        fields = PreferencesFields.read(form)
+        try:
+            prefs = fields.validate(self.settings)
+        except InputError as exc:
+            entered = fields.as_entered()
+            return self._preferences_page(request, sub, entered, 400, error=exc.problem, error_field=exc.where)
+        sub = await run_in_threadpool(
+            lifecycle.update_preferences, self.engine, self.settings, self.clock, token, prefs
+        )
+        return self._preferences_page(request, sub, lifecycle.current_preferences(sub), notice="saved")
+
+    # -------------------------------------------------------------- archive and articles
+
+    def _archive_response(self, html: str | None) -> Response:
+        if html is None:
+            return self.page("error.html", 404, title="No such edition", kind="missing")
+        response = HTMLResponse(html)
+        secure(response, ARCHIVE_CSP)
+        response.headers["Cache-Control"] = "public, max-age=300"
+        return response
+
+    async def archive_by_id(self, request: Request) -> Response:
+        edition_id = request.path_params["edition_id"]
+        if edition_id > MAX_ID:  # the database would refuse the number itself (500)
+            return self._archive_response(None)
+        return self._archive_response(await run_in_threadpool(self.archive_copies.by_id, edition_id))
+
+    async def archive(self, request: Request) -> Response:
+        p = request.path_params
+        html = await run_in_threadpool(self.archive_copies.by_slot, p["digest"], p["slot"])
+        return self._archive_response(html)
+
+    async def article(self, request: Request) -> Response:
+        article_id = request.path_params["article_id"]
+        article = None if article_id > MAX_ID else await run_in_threadpool(find_article, self.engine, article_id)
+        if article is None:
+            return self.page("error.html", 404, title="No such story", kind="missing")
+        return self.page("article.html", article=article)
+
+    # -------------------------------------------------------------- health
+
+    async def healthz(self, request: Request) -> Response:
+        def ping() -> None:
+            with self.engine.connect() as conn:
+                conn.execute(text("SELECT 1"))
+
+        try:
+            await run_in_threadpool(ping)
+        except Exception as exc:  # any database failure is "unhealthy", never a crash
+            log.warning("healthz: database unavailable: %s", type(exc).__name__)
+            return JSONResponse({"status": "error", "database": "unavailable"}, status_code=503)
+        return JSONResponse({"status": "ok"}, headers={"Cache-Control": "no-store"})
+
+    # -------------------------------------------------------------- errors
+
+    async def http_error(self, request: Request, exc: Exception) -> Response:
+        # Starlette hands every handler a plain Exception; this one is registered for HTTPException.
+        status = exc.status_code if isinstance(exc, HTTPException) else 500
+        kinds = {404: ("Page not found", "missing"), 405: ("Not allowed", "request"), 413: ("Too large", "request")}
+        title, kind = kinds.get(status, ("Something went wrong", "server"))
+        return self.page("error.html", status, title=title, kind=kind)
+
+    async def server_error(self, request: Request, exc: Exception) -> Response:
+        log.error("web: %s on %s: %s", type(exc).__name__, request.url.path.split("/")[1], exc)
+        try:
+            return self.page("error.html", 500, title="Something went wrong", kind="server")
+        except TemplateError:
+            # Outside the middleware (Starlette answers a crash last): secure it here.
+            response = PlainTextResponse("Something went wrong.", status_code=500)
+            secure(response, DEFAULT_CSP)
+            return response

@@ -1,0 +1,211 @@
+"""Serving the app: ``make_app`` wires it, uvicorn runs it.
+
+Run it alone with ``digest web``, or inside another process (``digest serve``) with
+:class:`WebServer`::
+
+    app = make_app(settings, engine, clock)
+    server = WebServer(app, settings).start()   # uvicorn in a background thread
+    ...
+    server.stop()
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Awaitable, Callable
+from typing import TYPE_CHECKING, Any
+
+import jinja2
+from sqlalchemy.engine import Engine
+from starlette.applications import Starlette
+from starlette.exceptions import HTTPException
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import Route
+
+from digest.app.notices import BackgroundMailer
+from digest.compose.render import make_environment
+from digest.core.clock import Clock, SystemClock
+from digest.core.errors import DigestError
+from digest.core.settings import Settings
+from digest.transport.smtp import SMTPTransport, Transport, smtp_config
+from digest.web.pages import WebApp
+from digest.web.security import BodyLimit, SecurityHeaders, check_secret_key
+
+if TYPE_CHECKING:
+    import uvicorn
+
+    from digest.compose.dkim import Signer
+
+Endpoint = Callable[[Request], Awaitable[Response]]
+
+
+def smtp_transport_factory(settings: Settings) -> Callable[[], Transport]:
+    """A new SMTP connection per notice, to ``smtp_url``; a bad URL stops the app now, not at the first notice."""
+    config = smtp_config(settings)
+    return lambda: SMTPTransport(config)
+
+
+def make_app(
+    settings: Settings,
+    engine: Engine,
+    clock: Clock | None = None,
+    transport_factory: Callable[[], Transport] | None = None,
+    *,
+    signer: Signer | None = None,
+    env: jinja2.Environment | None = None,
+) -> Starlette:
+    """The ASGI app. ``transport_factory`` makes the transport for each notice (default: ``smtp_url``);
+    ``signer`` signs notices (default: the ``[dkim]`` signer, if configured).
+
+    Raises ConfigError when ``secret_key`` is unset, short or the public default.
+    """
+    from digest.compose.dkim import signer_from_settings
+
+    check_secret_key(settings)
+    clock = clock or SystemClock()
+    env = env or make_environment(settings.templates_dir)
+    if signer is None:
+        signer = signer_from_settings(settings, clock)
+    # Notices go out from a background thread: a subscribe answer never waits on
+    # SMTP, so its timing cannot tell a known address from a new one.
+    mailer = BackgroundMailer(settings, transport_factory or smtp_transport_factory(settings), signer=signer, env=env)
+    web = WebApp(settings, engine, clock, mailer, env)
+
+    app = Starlette(
+        routes=routes(web),
+        exception_handlers={HTTPException: web.http_error, Exception: web.server_error},
+    )
+    app.state.web = web
+    app.add_middleware(BodyLimit)
+    app.add_middleware(SecurityHeaders)  # added last: outermost, so it also sees BodyLimit's 413
+    return app
+
+
+def routes(web: WebApp) -> list[Route]:
+    """Every endpoint: one row a path, its GET and its POST handler (side effects only on POST)."""
+    paths: list[tuple[str, Endpoint, Endpoint | None]] = [
+        ("/", web.home, None),
+        ("/subscribe", web.home, web.subscribe),
+        ("/confirm/{token}", web.confirm, None),
+        ("/unsubscribe/{token}", web.unsubscribe_page, web.unsubscribe),
+        ("/preferences/{token}", web.preferences, web.save_preferences),
+        ("/archive/{edition_id:int}", web.archive_by_id, None),
+        ("/archive/{digest}/{slot}", web.archive, None),
+        ("/articles/{article_id:int}", web.article, None),
+        ("/healthz", web.healthz, None),
+    ]
+    return [
+        Route(path, handler, methods=[method])
+        for path, get, post in paths
+        for method, handler in (("GET", get), ("POST", post))
+        if handler is not None
+    ]
+
+
+# ---------------------------------------------------------------- serving
+
+
+def uvicorn_config(app: Starlette, settings: Settings, host: str | None = None, port: int | None = None) -> Any:
+    """The uvicorn configuration: trusted proxies from settings, no access log (URLs carry tokens)."""
+    import uvicorn
+
+    return uvicorn.Config(
+        app,
+        host=host or settings.web.host,
+        port=port if port is not None else settings.web.port,
+        proxy_headers=True,
+        forwarded_allow_ips=settings.web.forwarded_allow_ips,
+        access_log=False,
+        server_header=False,
+        log_level="warning",
+        lifespan="off",
+    )
+
+
+def start_in_thread(
+    settings: Settings,
+    engine: Engine,
+    clock: Clock | None = None,
+    transport_factory: Callable[[], Transport] | None = None,
+) -> WebServer | None:
+    """For ``digest serve``: the web app running in a background thread when ``[web] enabled``, else None.
+
+    Call ``stop()`` on the result at shutdown.
+    """
+    if not settings.web.enabled:
+        return None
+    return WebServer(make_app(settings, engine, clock, transport_factory), settings).start()
+
+
+def serve_forever(app: Starlette, settings: Settings, host: str | None = None, port: int | None = None) -> None:
+    """Serve in the foreground until SIGTERM or SIGINT; return (exit 0) after a graceful stop.
+
+    uvicorn re-raises the signal after shutting down, which ends the process "killed
+    by SIGTERM"; a service manager and a shell both prefer a plain exit 0.
+    """
+    import signal
+    from contextlib import contextmanager
+
+    import uvicorn
+
+    class _Server(uvicorn.Server):
+        @contextmanager
+        def capture_signals(self) -> Any:
+            previous = {sig: signal.signal(sig, self.handle_exit) for sig in (signal.SIGINT, signal.SIGTERM)}
+            try:
+                yield
+            finally:
+                for sig, handler in previous.items():
+                    signal.signal(sig, handler)
+
+    _Server(uvicorn_config(app, settings, host, port)).run()
+    close_mailer(app, settings)
+
+
+def close_mailer(app: Starlette, settings: Settings) -> None:
+    """Send the notices still queued when the server stops (at most ``smtp_timeout`` seconds)."""
+    mailer = getattr(app.state, "web", None) and app.state.web.mailer
+    if isinstance(mailer, BackgroundMailer):
+        mailer.close(settings.smtp_timeout)
+
+
+class WebServer:
+    """uvicorn serving an app from a background thread (for ``digest serve`` and tests).
+
+    ``start()`` returns once the socket listens; ``stop()`` lets requests in flight
+    finish and joins the thread.
+    """
+
+    def __init__(self, app: Starlette, settings: Settings, host: str | None = None, port: int | None = None) -> None:
+        import uvicorn
+
+        self.app, self.settings = app, settings
+        self.config = uvicorn_config(app, settings, host, port)
+        self.server: uvicorn.Server = uvicorn.Server(self.config)
+        self.thread = threading.Thread(target=self.server.run, name="digest-web", daemon=True)
+
+    @property
+    def url(self) -> str:
+        return f"http://{self.config.host}:{self.config.port}"
+
+    def start(self, timeout: float = 10.0) -> WebServer:
+        self.thread.start()
+        deadline = time.monotonic() + timeout
+        while not self.server.started:
+            if not self.thread.is_alive() or time.monotonic() > deadline:
+                raise DigestError(f"web server did not start on {self.config.host}:{self.config.port}")
+            time.sleep(0.01)
+        return self
+
+    def stop(self, timeout: float = 10.0) -> None:
+        self.server.should_exit = True
+        self.thread.join(timeout)
+        close_mailer(self.app, self.settings)
+
+    def __enter__(self) -> WebServer:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()

@@ -1,0 +1,45 @@
+"""SMTP connections made from settings: the one place ``smtp_url`` and ``smtp_timeout`` are read."""
+
+from __future__ import annotations
+
+import pytest
+
+from digest.core.errors import ConfigError
+from digest.core.settings import DeliverySettings, Settings
+from digest.transport.pool import configured_servers
+from digest.transport.sink import SmtpSink
+from digest.transport.smtp import smtp_from_settings
+
+MESSAGE = b"From: a@example.org\r\nTo: b@example.org\r\nSubject: hi\r\n\r\nhello\r\n"
+
+
+def settings_for(smtp_url: str, **kw: object) -> Settings:
+    return Settings(smtp_url=smtp_url, smtp_timeout=7.5, **kw)  # type: ignore[arg-type]
+
+
+def test_connection_from_settings_delivers_to_smtp_url_with_its_timeout(sink: SmtpSink) -> None:
+    with smtp_from_settings(settings_for(sink.url)) as smtp:
+        answer = smtp.send("a@example.org", "b@example.org", MESSAGE)
+        timeout = smtp.config.timeout
+
+    assert answer.startswith("250") and timeout == 7.5
+    assert [m.rcpt_tos for m in sink.messages] == [["b@example.org"]]
+
+
+def test_connection_from_settings_refuses_a_url_that_is_not_smtp() -> None:
+    with pytest.raises(ConfigError) as caught:
+        smtp_from_settings(settings_for("http://mail.example.com"))
+
+    assert caught.value.key == "smtp_url"
+
+
+def test_pool_servers_take_the_same_timeout() -> None:
+    urls = ["smtp://a.example.com:2525", "smtps://b.example.com"]
+    settings = settings_for("smtp://unused.example.com", delivery=DeliverySettings(servers=urls))
+
+    servers = configured_servers(settings)
+
+    assert [(s.name, s.config and s.config.timeout) for s in servers] == [
+        ("a.example.com:2525", 7.5),
+        ("b.example.com:465", 7.5),
+    ]
