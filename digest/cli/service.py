@@ -56,7 +56,7 @@ def serve(
     from digest.web import start_in_thread
 
     def start_web(service: Service) -> WebServer | None:
-        return start_in_thread(service.settings, service.engine, service.clock)
+        return start_in_thread(service.settings, service.engine, service.clock, source=st.source("web.port"))
 
     raise typer.Exit(run_service(Service(st.settings, engine), start_web=start_web))
 

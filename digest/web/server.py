@@ -131,14 +131,15 @@ def start_in_thread(
     engine: Engine,
     clock: Clock | None = None,
     transport_factory: Callable[[], Transport] | None = None,
+    source: str | None = None,
 ) -> WebServer | None:
     """For ``digest serve``: the web app running in a background thread when ``[web] enabled``, else None.
 
-    Call ``stop()`` on the result at shutdown.
+    Call ``stop()`` on the result at shutdown. ``source``: where ``web.port`` was set, for its error.
     """
     if not settings.web.enabled:
         return None
-    return WebServer(make_app(settings, engine, clock, transport_factory), settings).start()
+    return WebServer(make_app(settings, engine, clock, transport_factory), settings).start(source=source)
 
 
 def listen(
@@ -215,13 +216,19 @@ class WebServer:
         self.app, self.settings = app, settings
         self.config = uvicorn_config(app, settings, host, port)
         self.server: uvicorn.Server = uvicorn.Server(self.config)
-        self.thread = threading.Thread(target=self.server.run, name="digest-web", daemon=True)
+        self.socket: socket.socket | None = None
+        self.thread = threading.Thread(target=self._run, name="digest-web", daemon=True)
+
+    def _run(self) -> None:
+        self.server.run(sockets=[self.socket] if self.socket is not None else None)
 
     @property
     def url(self) -> str:
         return f"http://{self.config.host}:{self.config.port}"
 
-    def start(self, timeout: float = 10.0) -> WebServer:
+    def start(self, timeout: float = 10.0, source: str | None = None) -> WebServer:
+        """Listen (a busy port is a ConfigError naming ``web.port``, from ``source``), then serve."""
+        self.socket = listen(self.settings, self.config.host, self.config.port, source)
         self.thread.start()
         deadline = time.monotonic() + timeout
         while not self.server.started:

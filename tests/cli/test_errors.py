@@ -389,14 +389,15 @@ def test_a_bad_cron_names_the_file_even_for_send(tmp_path: Path) -> None:
     assert "digests.daily.schedule" in line and str(config) in line
 
 
-def test_a_busy_port_for_web_is_one_line_naming_the_setting(tmp_path: Path) -> None:
+@pytest.mark.parametrize("command", ["web", "serve"])
+def test_a_busy_port_for_web_is_one_line_naming_the_setting(tmp_path: Path, command: str) -> None:
     with socket.socket() as taken:
         taken.bind(("127.0.0.1", 0))
         taken.listen()
         port = taken.getsockname()[1]
-        env = env_for(f"sqlite:///{tmp_path / 'd.db'}", DIGEST_WEB__PORT=str(port))
+        env = env_for(f"sqlite:///{tmp_path / 'd.db'}", DIGEST_WEB__PORT=str(port), DIGEST_WEB__ENABLED="true")
 
-        proc = run(["web"], tmp_path, env)
+        proc = run([command], tmp_path, env)
 
     assert proc.returncode == 2, proc.stderr
     line = one_line(proc.stderr)
