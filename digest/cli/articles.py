@@ -100,7 +100,7 @@ def articles_list(
     from digest.store.articles import recent_articles
     from digest.store.db import session_scope
 
-    st = state(ctx)
+    st = state(ctx, reads_only=True)
     try:
         delta = parse_duration(since)
     except ValueError as exc:

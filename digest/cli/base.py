@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -19,7 +20,7 @@ from sqlalchemy.engine import Engine
 
 from digest.core.clock import Clock, FixedClock, SystemClock
 from digest.core.errors import InputError
-from digest.core.settings import Settings, load_settings
+from digest.core.settings import Settings, load_settings, setting_source
 
 app = typer.Typer(help="digest: scheduled breaking-news digests by email.", no_args_is_help=True, add_completion=False)
 
@@ -38,26 +39,68 @@ class State:
     log_level: str | None = None
     log_format: str | None = None
     _clock: Clock = field(default_factory=SystemClock)
+    # False for commands that only read: they refuse to create a store that does not exist.
+    create_store: bool = True
 
     @cached_property
     def settings(self) -> Settings:
-        return load_settings(self.config)
+        """The settings, every digest's schedule checked too (a bad cron names its file or variable)."""
+        from digest.core.errors import ConfigError
+        from digest.edition.schedule import cron_trigger
+
+        settings = load_settings(self.config)
+        for name, cfg in settings.digests.items():
+            key = f"digests.{name}.schedule"
+            try:
+                cron_trigger(cfg.schedule, cfg.timezone, key)
+            except ConfigError as exc:
+                raise ConfigError(key, exc.problem, self.source(key)) from None
+        return settings
 
     @cached_property
     def engine(self) -> Engine:
-        from digest.store.db import ensure_schema, make_engine
+        """The store, migrated; any failure is one DigestError naming ``database_url``."""
+        from digest.store.db import open_store
 
-        engine = make_engine(self.settings.database_url)
-        ensure_schema(engine)
-        return engine
+        return open_store(self.settings.database_url, create=self.create_store, **self.store_options())
+
+    def store_options(self) -> dict[str, Any]:
+        """``make_dirs`` and ``source`` of :func:`digest.store.db.make_engine` for the configured URL."""
+        url = self.settings.database_url
+        # Only the default location (var/) is created; any other missing directory is a typo.
+        default = url == Settings.model_fields["database_url"].default
+        return {"make_dirs": default, "source": self.source("database_url")}
+
+    def source(self, key: str) -> str:
+        """Where setting ``key`` was given (its variable or the settings file), for messages."""
+        return setting_source(key, self.config)
 
     @property
     def clock(self) -> Clock:
         return self._clock
 
 
-def state(ctx: typer.Context) -> State:
-    return ctx.ensure_object(State)
+def state(ctx: typer.Context, *, reads_only: bool = False) -> State:
+    """The invocation's State; ``reads_only`` for commands that must not create a store."""
+    st = ctx.ensure_object(State)
+    if reads_only:
+        st.create_store = False
+    return st
+
+
+def debug_requested() -> bool:
+    """True when ``--debug`` was given or ``DIGEST_DEBUG`` is set: errors show their traceback."""
+    return DEBUG[0] or os.environ.get("DIGEST_DEBUG", "") not in ("", "0")
+
+
+def current_state() -> State | None:
+    """The State of this invocation once the global options are parsed (for ``main``'s error report)."""
+    return STATES[-1] if STATES else None
+
+
+# Set by the global options; read by ``main`` after the command has returned or raised.
+DEBUG = [False]
+STATES: list[State] = []
 
 
 @app.callback()
@@ -71,8 +114,13 @@ def _global(
     log_format: Annotated[
         str | None, typer.Option("--log-format", help="Log lines as 'human' or 'json' (default: service.log_format).")
     ] = None,
+    debug: Annotated[
+        bool, typer.Option("--debug", help="On an error, show the full traceback (also DIGEST_DEBUG=1).")
+    ] = False,
 ) -> None:
+    DEBUG[0] = debug
     ctx.obj = State(config=config, log_level=log_level, log_format=log_format)
+    STATES.append(ctx.obj)
 
 
 def setup_logging(st: State) -> None:

@@ -9,7 +9,8 @@ from rich.markup import escape
 from rich.table import Table
 
 from digest.cli.base import app, err, out, progress_bar, setup_logging, state
-from digest.core.errors import InputError
+from digest.cli.send import stop_for_retry
+from digest.core.errors import DeliveryError, InputError
 
 
 @app.command()
@@ -32,7 +33,7 @@ def deliveries(
     from digest.app.send import find_edition_ref
     from digest.outbox.ledger import STATUS_FILTERS, list_deliveries
 
-    st = state(ctx)
+    st = state(ctx, reads_only=True)
     if status is not None and status not in STATUS_FILTERS:
         raise InputError("--status", f"unknown status {status!r} (one of: {', '.join(STATUS_FILTERS)})")
     edition_id = find_edition_ref(st.engine, st.settings, edition).id if edition else None
@@ -69,22 +70,30 @@ def deliveries(
 def resend(
     ctx: typer.Context,
     edition: Annotated[str, typer.Argument(help="The edition: its id, DIGEST:SLOT, or SLOT.")],
-    failed: Annotated[bool, typer.Option("--failed", help="Retry the failed deliveries (required).")] = False,
+    failed: Annotated[
+        bool, typer.Option("--failed", help="Accepted for older scripts: resend only ever retries failed deliveries.")
+    ] = False,
 ) -> None:
     """Retry now the failed deliveries of an edition; those who got it are never sent it again."""
     from digest.app.send import find_edition_ref, resend_failed
     from digest.store.models import saved_id
 
-    if not failed:
-        raise InputError("--failed", "is required: resend retries failed deliveries only")
     st = state(ctx)
     setup_logging(st)
     found = find_edition_ref(st.engine, st.settings, edition)
     edition_id = saved_id(found)
+    label = f"{found.digest}:{found.slot}"
+    stopped: DeliveryError | None = None
     with progress_bar() as bar:
         task = bar.add_task("resend", total=None)
-        report = resend_failed(st.engine, st.settings, edition_id, st.clock, progress=lambda n: bar.advance(task, n))
-    label = f"{found.digest}:{found.slot}"
+        try:
+            report = resend_failed(
+                st.engine, st.settings, edition_id, st.clock, progress=lambda n: bar.advance(task, n)
+            )
+        except DeliveryError as exc:
+            stopped = exc
+    if stopped is not None:
+        stop_for_retry(st, str(stopped), edition_id, label)
     if not report.queued:
         out.print(f"{label}: no failed deliveries")
         return
@@ -92,6 +101,8 @@ def resend(
         f"{label}: retried {report.queued}: sent {report.sent}, failed {report.failed} "
         f"({report.failed_temporary} will be retried), skipped {report.skipped}"
     )
+    if report.server_error:
+        stop_for_retry(st, report.server_error, edition_id, label)
     if report.failed:
         err.print(f"see: digest deliveries --edition {edition_id} --status failed")
         raise typer.Exit(1)

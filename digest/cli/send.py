@@ -5,14 +5,14 @@ from __future__ import annotations
 import sys
 from collections.abc import Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any, NoReturn
 
 import typer
 from rich.markup import escape
 
 from digest.cli.base import State, app, err, out, parse_at, progress_bar, setup_logging, state
 from digest.core.clock import Clock
-from digest.core.errors import InputError
+from digest.core.errors import DeliveryError, InputError, SmtpUnavailableError, TemporaryFailure
 
 if TYPE_CHECKING:
     from digest.compose.dkim import DkimSigner
@@ -29,6 +29,8 @@ def send(
     """Build (or find) the current edition and deliver it to every active subscriber."""
     from digest.app.send import send_digest
     from digest.compose.dkim import signer_from_settings
+    from digest.edition.build import get_or_build_edition
+    from digest.store.models import saved_id
 
     st = state(ctx)
     setup_logging(st)
@@ -38,19 +40,28 @@ def send(
     if dry_run or to:
         _send_copies(st, name, clock, signer, to, dry_run)
         return
+    engine = st.engine  # before the bar: a store that cannot be opened is one line, not a bar and a line
     # None: the delivery engine's pool ([delivery] servers, connections, processes).
+    stopped: DeliveryError | None = None
     with progress_bar() as bar:
         task = bar.add_task("send", total=None)
-        report = send_digest(
-            st.engine,
-            st.settings,
-            name,
-            None,
-            clock,
-            progress=lambda n: bar.advance(task, n),
-            on_total=lambda n: bar.update(task, total=n),
-            signer=signer,
-        )
+        try:
+            report = send_digest(
+                engine,
+                st.settings,
+                name,
+                None,
+                clock,
+                progress=lambda n: bar.advance(task, n),
+                on_total=lambda n: bar.update(task, total=n),
+                signer=signer,
+            )
+        except DeliveryError as exc:
+            stopped = exc
+    if stopped is not None:
+        # Every server paused: what was sent is recorded, the rest waits for a retry.
+        edition, _, _ = get_or_build_edition(engine, st.settings, name, clock.now())  # built already: found
+        stop_for_retry(st, str(stopped), saved_id(edition), f"{name}:{edition.slot}")
     _print_left_out(report.drops, report.over_limit)
     if report.empty:
         out.print(f"{name} {report.slot}: no new articles; nothing sent (set send_empty to send anyway)")
@@ -68,8 +79,24 @@ def send(
             f"{report.pending_after} still pending (retries not yet due, or held by another sender): "
             "digest deliveries --status pending"
         )
+    if report.server_error and report.edition_id is not None:
+        stop_for_retry(st, report.server_error, report.edition_id, f"{name}:{report.slot}")
     if report.failed_permanent:
         raise typer.Exit(1)
+
+
+def stop_for_retry(st: State, problem: str, edition_id: int, ref: str) -> NoReturn:
+    """The SMTP server failed: one line naming its setting, what waits for a retry and what to do; exit 75."""
+    from digest.core.logs import mask_url
+    from digest.outbox.ledger import next_retry
+
+    key = "delivery.servers" if st.settings.delivery.servers else "smtp_url"
+    waiting, first = next_retry(st.engine, edition_id)
+    when = ""
+    if first is not None:
+        when = f"the service retries at {first:%Y-%m-%d %H:%M} UTC, or "
+    step = f"{waiting} queued for retry: {when}run digest resend {ref}" if waiting else f"run digest resend {ref}"
+    raise SmtpUnavailableError(f"{key} (in {st.source(key)}): {mask_url(problem)}; {step}")
 
 
 def _send_copies(st: State, name: str, clock: Clock, signer: DkimSigner | None, to: str | None, dry_run: bool) -> None:
@@ -85,7 +112,14 @@ def _send_copies(st: State, name: str, clock: Clock, signer: DkimSigner | None, 
         transport = smtp_from_settings(st.settings)
     with session_scope(st.engine) as session:
         emails = [to] if to else [s.email for s in _active(session)]
-        res = send_test(session, st.settings, name, emails, transport, clock, signer=signer)
+        try:
+            res = send_test(session, st.settings, name, emails, transport, clock, signer=signer)
+        except TemporaryFailure as exc:
+            if not exc.connection_level:
+                raise
+            # Not the recipient's fault: the server of smtp_url could not be used.
+            source = st.source("smtp_url")
+            raise SmtpUnavailableError(f"smtp_url (in {source}): {exc}; test copy not sent, try again later") from exc
     transport.close()
     verb = "would send" if dry_run else "sent test copy to"
     out.print(f"{name} {res.slot}: {verb} {res.sent} message(s) ({res.variants} variant(s), {res.skipped} skipped)")
@@ -127,7 +161,7 @@ def preview(
 
     if fmt not in ("html", "text", "eml"):
         raise InputError("--format", f"must be html, text or eml, not {fmt!r}")
-    st = state(ctx)
+    st = state(ctx, reads_only=True)
     name, cfg = st.settings.digest(digest)
     clock = parse_at(at, cfg.timezone)
     with session_scope(st.engine) as session:

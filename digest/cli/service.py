@@ -50,17 +50,13 @@ def serve(
         check_secret_key(st.settings)  # before anything starts
     if log_format:
         st.log_format = log_format
-    setup_logging(st)
-    for name, cfg in st.settings.digests.items():
-        from digest.edition.schedule import cron_trigger
-
-        cron_trigger(cfg.schedule, cfg.timezone, f"digests.{name}.schedule")  # fail fast on a bad schedule
+    setup_logging(st)  # the settings (every schedule included) are checked before anything starts
     engine = st.engine
     _check_schema_current(engine)
     from digest.web import start_in_thread
 
     def start_web(service: Service) -> WebServer | None:
-        return start_in_thread(service.settings, service.engine, service.clock)
+        return start_in_thread(service.settings, service.engine, service.clock, source=st.source("web.port"))
 
     raise typer.Exit(run_service(Service(st.settings, engine), start_web=start_web))
 
@@ -77,7 +73,7 @@ def status(
     """What the service is doing: jobs, next editions, last editions, feeds and the outbox."""
     from digest.app.status import collect_status
 
-    st = state(ctx)
+    st = state(ctx, reads_only=True)
     info = collect_status(st.engine, st.settings, st.clock.now())
     if as_json:
         out.print_json(json.dumps(info))
@@ -194,7 +190,7 @@ def feeds_list(
     from digest.ingest.feeds import list_feeds
     from digest.store.db import session_scope
 
-    with session_scope(state(ctx).engine) as session:
+    with session_scope(state(ctx, reads_only=True).engine) as session:
         feeds = [feed_row(f) for f in list_feeds(session)]
     if as_json:
         for f in feeds:

@@ -3,16 +3,23 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 from rich.markup import escape
 
-from digest.cli.base import app, finish_import, out, print_rows, state
+from digest.cli.base import State, app, finish_import, out, print_rows, state
 from digest.core.errors import InputError
+
+if TYPE_CHECKING:
+    from sqlmodel import Session
+
+    from digest.store.subscribers import KnownTopics
 
 subscribers_app = typer.Typer(help="Manage subscribers.", no_args_is_help=True)
 app.add_typer(subscribers_app, name="subscribers")
+
+ALLOW_NEW_HELP = "Accept topics no section has yet (only when a digest takes every category)."
 
 
 @subscribers_app.command("add")
@@ -22,19 +29,37 @@ def subscribers_add(
     name: Annotated[str, typer.Option(help="Display name.")] = "",
     timezone: Annotated[str | None, typer.Option(help="IANA timezone, e.g. Europe/Berlin.")] = None,
     topics: Annotated[str | None, typer.Option(help="Comma-separated sections; empty = all.")] = None,
+    allow_new_topics: Annotated[
+        bool, typer.Option("--allow-new-topics", help=ALLOW_NEW_HELP, show_default=False)
+    ] = False,
 ) -> None:
     """Add an active subscriber."""
     from digest.store.db import session_scope
-    from digest.store.subscribers import add_subscriber
+    from digest.store.subscribers import add_subscriber, parse_topics, validate_timezone
 
+    validate_timezone(timezone, "--timezone")  # named as the option, not as the address
     st = state(ctx)
     with session_scope(st.engine) as session:
-        sub, _ = add_subscriber(session, email, st.clock.now(), name=name, timezone=timezone, topics=topics)
+        wanted = _known(st, session, allow_new_topics).check(parse_topics(topics), "--topics")
+        sub, _ = add_subscriber(session, email, st.clock.now(), name=name, timezone=timezone, topics=wanted)
         out.print(f"added {escape(sub.email)}")
 
 
+def _known(st: State, session: Session, allow_new: bool) -> KnownTopics:
+    """The sections topics may name: the digests' ``sections`` (and stored categories when they are open)."""
+    from digest.store.subscribers import known_topics
+
+    return known_topics(session, [cfg.sections for cfg in st.settings.digests.values()], allow_new)
+
+
 @subscribers_app.command("import")
-def subscribers_import(ctx: typer.Context, path: Path) -> None:
+def subscribers_import(
+    ctx: typer.Context,
+    path: Path,
+    allow_new_topics: Annotated[
+        bool, typer.Option("--allow-new-topics", help=ALLOW_NEW_HELP, show_default=False)
+    ] = False,
+) -> None:
     """Import subscribers from CSV (columns: email, name, timezone, topics, status, send_time).
 
     All or nothing per file: bad rows are reported and skipped, and the good ones are
@@ -57,7 +82,7 @@ def subscribers_import(ctx: typer.Context, path: Path) -> None:
         raise InputError(str(path), f"cannot read: {exc}") from None
     try:
         with session_scope(st.engine) as session:
-            report = import_csv(session, text, str(path), st.clock.now())
+            report = import_csv(session, text, str(path), st.clock.now(), _known(st, session, allow_new_topics))
     except SQLAlchemyError as exc:
         # The driver's first line says why ("database or disk is full"); it may quote a
         # row's values, so addresses are masked.
@@ -76,7 +101,7 @@ def subscribers_list(
     from digest.store.db import session_scope
     from digest.store.subscribers import list_subscribers
 
-    st = state(ctx)
+    st = state(ctx, reads_only=True)
     with session_scope(st.engine) as session:
         subs = list_subscribers(session, status)
     header = ("email", "name", "status", "timezone", "topics")

@@ -26,15 +26,19 @@ def web(
     port: Annotated[int | None, typer.Option(help="Port (default [web] port).")] = None,
 ) -> None:
     """Run the subscriber web app (subscribe, confirm, preferences, unsubscribe, archive)."""
-    from digest.web import check_secret_key, make_app, serve_forever
+    from digest.web import check_secret_key, listen, make_app, serve_forever
 
     st = state(ctx)
     check_secret_key(st.settings)  # before the database is touched
     setup_logging(st)
+    given = "the --port option" if port is not None else "the --host option" if host is not None else None
+    # Bound before the app starts (its mailer thread) and is announced: a busy port is
+    # one line, not "web app on" followed by uvicorn's log.
+    sock = listen(st.settings, host, port, given or st.source("web.port"))
     application = make_app(st.settings, st.engine, st.clock)
     where = f"http://{host or st.settings.web.host}:{port or st.settings.web.port}"
     err.print(f"web app on {where} (public URL {st.settings.base_url}); Ctrl-C to stop")
-    serve_forever(application, st.settings, host, port)
+    serve_forever(application, st.settings, host, port, sock)
 
 
 @app.command()
@@ -60,7 +64,7 @@ def inbound(
     from sqlalchemy.exc import InterfaceError, OperationalError
 
     from digest.app.inbound import InboundKind, process_message, read_mailbox
-    from digest.core.errors import StoreUnavailable
+    from digest.core.errors import ConfigError, StoreUnavailable, StoreUnavailableError
 
     if mbox is not None and maildir is not None:
         raise InputError("--mbox/--maildir", "give one of them, not both")
@@ -80,13 +84,23 @@ def inbound(
             engine = st.engine
         except (OperationalError, InterfaceError) as exc:
             raise StoreUnavailable(type(exc.orig).__name__) from exc
+        except (StoreUnavailableError, ConfigError) as exc:
+            # Even a wrong database_url is worth a retry here: the MTA keeps the message until it is fixed.
+            if isinstance(exc, ConfigError) and exc.key != "database_url":
+                raise
+            err.print(f"[red]error[/red]: database unavailable: {escape(str(exc))}", highlight=False, soft_wrap=True)
+            raise typer.Exit(EX_TEMPFAIL) from None
         for data in messages:
             result = process_message(engine, st.settings, st.clock, data, recipient)
             counts[result.kind] += 1
             out.print(f"{result.kind.value}: {escape(result.describe())}", highlight=False, soft_wrap=True)
     except StoreUnavailable as exc:
         # The store is unreachable: ask the MTA to keep the message and try again.
-        err.print(f"[red]error[/red]: database unavailable ({escape(str(exc))}); try again later")
+        err.print(
+            f"[red]error[/red]: database unavailable ({escape(str(exc))}); try again later",
+            highlight=False,
+            soft_wrap=True,
+        )
         raise typer.Exit(EX_TEMPFAIL) from None
     if mbox is not None or maildir is not None:
         out.print(

@@ -60,6 +60,15 @@ class StoreError(DigestError):
     exit_code = 8
 
 
+class StoreUnavailableError(DigestError):
+    """The database cannot be used just now (unreachable, timed out, disk full): try again later.
+
+    75 is EX_TEMPFAIL of sysexits.h: a cron job or an MTA retries on it.
+    """
+
+    exit_code = 75
+
+
 class NotFoundError(DigestError):
     """A named object (digest, subscriber, edition) does not exist."""
 
@@ -82,6 +91,12 @@ class DeliveryError(DigestError):
     """Sending failed in a way that stops the whole run (not one recipient)."""
 
     exit_code = 6
+
+
+class SmtpUnavailableError(DeliveryError):
+    """The SMTP server cannot be used just now (refused, down, login failed): try again later (EX_TEMPFAIL)."""
+
+    exit_code = 75
 
 
 class TemporaryFailure(DeliveryError):

@@ -13,11 +13,14 @@ import os
 import re
 import tomllib
 from datetime import timedelta
+from difflib import get_close_matches
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, get_args
+from urllib.parse import urlsplit
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from pydantic import (
+    AfterValidator,
     BaseModel,
     BeforeValidator,
     ConfigDict,
@@ -64,6 +67,28 @@ def check_timezone(value: str) -> str:
 
 
 Duration = Annotated[timedelta, BeforeValidator(parse_duration)]
+
+
+def check_smtp_url(url: str) -> str:
+    """Return ``url`` if it is an ``smtp://`` or ``smtps://`` URL with a host (and a numeric port), else ValueError.
+
+    The message never quotes the URL: it may carry a password.
+    """
+    parts = urlsplit(url)
+    if parts.scheme not in ("smtp", "smtps"):
+        raise ValueError("scheme must be smtp:// or smtps://")
+    if not parts.hostname:
+        raise ValueError("has no host")
+    try:
+        parts.port  # noqa: B018 - parsing the port is the check
+    except ValueError:
+        raise ValueError("port is not a number") from None
+    return url
+
+
+def _check_secret_smtp_url(value: SecretStr) -> SecretStr:
+    check_smtp_url(value.get_secret_value())
+    return value
 
 
 class DigestConfig(BaseModel):
@@ -158,7 +183,7 @@ class DeliverySettings(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    servers: list[SecretStr] = Field(
+    servers: list[Annotated[SecretStr, AfterValidator(_check_secret_smtp_url)]] = Field(
         default_factory=list,
         description="SMTP server URLs to spread sending over; empty = smtp_url alone. A URL may carry its own "
         "?connections=, ?rate=, ?hourly= and ?max_per_connection= overriding the keys below.",
@@ -245,7 +270,7 @@ class Settings(BaseSettings):
         "sqlite:///var/digest.db",
         description="SQLAlchemy URL of the store: sqlite:///PATH or postgresql+psycopg://USER@HOST/DB.",
     )
-    smtp_url: SecretStr = Field(
+    smtp_url: Annotated[SecretStr, AfterValidator(_check_secret_smtp_url)] = Field(
         SecretStr("smtp://127.0.0.1:25"),
         description="SMTP server: smtp://user:pass@host:port, smtps:// for TLS, ?starttls=true.",
     )
@@ -331,6 +356,27 @@ class Settings(BaseSettings):
             raise NotFoundError(f"no digest named {name!r} (configured: {known})") from None
 
 
+def env_name(key: str) -> str:
+    """The environment variable of a setting: ``web.port`` -> ``DIGEST_WEB__PORT``."""
+    return "DIGEST_" + key.replace(".", "__").upper()
+
+
+def setting_source(key: str, path: str | Path | None = None) -> str:
+    """Where a setting was given, for messages: its environment variable if set, else the settings file."""
+    parts = key.split(".")
+    # The variable may name the whole table the setting is in (DIGEST_DIGESTS as JSON).
+    for n in range(len(parts), 0, -1):
+        if (variable := env_name(".".join(parts[:n]))) in os.environ:
+            return f"environment {variable}"
+    return f"{config_path(path)} or environment {env_name(key)}"
+
+
+def config_path(path: str | Path | None = None) -> Path:
+    """The settings file: ``path``, else ``DIGEST_CONFIG``, else ``config/digest.toml``."""
+    explicit = path or os.environ.get("DIGEST_CONFIG")
+    return Path(explicit) if explicit else DEFAULT_CONFIG
+
+
 def load_settings(path: str | Path | None = None) -> Settings:
     """Load settings from the TOML file at ``path`` (or ``DIGEST_CONFIG``) and the environment.
 
@@ -339,7 +385,7 @@ def load_settings(path: str | Path | None = None) -> Settings:
     """
     env = os.environ
     explicit = path or env.get("DIGEST_CONFIG")
-    cfg_path = Path(explicit) if explicit else DEFAULT_CONFIG
+    cfg_path = config_path(path)
     data: dict[str, Any] = {}
     if cfg_path.exists():
         try:
@@ -359,8 +405,32 @@ def load_settings(path: str | Path | None = None) -> Settings:
     except ValidationError as exc:
         err = exc.errors()[0]
         key = ".".join(str(p) for p in err["loc"])
-        env_key = "DIGEST_" + "__".join(str(p) for p in err["loc"]).upper()
-        source = f"environment {env_key}" if env_key in env else str(cfg_path)
+        # The variable may name the whole table or list the value is in (DIGEST_DELIVERY__SERVERS).
+        given = [env_name(".".join(str(p) for p in err["loc"][:n])) for n in range(len(err["loc"]), 0, -1)]
+        env_key = next((name for name in given if name in env), None)
+        source = f"environment {env_key}" if env_key else str(cfg_path)
         msg = err["msg"].removeprefix("Value error, ")
+        if err["type"] == "extra_forbidden":
+            msg = unknown_key_message(err["loc"])
         # Never echo the offending input: it may be a secret.
         raise ConfigError(key, msg, source) from None
+
+
+def unknown_key_message(loc: tuple[int | str, ...]) -> str:
+    """The message of an unknown key: with the closest known key of its table, if any (``smtpurl`` -> smtp_url)."""
+    model: Any = Settings
+    parts = [str(p) for p in loc[:-1]]
+    while parts and model is not None:
+        field = model.model_fields.get(parts.pop(0))
+        annotation = field.annotation if field is not None else None
+        args = get_args(annotation)
+        if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+            model = annotation
+        elif args and isinstance(args[-1], type) and issubclass(args[-1], BaseModel):
+            model = args[-1]  # dict[str, DigestConfig]: the next part is a name
+            parts = parts[1:]
+        else:
+            model = None
+    known = list(model.model_fields) if model is not None else []
+    close = get_close_matches(str(loc[-1]), known, n=1, cutoff=0.6)
+    return f"unknown setting; did you mean {close[0]}?" if close else "unknown setting"

@@ -18,7 +18,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from sqlalchemy import and_, bindparam, func, insert, literal, or_, select, update
@@ -262,6 +262,18 @@ def list_deliveries(
         found = [DeliveryRow(*r) for r in conn.execute(stmt)]  # type: ignore[call-arg]
         counts = {status: int(n) for status, n in conn.execute(counts_stmt)}
     return found, counts
+
+
+def next_retry(engine: Engine, edition_id: int) -> tuple[int, datetime | None]:
+    """How many deliveries of an edition wait for a retry, and when the first of them is due."""
+    stmt = select(func.count(), func.min(D.c.next_attempt_at)).where(
+        D.c.edition_id == edition_id, D.c.status == DeliveryStatus.FAILED_TEMPORARY
+    )
+    with engine.connect() as conn:
+        waiting, first = conn.execute(stmt).one()
+    if first is not None and first.tzinfo is None:
+        first = first.replace(tzinfo=UTC)  # SQLite returns naive UTC
+    return int(waiting), first
 
 
 def requeue_failed(engine: Engine, edition_id: int) -> int:

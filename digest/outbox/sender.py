@@ -58,6 +58,7 @@ class SendReport:
     variants: int = 0
     released: int = 0
     paused: str = ""  # why sending stopped early: every SMTP server paused by its circuit breaker
+    server_error: str = ""  # the last failure of a server itself (cannot connect, login refused), not of a recipient
     recovered: int = 0  # deliveries recorded from the journal of a killed sender
     workers: int = 1  # sender processes used
     pending_after: int = 0  # still to send after the run: retries not yet due, or held by another sender
@@ -76,6 +77,7 @@ class SendReport:
             setattr(self, name, getattr(self, name) + getattr(other, name))
         self.variants = max(self.variants, other.variants)
         self.paused = self.paused or other.paused
+        self.server_error = other.server_error or self.server_error
         self.editions = sorted(set(self.editions) | set(other.editions))
 
 
@@ -313,6 +315,8 @@ class Sender:
                     self.report.failed_permanent += 1
                 else:
                     self.report.failed_temporary += 1
+                if getattr(job.error, "connection_level", False):
+                    self.report.server_error = str(job.error)
                 log.warning("delivery %s failed temporarily: %s", row.delivery_id, job.error)
 
     def _finish(self, batch: _Batch) -> None:

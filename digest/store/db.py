@@ -9,12 +9,23 @@ from typing import Any
 
 from sqlalchemy import event, inspect
 from sqlalchemy.engine import Engine, make_url
-from sqlalchemy.exc import ArgumentError
+from sqlalchemy.exc import ArgumentError, NoSuchModuleError, SQLAlchemyError
 from sqlmodel import Session, create_engine
 
-from digest.core.errors import ConfigError
+from digest.core.errors import ConfigError, DigestError, StoreUnavailableError
 
 MIGRATIONS = Path(__file__).parent / "migrations"
+SUPPORTED = "use sqlite:///PATH or postgresql+psycopg://USER@HOST/DB"
+# Driver messages (lower case) that mean the URL or the server's set-up is wrong: waiting will not help.
+_CONFIG_FAULTS = (
+    "does not exist",
+    "authentication failed",
+    "no password supplied",
+    "unable to open database file",
+    "readonly database",
+    "read-only file system",
+    "permission denied",
+)
 
 
 def redact(url: str) -> str:
@@ -25,16 +36,28 @@ def redact(url: str) -> str:
         return "<unparseable url>"
 
 
-def make_engine(url: str, **kwargs: Any) -> Engine:
-    """Create an engine for ``url``; SQLite gets WAL, foreign keys and a busy timeout."""
+def make_engine(url: str, *, make_dirs: bool = True, source: str | None = None, **kwargs: Any) -> Engine:
+    """Create an engine for ``url``; SQLite gets WAL, foreign keys and a busy timeout.
+
+    ``make_dirs`` False refuses a SQLite file whose directory does not exist (a typo
+    in the path would otherwise start a new, empty store). ``source`` (where the URL
+    was set) goes into the :class:`ConfigError` of a bad URL.
+    """
     try:
         parsed = make_url(url)
     except ArgumentError:
-        raise ConfigError("database_url", f"not a database URL: {redact(url)}") from None
-    if parsed.get_backend_name() == "sqlite":
+        raise ConfigError("database_url", f"not a database URL: {redact(url)}; {SUPPORTED}", source) from None
+    backend = parsed.get_backend_name()
+    if backend not in ("sqlite", "postgresql"):
+        raise ConfigError("database_url", f"unsupported database {backend}:// ({redact(url)}); {SUPPORTED}", source)
+    if backend == "sqlite":
         db = parsed.database
         if db and db != ":memory:":
-            Path(db).parent.mkdir(parents=True, exist_ok=True)
+            directory = Path(db).parent
+            if make_dirs:
+                directory.mkdir(parents=True, exist_ok=True)
+            elif not directory.is_dir():
+                raise ConfigError("database_url", f"directory {directory} does not exist (a typo?)", source)
         engine = create_engine(url, connect_args={"timeout": 30}, **kwargs)
 
         @event.listens_for(engine, "connect")
@@ -49,7 +72,62 @@ def make_engine(url: str, **kwargs: Any) -> Engine:
 
         return engine
     kwargs.setdefault("pool_pre_ping", True)
-    return create_engine(url, **kwargs)
+    try:
+        return create_engine(url, **kwargs)
+    except (NoSuchModuleError, ImportError) as exc:
+        # e.g. postgresql:// without +psycopg asks for a driver digest does not install.
+        problem = f"no driver for {parsed.drivername}:// ({exc}); {SUPPORTED}"
+        raise ConfigError("database_url", problem, source) from None
+
+
+def open_store(url: str, *, create: bool = True, make_dirs: bool = True, source: str | None = None) -> Engine:
+    """An engine on the store at ``url``, its schema brought up to date (see :func:`ensure_schema`).
+
+    ``create`` False (commands that only read) refuses a store that does not exist yet
+    instead of creating an empty one. Every failure is a :class:`DigestError` naming
+    ``database_url``: :class:`ConfigError` when the URL or the server's set-up is
+    wrong, :class:`StoreUnavailableError` when trying again later may work.
+    """
+    engine = make_engine(url, make_dirs=make_dirs, source=source)
+    try:
+        if not create:
+            db = engine.url.database
+            missing = engine.dialect.name == "sqlite" and bool(db) and db != ":memory:" and not Path(str(db)).exists()
+            if missing or is_new(engine):
+                engine.dispose()
+                raise ConfigError(
+                    "database_url",
+                    f"no digest store at {redact(url)}: check the URL, or create it with `digest db upgrade`",
+                    source,
+                )
+        ensure_schema(engine)
+    except SQLAlchemyError as exc:
+        engine.dispose()
+        raise database_error(exc, url, source) from exc
+    return engine
+
+
+def database_error(exc: BaseException, url: str, source: str | None = None) -> DigestError:
+    """The one-line :class:`DigestError` for a database failure, naming ``database_url`` and the cause.
+
+    The driver's first line says why; the URL is shown with its password masked.
+    """
+    orig = getattr(exc, "orig", None) or exc
+    lines = [ln.strip() for ln in str(orig).strip().splitlines() if ln.strip()]
+    cause = (lines[0] if lines else type(orig).__name__).removeprefix("connection failed: ")
+    cause = cause.removeprefix("FATAL:").strip()
+    try:
+        password = make_url(url).password
+    except ArgumentError:
+        password = None
+    if password:  # drivers do not quote it today; a future one must not leak it either
+        cause = cause.replace(str(password), "***")
+    if "unable to open database file" in cause:
+        cause += " (is its directory writable, the disk not read-only?)"
+    if any(fault in cause.lower() for fault in _CONFIG_FAULTS):
+        return ConfigError("database_url", f"{redact(url)}: {cause}", source)
+    where = f" (in {source})" if source else ""
+    return StoreUnavailableError(f"database_url{where}: {redact(url)}: {cause}; try again later")
 
 
 @contextmanager

@@ -8,6 +8,7 @@ import logging
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
+from difflib import get_close_matches
 from typing import Any
 
 from email_validator import EmailNotValidError, validate_email
@@ -18,7 +19,7 @@ from sqlmodel import Session, col, func, select
 from digest.core.errors import InputError, NotFoundError
 from digest.core.settings import check_timezone
 from digest.core.text import one_line, parse_hhmm
-from digest.store.models import Subscriber, SubscriberEvent, SubscriberEventKind, SubscriberStatus
+from digest.store.models import Article, Subscriber, SubscriberEvent, SubscriberEventKind, SubscriberStatus
 
 log = logging.getLogger(__name__)
 
@@ -42,6 +43,49 @@ def parse_topics(raw: str | Sequence[str] | None) -> list[str]:
         return []
     items = raw.split(",") if isinstance(raw, str) else list(raw)
     return [one_line(t) for t in items if one_line(t)]
+
+
+@dataclass(frozen=True)
+class KnownTopics:
+    """The sections a subscriber's topics may name.
+
+    ``sections``: every digest's configured sections, then (when some digest takes
+    every category, ``open``) the categories of the stored articles. A topic that
+    matches none would quietly give its subscriber an empty edition, so it is an
+    error, unless ``allow_new`` and the sections are open (a category yet to come).
+    """
+
+    sections: tuple[str, ...]
+    open: bool = False
+    allow_new: bool = False
+
+    def check(self, topics: list[str], where: str) -> list[str]:
+        """``topics`` spelt as their sections; InputError naming the unknown ones and the known ones."""
+        known = {s.casefold(): s for s in self.sections}
+        unknown = [t for t in topics if t.casefold() not in known]
+        if unknown and not (self.open and self.allow_new):
+            close = [m for t in unknown for m in get_close_matches(t, self.sections, n=1, cutoff=0.6)]
+            problem = f"unknown topic(s): {', '.join(unknown)}"
+            if close:
+                problem += f" (did you mean {', '.join(close)}?)"
+            problem += f"; known sections: {', '.join(self.sections) or 'none yet'}"
+            if self.open:
+                problem += "; --allow-new-topics takes a section no article has yet"
+            elif self.allow_new:
+                problem += " (every digest lists its sections: a new topic would match nothing)"
+            raise InputError(where, problem)
+        return [known.get(t.casefold(), t) for t in topics]
+
+
+def known_topics(session: Session, digests: Sequence[Sequence[str]], allow_new: bool = False) -> KnownTopics:
+    """The :class:`KnownTopics` of the digests' ``sections`` lists (an empty one: every category)."""
+    sections = list(dict.fromkeys(s for d in digests for s in d))
+    is_open = any(not d for d in digests)
+    if is_open:
+        seen = {s.casefold() for s in sections}
+        stored = session.exec(select(Article.category).distinct().order_by(Article.category)).all()
+        sections += [c for c in stored if c and c.casefold() not in seen]
+    return KnownTopics(tuple(sections), is_open, allow_new)
 
 
 def validate_timezone(tz: str | None, where: str) -> str | None:
@@ -79,21 +123,26 @@ def add_subscriber(
     send_time: str | None = None,
     where: str = "email",
     update: bool = False,
+    topics_known: KnownTopics | None = None,
 ) -> tuple[Subscriber, bool]:
     """Add a subscriber (or, with ``update``, change an existing one).
 
     Returns ``(subscriber, created)``. An existing address without ``update`` is an
     InputError. ``status`` defaults to active for a new subscriber; an existing one
     keeps theirs unless ``status`` is given (an import never re-subscribes by mistake).
+    ``topics_known``: the topics must name known sections (see :class:`KnownTopics`).
     """
     addr, key = normalise_email(email, where)
     tz = validate_timezone(timezone, where)
+    wanted = parse_topics(topics)
+    if topics_known is not None:
+        wanted = topics_known.check(wanted, where)
     if status is not None and status not in SubscriberStatus.ALL:
         raise InputError(where, f"status must be one of {', '.join(SubscriberStatus.ALL)}")
     values: dict[str, Any] = {
         "name": one_line(name)[:200],
         "timezone": tz,
-        "topics": parse_topics(topics),
+        "topics": wanted,
         "send_time": validate_send_time(send_time, where),
     }
     existing = find_subscriber(session, key)
@@ -126,7 +175,9 @@ class CsvReport:
 CSV_COLUMNS = ("email", "name", "timezone", "topics", "status", "send_time")
 
 
-def import_csv(session: Session, text: str, source: str, now: datetime) -> CsvReport:
+def import_csv(
+    session: Session, text: str, source: str, now: datetime, topics_known: KnownTopics | None = None
+) -> CsvReport:
     """Import subscribers from CSV text with a header row (``email`` required).
 
     Each bad row is reported by file and line and skipped; valid rows are kept.
@@ -167,6 +218,7 @@ def import_csv(session: Session, text: str, source: str, now: datetime) -> CsvRe
                 send_time=row.get("send_time") or None,
                 where=where,
                 update=True,
+                topics_known=topics_known,
             )
         except InputError as exc:
             report.problems.append(exc)

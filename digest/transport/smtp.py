@@ -21,6 +21,7 @@ from typing import TYPE_CHECKING, Protocol
 from urllib.parse import parse_qs, unquote, urlsplit
 
 from digest.core.errors import ConfigError, PermanentFailure, TemporaryFailure
+from digest.core.settings import check_smtp_url
 
 if TYPE_CHECKING:
     from digest.core.settings import Settings
@@ -53,19 +54,16 @@ class SMTPConfig:
 
 def parse_smtp_url(url: str, timeout: float = 30.0) -> SMTPConfig:
     """Parse ``smtp://user:pass@host:port?starttls=true`` or ``smtps://...``."""
+    try:
+        check_smtp_url(url)
+    except ValueError as exc:
+        raise ConfigError("smtp_url", str(exc)) from None
     parts = urlsplit(url)
-    if parts.scheme not in ("smtp", "smtps"):
-        raise ConfigError("smtp_url", "scheme must be smtp:// or smtps://")
-    if not parts.hostname:
-        raise ConfigError("smtp_url", "has no host")
     q = {k: v[-1].lower() for k, v in parse_qs(parts.query).items()}
     truthy = ("1", "true", "yes", "on")
-    try:
-        port = parts.port or (465 if parts.scheme == "smtps" else 25)
-    except ValueError:
-        raise ConfigError("smtp_url", "port is not a number") from None
+    port = parts.port or (465 if parts.scheme == "smtps" else 25)
     return SMTPConfig(
-        host=parts.hostname,
+        host=parts.hostname or "",  # checked above
         port=port,
         username=unquote(parts.username) if parts.username else None,
         password=unquote(parts.password) if parts.password else None,

@@ -5,6 +5,6 @@ background thread), ``serve_forever`` (``digest web``) and ``check_secret_key``.
 """
 
 from digest.web.security import check_secret_key
-from digest.web.server import WebServer, make_app, serve_forever, start_in_thread
+from digest.web.server import WebServer, listen, make_app, serve_forever, start_in_thread
 
-__all__ = ["WebServer", "check_secret_key", "make_app", "serve_forever", "start_in_thread"]
+__all__ = ["WebServer", "check_secret_key", "listen", "make_app", "serve_forever", "start_in_thread"]

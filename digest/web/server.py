@@ -11,6 +11,8 @@ Run it alone with ``digest web``, or inside another process (``digest serve``) w
 
 from __future__ import annotations
 
+import errno
+import socket
 import threading
 import time
 from collections.abc import Awaitable, Callable
@@ -27,7 +29,7 @@ from starlette.routing import Route
 from digest.app.notices import BackgroundMailer
 from digest.compose.render import make_environment
 from digest.core.clock import Clock, SystemClock
-from digest.core.errors import DigestError
+from digest.core.errors import ConfigError, DigestError
 from digest.core.settings import Settings
 from digest.transport.smtp import SMTPTransport, Transport, smtp_config
 from digest.web.pages import WebApp
@@ -129,17 +131,47 @@ def start_in_thread(
     engine: Engine,
     clock: Clock | None = None,
     transport_factory: Callable[[], Transport] | None = None,
+    source: str | None = None,
 ) -> WebServer | None:
     """For ``digest serve``: the web app running in a background thread when ``[web] enabled``, else None.
 
-    Call ``stop()`` on the result at shutdown.
+    Call ``stop()`` on the result at shutdown. ``source``: where ``web.port`` was set, for its error.
     """
     if not settings.web.enabled:
         return None
-    return WebServer(make_app(settings, engine, clock, transport_factory), settings).start()
+    return WebServer(make_app(settings, engine, clock, transport_factory), settings).start(source=source)
 
 
-def serve_forever(app: Starlette, settings: Settings, host: str | None = None, port: int | None = None) -> None:
+def listen(
+    settings: Settings, host: str | None = None, port: int | None = None, source: str | None = None
+) -> socket.socket:
+    """The bound listening socket of the web app, made before anything is announced.
+
+    A busy or forbidden address is one :class:`ConfigError` naming ``web.port`` (or
+    ``web.host``), not uvicorn's log line after the app said it was running.
+    """
+    host = host or settings.web.host
+    port = port if port is not None else settings.web.port
+    sock = socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    try:
+        sock.bind((host, port))
+    except OSError as exc:
+        sock.close()
+        busy = exc.errno == errno.EADDRINUSE
+        key = "web.port" if busy or exc.errno == errno.EACCES else "web.host"
+        hint = "stop what uses it or choose another port" if busy else "check the address"
+        raise ConfigError(key, f"cannot listen on {host}:{port}: {exc.strerror or exc}; {hint}", source) from None
+    return sock
+
+
+def serve_forever(
+    app: Starlette,
+    settings: Settings,
+    host: str | None = None,
+    port: int | None = None,
+    sock: socket.socket | None = None,
+) -> None:
     """Serve in the foreground until SIGTERM or SIGINT; return (exit 0) after a graceful stop.
 
     uvicorn re-raises the signal after shutting down, which ends the process "killed
@@ -160,7 +192,7 @@ def serve_forever(app: Starlette, settings: Settings, host: str | None = None, p
                 for sig, handler in previous.items():
                     signal.signal(sig, handler)
 
-    _Server(uvicorn_config(app, settings, host, port)).run()
+    _Server(uvicorn_config(app, settings, host, port)).run(sockets=[sock] if sock is not None else None)
     close_mailer(app, settings)
 
 
@@ -184,13 +216,19 @@ class WebServer:
         self.app, self.settings = app, settings
         self.config = uvicorn_config(app, settings, host, port)
         self.server: uvicorn.Server = uvicorn.Server(self.config)
-        self.thread = threading.Thread(target=self.server.run, name="digest-web", daemon=True)
+        self.socket: socket.socket | None = None
+        self.thread = threading.Thread(target=self._run, name="digest-web", daemon=True)
+
+    def _run(self) -> None:
+        self.server.run(sockets=[self.socket] if self.socket is not None else None)
 
     @property
     def url(self) -> str:
         return f"http://{self.config.host}:{self.config.port}"
 
-    def start(self, timeout: float = 10.0) -> WebServer:
+    def start(self, timeout: float = 10.0, source: str | None = None) -> WebServer:
+        """Listen (a busy port is a ConfigError naming ``web.port``, from ``source``), then serve."""
+        self.socket = listen(self.settings, self.config.host, self.config.port, source)
         self.thread.start()
         deadline = time.monotonic() + timeout
         while not self.server.started:

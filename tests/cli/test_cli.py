@@ -184,7 +184,17 @@ def test_articles_add_stores_one_article(run: Run, store: Engine) -> None:
 
 
 def test_subscribers_add_stores_an_active_subscriber(run: Run, store: Engine) -> None:
-    proc = run("subscribers", "add", "Ana@Example.org", "--name", "Ana Lima", "--topics", "World, Science")
+    # No section is configured and no article stored yet: the topics are new ones.
+    proc = run(
+        "subscribers",
+        "add",
+        "Ana@Example.org",
+        "--name",
+        "Ana Lima",
+        "--topics",
+        "World, Science",
+        "--allow-new-topics",
+    )
 
     assert proc.returncode == 0, proc.stderr
     with session_scope(store) as session:

@@ -134,7 +134,7 @@ def test_deliveries_lists_failed_ones_and_resend_retries_only_those(
     assert "550 5.1.1" in listed.stdout
 
     del script.handler.rcpt_replies["r2@example.org"]
-    resent = digest(config, "resend", "daily:2026-11-25", "--failed")
+    resent = digest(config, "resend", "daily:2026-11-25")  # --failed is implied
     assert resent.returncode == 0, resent.stderr
     assert "retried 1: sent 1" in resent.stdout
     assert script.handler.count() == Counter({f"r{i}@example.org": 1 for i in range(4)})
@@ -142,12 +142,10 @@ def test_deliveries_lists_failed_ones_and_resend_retries_only_those(
     assert "4 deliveries: 4 sent" in everything.stdout
 
 
-def test_resend_without_failed_and_unknown_status_are_clear_errors(
+def test_unknown_status_and_unknown_edition_are_clear_errors(
     engine: Engine, db_url: str, tmp_path: Path, script: ScriptedSink
 ) -> None:
     config = write_config(tmp_path, db_url, script.url)
-    no_flag = digest(config, "resend", "1")
-    assert no_flag.returncode == 3 and "--failed" in no_flag.stderr
     bad = digest(config, "deliveries", "--status", "lost")
     assert bad.returncode == 3 and "unknown status 'lost'" in bad.stderr
     missing = digest(config, "resend", "daily:1999-01-01", "--failed")

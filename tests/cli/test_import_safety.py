@@ -11,7 +11,6 @@ import json
 import os
 import subprocess
 import uuid
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -182,20 +181,6 @@ def test_subscribers_import_refuses_a_file_over_import_max_bytes(engine: Engine,
     assert proc.returncode == 3, proc.stdout + proc.stderr
     assert error_lines(proc) == [f"error: {csv}: larger than 2000 bytes (import_max_bytes); not read"]
     assert count(engine, Subscriber) == 0
-
-
-@pytest.fixture
-def small_disk(tmp_path: Path) -> Iterator[Path]:
-    """A 1 MB tmpfs: room for the schema, not for thousands of subscribers."""
-    mount = tmp_path / "disk"
-    mount.mkdir()
-    done = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=1m", "tmpfs", str(mount)], capture_output=True)
-    if done.returncode != 0:
-        pytest.skip(f"cannot mount a tmpfs here (needs root): {done.stderr.decode().strip()}")
-    try:
-        yield mount
-    finally:
-        subprocess.run(["umount", "-l", str(mount)], check=False)
 
 
 def test_subscribers_import_on_a_full_disk_keeps_no_row_of_the_file(tmp_path: Path, small_disk: Path) -> None:

@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import pytest
+from pydantic import ValidationError
 
 from digest.core.errors import ConfigError
 from digest.core.settings import DeliverySettings, Settings
 from digest.transport.pool import configured_servers
 from digest.transport.sink import SmtpSink
-from digest.transport.smtp import smtp_from_settings
+from digest.transport.smtp import parse_smtp_url, smtp_from_settings
 
 MESSAGE = b"From: a@example.org\r\nTo: b@example.org\r\nSubject: hi\r\n\r\nhello\r\n"
 
@@ -26,9 +27,17 @@ def test_connection_from_settings_delivers_to_smtp_url_with_its_timeout(sink: Sm
     assert [m.rcpt_tos for m in sink.messages] == [["b@example.org"]]
 
 
-def test_connection_from_settings_refuses_a_url_that_is_not_smtp() -> None:
+def test_settings_refuse_a_url_that_is_not_smtp() -> None:
+    # Checked when the settings load, so the message names the file or DIGEST_SMTP_URL.
+    with pytest.raises(ValidationError) as caught:
+        settings_for("http://mail.example.com")
+
+    assert caught.value.errors()[0]["loc"] == ("smtp_url",)
+
+
+def test_a_connection_refuses_a_url_that_is_not_smtp() -> None:
     with pytest.raises(ConfigError) as caught:
-        smtp_from_settings(settings_for("http://mail.example.com"))
+        parse_smtp_url("http://mail.example.com")
 
     assert caught.value.key == "smtp_url"
 
