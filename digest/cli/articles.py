@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING, Annotated, Any
 import typer
 from rich.markup import escape
 
-from digest.cli.base import app, finish_import, out, print_rows, state
+from digest.cli.base import JSON_HELP, app, finish_import, out, print_rows, state
 from digest.core.errors import InputError
 from digest.core.settings import parse_duration
 
@@ -86,7 +86,8 @@ def articles_add(
 def articles_list(
     ctx: typer.Context,
     since: Annotated[str, typer.Option(help="Only articles published this recently, e.g. 24h, 7d.")] = "7d",
-    as_json: Annotated[bool, typer.Option("--json", help="JSON lines instead of a table.")] = False,
+    as_json: Annotated[bool, typer.Option("--json", help=JSON_HELP)] = False,
+    limit: Annotated[int | None, typer.Option("--limit", min=1, help="Show at most this many (the newest).")] = None,
 ) -> None:
     """List recent articles, newest first."""
     from digest.store.articles import recent_articles
@@ -99,7 +100,7 @@ def articles_list(
         raise InputError("--since", str(exc)) from None
     now = st.clock.now()
     with session_scope(st.engine) as session:
-        rows = recent_articles(session, now - delta, now + timedelta(days=3650))
+        rows = recent_articles(session, now - delta, now + timedelta(days=3650), None if limit is None else limit + 1)
 
     def cells(a: Article) -> tuple[str, ...]:
         flag = "[red]●[/red] " if a.breaking else ""
@@ -111,4 +112,5 @@ def articles_list(
             flag + escape(a.title),
         )
 
-    print_rows(rows, as_json, {"body"}, ("id", "published (UTC)", "category", "source", "title"), cells, "article")
+    header = ("id", "published (UTC)", "category", "source", "title")
+    print_rows(rows, as_json, {"body"}, header, cells, "article", limit)

@@ -8,7 +8,7 @@ from typing import Annotated
 import typer
 from rich.markup import escape
 
-from digest.cli.base import app, finish_import, out, print_rows, state
+from digest.cli.base import JSON_HELP, app, finish_import, out, print_rows, state
 from digest.core.errors import InputError
 
 subscribers_app = typer.Typer(help="Manage subscribers.", no_args_is_help=True)
@@ -70,7 +70,8 @@ def subscribers_import(ctx: typer.Context, path: Path) -> None:
 def subscribers_list(
     ctx: typer.Context,
     status: Annotated[str | None, typer.Option(help="Only this status.")] = None,
-    as_json: Annotated[bool, typer.Option("--json", help="JSON lines instead of a table.")] = False,
+    as_json: Annotated[bool, typer.Option("--json", help=JSON_HELP)] = False,
+    limit: Annotated[int | None, typer.Option("--limit", min=1, help="Show at most this many (oldest first).")] = None,
 ) -> None:
     """List subscribers."""
     from digest.store.db import session_scope
@@ -78,7 +79,7 @@ def subscribers_list(
 
     st = state(ctx)
     with session_scope(st.engine) as session:
-        subs = list_subscribers(session, status)
+        subs = list_subscribers(session, status, None if limit is None else limit + 1)
     header = ("email", "name", "status", "timezone", "topics")
     print_rows(
         subs,
@@ -87,6 +88,7 @@ def subscribers_list(
         header,
         lambda s: (escape(s.email), escape(s.name), s.status, s.timezone or "", escape(", ".join(s.topics))),
         "subscriber",
+        limit,
     )
 
 

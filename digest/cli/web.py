@@ -140,5 +140,5 @@ def dkim_keygen(
         fh.write(key.private_pem)
     public_path.write_bytes(key.public_pem)
     err.print(f"wrote {path} (private, mode 600) and {public_path}")
-    err.print("publish this DNS record, then set [dkim] selector, domain and private_key_file:")
+    err.print("publish this DNS record, then set [dkim] selector, domain and private_key_file:", markup=False)
     out.print(dns_record(selector, domain, key.txt_value()), highlight=False, soft_wrap=True)

@@ -178,8 +178,9 @@ def import_csv(session: Session, text: str, source: str, now: datetime) -> CsvRe
     return report
 
 
-def list_subscribers(session: Session, status: str | None = None) -> Sequence[Subscriber]:
-    stmt = select(Subscriber).order_by(col(Subscriber.id))
+def list_subscribers(session: Session, status: str | None = None, limit: int | None = None) -> Sequence[Subscriber]:
+    """Subscribers in the order they were added (the first ``limit``), only those of ``status`` if given."""
+    stmt = select(Subscriber).order_by(col(Subscriber.id)).limit(limit)
     if status:
         stmt = stmt.where(Subscriber.status == status)
     return session.exec(stmt).all()
