@@ -43,6 +43,9 @@ if not out.is_terminal:
 
 
 err = Console(stderr=True)
+if not err.is_terminal:
+    # Captured (a log file, journald, a test): one message is one line, not cut at 80 columns.
+    err.width = WIDE
 
 
 @dataclass

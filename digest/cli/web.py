@@ -26,14 +26,18 @@ def web(
     port: Annotated[int | None, typer.Option(help="Port (default [web] port).")] = None,
 ) -> None:
     """Run the subscriber web app (subscribe, confirm, preferences, unsubscribe, archive)."""
-    from digest.web import check_secret_key, make_app, serve_forever
+    from digest.web import address_warning, check_secret_key, make_app, serve_forever
 
     st = state(ctx)
     check_secret_key(st.settings)  # before the database is touched
     setup_logging(st)
     application = make_app(st.settings, st.engine, st.clock)
-    where = f"http://{host or st.settings.web.host}:{port or st.settings.web.port}"
-    err.print(f"web app on {where} (public URL {st.settings.base_url}); Ctrl-C to stop")
+    where = f"{host or st.settings.web.host}:{port or st.settings.web.port}"
+    # base_url is the address to open: the one every link in every email uses.
+    err.print(f"web app: open {st.settings.base_url} (listening on {where}); Ctrl-C to stop", markup=False)
+    warning = address_warning(st.settings, host, port)
+    if warning:
+        err.print(f"[yellow]warning[/yellow]: {escape(warning)}", highlight=False, soft_wrap=True)
     serve_forever(application, st.settings, host, port)
 
 
