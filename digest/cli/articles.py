@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING, Annotated, Any
 import typer
 from rich.markup import escape
 
-from digest.cli.base import JSON_HELP, app, finish_import, out, print_rows, state
+from digest.cli.base import JSON_HELP, MANY_RECORDS, ProgressOnDemand, app, finish_import, out, print_rows, state
 from digest.core.errors import InputError
 from digest.core.settings import parse_duration
 
@@ -45,8 +45,9 @@ def articles_import(
         fetch_timeout=svc.feed_timeout,
         allow_private=svc.feed_allow_private,
     )
-    with session_scope(st.engine) as session:
-        report = upsert_articles(session, result.drafts, st.clock.now())
+    with ProgressOnDemand("importing", MANY_RECORDS) as bar, session_scope(st.engine) as session:
+        bar.total(len(result.drafts))
+        report = upsert_articles(session, result.drafts, st.clock.now(), progress=bar.advance)
     unread = sum(p.whole_source for p in result.problems)
     code = UnreadableSourceError.exit_code if unread else InputError.exit_code
     finish_import(result.problems, f"imported {report.inserted} new, updated {report.updated}", code, unread)

@@ -130,6 +130,50 @@ def progress_bar(label: str = "sending") -> Progress:
     )
 
 
+# Fewer records than this take under a second: no bar for them.
+MANY_RECORDS = 500
+
+
+class ProgressOnDemand:
+    """A progress bar that appears once there are at least ``minimum`` things to count.
+
+    Never an empty ``0/0`` bar when there is nothing to do, and no bar at all for work
+    too short to watch. ``total(n)`` (re)sets the count, ``advance(n)`` counts done.
+    """
+
+    def __init__(self, label: str, minimum: int = 1) -> None:
+        self.label = label
+        self.minimum = minimum
+        self.bar: Progress | None = None
+        self.task: Any = None
+
+    def total(self, n: int) -> None:
+        if self.bar is None and n >= self.minimum:
+            self.bar = progress_bar(self.label)
+            self.bar.start()
+            self.task = self.bar.add_task(self.label, total=n)
+        elif self.bar is not None:
+            self.bar.update(self.task, total=n)
+
+    def advance(self, n: int = 1) -> None:
+        if self.bar is not None:
+            self.bar.advance(self.task, n)
+
+    def __enter__(self) -> ProgressOnDemand:
+        return self
+
+    def __exit__(self, exc_type: object, *exc: object) -> None:
+        if self.bar is None:
+            return
+        if exc_type is not None:
+            # A failure is reported in one line of its own: the bar goes away.
+            self.bar.live.transient = True
+        else:
+            # A total that was an estimate (lines of a CSV) ends at what was done.
+            self.bar.update(self.task, total=self.bar.tasks[0].completed)
+        self.bar.stop()
+
+
 def print_rows(
     rows: Sequence[Any],
     as_json: bool,

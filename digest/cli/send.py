@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING, Annotated, Any
 import typer
 from rich.markup import escape
 
-from digest.cli.base import State, app, err, out, parse_at, progress_bar, setup_logging, state
+from digest.cli.base import ProgressOnDemand, State, app, err, out, parse_at, setup_logging, state
 from digest.core.clock import Clock
 from digest.core.errors import InputError
 
@@ -38,16 +38,15 @@ def send(
         _send_copies(st, name, clock, signer, to, dry_run)
         return
     # None: the delivery engine's pool ([delivery] servers, connections, processes).
-    with progress_bar() as bar:
-        task = bar.add_task("send", total=None)
+    with ProgressOnDemand("sending") as bar:  # no bar (never "0/0") when there is nothing to send
         report = send_digest(
             st.engine,
             st.settings,
             name,
             None,
             clock,
-            progress=lambda n: bar.advance(task, n),
-            on_total=lambda n: bar.update(task, total=n),
+            progress=bar.advance,
+            on_total=bar.total,
             signer=signer,
         )
     if report.empty:

@@ -3,13 +3,16 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 from rich.markup import escape
 
-from digest.cli.base import JSON_HELP, app, finish_import, out, print_rows, state
+from digest.cli.base import JSON_HELP, MANY_RECORDS, ProgressOnDemand, app, finish_import, out, print_rows, state
 from digest.core.errors import InputError
+
+if TYPE_CHECKING:
+    from digest.store.models import Subscriber
 
 subscribers_app = typer.Typer(help="Manage subscribers.", no_args_is_help=True)
 app.add_typer(subscribers_app, name="subscribers")
@@ -22,15 +25,62 @@ def subscribers_add(
     name: Annotated[str, typer.Option(help="Display name.")] = "",
     timezone: Annotated[str | None, typer.Option(help="IANA timezone, e.g. Europe/Berlin.")] = None,
     topics: Annotated[str | None, typer.Option(help="Comma-separated sections; empty = all.")] = None,
+    send_time: Annotated[
+        str | None, typer.Option("--send-time", help="Local time HH:MM to receive it (default: the schedule).")
+    ] = None,
+    frequency: Annotated[
+        str | None, typer.Option("--frequency", help="daily or weekly (default daily; weekly with --day).")
+    ] = None,
+    day: Annotated[
+        str | None, typer.Option("--day", help="Day of the weekly digest: MON, TUE ... SUN (implies weekly).")
+    ] = None,
 ) -> None:
     """Add an active subscriber."""
+    from digest.app.subscriptions import parse_frequency
     from digest.store.db import session_scope
-    from digest.store.subscribers import add_subscriber
+    from digest.store.subscribers import add_subscriber, validate_send_time
 
     st = state(ctx)
+    at = validate_send_time(send_time, "--send-time")
+    if day is not None and (frequency or "weekly").strip().lower() != "weekly":
+        raise InputError("--day", "is the day of a weekly digest: leave it out, or use --frequency weekly")
+    freq = frequency or ("weekly" if day else "daily")
+    freq, weekday = parse_frequency(freq, _weekday(day), ("--frequency", "--day"))
     with session_scope(st.engine) as session:
-        sub, _ = add_subscriber(session, email, st.clock.now(), name=name, timezone=timezone, topics=topics)
+        sub, _ = add_subscriber(
+            session,
+            email,
+            st.clock.now(),
+            name=name,
+            timezone=timezone,
+            topics=topics,
+            send_time=at,
+            frequency=freq,
+            weekday=weekday,
+        )
         out.print(f"added {escape(sub.email)}")
+
+
+def _weekday(day: str | None) -> int | None:
+    """``--day``: a day's name or its first three letters or more, any case (0 = Monday)."""
+    from digest.app.subscriptions import WEEKDAYS
+
+    if day is None:
+        return None
+    name = day.strip().lower()
+    for i, full in enumerate(WEEKDAYS):
+        if len(name) >= 3 and full.lower().startswith(name):
+            return i
+    raise InputError("--day", f"not a day of the week: {day!r} (use MON, TUE, WED, THU, FRI, SAT or SUN)")
+
+
+def _schedule(s: Subscriber) -> str:
+    """How often, for the list: "daily", or "weekly (Fri)"."""
+    from digest.app.subscriptions import WEEKDAYS
+
+    if s.frequency == "weekly" and s.weekday is not None:
+        return f"weekly ({WEEKDAYS[s.weekday][:3]})"
+    return s.frequency
 
 
 @subscribers_app.command("import")
@@ -56,8 +106,9 @@ def subscribers_import(ctx: typer.Context, path: Path) -> None:
     except UnicodeDecodeError as exc:
         raise InputError(str(path), f"cannot read: {exc}") from None
     try:
-        with session_scope(st.engine) as session:
-            report = import_csv(session, text, str(path), st.clock.now())
+        with ProgressOnDemand("importing", MANY_RECORDS) as bar, session_scope(st.engine) as session:
+            bar.total(text.count("\n"))  # about one row a line, less the header
+            report = import_csv(session, text, str(path), st.clock.now(), progress=bar.advance)
     except SQLAlchemyError as exc:
         # The driver's first line says why ("database or disk is full"); it may quote a
         # row's values, so addresses are masked.
@@ -80,13 +131,21 @@ def subscribers_list(
     st = state(ctx)
     with session_scope(st.engine) as session:
         subs = list_subscribers(session, status, None if limit is None else limit + 1)
-    header = ("email", "name", "status", "timezone", "topics")
+    header = ("email", "name", "status", "timezone", "send time", "frequency", "topics")
     print_rows(
         subs,
         as_json,
         {"email_key"},
         header,
-        lambda s: (escape(s.email), escape(s.name), s.status, s.timezone or "", escape(", ".join(s.topics))),
+        lambda s: (
+            escape(s.email),
+            escape(s.name),
+            s.status,
+            s.timezone or "",
+            s.send_time or "",
+            _schedule(s),
+            escape(", ".join(s.topics)),
+        ),
         "subscriber",
         limit,
     )

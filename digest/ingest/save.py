@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import re
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -32,11 +32,16 @@ def article_guid(draft: ArticleDraft) -> str:
     return f"urn:digest:{h}"
 
 
-def upsert_articles(session: Session, drafts: Iterable[ArticleDraft], now: datetime) -> UpsertReport:
+def upsert_articles(
+    session: Session,
+    drafts: Iterable[ArticleDraft],
+    now: datetime,
+    progress: Callable[[int], None] | None = None,
+) -> UpsertReport:
     """Insert new articles and update existing ones (matched by url or guid).
 
     The caller's session is one transaction: either every draft is written or,
-    on error, none is.
+    on error, none is. ``progress(1)`` is called after each draft.
     """
     report = UpsertReport()
     for draft in drafts:
@@ -85,6 +90,8 @@ def upsert_articles(session: Session, drafts: Iterable[ArticleDraft], now: datet
             report.updated += 1
         # Flush per draft so a url and guid repeated inside one batch match too.
         session.flush()
+        if progress is not None:
+            progress(1)
     return report
 
 

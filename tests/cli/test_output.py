@@ -9,12 +9,14 @@ from __future__ import annotations
 
 import json
 from datetime import timedelta
+from pathlib import Path
 
 import pytest
 from sqlalchemy.engine import Engine
 
 from digest.ingest.feeds import add_feed
 from digest.store.db import session_scope
+from digest.store.subscribers import find_subscriber
 from tests.cli.test_cli import Run, real_now, seed_articles
 
 pytestmark = pytest.mark.slow
@@ -101,6 +103,89 @@ def test_subscribers_list_limit_shows_the_first_added(run: Run, ready: Engine) -
 
     assert proc.returncode == 0, proc.stderr
     assert [json.loads(line)["email"] for line in proc.stdout.splitlines()] == ["ana@example.org"]
+
+
+# ---------------------------------------------------------------- subscribers' schedule
+
+
+def test_subscribers_add_takes_a_send_time_and_a_weekly_day_and_list_shows_them(run: Run, store: Engine) -> None:
+    added = run("subscribers", "add", "ana@example.org", "--send-time", "7:30", "--frequency", "weekly", "--day", "FRI")
+
+    assert added.returncode == 0, added.stderr
+    with session_scope(store) as session:
+        sub = find_subscriber(session, "ana@example.org")
+        assert sub is not None and (sub.send_time, sub.frequency, sub.weekday) == ("07:30", "weekly", 4)
+    [row] = [line for line in run("subscribers", "list", env=NO_COLUMNS).stdout.splitlines() if "ana@" in line]
+    assert "07:30" in row and "weekly (Fri)" in row
+
+
+@pytest.mark.parametrize(
+    ("args", "field"),
+    [
+        (("--frequency", "weekly"), "--day"),
+        (("--frequency", "daily", "--day", "fri"), "--day"),
+        (("--day", "fry"), "--day"),
+        (("--frequency", "monthly"), "--frequency"),
+        (("--send-time", "25:00"), "--send-time"),
+    ],
+    ids=["weekly-without-day", "daily-with-day", "bad-day", "bad-frequency", "bad-time"],
+)
+def test_subscribers_add_refuses_a_bad_schedule_in_one_line(
+    run: Run, store: Engine, args: tuple[str, ...], field: str
+) -> None:
+    proc = run("subscribers", "add", "ana@example.org", *args)
+
+    assert proc.returncode == 3
+    [line] = proc.stderr.strip().splitlines()
+    assert line.startswith(f"error: {field}:"), line
+    with session_scope(store) as session:
+        assert find_subscriber(session, "ana@example.org") is None
+
+
+# ---------------------------------------------------------------- progress
+
+
+def test_articles_import_of_many_records_shows_progress_on_stderr(run: Run, tmp_path: Path, store: Engine) -> None:
+    stamp = real_now().isoformat()
+    records = [{"title": f"Story {i}", "url": f"https://x.example.com/{i}", "published_at": stamp} for i in range(600)]
+    (tmp_path / "many.ndjson").write_text("\n".join(json.dumps(r) for r in records) + "\n", encoding="utf-8")
+
+    proc = run("articles", "import", "many.ndjson")
+
+    assert proc.returncode == 0, proc.stderr
+    assert "imported 600 new" in proc.stdout and "importing" not in proc.stdout
+    assert "importing" in proc.stderr and "600/600" in proc.stderr
+
+
+def test_subscribers_import_of_many_rows_shows_progress_on_stderr(run: Run, tmp_path: Path, store: Engine) -> None:
+    rows = "".join(f"user{i}@example.org,User {i}\n" for i in range(600))
+    (tmp_path / "many.csv").write_text("email,name\n" + rows, encoding="utf-8")
+
+    proc = run("subscribers", "import", "many.csv")
+
+    assert proc.returncode == 0, proc.stderr
+    assert "added 600" in proc.stdout
+    assert "importing" in proc.stderr and "600/600" in proc.stderr
+
+
+def test_a_small_import_shows_no_bar(run: Run, tmp_path: Path, store: Engine) -> None:
+    (tmp_path / "few.csv").write_text("email\nana@example.org\nbob@example.org\n", encoding="utf-8")
+
+    proc = run("subscribers", "import", "few.csv")
+
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stderr == ""
+
+
+def test_send_with_nothing_to_send_shows_no_empty_bar(run: Run, ready: Engine) -> None:
+    first = run("send")
+    assert "2/2" in first.stderr, first.stderr  # the bar while there is something to send
+
+    again = run("send")
+
+    assert again.returncode == 0, again.stderr
+    assert "already sent" in again.stdout
+    assert "0/0" not in again.stderr and "sending" not in again.stderr
 
 
 # ---------------------------------------------------------------- help text
