@@ -13,13 +13,14 @@ from pathlib import Path
 
 import pytest
 from sqlalchemy.engine import Engine
+from sqlmodel import select
 
 from digest.core.clock import FixedClock
 from digest.core.settings import Settings
 from digest.edition.build import get_or_build_edition
 from digest.ingest.save import upsert_articles
 from digest.store.db import session_scope
-from digest.store.models import SubscriberStatus
+from digest.store.models import Edition, EditionStatus, SubscriberStatus
 from digest.store.subscribers import find_subscriber
 from digest.transport.sink import SmtpSink
 from digest.web import WebServer, make_app
@@ -146,6 +147,14 @@ def test_other_pages_look_right_on_desktop_phone_and_in_dark_mode(
     page.goto(f"{server.url}/archive/daily/2026-11-25")
     assert page.locator("text=Harbour cities agree storm warning pact").count() >= 1
     shot(page, "archive")
+    with session_scope(engine) as s:
+        for edition in s.exec(select(Edition)):
+            edition.status = EditionStatus.SENT
+    page.goto(f"{server.url}/archive")
+    page.get_by_role("link", name="The Briefing, Wednesday 25 November 2026").click()
+    assert page.locator("text=Harbour cities agree storm warning pact").count() >= 1
+    page.go_back()
+    shot(page, "archive-list")
     desktop.close()
 
     phone = browser.new_context(viewport=PHONE, color_scheme="dark")  # type: ignore[attr-defined]
