@@ -13,18 +13,19 @@ from __future__ import annotations
 
 import threading
 from collections import OrderedDict
-from datetime import datetime
+from dataclasses import dataclass
+from datetime import date, datetime
 from typing import Any
 
 import jinja2
 from sqlalchemy.engine import Engine
-from sqlmodel import select
+from sqlmodel import col, select
 
 from digest.compose.variants import Variants
 from digest.core.settings import Settings
 from digest.edition.build import edition_content
 from digest.store.db import session_scope
-from digest.store.models import Article, Edition
+from digest.store.models import Article, Edition, EditionStatus
 
 
 class Archive:
@@ -78,3 +79,41 @@ def find_article(engine: Engine, article_id: int) -> Article | None:
     """The stored story ``article_id``, or None."""
     with session_scope(engine) as session:
         return session.get(Article, article_id)
+
+
+@dataclass(frozen=True)
+class PastEdition:
+    """One line of the archive's list: an edition that went out."""
+
+    id: int
+    title: str
+    day: date
+    slot: str
+    article_count: int
+
+
+def past_editions(engine: Engine, settings: Settings, limit: int = 200) -> list[PastEdition]:
+    """The editions that went out (all or part of their copies sent), newest first.
+
+    Only those the archive shows (:meth:`Archive.by_id`: a digest still configured),
+    and never one not yet sent: its stories would be public before its readers got it.
+    """
+    went_out = (EditionStatus.SENT, EditionStatus.SENDING)
+    with session_scope(engine) as session:
+        stmt = (
+            select(Edition)
+            .where(col(Edition.status).in_(went_out), col(Edition.digest).in_(list(settings.digests)))
+            .order_by(col(Edition.built_at).desc(), col(Edition.id).desc())
+            .limit(limit)
+        )
+        return [
+            PastEdition(
+                id=e.id,
+                title=settings.digests[e.digest].title,
+                day=date.fromisoformat(e.slot[:10]),
+                slot=e.slot,
+                article_count=e.article_count,
+            )
+            for e in session.exec(stmt)
+            if e.id is not None
+        ]

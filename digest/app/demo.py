@@ -7,6 +7,8 @@ through the real SMTP transport.
 
 from __future__ import annotations
 
+import json
+import os
 import secrets
 import shutil
 from dataclasses import dataclass, field
@@ -113,6 +115,7 @@ class DemoSummary:
     mail_dir: Path
     report: SendReport
     files: list[Path] = field(default_factory=list)
+    config: Path | None = None
 
     def describe(self) -> str:
         lines = [
@@ -122,8 +125,42 @@ class DemoSummary:
             f"saved to {self.mail_dir}/:",
         ]
         lines += [f"  {p}" for p in self.files]
-        lines.append("open one in a mail client, or run: digest preview --config <...> --format html")
+        lines.append("open one in a mail client, or see the edition in a browser:")
+        lines.append(f"  digest --config {self.config} preview --open")
+        lines.append(f"try other commands on the demo's data with --config {self.config}, e.g.:")
+        lines.append(f"  digest --config {self.config} subscribers list")
         return "\n".join(lines)
+
+
+def write_config(path: Path, settings: Settings) -> None:
+    """The demo's settings as a TOML file, so the commands the summary suggests find its data."""
+    daily = settings.digests["daily"]
+
+    def q(value: str) -> str:
+        return json.dumps(value)  # a JSON string is a valid TOML basic string
+
+    text = "\n".join(
+        [
+            "# Written by `digest demo`: its settings, for trying commands on its data.",
+            f"database_url = {q(settings.database_url)}",
+            "# `digest sink` listens here.",
+            f"smtp_url = {q('smtp://127.0.0.1:1025')}",
+            f"secret_key = {q(settings.secret_key.get_secret_value())}",
+            f"from_addr = {q(settings.from_addr)}",
+            f"base_url = {q(settings.base_url)}",
+            f"postal_address = {q(settings.postal_address)}",
+            f"mail_dir = {q(str(path.parent / 'mail'))}",
+            "",
+            "[digests.daily]",
+            f"title = {q(daily.title)}",
+            f"sections = [{', '.join(q(x) for x in daily.sections)}]",
+            "",
+        ]
+    )
+    # Owner-only: it holds the demo's secret key.
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w", encoding="utf-8") as fh:
+        fh.write(text)
 
 
 def demo_drafts(clock: Clock) -> list[ArticleDraft]:
@@ -157,7 +194,7 @@ def run_demo(directory: Path, clock: Clock) -> DemoSummary:
     shutil.rmtree(mail_dir, ignore_errors=True)
     with SmtpSink(directory=mail_dir) as sink:
         settings = Settings(
-            database_url=f"sqlite:///{db}",
+            database_url=f"sqlite:///{db.resolve()}",
             smtp_url=sink.url,  # type: ignore[arg-type]
             secret_key=secrets.token_urlsafe(32),  # type: ignore[arg-type]
             from_addr="The Daily Briefing <briefing@news.example.com>",
@@ -180,4 +217,6 @@ def run_demo(directory: Path, clock: Clock) -> DemoSummary:
             report = send_digest(engine, settings, "daily", smtp, clock)
         files = list(sink.handler.saved)
         engine.dispose()
-    return DemoSummary(database=db, mail_dir=mail_dir, report=report, files=files)
+    config = directory / "demo.toml"
+    write_config(config, settings)
+    return DemoSummary(database=db, mail_dir=mail_dir, report=report, files=files, config=config)

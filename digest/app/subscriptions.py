@@ -365,26 +365,37 @@ def parse_preferences(
     weekday: str | None,
 ) -> Preferences:
     """Validate raw form values; InputError names the offending field."""
-    freq = (frequency or "daily").strip().lower()
-    if freq not in FREQUENCIES:
-        raise InputError("frequency", f"must be one of {', '.join(FREQUENCIES)}")
     day: int | None = None
     if weekday not in (None, ""):
         try:
             day = int(str(weekday))
         except ValueError:
             day = -1
-        if not 0 <= day < 7:
-            raise InputError("weekday", "must be a day of the week")
-    if freq == "weekly" and day is None:
-        raise InputError("weekday", "choose a day for a weekly digest")
+    freq, day = parse_frequency(frequency, day)
     return Preferences(
         topics=clean_topics(settings, topics),
         timezone=validate_timezone(timezone, "timezone"),
         send_time=validate_send_time(send_time, "send_time"),
         frequency=freq,
-        weekday=day if freq == "weekly" else None,
+        weekday=day,
     )
+
+
+def parse_frequency(
+    frequency: str | None, weekday: int | None, fields: tuple[str, str] = ("frequency", "weekday")
+) -> tuple[str, int | None]:
+    """``(frequency, weekday)`` validated: daily, or weekly on a day (0 = Monday); the day only for weekly.
+
+    InputError names the offending field, as ``fields`` calls them.
+    """
+    freq = (frequency or "daily").strip().lower()
+    if freq not in FREQUENCIES:
+        raise InputError(fields[0], f"must be one of {', '.join(FREQUENCIES)}")
+    if weekday is not None and not 0 <= weekday < 7:
+        raise InputError(fields[1], "must be a day of the week")
+    if freq == "weekly" and weekday is None:
+        raise InputError(fields[1], "choose a day for a weekly digest")
+    return freq, weekday if freq == "weekly" else None
 
 
 def update_preferences(engine: Engine, settings: Settings, clock: Clock, token: str, prefs: Preferences) -> Subscriber:

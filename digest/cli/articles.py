@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING, Annotated, Any
 import typer
 from rich.markup import escape
 
-from digest.cli.base import app, err, finish_import, out, print_rows, state
+from digest.cli.base import JSON_HELP, MANY_RECORDS, ProgressOnDemand, app, err, finish_import, out, print_rows, state
 from digest.core.errors import InputError
 from digest.core.settings import parse_duration
 
@@ -48,8 +48,9 @@ def articles_import(
         fetch_timeout=svc.feed_timeout,
         allow_private=svc.feed_allow_private,
     )
-    with session_scope(st.engine) as session:
-        report = upsert_articles(session, result.drafts, st.clock.now())
+    with ProgressOnDemand("importing", MANY_RECORDS) as bar, session_scope(st.engine) as session:
+        bar.total(len(result.drafts))
+        report = upsert_articles(session, result.drafts, st.clock.now(), progress=bar.advance)
     for warning in result.warnings:  # nothing lost: said, never counted as rejected
         err.print(f"[yellow]warning[/yellow]: {escape(str(warning))}", highlight=False, soft_wrap=True)
     unread = sum(p.whole_source for p in result.problems)
@@ -94,7 +95,8 @@ def articles_add(
 def articles_list(
     ctx: typer.Context,
     since: Annotated[str, typer.Option(help="Only articles published this recently, e.g. 24h, 7d.")] = "7d",
-    as_json: Annotated[bool, typer.Option("--json", help="JSON lines instead of a table.")] = False,
+    as_json: Annotated[bool, typer.Option("--json", help=JSON_HELP)] = False,
+    limit: Annotated[int | None, typer.Option("--limit", min=1, help="Show at most this many (the newest).")] = None,
 ) -> None:
     """List recent articles, newest first."""
     from digest.store.articles import recent_articles
@@ -107,7 +109,7 @@ def articles_list(
         raise InputError("--since", str(exc)) from None
     now = st.clock.now()
     with session_scope(st.engine) as session:
-        rows = recent_articles(session, now - delta, now + timedelta(days=3650))
+        rows = recent_articles(session, now - delta, now + timedelta(days=3650), None if limit is None else limit + 1)
 
     def cells(a: Article) -> tuple[str, ...]:
         flag = "[red]●[/red] " if a.breaking else ""
@@ -119,4 +121,5 @@ def articles_list(
             flag + escape(a.title),
         )
 
-    print_rows(rows, as_json, {"body"}, ("id", "published (UTC)", "category", "source", "title"), cells, "article")
+    header = ("id", "published (UTC)", "category", "source", "title")
+    print_rows(rows, as_json, {"body"}, header, cells, "article", limit)

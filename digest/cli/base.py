@@ -22,13 +22,31 @@ from digest.core.clock import Clock, FixedClock, SystemClock
 from digest.core.errors import InputError
 from digest.core.settings import Settings, load_settings, setting_source
 
-app = typer.Typer(help="digest: scheduled breaking-news digests by email.", no_args_is_help=True, add_completion=False)
+# Plain help (no Rich markup): option help names settings as "[web] host", which Rich
+# would take for a style tag and drop, and Rich help shows every flag as "<bool>".
+# Sub-apps inherit the mode from this one.
+app = typer.Typer(
+    help="digest: scheduled breaking-news digests by email.",
+    no_args_is_help=True,
+    add_completion=False,
+    rich_markup_mode=None,
+)
 
+
+# A width no row reaches: a table printed this wide keeps each row on one line.
+WIDE = 100_000
 
 out = Console()
+if not out.is_terminal:
+    # Piped to another program: no terminal width to fit, so a table row stays on one
+    # line (rich would otherwise wrap every cell at 80 columns and `grep` miss the row).
+    out.width = WIDE
 
 
 err = Console(stderr=True)
+if not err.is_terminal:
+    # Captured (a log file, journald, a test): one message is one line, not cut at 80 columns.
+    err.width = WIDE
 
 
 @dataclass
@@ -145,15 +163,63 @@ def parse_at(value: str | None, tz: str) -> Clock:
     return FixedClock(at)
 
 
-def progress_bar() -> Progress:
+JSON_HELP = "One JSON object per line (JSON Lines) instead of a table."
+
+
+def progress_bar(label: str = "sending") -> Progress:
+    """A bar on stderr (stdout stays for the result): ``label``, done/total and time left."""
     return Progress(
-        TextColumn("sending"),
+        TextColumn(label),
         BarColumn(),
         MofNCompleteColumn(),
         TimeRemainingColumn(),
         console=err,
         transient=False,
     )
+
+
+# Fewer records than this take under a second: no bar for them.
+MANY_RECORDS = 500
+
+
+class ProgressOnDemand:
+    """A progress bar that appears once there are at least ``minimum`` things to count.
+
+    Never an empty ``0/0`` bar when there is nothing to do, and no bar at all for work
+    too short to watch. ``total(n)`` (re)sets the count, ``advance(n)`` counts done.
+    """
+
+    def __init__(self, label: str, minimum: int = 1) -> None:
+        self.label = label
+        self.minimum = minimum
+        self.bar: Progress | None = None
+        self.task: Any = None
+
+    def total(self, n: int) -> None:
+        if self.bar is None and n >= self.minimum:
+            self.bar = progress_bar(self.label)
+            self.bar.start()
+            self.task = self.bar.add_task(self.label, total=n)
+        elif self.bar is not None:
+            self.bar.update(self.task, total=n)
+
+    def advance(self, n: int = 1) -> None:
+        if self.bar is not None:
+            self.bar.advance(self.task, n)
+
+    def __enter__(self) -> ProgressOnDemand:
+        return self
+
+    def __exit__(self, exc_type: object, *exc: object) -> None:
+        if self.bar is None:
+            return
+        if exc_type is not None:
+            # A failure is reported in one line of its own: the bar goes away.
+            self.bar.live.transient = True
+        else:
+            # A total that was an estimate (lines of a CSV) ends at what was done.
+            self.bar.update(self.task, total=self.bar.tasks[0].completed)
+        self.bar.stop()
 
 
 def print_rows(
@@ -163,17 +229,46 @@ def print_rows(
     header: Sequence[str],
     cells: Callable[[Any], Sequence[str]],
     noun: str,
+    limit: int | None = None,
 ) -> None:
-    """A ``list`` command's output: JSON lines (rows without ``exclude``) or a table of ``cells`` and a count."""
+    """A ``list`` command's output: JSON lines (rows without ``exclude``) or a table of ``cells`` and a count.
+
+    ``limit``: the ``--limit`` the rows were read with, reading one row more; that
+    extra row is not shown, it only tells that there are more.
+    """
+    more = limit is not None and len(rows) > limit
+    rows = rows[:limit] if limit is not None else rows
     if as_json:
         for row in rows:
-            out.print_json(row.model_dump_json(exclude=exclude))
+            print_json_line(row.model_dump_json(exclude=exclude))
         return
     table = Table(*header, box=None)
     for row in rows:
         table.add_row(*cells(row))
     out.print(table)
-    out.print(f"{len(rows)} {noun}(s)")
+    out.print(f"{len(rows)} {noun}(s)" + (f" shown; more with a higher --limit than {limit}" if more else ""))
+
+
+def _json_value(value: object) -> str:
+    return value.isoformat() if isinstance(value, datetime) else str(value)
+
+
+def print_unwrapped(renderable: Any) -> None:
+    """Print ``renderable`` (a table) with each row on one line, even in a narrow terminal."""
+    width = out.width
+    out.width = WIDE
+    try:
+        out.print(renderable)
+    finally:
+        out.width = width
+
+
+def print_json_line(obj: object) -> None:
+    """One JSON object on one line of stdout (JSON Lines); ``obj`` is a dict or already JSON text."""
+    import json
+
+    line = obj if isinstance(obj, str) else json.dumps(obj, default=_json_value)
+    out.print(line, markup=False, highlight=False, emoji=False, soft_wrap=True)
 
 
 def finish_import(problems: Sequence[object], summary: str, code: int = InputError.exit_code, unread: int = 0) -> None:

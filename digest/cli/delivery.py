@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import dataclasses
 from typing import Annotated
 
 import typer
 from rich.markup import escape
 from rich.table import Table
 
-from digest.cli.base import app, err, out, progress_bar, setup_logging, state
+from digest.cli.base import JSON_HELP, app, err, out, print_json_line, progress_bar, setup_logging, state
 from digest.cli.send import stop_for_retry
 from digest.core.errors import DeliveryError, InputError
 
@@ -28,6 +29,7 @@ def deliveries(
         ),
     ] = None,
     limit: Annotated[int, typer.Option("--limit", min=1, help="Show at most this many rows.")] = 100,
+    as_json: Annotated[bool, typer.Option("--json", help=JSON_HELP)] = False,
 ) -> None:
     """List deliveries (the outbox) with their status, attempts and last SMTP answer."""
     from digest.app.send import find_edition_ref
@@ -38,6 +40,10 @@ def deliveries(
         raise InputError("--status", f"unknown status {status!r} (one of: {', '.join(STATUS_FILTERS)})")
     edition_id = find_edition_ref(st.engine, st.settings, edition).id if edition else None
     found, counts = list_deliveries(st.engine, edition_id, STATUS_FILTERS[status] if status else None, limit)
+    if as_json:
+        for d in found:
+            print_json_line(dataclasses.asdict(d))
+        return
     header = ("id", "edition", "subscriber", "status", "attempts", "next attempt", "last answer")
     lines = [
         (

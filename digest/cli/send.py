@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING, Annotated, Any, NoReturn
 import typer
 from rich.markup import escape
 
-from digest.cli.base import State, app, err, out, parse_at, progress_bar, setup_logging, state
+from digest.cli.base import ProgressOnDemand, State, app, err, out, parse_at, setup_logging, state
 from digest.core.clock import Clock
 from digest.core.errors import DeliveryError, InputError, SmtpUnavailableError, TemporaryFailure
 
@@ -43,8 +43,7 @@ def send(
     engine = st.engine  # before the bar: a store that cannot be opened is one line, not a bar and a line
     # None: the delivery engine's pool ([delivery] servers, connections, processes).
     stopped: DeliveryError | None = None
-    with progress_bar() as bar:
-        task = bar.add_task("send", total=None)
+    with ProgressOnDemand("sending") as bar:  # no bar (never "0/0") when there is nothing to send
         try:
             report = send_digest(
                 engine,
@@ -52,8 +51,8 @@ def send(
                 name,
                 None,
                 clock,
-                progress=lambda n: bar.advance(task, n),
-                on_total=lambda n: bar.update(task, total=n),
+                progress=bar.advance,
+                on_total=bar.total,
                 signer=signer,
             )
         except DeliveryError as exc:

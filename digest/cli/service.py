@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 from typing import Annotated
 
 import typer
@@ -10,7 +9,7 @@ from rich.markup import escape
 from rich.table import Table
 from sqlalchemy.engine import Engine
 
-from digest.cli.base import app, out, setup_logging, state
+from digest.cli.base import JSON_HELP, app, out, print_json_line, print_unwrapped, setup_logging, state
 from digest.core.errors import ConfigError, InputError
 from digest.core.logs import mask_url
 from digest.core.settings import parse_duration
@@ -68,7 +67,7 @@ def _when(value: str | None) -> str:
 @app.command()
 def status(
     ctx: typer.Context,
-    as_json: Annotated[bool, typer.Option("--json", help="One JSON object instead of tables.")] = False,
+    as_json: Annotated[bool, typer.Option("--json", help="One JSON object, on one line, instead of tables.")] = False,
 ) -> None:
     """What the service is doing: jobs, next editions, last editions, feeds and the outbox."""
     from digest.app.status import collect_status
@@ -76,7 +75,7 @@ def status(
     st = state(ctx, reads_only=True)
     info = collect_status(st.engine, st.settings, st.clock.now())
     if as_json:
-        out.print_json(json.dumps(info))
+        print_json_line(info)
         return
     procs = info["processes"]
     alive = [p for p in procs if p["alive"]]
@@ -154,7 +153,9 @@ def _feeds_table(feeds: list[dict[str, object]]) -> None:
             _when(f["next_poll_at"]),  # type: ignore[arg-type]
             escape(str(f["last_error"] or "")),
         )
-    out.print(table)
+    # A feed URL is copied whole into a browser or `feeds remove`: each row is one line,
+    # nothing cut to "https://…" or folded; a terminal narrower than a row wraps it.
+    print_unwrapped(table)
 
 
 @feeds_app.command("add")
@@ -183,9 +184,9 @@ def feeds_add(
 @feeds_app.command("list")
 def feeds_list(
     ctx: typer.Context,
-    as_json: Annotated[bool, typer.Option("--json", help="JSON lines instead of a table.")] = False,
+    as_json: Annotated[bool, typer.Option("--json", help=JSON_HELP)] = False,
 ) -> None:
-    """List the feeds with the status of their last poll."""
+    """List the feeds with the status of their last poll (whole URLs; passwords masked)."""
     from digest.app.status import feed_row
     from digest.ingest.feeds import list_feeds
     from digest.store.db import session_scope
@@ -194,7 +195,7 @@ def feeds_list(
         feeds = [feed_row(f) for f in list_feeds(session)]
     if as_json:
         for f in feeds:
-            typer.echo(json.dumps(f))
+            print_json_line(f)
         return
     _feeds_table(feeds)  # type: ignore[arg-type]
     out.print(f"{len(feeds)} feed(s)")

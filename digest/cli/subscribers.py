@@ -8,12 +8,23 @@ from typing import TYPE_CHECKING, Annotated
 import typer
 from rich.markup import escape
 
-from digest.cli.base import State, app, finish_import, out, print_rows, state
+from digest.cli.base import (
+    JSON_HELP,
+    MANY_RECORDS,
+    ProgressOnDemand,
+    State,
+    app,
+    finish_import,
+    out,
+    print_rows,
+    state,
+)
 from digest.core.errors import InputError
 
 if TYPE_CHECKING:
     from sqlmodel import Session
 
+    from digest.store.models import Subscriber
     from digest.store.subscribers import KnownTopics
 
 subscribers_app = typer.Typer(help="Manage subscribers.", no_args_is_help=True)
@@ -32,17 +43,64 @@ def subscribers_add(
     allow_new_topics: Annotated[
         bool, typer.Option("--allow-new-topics", help=ALLOW_NEW_HELP, show_default=False)
     ] = False,
+    send_time: Annotated[
+        str | None, typer.Option("--send-time", help="Local time HH:MM to receive it (default: the schedule).")
+    ] = None,
+    frequency: Annotated[
+        str | None, typer.Option("--frequency", help="daily or weekly (default daily; weekly with --day).")
+    ] = None,
+    day: Annotated[
+        str | None, typer.Option("--day", help="Day of the weekly digest: MON, TUE ... SUN (implies weekly).")
+    ] = None,
 ) -> None:
     """Add an active subscriber."""
+    from digest.app.subscriptions import parse_frequency
     from digest.store.db import session_scope
-    from digest.store.subscribers import add_subscriber, parse_topics, validate_timezone
+    from digest.store.subscribers import add_subscriber, parse_topics, validate_send_time, validate_timezone
 
     validate_timezone(timezone, "--timezone")  # named as the option, not as the address
     st = state(ctx)
+    at = validate_send_time(send_time, "--send-time")
+    if day is not None and (frequency or "weekly").strip().lower() != "weekly":
+        raise InputError("--day", "is the day of a weekly digest: leave it out, or use --frequency weekly")
+    freq = frequency or ("weekly" if day else "daily")
+    freq, weekday = parse_frequency(freq, _weekday(day), ("--frequency", "--day"))
     with session_scope(st.engine) as session:
         wanted = _known(st, session, allow_new_topics).check(parse_topics(topics), "--topics")
-        sub, _ = add_subscriber(session, email, st.clock.now(), name=name, timezone=timezone, topics=wanted)
+        sub, _ = add_subscriber(
+            session,
+            email,
+            st.clock.now(),
+            name=name,
+            timezone=timezone,
+            topics=wanted,
+            send_time=at,
+            frequency=freq,
+            weekday=weekday,
+        )
         out.print(f"added {escape(sub.email)}")
+
+
+def _weekday(day: str | None) -> int | None:
+    """``--day``: a day's name or its first three letters or more, any case (0 = Monday)."""
+    from digest.app.subscriptions import WEEKDAYS
+
+    if day is None:
+        return None
+    name = day.strip().lower()
+    for i, full in enumerate(WEEKDAYS):
+        if len(name) >= 3 and full.lower().startswith(name):
+            return i
+    raise InputError("--day", f"not a day of the week: {day!r} (use MON, TUE, WED, THU, FRI, SAT or SUN)")
+
+
+def _schedule(s: Subscriber) -> str:
+    """How often, for the list: "daily", or "weekly (Fri)"."""
+    from digest.app.subscriptions import WEEKDAYS
+
+    if s.frequency == "weekly" and s.weekday is not None:
+        return f"weekly ({WEEKDAYS[s.weekday][:3]})"
+    return s.frequency
 
 
 def _known(st: State, session: Session, allow_new: bool) -> KnownTopics:
@@ -81,8 +139,10 @@ def subscribers_import(
     except UnicodeDecodeError as exc:
         raise InputError(str(path), f"cannot read: {exc}") from None
     try:
-        with session_scope(st.engine) as session:
-            report = import_csv(session, text, str(path), st.clock.now(), _known(st, session, allow_new_topics))
+        with ProgressOnDemand("importing", MANY_RECORDS) as bar, session_scope(st.engine) as session:
+            bar.total(text.count("\n"))  # about one row a line, less the header
+            known = _known(st, session, allow_new_topics)
+            report = import_csv(session, text, str(path), st.clock.now(), known, progress=bar.advance)
     except SQLAlchemyError as exc:
         # The driver's first line says why ("database or disk is full"); it may quote a
         # row's values, so addresses are masked.
@@ -95,7 +155,8 @@ def subscribers_import(
 def subscribers_list(
     ctx: typer.Context,
     status: Annotated[str | None, typer.Option(help="Only this status.")] = None,
-    as_json: Annotated[bool, typer.Option("--json", help="JSON lines instead of a table.")] = False,
+    as_json: Annotated[bool, typer.Option("--json", help=JSON_HELP)] = False,
+    limit: Annotated[int | None, typer.Option("--limit", min=1, help="Show at most this many (oldest first).")] = None,
 ) -> None:
     """List subscribers."""
     from digest.store.db import session_scope
@@ -103,15 +164,24 @@ def subscribers_list(
 
     st = state(ctx, reads_only=True)
     with session_scope(st.engine) as session:
-        subs = list_subscribers(session, status)
-    header = ("email", "name", "status", "timezone", "topics")
+        subs = list_subscribers(session, status, None if limit is None else limit + 1)
+    header = ("email", "name", "status", "timezone", "send time", "frequency", "topics")
     print_rows(
         subs,
         as_json,
         {"email_key"},
         header,
-        lambda s: (escape(s.email), escape(s.name), s.status, s.timezone or "", escape(", ".join(s.topics))),
+        lambda s: (
+            escape(s.email),
+            escape(s.name),
+            s.status,
+            s.timezone or "",
+            s.send_time or "",
+            _schedule(s),
+            escape(", ".join(s.topics)),
+        ),
         "subscriber",
+        limit,
     )
 
 

@@ -26,7 +26,7 @@ def web(
     port: Annotated[int | None, typer.Option(help="Port (default [web] port).")] = None,
 ) -> None:
     """Run the subscriber web app (subscribe, confirm, preferences, unsubscribe, archive)."""
-    from digest.web import check_secret_key, listen, make_app, serve_forever
+    from digest.web import address_warning, check_secret_key, listen, make_app, serve_forever
 
     st = state(ctx)
     check_secret_key(st.settings)  # before the database is touched
@@ -36,8 +36,12 @@ def web(
     # one line, not "web app on" followed by uvicorn's log.
     sock = listen(st.settings, host, port, given or st.source("web.port"))
     application = make_app(st.settings, st.engine, st.clock)
-    where = f"http://{host or st.settings.web.host}:{port or st.settings.web.port}"
-    err.print(f"web app on {where} (public URL {st.settings.base_url}); Ctrl-C to stop")
+    where = f"{host or st.settings.web.host}:{port or st.settings.web.port}"
+    # base_url is the address to open: the one every link in every email uses.
+    err.print(f"web app: open {st.settings.base_url} (listening on {where}); Ctrl-C to stop", markup=False)
+    warning = address_warning(st.settings, host, port)
+    if warning:
+        err.print(f"[yellow]warning[/yellow]: {escape(warning)}", highlight=False, soft_wrap=True)
     serve_forever(application, st.settings, host, port, sock)
 
 
@@ -154,5 +158,5 @@ def dkim_keygen(
         fh.write(key.private_pem)
     public_path.write_bytes(key.public_pem)
     err.print(f"wrote {path} (private, mode 600) and {public_path}")
-    err.print("publish this DNS record, then set [dkim] selector, domain and private_key_file:")
+    err.print("publish this DNS record, then set [dkim] selector, domain and private_key_file:", markup=False)
     out.print(dns_record(selector, domain, key.txt_value()), highlight=False, soft_wrap=True)

@@ -19,7 +19,7 @@ from __future__ import annotations
 import hashlib
 import logging
 import re
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -52,15 +52,22 @@ def article_guid(draft: ArticleDraft) -> str:
     return f"urn:digest:{h}"
 
 
-def upsert_articles(session: Session, drafts: Iterable[ArticleDraft], now: datetime) -> UpsertReport:
+def upsert_articles(
+    session: Session,
+    drafts: Iterable[ArticleDraft],
+    now: datetime,
+    progress: Callable[[int], None] | None = None,
+) -> UpsertReport:
     """Insert new articles and update existing ones (one story per link, see the module docstring).
 
     The caller's session is one transaction: either every draft is written or,
-    on error, none is.
+    on error, none is. ``progress(1)`` is called for each draft.
     """
     report = UpsertReport()
     touched: set[int | None] = set()  # ids of the articles this batch wrote
     for draft in drafts:
+        if progress is not None:
+            progress(1)
         guid = article_guid(draft)
         by_url = session.exec(select(Article).where(Article.url == draft.url)).first() if draft.url else None
         by_guid = None if by_url is not None else session.exec(select(Article).where(Article.guid == guid)).first()

@@ -5,7 +5,7 @@ from __future__ import annotations
 import csv
 import io
 import logging
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from difflib import get_close_matches
@@ -121,6 +121,8 @@ def add_subscriber(
     topics: str | Sequence[str] | None = None,
     status: str | None = None,
     send_time: str | None = None,
+    frequency: str | None = None,
+    weekday: int | None = None,
     where: str = "email",
     update: bool = False,
     topics_known: KnownTopics | None = None,
@@ -131,6 +133,7 @@ def add_subscriber(
     InputError. ``status`` defaults to active for a new subscriber; an existing one
     keeps theirs unless ``status`` is given (an import never re-subscribes by mistake).
     ``topics_known``: the topics must name known sections (see :class:`KnownTopics`).
+    ``frequency`` and ``weekday`` (0 = Monday) are stored as given, when given.
     """
     addr, key = normalise_email(email, where)
     tz = validate_timezone(timezone, where)
@@ -145,6 +148,8 @@ def add_subscriber(
         "topics": wanted,
         "send_time": validate_send_time(send_time, where),
     }
+    if frequency is not None:  # validated by the caller (digest.app.subscriptions.parse_frequency)
+        values.update(frequency=frequency, weekday=weekday)
     existing = find_subscriber(session, key)
     if existing is not None:
         if not update:
@@ -176,14 +181,20 @@ CSV_COLUMNS = ("email", "name", "timezone", "topics", "status", "send_time")
 
 
 def import_csv(
-    session: Session, text: str, source: str, now: datetime, topics_known: KnownTopics | None = None
+    session: Session,
+    text: str,
+    source: str,
+    now: datetime,
+    topics_known: KnownTopics | None = None,
+    progress: Callable[[int], None] | None = None,
 ) -> CsvReport:
     """Import subscribers from CSV text with a header row (``email`` required).
 
     Each bad row is reported by file and line and skipped; valid rows are kept.
     Existing addresses are updated. Nothing is committed here: the caller's one
     transaction holds every row of the file, so a database failure on any row (a full
-    disk, a constraint) leaves none of them behind.
+    disk, a constraint) leaves none of them behind. ``progress(1)`` is called for
+    each row, as it is read.
     """
     report = CsvReport()
     reader = csv.DictReader(io.StringIO(text))
@@ -203,6 +214,8 @@ def import_csv(
         while start < end and not lines[start - 1].strip():
             start += 1
         where = f"{source}:{start}"
+        if progress is not None:
+            progress(1)
         # No savepoint per row: add_subscriber validates everything before it writes, so
         # a bad row leaves nothing behind. And on SQLite a savepoint opened outside a
         # transaction becomes the transaction: releasing it committed each row alone.
@@ -230,8 +243,9 @@ def import_csv(
     return report
 
 
-def list_subscribers(session: Session, status: str | None = None) -> Sequence[Subscriber]:
-    stmt = select(Subscriber).order_by(col(Subscriber.id))
+def list_subscribers(session: Session, status: str | None = None, limit: int | None = None) -> Sequence[Subscriber]:
+    """Subscribers in the order they were added (the first ``limit``), only those of ``status`` if given."""
+    stmt = select(Subscriber).order_by(col(Subscriber.id)).limit(limit)
     if status:
         stmt = stmt.where(Subscriber.status == status)
     return session.exec(stmt).all()

@@ -28,7 +28,7 @@ from starlette.requests import Request
 from starlette.responses import HTMLResponse, JSONResponse, PlainTextResponse, Response
 
 from digest.app import subscriptions as lifecycle
-from digest.app.archive import Archive, find_article
+from digest.app.archive import Archive, find_article, past_editions
 from digest.app.notices import Mailer
 from digest.compose.render import render_template
 from digest.core.clock import Clock
@@ -273,6 +273,11 @@ class WebApp:
         secure(response, ARCHIVE_CSP)
         response.headers["Cache-Control"] = "public, max-age=300"
         return response
+
+    async def archive_list(self, request: Request) -> Response:
+        """The editions that went out, newest first, each linking to its copy (/archive/ID)."""
+        editions = await run_in_threadpool(past_editions, self.engine, self.settings)
+        return self.page("archive.html", editions=editions)
 
     async def archive_by_id(self, request: Request) -> Response:
         edition_id = request.path_params["edition_id"]

@@ -12,11 +12,14 @@ Run it alone with ``digest web``, or inside another process (``digest serve``) w
 from __future__ import annotations
 
 import errno
+import ipaddress
+import logging
 import socket
 import threading
 import time
 from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any
+from urllib.parse import urlsplit
 
 import jinja2
 from sqlalchemy.engine import Engine
@@ -39,6 +42,8 @@ if TYPE_CHECKING:
     import uvicorn
 
     from digest.compose.dkim import Signer
+
+log = logging.getLogger(__name__)
 
 Endpoint = Callable[[Request], Awaitable[Response]]
 
@@ -88,11 +93,13 @@ def make_app(
 def routes(web: WebApp) -> list[Route]:
     """Every endpoint: one row a path, its GET and its POST handler (side effects only on POST)."""
     paths: list[tuple[str, Endpoint, Endpoint | None]] = [
-        ("/", web.home, None),
+        # The subscribe form posts back to the page's own address: "/" or "/subscribe".
+        ("/", web.home, web.subscribe),
         ("/subscribe", web.home, web.subscribe),
         ("/confirm/{token}", web.confirm, None),
         ("/unsubscribe/{token}", web.unsubscribe_page, web.unsubscribe),
         ("/preferences/{token}", web.preferences, web.save_preferences),
+        ("/archive", web.archive_list, None),
         ("/archive/{edition_id:int}", web.archive_by_id, None),
         ("/archive/{digest}/{slot}", web.archive, None),
         ("/articles/{article_id:int}", web.article, None),
@@ -139,6 +146,9 @@ def start_in_thread(
     """
     if not settings.web.enabled:
         return None
+    warning = address_warning(settings)
+    if warning:
+        log.warning("web: %s", warning)
     return WebServer(make_app(settings, engine, clock, transport_factory), settings).start(source=source)
 
 
@@ -194,6 +204,36 @@ def serve_forever(
 
     _Server(uvicorn_config(app, settings, host, port)).run(sockets=[sock] if sock is not None else None)
     close_mailer(app, settings)
+
+
+def address_warning(settings: Settings, host: str | None = None, port: int | None = None) -> str | None:
+    """A warning when ``base_url`` names this machine but not the address the app listens on.
+
+    Links in emails go to ``base_url``, and a reader following one must reach this
+    app. A public ``base_url`` is taken to be served through a proxy: no warning.
+    """
+    listen_host, listen_port = host or settings.web.host, port if port is not None else settings.web.port
+    parts = urlsplit(settings.base_url)
+    base_host = parts.hostname or ""
+    base_port = parts.port or (443 if parts.scheme == "https" else 80)
+    if not _is_local(base_host):
+        return None
+    wildcard = listen_host in ("0.0.0.0", "::", "")
+    if base_port == listen_port and (wildcard or base_host == listen_host.strip("[]")):
+        return None
+    return (
+        f"base_url is {settings.base_url} but the app listens on {listen_host}:{listen_port}: links in emails "
+        "go to base_url; set base_url (DIGEST_BASE_URL) to the address that reaches this app"
+    )
+
+
+def _is_local(host: str) -> bool:
+    if host == "localhost" or host.endswith(".localhost"):
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
 
 
 def close_mailer(app: Starlette, settings: Settings) -> None:

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import email
+import os
+import shlex
 import subprocess
 import sys
 from email import policy
@@ -27,3 +29,33 @@ def test_demo_writes_well_formed_digests(tmp_path: Path) -> None:
         assert msg["List-Unsubscribe-Post"] == "List-Unsubscribe=One-Click"
         assert msg.get_body(("plain",)) is not None and msg.get_body(("html",)) is not None
     assert (tmp_path / "var" / "demo.db").exists()
+
+
+def test_the_demos_closing_hints_are_commands_that_work(tmp_path: Path) -> None:
+    demo = subprocess.run(
+        [sys.executable, "-m", "digest.cli.main", "demo"], capture_output=True, text=True, timeout=120, cwd=tmp_path
+    )
+    assert demo.returncode == 0, demo.stderr
+    hints = [line.strip() for line in demo.stdout.splitlines() if line.strip().startswith("digest ")]
+    assert len(hints) == 2, demo.stdout
+    env = {k: v for k, v in os.environ.items() if not k.startswith("DIGEST_")}
+    env["BROWSER"] = "true"  # `--open` runs this instead of a real browser
+
+    preview, listing = (
+        subprocess.run(
+            [sys.executable, "-m", "digest.cli.main", *shlex.split(hint)[1:]],
+            capture_output=True,
+            text=True,
+            timeout=120,
+            cwd=tmp_path,
+            env=env,
+        )
+        for hint in hints
+    )
+
+    assert preview.returncode == 0, preview.stderr
+    assert "warning" not in preview.stderr, preview.stderr
+    html = (tmp_path / "var" / "preview-daily.html").read_text(encoding="utf-8")
+    assert "Coastal cities agree on a shared storm-surge warning system" in html
+    assert listing.returncode == 0, listing.stderr
+    assert "ana@example.org" in listing.stdout and "3 subscriber(s)" in listing.stdout

@@ -1,4 +1,5 @@
-"""Fixtures of the CLI tests."""
+"""Fixtures of the CLI tests; those of ``test_cli`` (a subprocess ``run``, the CLI's SQLite ``store``,
+seeded data) are shared with the other CLI test modules."""
 
 from __future__ import annotations
 
@@ -21,3 +22,6 @@ def small_disk(tmp_path: Path) -> Iterator[Path]:
         yield mount
     finally:
         subprocess.run(["umount", "-l", str(mount)], check=False)
+
+
+from tests.cli.test_cli import cli_env, db_path, ready, run, store  # noqa: E402, F401

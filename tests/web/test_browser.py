@@ -13,15 +13,17 @@ from pathlib import Path
 
 import pytest
 from sqlalchemy.engine import Engine
+from sqlmodel import select
 
+from digest.core.clock import FixedClock
 from digest.core.settings import Settings
 from digest.edition.build import get_or_build_edition
 from digest.ingest.save import upsert_articles
 from digest.store.db import session_scope
-from digest.store.models import SubscriberStatus
+from digest.store.models import Edition, EditionStatus, SubscriberStatus
 from digest.store.subscribers import find_subscriber
 from digest.transport.sink import SmtpSink
-from digest.web import WebServer
+from digest.web import WebServer, make_app
 from tests.conftest import NOW, STANDARD_DRAFTS
 from tests.web.helpers import link_in, parsed
 
@@ -145,6 +147,14 @@ def test_other_pages_look_right_on_desktop_phone_and_in_dark_mode(
     page.goto(f"{server.url}/archive/daily/2026-11-25")
     assert page.locator("text=Harbour cities agree storm warning pact").count() >= 1
     shot(page, "archive")
+    with session_scope(engine) as s:
+        for edition in s.exec(select(Edition)):
+            edition.status = EditionStatus.SENT
+    page.goto(f"{server.url}/archive")
+    page.get_by_role("link", name="The Briefing, Wednesday 25 November 2026").click()
+    assert page.locator("text=Harbour cities agree storm warning pact").count() >= 1
+    page.go_back()
+    shot(page, "archive-list")
     desktop.close()
 
     phone = browser.new_context(viewport=PHONE, color_scheme="dark")  # type: ignore[attr-defined]
@@ -155,3 +165,28 @@ def test_other_pages_look_right_on_desktop_phone_and_in_dark_mode(
     page.goto(f"{server.url}/")
     shot(page, "subscribe-dark")
     phone.close()
+
+
+@pytest.mark.parametrize(("page_host", "base_host"), [("127.0.0.1", "localhost"), ("localhost", "127.0.0.1")])
+def test_subscribe_form_works_when_the_page_is_opened_at_another_host_than_base_url(
+    browser: object,
+    engine: Engine,
+    web_settings: Settings,
+    clock: FixedClock,
+    web_port: int,
+    page_host: str,
+    base_host: str,
+) -> None:
+    # `digest web` listens on 127.0.0.1 while base_url says localhost (the defaults): the
+    # form used to post to base_url, another host, where the CSRF cookie was never sent.
+    settings = web_settings.model_copy(update={"base_url": f"http://{base_host}:{web_port}"})
+    with WebServer(make_app(settings, engine, clock), settings, "127.0.0.1", web_port):
+        context = browser.new_context()  # type: ignore[attr-defined]
+        page = context.new_page()
+        page.goto(f"http://{page_host}:{web_port}/")
+        page.fill("#email", "ana.lima@example.org")
+        page.get_by_role("button", name="Subscribe").click()
+        page.wait_for_selector("h1")
+        assert page.locator("text=Check your inbox").count() == 1, page.locator("h1").inner_text()
+        context.close()
+    assert status_of(engine, "ana.lima@example.org").status == SubscriberStatus.PENDING  # type: ignore[attr-defined]

@@ -24,7 +24,7 @@ from digest.core.tokens import make_token
 from digest.edition.build import get_or_build_edition
 from digest.ingest.save import upsert_articles
 from digest.store.db import session_scope
-from digest.store.models import Subscriber, SubscriberStatus
+from digest.store.models import Edition, EditionStatus, Subscriber, SubscriberStatus
 from digest.store.subscribers import add_subscriber, find_subscriber
 from digest.transport.sink import SinkHandler, SmtpSink
 from digest.web import WebServer, make_app
@@ -388,6 +388,26 @@ def test_archive_shows_the_edition_without_personal_data(client: httpx.Client, e
 def test_archive_of_an_unknown_edition_is_404(client: httpx.Client) -> None:
     assert client.get("/archive/daily/1999-01-01").status_code == 404
     assert client.get("/archive/999999").status_code == 404
+
+
+def test_archive_lists_past_editions_newest_first(client: httpx.Client, engine: Engine, web_settings: Settings) -> None:
+    with session_scope(engine) as s:
+        upsert_articles(s, STANDARD_DRAFTS, NOW)
+    ids = [get_or_build_edition(engine, web_settings, "daily", NOW + timedelta(days=d))[0].id for d in range(3)]
+    statuses = (EditionStatus.SENT, EditionStatus.SENDING, EditionStatus.READY)
+    with session_scope(engine) as s:  # the first two went out; the third is built, not sent
+        for edition_id, status in zip(ids, statuses, strict=True):
+            s.get(Edition, edition_id).status = status  # type: ignore[union-attr]
+
+    page = client.get("/archive")
+
+    assert page.status_code == 200
+    links = re.findall(r'href="http://[^"]+(/archive/\d+)"', page.text)
+    assert links == [f"/archive/{ids[1]}", f"/archive/{ids[0]}"]
+    assert "Thursday 26 November 2026" in page.text
+    assert "script-src 'nonce-" in page.headers["Content-Security-Policy"]
+    assert page.headers["X-Frame-Options"] == "DENY" and page.headers["Referrer-Policy"] == "no-referrer"
+    assert all(client.get(link).status_code == 200 for link in links)
 
 
 def test_story_without_a_url_has_a_page(client: httpx.Client, engine: Engine, edition: int) -> None:
