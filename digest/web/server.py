@@ -146,10 +146,11 @@ def start_in_thread(
     """
     if not settings.web.enabled:
         return None
-    warning = address_warning(settings)
+    server = WebServer(make_app(settings, engine, clock, transport_factory), settings).start(source=source)
+    warning = address_warning(settings)  # once listening: a busy port stays the one line it is
     if warning:
         log.warning("web: %s", warning)
-    return WebServer(make_app(settings, engine, clock, transport_factory), settings).start(source=source)
+    return server
 
 
 def listen(
