@@ -260,13 +260,13 @@ def send_test(
     send: a subscriber gets their own topics and links; any other address gets the
     full edition.
     """
-    from digest.compose.checks import check_html
+    from digest.compose.checks import check_html, check_stories
     from digest.store.subscribers import find_subscriber
 
     now = clock.now()
     slot, built_at, content = current_content(session, settings, name, now)
     variants = make_variants(settings, name, slot, built_at, content)
-    report = TrialReport(slot=slot, articles=len(content.ranked))
+    report = TrialReport(slot=slot, articles=len(content.ranked), warnings=check_stories(content.ranked))
     checked: set[int] = set()
     for email in emails:
         sub = find_subscriber(session, email)

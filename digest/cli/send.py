@@ -127,7 +127,7 @@ def _send_copies(
         res = send_test(session, st.settings, name, emails, transport, clock, signer=signer)
     transport.close()
     for w in res.warnings:
-        err.print(f"[yellow]warning[/yellow]: {escape(w)}", highlight=False)
+        err.print(f"[yellow]warning[/yellow]: {escape(w)}", highlight=False, soft_wrap=True)
     if plan is None:
         out.print(
             f"{name} {res.slot}: sent test copy to {res.sent} message(s) "
@@ -168,7 +168,7 @@ def preview(
         result = preview_message(session, st.settings, name, clock, subscriber)
     payload = {"eml": result.data, "html": result.html.encode(), "text": result.text.encode()}[fmt]
     for w in result.warnings:
-        err.print(f"[yellow]warning[/yellow]: {escape(w)}", highlight=False)
+        err.print(f"[yellow]warning[/yellow]: {escape(w)}", highlight=False, soft_wrap=True)
     if output is None and open_:
         output = Path("var") / f"preview-{name}.{'txt' if fmt == 'text' else fmt}"
     if output:
