@@ -198,6 +198,25 @@ def test_manual_send_with_also_served_sends_to_them_too(
     assert "sent 2" in said(proc)
 
 
+def test_service_does_not_send_a_second_edition_to_whom_a_manual_send_reached_today(
+    engine: Engine, db_url: str, tmp_path: Path, sink: SmtpSink
+) -> None:
+    config = write_config(tmp_path, db_url, sink.url)
+    with session_scope(engine) as session:
+        add_subscriber(session, "ana@example.org", NOW, name="Ana", timezone="Europe/Berlin", send_time="07:00")
+        upsert_articles(session, STANDARD_DRAFTS, NOW)
+    manual = digest(config, "send", "--at", "2026-11-25T05:30:00+00:00")  # 06:30 in Berlin
+    assert manual.returncode == 0, manual.stderr
+    settings = load_settings(config)
+    clock = FixedClock(NOW + timedelta(minutes=1))  # 07:01 in Berlin: her own edition is due
+
+    outcomes = run_due(engine, settings, "daily", clock)
+    drain_outbox(engine, settings, clock)
+
+    assert [o.queued for o in outcomes if o.action == "queued"] == [0]
+    assert received(sink) == ["ana@example.org"]
+
+
 # ---------------------------------------------------------------- --dry-run counts what send does
 
 
