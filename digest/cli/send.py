@@ -84,7 +84,7 @@ def send(
     out.print(
         f"{name} {report.slot}: sent {report.sent}, failed {report.failed} "
         f"({report.failed_temporary} will be retried), skipped {skipped} "
-        f"({report.already_sent} already sent{served})"
+        f"({report.already_sent} already sent, {report.skipped} with nothing new in their topics{served})"
     )
     if report.pending_after:
         out.print(
@@ -123,14 +123,14 @@ def _send_copies(
     _, cfg = st.settings.digest(name)
     with session_scope(st.engine) as session:
         plan = None if to is not None else send_plan(session, st.settings, name, clock.now(), also_served=also_served)
-        emails = [to] if to is not None else plan.emails if plan is not None else []
+        emails = plan.emails if plan is not None else [to or ""]
         res = send_test(session, st.settings, name, emails, transport, clock, signer=signer)
     transport.close()
     for w in res.warnings:
         err.print(f"[yellow]warning[/yellow]: {escape(w)}", highlight=False, soft_wrap=True)
     if plan is None:
         out.print(
-            f"{name} {res.slot}: sent test copy to {res.sent} message(s) "
+            f"{name} {res.slot}: {'would send' if dry_run else 'sent'} test copy to {res.sent} message(s) "
             f"({res.variants} variant(s), {res.skipped} skipped)"
         )
         return

@@ -181,7 +181,10 @@ def test_manual_send_skips_and_counts_who_the_service_served_today(
 
     assert proc.returncode == 0, proc.stderr
     assert received(sink) == ["ana@example.org", "bob@example.org"]  # ana once, not twice
-    assert "sent 1, failed 0 (0 will be retried), skipped 1 (0 already sent, 1 already served today" in said(proc)
+    assert (
+        "sent 1, failed 0 (0 will be retried), skipped 1 "
+        "(0 already sent, 0 with nothing new in their topics, 1 already served today" in said(proc)
+    )
     assert "--also-served" in said(proc)
 
 
