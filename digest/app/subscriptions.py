@@ -419,3 +419,8 @@ def resubscribe_by_token(engine: Engine, settings: Settings, clock: Clock, token
             session.add(sub)
             record_event(session, sub, SubscriberEventKind.CONFIRMED, now, source="preferences")
         return sub
+
+
+
+
+
