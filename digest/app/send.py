@@ -87,7 +87,6 @@ def send_digest(
     Subscribers whose local day another edition already claimed are skipped and
     counted in ``served_today`` (sent to anyway with ``also_served``).
     """
-
     name, cfg = settings.digest(name)
     now = clock.now()
     edition, content, _ = get_or_build_edition(engine, settings, name, now)
