@@ -24,6 +24,7 @@ from sqlmodel import col, select
 from digest.compose.variants import Variants
 from digest.core.settings import Settings
 from digest.edition.build import edition_content
+from digest.store.articles import edition_article_ids
 from digest.store.db import session_scope
 from digest.store.models import Article, Edition, EditionStatus
 
@@ -37,7 +38,7 @@ class Archive:
         self.engine = engine
         self.settings = settings
         self.env = env
-        self._copies: OrderedDict[tuple[int, datetime], str] = OrderedDict()
+        self._copies: OrderedDict[tuple[int, datetime, tuple[int, ...]], str] = OrderedDict()
         self._lock = threading.Lock()
 
     def by_id(self, edition_id: int) -> str | None:
@@ -58,7 +59,10 @@ class Archive:
     def _copy(self, edition: Edition | None) -> str | None:
         if edition is None or edition.id is None:
             return None
-        key = (edition.id, edition.built_at)
+        # Its visible articles are part of the key: a story hidden or removed since
+        # (``digest articles hide``) must leave the page at once, not when the copy ages out.
+        with session_scope(self.engine) as session:
+            key = (edition.id, edition.built_at, edition_article_ids(session, edition.id))
         with self._lock:
             if key in self._copies:
                 self._copies.move_to_end(key)
@@ -76,9 +80,11 @@ class Archive:
 
 
 def find_article(engine: Engine, article_id: int) -> Article | None:
-    """The stored story ``article_id``, or None."""
+    """The stored story ``article_id``, or None (also when it is hidden)."""
     with session_scope(engine) as session:
-        return session.get(Article, article_id)
+        article = session.get(Article, article_id)
+        return None if article is None or article.hidden else article
+
 
 
 @dataclass(frozen=True)

@@ -21,13 +21,14 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass
 from datetime import datetime
-from zoneinfo import ZoneInfo
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from sqlalchemy import func, literal
+from sqlalchemy import and_, exists, false, func, literal, or_
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Engine
 from sqlalchemy.exc import IntegrityError
-from sqlmodel import col, select
+from sqlalchemy.sql.elements import ColumnElement
+from sqlmodel import Session, col, select
 
 from digest.core.clock import Clock
 from digest.core.logs import event
@@ -36,10 +37,11 @@ from digest.edition.build import (
     build_edition,
 )
 from digest.edition.schedule import Decision, Series, cron_trigger, decide
-from digest.edition.series import members, series_groups
+from digest.edition.series import local_zone, members, series_groups
 from digest.outbox.ledger import finish_edition, queue_deliveries
 from digest.store.db import session_scope
 from digest.store.models import (
+    Delivery,
     Edition,
     EditionStatus,
     SlotClaim,
@@ -86,25 +88,95 @@ def claim_and_queue(
     """
     zones = set(zones) | ({series.zone} if series.send_time is not None else set())
     with session_scope(engine) as session:
-        dialect = session.get_bind().dialect.name
-        ins = postgresql.insert if dialect == "postgresql" else sqlite.insert
         for zone in sorted(zones):
             local_day = fire.astimezone(ZoneInfo(zone)).date().isoformat()
-            source = select(  # type: ignore[call-overload]
-                literal(name),
-                col(Subscriber.id),
-                literal(local_day),
-                literal(edition_id),
-                literal(now, type_=SlotClaim.__table__.c.created_at.type),  # type: ignore[attr-defined]
-            ).where(Subscriber.status == SubscriberStatus.ACTIVE, members(cfg, series, zone))
-            stmt = (
-                ins(SlotClaim.__table__)  # type: ignore[attr-defined]
-                .from_select(["digest", "subscriber_id", "local_day", "edition_id", "created_at"], source)
-                .on_conflict_do_nothing(index_elements=["digest", "subscriber_id", "local_day"])
-            )
-            session.execute(stmt)
+            _claim(session, name, edition_id, local_day, now, members(cfg, series, zone))
         claimed = select(SlotClaim.subscriber_id).where(SlotClaim.edition_id == edition_id)
         return queue_deliveries(session, edition_id, now, only=col(Subscriber.id).in_(claimed))
+
+
+def _claim(
+    session: Session, name: str, edition_id: int, local_day: str, now: datetime, who: ColumnElement[bool]
+) -> None:
+    """Claim ``local_day`` for the edition for the active subscribers matching ``who`` (first claim wins)."""
+    dialect = session.get_bind().dialect.name
+    ins = postgresql.insert if dialect == "postgresql" else sqlite.insert
+    source = select(  # type: ignore[call-overload]
+        literal(name),
+        col(Subscriber.id),
+        literal(local_day),
+        literal(edition_id),
+        literal(now, type_=SlotClaim.__table__.c.created_at.type),  # type: ignore[attr-defined]
+    ).where(Subscriber.status == SubscriberStatus.ACTIVE, who)
+    stmt = (
+        ins(SlotClaim.__table__)  # type: ignore[attr-defined]
+        .from_select(["digest", "subscriber_id", "local_day", "edition_id", "created_at"], source)
+        .on_conflict_do_nothing(index_elements=["digest", "subscriber_id", "local_day"])
+    )
+    session.execute(stmt)
+
+
+# ---------------------------------------------------------------- manual sends
+
+
+def local_days(session: Session, cfg: DigestConfig, now: datetime) -> dict[str, str]:
+    """Each timezone of the active subscribers (and the digest's own) with its date at ``now``.
+
+    Unusable timezones are left out: the service cannot schedule those subscribers either
+    (``series_groups`` warns about them), so no edition claims their days.
+    """
+    rows = session.exec(select(Subscriber.timezone).where(Subscriber.status == SubscriberStatus.ACTIVE).distinct())
+    days: dict[str, str] = {}
+    for zone in sorted({cfg.timezone, *(tz or cfg.timezone for tz in rows.all())}):
+        try:
+            days[zone] = now.astimezone(ZoneInfo(zone)).date().isoformat()
+        except (ZoneInfoNotFoundError, ValueError):
+            continue
+    return days
+
+
+def served_elsewhere(cfg: DigestConfig, name: str, edition_id: int | None, days: dict[str, str]) -> ColumnElement[bool]:
+    """The condition on Subscriber rows: another edition of ``name`` already claimed their local day."""
+    conds = []
+    for zone, day in days.items():
+        other = exists().where(
+            col(SlotClaim.digest) == name,
+            col(SlotClaim.subscriber_id) == Subscriber.id,
+            col(SlotClaim.local_day) == day,
+        )
+        if edition_id is not None:
+            other = other.where(col(SlotClaim.edition_id) != edition_id)
+        conds.append(and_(local_zone(cfg) == zone, other))
+    return or_(*conds) if conds else false()
+
+
+def claim_today_and_queue(
+    engine: Engine, cfg: DigestConfig, name: str, edition_id: int, now: datetime, *, also_served: bool = False
+) -> tuple[int, int]:
+    """A manual send's queueing: claim each active subscriber's local day at ``now`` for the edition.
+
+    Subscribers whose day another edition of the digest already claimed (the service's
+    local-time edition, say) are not queued unless ``also_served``: nobody gets two
+    editions for one day by accident. Returns ``(queued, served)``: how many deliveries
+    were created, and how many subscribers without one were already served today.
+    """
+    with session_scope(engine) as session:
+        days = local_days(session, cfg, now)
+        served = served_elsewhere(cfg, name, edition_id, days)
+        n_served = session.exec(
+            select(func.count())
+            .select_from(Subscriber)
+            .where(Subscriber.status == SubscriberStatus.ACTIVE, served, ~has_delivery(edition_id))
+        ).one()
+        for zone, day in days.items():
+            _claim(session, name, edition_id, day, now, local_zone(cfg) == zone)
+        queued = queue_deliveries(session, edition_id, now, only=None if also_served else ~served)
+    return queued, int(n_served)
+
+
+def has_delivery(edition_id: int) -> ColumnElement[bool]:
+    """The condition on Subscriber rows: a delivery of the edition exists (in any status)."""
+    return exists().where(col(Delivery.edition_id) == edition_id, col(Delivery.subscriber_id) == Subscriber.id)
 
 
 def run_due(engine: Engine, settings: Settings, name: str, clock: Clock) -> list[SlotOutcome]:

@@ -15,10 +15,14 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from datetime import datetime
 
+from sqlalchemy import and_, exists, false, func, or_, true
 from sqlalchemy.engine import Engine
-from sqlmodel import Session
+from sqlalchemy.sql.elements import ColumnElement
+from sqlmodel import Session, col, select
 
+from digest.app.planner import claim_today_and_queue, has_delivery, local_days, served_elsewhere
 from digest.compose.dkim import Signer
 from digest.compose.inline import inline_css
 from digest.compose.recipients import recipient_for, test_recipient
@@ -31,14 +35,22 @@ from digest.edition.build import (
     find_edition,
     get_or_build_edition,
 )
-from digest.edition.select import Drop
+from digest.edition.select import Drop, edition_slot
 from digest.outbox.drain import send_edition
 from digest.outbox.journal import worker_id as worker_id
-from digest.outbox.ledger import delivery_counts, finish_edition, queue_deliveries
+from digest.outbox.ledger import delivery_counts, finish_edition
 from digest.outbox.loader import edition_variants
 from digest.outbox.sender import SendReport
 from digest.store.db import session_scope
-from digest.store.models import DeliveryStatus, Edition, EditionStatus, saved_id
+from digest.store.models import (
+    Delivery,
+    DeliveryStatus,
+    Edition,
+    EditionStatus,
+    Subscriber,
+    SubscriberStatus,
+    saved_id,
+)
 from digest.transport.pool import TransportFactory
 from digest.transport.smtp import Transport
 
@@ -67,10 +79,13 @@ def send_digest(
     transport_factory: TransportFactory | None = None,
     processes: int | None = None,
     should_stop: Callable[[], bool] = lambda: False,
+    also_served: bool = False,
 ) -> SendReport:
     """Build (or find) the current edition of a digest and deliver it to every active subscriber.
 
     ``transport`` None sends over the configured pool (see :func:`send_edition`).
+    Subscribers whose local day another edition already claimed are skipped and
+    counted in ``served_today`` (sent to anyway with ``also_served``).
     """
     name, cfg = settings.digest(name)
     now = clock.now()
@@ -81,8 +96,8 @@ def send_digest(
     if edition.status == EditionStatus.EMPTY:
         report.empty = True
         return report
+    _, report.served_today = claim_today_and_queue(engine, cfg, name, edition_id, now, also_served=also_served)
     with session_scope(engine) as session:
-        queue_deliveries(session, edition_id, now)
         counts = delivery_counts(session, edition_id)
     already = counts.get(DeliveryStatus.SENT, 0)
     due = sum(counts.get(s, 0) for s in DeliveryStatus.PENDING)
@@ -110,6 +125,7 @@ def send_digest(
         after = delivery_counts(session, edition_id)
     result.pending_after = sum(after.get(s, 0) for s in DeliveryStatus.PENDING)
     result.already_sent = already
+    result.served_today = report.served_today
     result.queued = due
     result.drops, result.over_limit = report.drops, report.over_limit
     return result
@@ -179,9 +195,56 @@ class TrialReport:
     sent: int = 0
     skipped: int = 0
     variants: int = 0
+    articles: int = 0
     warnings: list[str] = field(default_factory=list)
     drops: list[Drop] = field(default_factory=list)
     over_limit: int = 0
+
+
+@dataclass
+class SendPlan:
+    """Who a real ``send`` would deliver to now, as :func:`send_digest` decides it; read-only."""
+
+    emails: list[str]
+    already_sent: int = 0
+    served_today: int = 0
+    empty: bool = False  # the edition is stored as empty: send sends nothing
+
+
+def send_plan(session: Session, settings: Settings, name: str, now: datetime, *, also_served: bool = False) -> SendPlan:
+    """The subscribers :func:`send_digest` at ``now`` would deliver to, writing nothing.
+
+    The same conditions as the real send: active, no finished delivery of the edition
+    (sent, skipped, failed for good), and (unless ``also_served``) no other edition
+    of the digest claimed their local day. A ``--dry-run`` built on this says 2 when
+    the send would send 2, and 0 once everyone has it.
+    """
+    _, cfg = settings.digest(name)
+    edition = find_edition(session, name, edition_slot(cfg, now))
+    edition_id = edition.id if edition is not None else None
+    served = served_elsewhere(cfg, name, edition_id, local_days(session, cfg, now))
+    active = col(Subscriber.status) == SubscriberStatus.ACTIVE
+    fresh: ColumnElement[bool]
+    pending: ColumnElement[bool]
+    if edition_id is None:
+        fresh, pending, already = true(), false(), 0
+    else:
+        fresh = ~has_delivery(edition_id)
+        pending = exists().where(
+            col(Delivery.edition_id) == edition_id,
+            col(Delivery.subscriber_id) == Subscriber.id,
+            col(Delivery.status).in_(DeliveryStatus.PENDING),
+        )
+        already = delivery_counts(session, edition_id).get(DeliveryStatus.SENT, 0)
+    wanted = or_(pending, fresh if also_served else and_(fresh, ~served))
+    emails = session.exec(select(Subscriber.email).where(active, wanted).order_by(col(Subscriber.id))).all()
+    n_served = session.exec(select(func.count()).select_from(Subscriber).where(active, fresh, served)).one()
+    return SendPlan(
+        emails=list(emails),
+        already_sent=already,
+        served_today=int(n_served),
+        empty=edition is not None and edition.status == EditionStatus.EMPTY,
+    )
 
 
 def send_test(
@@ -200,13 +263,19 @@ def send_test(
     send: a subscriber gets their own topics and links; any other address gets the
     full edition.
     """
-    from digest.compose.checks import check_html
+    from digest.compose.checks import check_html, check_stories
     from digest.store.subscribers import find_subscriber
 
     now = clock.now()
     slot, built_at, content = current_content(session, settings, name, now)
     variants = make_variants(settings, name, slot, built_at, content)
-    report = TrialReport(slot=slot, drops=list(content.drops), over_limit=content.over_limit)
+    report = TrialReport(
+        slot=slot,
+        articles=len(content.ranked),
+        warnings=check_stories(content.ranked),
+        drops=list(content.drops),
+        over_limit=content.over_limit,
+    )
     checked: set[int] = set()
     for email in emails:
         sub = find_subscriber(session, email)

@@ -140,7 +140,8 @@ def _outbox_status(session: Session, now: datetime) -> dict[str, Any]:
         delivery, edition = oldest
         outbox["oldest_queued"] = {
             "created_at": _iso(delivery.created_at),
-            "age_seconds": int((now - delivery.created_at).total_seconds()),
+            # A row stamped ahead of the clock (a send --at in the future, a clock step) is new, not -5 h old.
+            "age_seconds": max(0, int((now - delivery.created_at).total_seconds())),
             "digest": edition.digest,
             "slot": edition.slot,
             "status": delivery.status,

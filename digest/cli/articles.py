@@ -1,4 +1,4 @@
-"""``digest articles``: import, add and list articles."""
+"""``digest articles``: import, add, list, hide and remove articles."""
 
 from __future__ import annotations
 
@@ -15,7 +15,7 @@ from digest.core.settings import parse_duration
 if TYPE_CHECKING:
     from digest.store.models import Article
 
-articles_app = typer.Typer(help="Import, add and list articles.", no_args_is_help=True)
+articles_app = typer.Typer(help="Import, add, list, hide and remove articles.", no_args_is_help=True)
 app.add_typer(articles_app, name="articles")
 
 
@@ -109,10 +109,12 @@ def articles_list(
         raise InputError("--since", str(exc)) from None
     now = st.clock.now()
     with session_scope(st.engine) as session:
-        rows = recent_articles(session, now - delta, now + timedelta(days=3650), None if limit is None else limit + 1)
+        rows = recent_articles(
+            session, now - delta, now + timedelta(days=3650), None if limit is None else limit + 1, include_hidden=True
+        )
 
     def cells(a: Article) -> tuple[str, ...]:
-        flag = "[red]●[/red] " if a.breaking else ""
+        flag = ("[dim](hidden)[/dim] " if a.hidden else "") + ("[red]●[/red] " if a.breaking else "")
         return (
             str(a.id),
             f"{a.published_at:%Y-%m-%d %H:%M}",
@@ -123,3 +125,48 @@ def articles_list(
 
     header = ("id", "published (UTC)", "category", "source", "title")
     print_rows(rows, as_json, {"body"}, header, cells, "article", limit)
+
+
+ArticleIds = Annotated[list[int], typer.Argument(help="Article ids (see digest articles list).", min=1)]
+
+
+@articles_app.command("hide")
+def articles_hide(ctx: typer.Context, ids: ArticleIds) -> None:
+    """Keep articles out of future editions and off the archive pages (digest articles unhide undoes it).
+
+    Editions already built leave them out too: resends, deliveries still queued and
+    the web copies. Mail already delivered cannot be recalled.
+    """
+    _set_hidden(ctx, ids, True)
+
+
+@articles_app.command("unhide")
+def articles_unhide(ctx: typer.Context, ids: ArticleIds) -> None:
+    """Show hidden articles again (in new editions and on the archive pages)."""
+    _set_hidden(ctx, ids, False)
+
+
+def _set_hidden(ctx: typer.Context, ids: list[int], hidden: bool) -> None:
+    from digest.store.articles import set_hidden
+    from digest.store.db import session_scope
+
+    st = state(ctx)
+    with session_scope(st.engine) as session:
+        done = set_hidden(session, ids, hidden, st.clock.now())
+    listed = ", ".join(map(str, done))
+    if hidden:
+        out.print(f"hid {len(done)} article(s) ({listed}): kept out of new editions and the archive")
+    else:
+        out.print(f"unhid {len(done)} article(s) ({listed})")
+
+
+@articles_app.command("remove")
+def articles_remove(ctx: typer.Context, ids: ArticleIds) -> None:
+    """Delete articles for good, also from the editions that carried them (their archive pages)."""
+    from digest.store.articles import remove_articles
+    from digest.store.db import session_scope
+
+    st = state(ctx)
+    with session_scope(st.engine) as session:
+        done = remove_articles(session, ids)
+    out.print(f"removed {len(done)} article(s) ({', '.join(map(str, done))})")

@@ -25,8 +25,21 @@ def send(
     dry_run: Annotated[bool, typer.Option("--dry-run", help="Render everything, send and record nothing.")] = False,
     to: Annotated[str | None, typer.Option("--to", help="Send one test copy to this address; record nothing.")] = None,
     at: Annotated[str | None, typer.Option("--at", help="Pretend it is this time (ISO 8601).")] = None,
+    force_future: Annotated[
+        bool, typer.Option("--force-future", help="Send even though --at is in the future (builds that edition now).")
+    ] = False,
+    also_served: Annotated[
+        bool,
+        typer.Option("--also-served", help="Also send to subscribers another edition already served today."),
+    ] = False,
 ) -> None:
-    """Build (or find) the current edition and deliver it to every active subscriber."""
+    """Build (or find) the current edition and deliver it to every active subscriber.
+
+    Subscribers who already got an edition of this digest today (their local day,
+    e.g. from the service's local-time editions) are skipped and counted, unless
+    ``--also-served``. ``--at`` in the future only previews: use it with ``--dry-run``
+    or ``--to`` (or ``--force-future`` to really send that edition now).
+    """
     from digest.app.send import send_digest
     from digest.compose.dkim import signer_from_settings
     from digest.edition.build import get_or_build_edition
@@ -35,10 +48,19 @@ def send(
     st = state(ctx)
     setup_logging(st)
     name, cfg = st.settings.digest(digest)
+    if to is not None and not to.strip():
+        # An unset shell variable ($TEST_ADDR) must not turn a test send into a real one.
+        raise InputError("--to", "is empty; give the address for the test copy (nothing was sent)")
     clock = parse_at(at, cfg.timezone)
+    if at is not None and not (dry_run or to or force_future) and clock.now() > st.clock.now():
+        raise InputError(
+            "--at",
+            f"{at} is in the future; nothing was sent. See that edition with --dry-run, --to ADDRESS "
+            "or digest preview --at; --force-future sends it now",
+        )
     signer = signer_from_settings(st.settings)
-    if dry_run or to:
-        _send_copies(st, name, clock, signer, to, dry_run)
+    if dry_run or to is not None:
+        _send_copies(st, name, clock, signer, to, dry_run, also_served)
         return
     engine = st.engine  # before the bar: a store that cannot be opened is one line, not a bar and a line
     # None: the delivery engine's pool ([delivery] servers, connections, processes).
@@ -54,6 +76,7 @@ def send(
                 progress=bar.advance,
                 on_total=bar.total,
                 signer=signer,
+                also_served=also_served,
             )
         except DeliveryError as exc:
             stopped = exc
@@ -65,13 +88,15 @@ def send(
     if report.empty:
         out.print(f"{name} {report.slot}: no new articles; nothing sent (set send_empty to send anyway)")
         return
-    if report.queued == 0 and report.already_sent:
+    served = _served_note(report.served_today, also_served)
+    if report.queued == 0 and report.already_sent and not report.served_today:
         out.print(f"{name} {report.slot}: already sent to all {report.already_sent} subscriber(s); nothing to send")
         return
+    skipped = report.skipped + report.already_sent + (0 if also_served else report.served_today)
     out.print(
         f"{name} {report.slot}: sent {report.sent}, failed {report.failed} "
-        f"({report.failed_temporary} will be retried), skipped {report.skipped + report.already_sent} "
-        f"({report.already_sent} already sent)"
+        f"({report.failed_temporary} will be retried), skipped {skipped} "
+        f"({report.already_sent} already sent, {report.skipped} with nothing new in their topics{served})"
     )
     if report.pending_after:
         out.print(
@@ -98,19 +123,35 @@ def stop_for_retry(st: State, problem: str, edition_id: int, ref: str) -> NoRetu
     raise SmtpUnavailableError(f"{key} (in {st.source(key)}): {mask_url(problem)}; {step}")
 
 
-def _send_copies(st: State, name: str, clock: Clock, signer: DkimSigner | None, to: str | None, dry_run: bool) -> None:
-    """``--dry-run`` (everyone, into memory) or ``--to`` (one test copy over SMTP): nothing is recorded."""
-    from digest.app.send import send_test
+def _served_note(served: int, also_served: bool) -> str:
+    """The part of a send's summary about subscribers another edition already served today."""
+    if not served:
+        return ""
+    if also_served:
+        return f"; sent to {served} already served today, as --also-served asks"
+    return f", {served} already served today by another edition: --also-served sends to them too"
+
+
+def _send_copies(
+    st: State, name: str, clock: Clock, signer: DkimSigner | None, to: str | None, dry_run: bool, also_served: bool
+) -> None:
+    """``--dry-run`` (whom ``send`` would reach, into memory) or ``--to`` (one test copy over SMTP).
+
+    Nothing is recorded either way.
+    """
+    from digest.app.send import send_plan, send_test
     from digest.store.db import session_scope
     from digest.store.subscribers import normalise_email
     from digest.transport.smtp import MemoryTransport, smtp_from_settings
 
     transport: Any = MemoryTransport()
-    if to and not dry_run:
+    if to is not None and not dry_run:
         normalise_email(to, "--to")
         transport = smtp_from_settings(st.settings)
+    _, cfg = st.settings.digest(name)
     with session_scope(st.engine) as session:
-        emails = [to] if to else [s.email for s in _active(session)]
+        plan = None if to is not None else send_plan(session, st.settings, name, clock.now(), also_served=also_served)
+        emails = plan.emails if plan is not None else [to or ""]
         try:
             res = send_test(session, st.settings, name, emails, transport, clock, signer=signer)
         except TemporaryFailure as exc:
@@ -120,11 +161,24 @@ def _send_copies(st: State, name: str, clock: Clock, signer: DkimSigner | None, 
             source = st.source("smtp_url")
             raise SmtpUnavailableError(f"smtp_url (in {source}): {exc}; test copy not sent, try again later") from exc
     transport.close()
-    verb = "would send" if dry_run else "sent test copy to"
-    out.print(f"{name} {res.slot}: {verb} {res.sent} message(s) ({res.variants} variant(s), {res.skipped} skipped)")
-    _print_left_out(res.drops, res.over_limit)
     for w in res.warnings:
-        err.print(f"[yellow]warning[/yellow]: {escape(w)}", highlight=False)
+        err.print(f"[yellow]warning[/yellow]: {escape(w)}", highlight=False, soft_wrap=True)
+    _print_left_out(res.drops, res.over_limit)
+    if plan is None:
+        out.print(
+            f"{name} {res.slot}: {'would send' if dry_run else 'sent'} test copy to {res.sent} message(s) "
+            f"({res.variants} variant(s), {res.skipped} skipped)"
+        )
+        return
+    if plan.empty or (not res.articles and not cfg.send_empty):
+        out.print(f"{name} {res.slot}: no new articles; would send nothing (set send_empty to send anyway)")
+        return
+    skipped = res.skipped + plan.already_sent + (0 if also_served else plan.served_today)
+    out.print(
+        f"{name} {res.slot}: would send {res.sent} message(s) ({res.variants} variant(s)), skipped {skipped} "
+        f"({plan.already_sent} already sent, {res.skipped} with nothing new in their topics"
+        f"{_served_note(plan.served_today, also_served)})"
+    )
 
 
 def _print_left_out(drops: Sequence[Any], over_limit: int) -> None:
@@ -135,13 +189,6 @@ def _print_left_out(drops: Sequence[Any], over_limit: int) -> None:
             out.print(f"  {escape(drop.describe())}", highlight=False, soft_wrap=True)
     if over_limit:
         out.print(f"{over_limit} more article(s) left out: the edition is full (max_articles)", highlight=False)
-
-
-def _active(session: Any) -> list[Any]:
-    from digest.store.models import SubscriberStatus
-    from digest.store.subscribers import list_subscribers
-
-    return list(list_subscribers(session, SubscriberStatus.ACTIVE))
 
 
 @app.command()
@@ -171,7 +218,7 @@ def preview(
     if result.over_limit:
         err.print(f"left out: {result.over_limit} more article(s), the edition is full (max_articles)", highlight=False)
     for w in result.warnings:
-        err.print(f"[yellow]warning[/yellow]: {escape(w)}", highlight=False)
+        err.print(f"[yellow]warning[/yellow]: {escape(w)}", highlight=False, soft_wrap=True)
     if output is None and open_:
         output = Path("var") / f"preview-{name}.{'txt' if fmt == 'text' else fmt}"
     if output:

@@ -32,6 +32,11 @@ def mask_emails(text: str) -> str:
     return _EMAIL.sub(lambda m: mask_email(m.group(0)), text)
 
 
+def find_emails(text: str) -> list[str]:
+    """The e-mail addresses in ``text`` (the same pattern :func:`mask_emails` masks)."""
+    return _EMAIL.findall(text)
+
+
 def mask_url(text: str) -> str:
     """``https://user:pw@host/feed`` -> ``https://user:***@host/feed`` wherever a URL with a password appears."""
     return _URL_PASSWORD.sub(r"\1***@", text)

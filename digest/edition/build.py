@@ -49,11 +49,11 @@ def compute_content(
 
 
 def load_content(session: Session, settings: Settings, cfg: DigestConfig, edition: Edition) -> EditionContent:
-    """The stored article list of an existing edition."""
+    """The stored article list of an existing edition, without the articles hidden since."""
     rows = session.exec(
         select(EditionArticle, Article)
         .join(Article, col(Article.id) == EditionArticle.article_id)
-        .where(EditionArticle.edition_id == edition.id)
+        .where(EditionArticle.edition_id == edition.id, col(Article.hidden).is_(False))
         .order_by(col(EditionArticle.position))
     ).all()
     stories = tuple(to_story(a, settings.base_url) for _, a in rows)

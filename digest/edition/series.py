@@ -57,9 +57,14 @@ def series_groups(session: Session, cfg: DigestConfig) -> dict[Series, set[str]]
     return groups
 
 
+def local_zone(cfg: DigestConfig) -> ColumnElement[str]:
+    """A subscriber's timezone as a column: their own, or the digest's when they set none."""
+    return func.coalesce(_nonempty(Subscriber.timezone), cfg.timezone)
+
+
 def members(cfg: DigestConfig, series: Series, zone: str) -> ColumnElement[bool]:
     """The condition on Subscriber rows for the members of ``series`` living in ``zone``."""
-    conds = [func.coalesce(_nonempty(Subscriber.timezone), cfg.timezone) == zone]
+    conds = [local_zone(cfg) == zone]
     send_time = _nonempty(Subscriber.send_time)
     conds.append(send_time.is_(None) if series.send_time is None else send_time == series.send_time)
     if series.weekday is None:

@@ -54,6 +54,8 @@ class SendReport:
     failed_permanent: int = 0
     skipped: int = 0
     already_sent: int = 0
+    # Active subscribers not queued: another edition of the digest already served their local day.
+    served_today: int = 0
     empty: bool = False
     variants: int = 0
     released: int = 0

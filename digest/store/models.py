@@ -138,6 +138,8 @@ class Article(SQLModel, table=True):
     word_count: int = Field(default=0)
     # False when the source gave no date: published_at is then the first time it was seen.
     dated: bool = Field(default=True)
+    # Kept out of new editions, of the stored editions' pages and resends (``digest articles hide``).
+    hidden: bool = Field(default=False)
 
 
 class Subscriber(SQLModel, table=True):

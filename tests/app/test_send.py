@@ -10,15 +10,17 @@ import pytest
 from sqlalchemy.engine import Engine
 from sqlmodel import select
 
-from digest.app.send import send_digest
+from digest.app.planner import run_due
+from digest.app.send import send_digest, send_plan
 from digest.compose.inline import inline_css
 from digest.core.clock import FixedClock
 from digest.core.errors import DeliveryError
 from digest.core.settings import Settings
+from digest.outbox.drain import drain_outbox
 from digest.outbox.ledger import queue_deliveries
 from digest.store.db import session_scope
 from digest.store.models import Delivery, DeliveryStatus, Edition, EditionStatus, Subscriber, SubscriberStatus
-from digest.store.subscribers import set_status
+from digest.store.subscribers import add_subscriber, set_status
 from digest.transport.sink import SmtpSink
 from digest.transport.smtp import SMTPTransport, parse_smtp_url
 from tests.conftest import NOW, STANDARD_DRAFTS, draft, seed
@@ -260,3 +262,45 @@ def test_queueing_twice_creates_no_duplicate_deliveries(engine: Engine, settings
         second = queue_deliveries(s, edition.id, NOW)
     assert (first, second) == (2, 0)
     assert len(deliveries(engine)) == 2
+
+
+def service_served_ana(engine: Engine, settings: Settings, sink: SmtpSink) -> FixedClock:
+    """Ana reads at 07:00 Berlin (06:00 UTC); the service's local-time edition reached her. Ben has no time."""
+    with session_scope(engine) as s:
+        add_subscriber(s, "ana@example.org", NOW, timezone="Europe/Berlin", send_time="07:00")
+        add_subscriber(s, "ben@example.org", NOW)
+    seed(engine, STANDARD_DRAFTS, [])
+    clock = FixedClock(NOW.replace(minute=1))
+    run_due(engine, settings, "daily", clock)
+    with smtp(settings) as t:
+        drain_outbox(engine, settings, clock, transport=t)
+    assert [m.rcpt_tos for m in sink.messages] == [["ana@example.org"]]
+    clock.set(NOW.replace(hour=7, minute=30))
+    return clock
+
+
+def test_manual_send_skips_and_counts_those_the_service_served_today(
+    engine: Engine, settings: Settings, sink: SmtpSink
+) -> None:
+    clock = service_served_ana(engine, settings, sink)
+
+    with smtp(settings) as t:
+        report = send_digest(engine, settings, "daily", t, clock)
+
+    assert (report.sent, report.served_today) == (1, 1)
+    assert sorted(m.rcpt_tos[0] for m in sink.messages) == ["ana@example.org", "ben@example.org"]
+
+
+def test_send_plan_names_exactly_whom_send_then_reaches(engine: Engine, settings: Settings, sink: SmtpSink) -> None:
+    clock = service_served_ana(engine, settings, sink)
+    with session_scope(engine) as s:
+        before = send_plan(s, settings, "daily", clock.now())
+
+    with smtp(settings) as t:
+        send_digest(engine, settings, "daily", t, clock)
+    with session_scope(engine) as s:
+        after = send_plan(s, settings, "daily", clock.now())
+
+    assert (before.emails, before.served_today) == (["ben@example.org"], 1)
+    assert [m.rcpt_tos[0] for m in sink.messages[1:]] == before.emails
+    assert (after.emails, after.already_sent, after.served_today) == ([], 1, 1)
