@@ -22,20 +22,40 @@ def subscribers_add(
     name: Annotated[str, typer.Option(help="Display name.")] = "",
     timezone: Annotated[str | None, typer.Option(help="IANA timezone, e.g. Europe/Berlin.")] = None,
     topics: Annotated[str | None, typer.Option(help="Comma-separated sections; empty = all.")] = None,
+    allow_suppressed: Annotated[
+        bool, typer.Option("--allow-suppressed", help="Add a suppressed address (you hold its fresh consent).")
+    ] = False,
 ) -> None:
-    """Add an active subscriber."""
+    """Add an active subscriber (a suppressed address is refused without --allow-suppressed)."""
     from digest.store.db import session_scope
     from digest.store.subscribers import add_subscriber
 
     st = state(ctx)
     with session_scope(st.engine) as session:
-        sub, _ = add_subscriber(session, email, st.clock.now(), name=name, timezone=timezone, topics=topics)
+        sub, _ = add_subscriber(
+            session,
+            email,
+            st.clock.now(),
+            name=name,
+            timezone=timezone,
+            topics=topics,
+            allow_suppressed=allow_suppressed,
+        )
         out.print(f"added {escape(sub.email)}")
 
 
 @subscribers_app.command("import")
-def subscribers_import(ctx: typer.Context, path: Path) -> None:
+def subscribers_import(
+    ctx: typer.Context,
+    path: Path,
+    allow_suppressed: Annotated[
+        bool, typer.Option("--allow-suppressed", help="Import suppressed addresses too (you hold fresh consent).")
+    ] = False,
+) -> None:
     """Import subscribers from CSV (columns: email, name, timezone, topics, status, send_time).
+
+    A suppressed address (unsubscribed, complained, bounced) is a rejected row unless
+    --allow-suppressed.
 
     All or nothing per file: bad rows are reported and skipped, and the good ones are
     committed together; if the database refuses the write (disk full, a constraint)
@@ -57,7 +77,7 @@ def subscribers_import(ctx: typer.Context, path: Path) -> None:
         raise InputError(str(path), f"cannot read: {exc}") from None
     try:
         with session_scope(st.engine) as session:
-            report = import_csv(session, text, str(path), st.clock.now())
+            report = import_csv(session, text, str(path), st.clock.now(), allow_suppressed=allow_suppressed)
     except SQLAlchemyError as exc:
         # The driver's first line says why ("database or disk is full"); it may quote a
         # row's values, so addresses are masked.

@@ -32,6 +32,7 @@ from digest.core.settings import Settings
 from digest.store.db import session_scope
 from digest.store.models import Delivery, DeliveryStatus, Edition, EditionStatus, Subscriber, SubscriberStatus
 from digest.store.subscribers import count_permanent_bounce
+from digest.store.suppressions import email_hash, suppressed_hashes
 
 D = Delivery.__table__  # type: ignore[attr-defined]
 S = Subscriber.__table__  # type: ignore[attr-defined]
@@ -55,6 +56,8 @@ class Claimed:
     name: str
     status: str
     topics: list[str]
+    # On the suppression list: never sent, whatever the subscriber's status says.
+    suppressed: bool = False
 
 
 def _due(now: datetime) -> Any:
@@ -71,7 +74,12 @@ def _due(now: datetime) -> Any:
 def claim_batch(
     engine: Engine, worker: str, now: datetime, lease: timedelta, limit: int, edition_ids: Sequence[int]
 ) -> list[Claimed]:
-    """Claim up to ``limit`` due deliveries of ``edition_ids`` for ``worker``, oldest first."""
+    """Claim up to ``limit`` due deliveries of ``edition_ids`` for ``worker``, oldest first.
+
+    Each claimed row says whether its address is on the suppression list (one
+    query for the batch), so the sender skips it even when it was queued before
+    the address was suppressed.
+    """
     if not edition_ids or limit <= 0:
         return []
     inner = select(D.c.id).where(D.c.edition_id.in_(list(edition_ids)), _due(now)).order_by(D.c.id).limit(limit)
@@ -95,6 +103,7 @@ def claim_batch(
                 )
             )
         }
+        held = suppressed_hashes(conn, [s.email_key for s in subs.values()])
     out = []
     for r in sorted(rows, key=lambda r: r.id):
         s = subs.get(r.subscriber_id)
@@ -110,6 +119,7 @@ def claim_batch(
                 name=s.name if s else "",
                 status=s.status if s else SubscriberStatus.UNSUBSCRIBED,
                 topics=list(s.topics or []) if s else [],
+                suppressed=s is not None and email_hash(s.email_key) in held,
             )
         )
     return out

@@ -17,8 +17,15 @@ from sqlmodel import Session, col, func, select
 
 from digest.core.errors import InputError, NotFoundError
 from digest.core.settings import check_timezone
-from digest.core.text import one_line, parse_hhmm
-from digest.store.models import Subscriber, SubscriberEvent, SubscriberEventKind, SubscriberStatus
+from digest.core.text import mask_email, one_line, parse_hhmm
+from digest.store.models import (
+    Subscriber,
+    SubscriberEvent,
+    SubscriberEventKind,
+    SubscriberStatus,
+    SuppressionReason,
+)
+from digest.store.suppressions import suppress, suppression_of, unsuppress
 
 log = logging.getLogger(__name__)
 
@@ -79,12 +86,17 @@ def add_subscriber(
     send_time: str | None = None,
     where: str = "email",
     update: bool = False,
+    allow_suppressed: bool = False,
 ) -> tuple[Subscriber, bool]:
     """Add a subscriber (or, with ``update``, change an existing one).
 
     Returns ``(subscriber, created)``. An existing address without ``update`` is an
     InputError. ``status`` defaults to active for a new subscriber; an existing one
     keeps theirs unless ``status`` is given (an import never re-subscribes by mistake).
+
+    An address on the suppression list is not made active (InputError) unless
+    ``allow_suppressed``: the operator then vouches for a fresh confirmation, and the
+    address leaves the list.
     """
     addr, key = normalise_email(email, where)
     tz = validate_timezone(timezone, where)
@@ -97,6 +109,20 @@ def add_subscriber(
         "send_time": validate_send_time(send_time, where),
     }
     existing = find_subscriber(session, key)
+    activates = (status or (existing.status if existing is not None else SubscriberStatus.ACTIVE)) == (
+        SubscriberStatus.ACTIVE
+    )
+    if activates:
+        held = suppression_of(session.connection(), key)
+        if held is not None and not allow_suppressed:
+            raise InputError(
+                where,
+                f"{mask_email(addr)} is suppressed ({held.reason}): it needs a fresh confirmation "
+                "(or --allow-suppressed)",
+            )
+        if held is not None:
+            unsuppress(session.connection(), key)
+            log.info("%s taken off the suppression list (allowed by the operator)", mask_email(addr))
     if existing is not None:
         if not update:
             raise InputError(where, f"{addr} is already subscribed")
@@ -126,13 +152,14 @@ class CsvReport:
 CSV_COLUMNS = ("email", "name", "timezone", "topics", "status", "send_time")
 
 
-def import_csv(session: Session, text: str, source: str, now: datetime) -> CsvReport:
+def import_csv(session: Session, text: str, source: str, now: datetime, *, allow_suppressed: bool = False) -> CsvReport:
     """Import subscribers from CSV text with a header row (``email`` required).
 
     Each bad row is reported by file and line and skipped; valid rows are kept.
     Existing addresses are updated. Nothing is committed here: the caller's one
     transaction holds every row of the file, so a database failure on any row (a full
-    disk, a constraint) leaves none of them behind.
+    disk, a constraint) leaves none of them behind. A suppressed address is a rejected
+    row unless ``allow_suppressed`` (see :func:`add_subscriber`).
     """
     report = CsvReport()
     reader = csv.DictReader(io.StringIO(text))
@@ -167,6 +194,7 @@ def import_csv(session: Session, text: str, source: str, now: datetime) -> CsvRe
                 send_time=row.get("send_time") or None,
                 where=where,
                 update=True,
+                allow_suppressed=allow_suppressed,
             )
         except InputError as exc:
             report.problems.append(exc)
@@ -190,10 +218,20 @@ def count_by_status(session: Session) -> dict[str, int]:
     return {s: n for s, n in rows}
 
 
+# The statuses an operator sets that put the address on the suppression list.
+_SUPPRESSING: dict[str, str] = {
+    SubscriberStatus.UNSUBSCRIBED: SuppressionReason.UNSUBSCRIBED,
+    SubscriberStatus.BOUNCED: SuppressionReason.BOUNCED,
+}
+
+
 def set_status(session: Session, email: str, status: str, now: datetime) -> Subscriber:
+    """Set a subscriber's status; unsubscribed and bounced also suppress the address."""
     sub = find_subscriber(session, email)
     if sub is None:
         raise NotFoundError(f"no subscriber {email}")
+    if status in _SUPPRESSING:
+        suppress(session.connection(), sub.email, _SUPPRESSING[status], "cli", now)
     sub.status = status
     sub.updated_at = now
     session.add(sub)
@@ -231,7 +269,8 @@ def count_permanent_bounce(
     sending, or a bounce report read later): ``bounce_count`` goes up by one, a
     ``bounce_permanent`` event records ``source``, ``ref`` (the Message-ID concerned)
     and ``detail`` (the server's answer), and an active subscriber who reaches
-    ``bounce_limit`` is ``bounced``. Returns True when this failure bounced them.
+    ``bounce_limit`` is ``bounced`` and their address suppressed. Returns True when
+    this failure bounced them.
 
     Statements on ``conn``, in its transaction: the count is incremented in SQL, so
     senders and the inbound handler counting at the same time lose no bounce. A
@@ -261,8 +300,10 @@ def count_permanent_bounce(
         .where(subs.c.id == subscriber_id, subs.c.status == SubscriberStatus.ACTIVE)
         .where(subs.c.bounce_count >= bounce_limit)
         .values(status=SubscriberStatus.BOUNCED)
-    )
-    if bounced.rowcount:
+        .returning(subs.c.email)
+    ).scalar_one_or_none()
+    if bounced is not None:
+        suppress(conn, bounced, SuppressionReason.BOUNCED, source, now)
         log.info("subscriber %s bounced after %d permanent failures", subscriber_id, count)
         return True
     return False
