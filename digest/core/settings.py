@@ -217,9 +217,6 @@ class DkimSettings(BaseModel):
     selector: str | None = Field(None, description="DKIM selector (the s= tag); unset = no signing.")
     domain: str | None = Field(None, description="Signing domain (the d= tag), usually the From domain.")
     private_key_file: str | None = Field(None, description="PEM file of the RSA private key.")
-    feedback_id: str | None = Field(
-        None, description="Feedback-ID header (Gmail feedback loop), e.g. 'daily:digest:example'; unset = none."
-    )
 
     @model_validator(mode="after")
     def _all_or_nothing(self) -> DkimSettings:
@@ -272,6 +269,11 @@ class Settings(BaseSettings):
         description="Send each copy from a signed per-subscriber return path (LOCAL+b-ID-SIG@domain of the From "
         "address) and believe only bounces that come back to one; off: a bounce must quote the Message-ID "
         "of a delivery we recorded.",
+    )
+    feedback_sender_id: str | None = Field(
+        None,
+        description="Last field of the Feedback-ID header (digest:edition:list-id:SENDER), which Gmail's feedback "
+        "loop reports complaint rates by; unset = the From address's domain.",
     )
     retry_base: Duration = Field(timedelta(minutes=5), description="First retry delay after a temporary failure.")
     retry_max_age: Duration = Field(
