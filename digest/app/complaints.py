@@ -21,13 +21,14 @@ from __future__ import annotations
 import logging
 import re
 from dataclasses import dataclass
+from datetime import datetime
 from email.message import Message
 from email.parser import BytesHeaderParser, HeaderParser
 from enum import StrEnum
 from urllib.parse import unquote
 
 from sqlalchemy.engine import Engine
-from sqlmodel import Session, col, select
+from sqlmodel import Session, col, func, select
 
 from digest.app.subscriptions import record_event, subscriber_from_token, unsubscribe
 from digest.core.clock import Clock
@@ -39,12 +40,15 @@ from digest.store.db import session_scope
 from digest.store.models import (
     Delivery,
     DeliveryStatus,
+    Edition,
+    EditionComplaint,
     Subscriber,
     SubscriberEvent,
     SubscriberEventKind,
     SuppressionReason,
     saved_id,
 )
+from digest.store.pauses import pause_digest
 from digest.store.suppressions import suppress
 
 log = logging.getLogger(__name__)
@@ -73,6 +77,8 @@ class Complaint:
     masked: str = ""
     how: str = ""
     edition_id: int | None = None
+    # Why this complaint paused the edition's digest (None: it did not).
+    paused: str | None = None
 
 
 def is_feedback_report(msg: Message) -> bool:
@@ -209,5 +215,45 @@ def record_complaint(engine: Engine, settings: Settings, clock: Clock, msg: Mess
         suppress(session.connection(), sub.email, SuppressionReason.COMPLAINED, "arf", now)
         changed = unsubscribe(session, sub, now, source="complaint", ref=ref, reason=SuppressionReason.COMPLAINED)
         log.info("subscriber %s complained (%s, found by %s)", sub_id, fields.get("Feedback-Type", "jmrp"), how)
+        paused = _judge_edition(session, settings, edition_id, sub_id, now) if edition_id is not None else None
         result = ComplaintResult.UNSUBSCRIBED if changed else ComplaintResult.ALREADY_OUT
-        return Complaint(result, sub_id, masked, how, edition_id)
+        return Complaint(result, sub_id, masked, how, edition_id, paused)
+
+
+def _judge_edition(session: Session, settings: Settings, edition_id: int, sub_id: int, now: datetime) -> str | None:
+    """Count the complaint against its edition; pause the digest when the edition's rate is too high.
+
+    The rate is complaints over messages sent, judged once ``complaint_min_sample``
+    messages were sent; above ``complaint_pause_rate`` the digest is paused (the
+    claim of any of its deliveries waits) until ``digest resume``. Returns the reason
+    when this complaint paused it.
+    """
+    counted = session.exec(
+        select(EditionComplaint.id).where(
+            EditionComplaint.edition_id == edition_id, EditionComplaint.subscriber_id == sub_id
+        )
+    ).first()
+    if counted is None:
+        session.add(EditionComplaint(edition_id=edition_id, subscriber_id=sub_id, created_at=now))
+        session.flush()
+    complaints = session.exec(
+        select(func.count()).select_from(EditionComplaint).where(EditionComplaint.edition_id == edition_id)
+    ).one()
+    sent = session.exec(
+        select(func.count())
+        .select_from(Delivery)
+        .where(Delivery.edition_id == edition_id, Delivery.status == DeliveryStatus.SENT)
+    ).one()
+    if sent < settings.complaint_min_sample or complaints / sent <= settings.complaint_pause_rate:
+        return None
+    edition = session.get(Edition, edition_id)
+    if edition is None:
+        return None
+    reason = (
+        f"{complaints} complaint(s) in {sent} messages of edition {edition.slot} ({complaints / sent:.2%}), "
+        f"above complaint_pause_rate {settings.complaint_pause_rate:.2%}"
+    )
+    if not pause_digest(session.connection(), edition.digest, reason, now, edition_id):
+        return None
+    log.warning("digest %s paused: %s; `digest resume %s` sends again", edition.digest, reason, edition.digest)
+    return reason

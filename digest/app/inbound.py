@@ -183,6 +183,8 @@ def _process(engine: Engine, settings: Settings, clock: Clock, data: bytes, reci
             log.info("inbound %s: feedback report about no message of ours ignored", ref)
             return InboundResult(InboundKind.IGNORED, ref, ["feedback report about no message of ours: ignored"])
         line = f"complaint from {complaint.masked} (by {complaint.how}): {complaint.result.value}"
+        if complaint.paused:
+            line += f"; digest paused: {complaint.paused}"
         unsubscribed = [complaint.subscriber_id] if complaint.result == ComplaintResult.UNSUBSCRIBED else []
         return InboundResult(InboundKind.COMPLAINT, ref, [line], [i for i in unsubscribed if i is not None])
 

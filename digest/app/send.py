@@ -25,6 +25,7 @@ from digest.compose.recipients import recipient_for, test_recipient
 from digest.compose.render import make_environment
 from digest.compose.variants import Variants, make_variants
 from digest.core.clock import Clock
+from digest.core.errors import DigestPaused
 from digest.core.settings import Settings
 from digest.edition.build import (
     current_content,
@@ -39,6 +40,7 @@ from digest.outbox.loader import edition_variants
 from digest.outbox.sender import SendReport
 from digest.store.db import session_scope
 from digest.store.models import DeliveryStatus, Edition, EditionStatus, saved_id
+from digest.store.pauses import paused_digests
 from digest.transport.pool import TransportFactory
 from digest.transport.smtp import Transport
 
@@ -71,8 +73,13 @@ def send_digest(
     """Build (or find) the current edition of a digest and deliver it to every active subscriber.
 
     ``transport`` None sends over the configured pool (see :func:`send_edition`).
+    DigestPaused when the digest is paused (too many complaints): nothing is built or sent.
     """
     name, cfg = settings.digest(name)
+    with engine.connect() as conn:
+        pause = paused_digests(conn).get(name)
+    if pause is not None:
+        raise DigestPaused(f"digest {name} is paused: {pause.reason}; run `digest resume {name}` to send again")
     now = clock.now()
     edition, content, _ = get_or_build_edition(engine, settings, name, now)
     edition_id = saved_id(edition)

@@ -1,4 +1,4 @@
-"""``digest suppressions``: the addresses that get no mail (list, add, remove, export)."""
+"""``digest suppressions`` (the addresses that get no mail) and ``digest resume`` (a paused digest)."""
 
 from __future__ import annotations
 
@@ -82,3 +82,18 @@ def suppressions_export(ctx: typer.Context, path: Path) -> None:
     except OSError as exc:
         raise InputError(str(path), f"cannot write: {exc.strerror}") from None
     out.print(f"exported {len(rows)} suppressed address(es) to {escape(str(path))}")
+
+
+@app.command()
+def resume(ctx: typer.Context, digest: str) -> None:
+    """Send a digest again after it was paused for its complaint rate (see `digest status`)."""
+    from digest.core.errors import NotFoundError
+    from digest.store.pauses import resume_digest
+
+    st = state(ctx)
+    name, _ = st.settings.digest(digest)
+    with st.engine.begin() as conn:
+        resumed = resume_digest(conn, name)
+    if not resumed:
+        raise NotFoundError(f"digest {name} is not paused")
+    out.print(f"resumed {escape(name)}: its editions are sent again")

@@ -60,6 +60,12 @@ class StoreError(DigestError):
     exit_code = 8
 
 
+class DigestPaused(DigestError):
+    """Sending this digest is paused (its complaint rate was too high) until ``digest resume``."""
+
+    exit_code = 9
+
+
 class NotFoundError(DigestError):
     """A named object (digest, subscriber, edition) does not exist."""
 

@@ -270,6 +270,16 @@ class Settings(BaseSettings):
         "address) and believe only bounces that come back to one; off: a bounce must quote the Message-ID "
         "of a delivery we recorded.",
     )
+    complaint_pause_rate: float = Field(
+        0.001,
+        ge=0,
+        le=1,
+        description="Complaints per message sent of one edition (0.001 = 0.1%) above which further sends of its "
+        "digest are paused until `digest resume DIGEST`.",
+    )
+    complaint_min_sample: int = Field(
+        1000, ge=1, description="Messages of an edition that must have been sent before its complaint rate counts."
+    )
     feedback_sender_id: str | None = Field(
         None,
         description="Last field of the Feedback-ID header (digest:edition:list-id:SENDER), which Gmail's feedback "

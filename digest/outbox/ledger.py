@@ -30,13 +30,22 @@ from sqlmodel import Session, col
 
 from digest.core.settings import Settings
 from digest.store.db import session_scope
-from digest.store.models import Delivery, DeliveryStatus, Edition, EditionStatus, Subscriber, SubscriberStatus
+from digest.store.models import (
+    Delivery,
+    DeliveryStatus,
+    DigestPause,
+    Edition,
+    EditionStatus,
+    Subscriber,
+    SubscriberStatus,
+)
 from digest.store.subscribers import count_permanent_bounce
 from digest.store.suppressions import email_hash, suppressed_hashes
 
 D = Delivery.__table__  # type: ignore[attr-defined]
 S = Subscriber.__table__  # type: ignore[attr-defined]
 E = Edition.__table__  # type: ignore[attr-defined]
+P = DigestPause.__table__  # type: ignore[attr-defined]
 
 
 # ---------------------------------------------------------------- claiming
@@ -78,11 +87,13 @@ def claim_batch(
 
     Each claimed row says whether its address is on the suppression list (one
     query for the batch), so the sender skips it even when it was queued before
-    the address was suppressed.
+    the address was suppressed. Editions of a paused digest are not claimed: their
+    deliveries wait, queued, until ``digest resume``.
     """
     if not edition_ids or limit <= 0:
         return []
-    inner = select(D.c.id).where(D.c.edition_id.in_(list(edition_ids)), _due(now)).order_by(D.c.id).limit(limit)
+    sendable = select(E.c.id).where(E.c.id.in_(list(edition_ids)), E.c.digest.not_in(select(P.c.digest)))
+    inner = select(D.c.id).where(D.c.edition_id.in_(sendable), _due(now)).order_by(D.c.id).limit(limit)
     if engine.dialect.name == "postgresql":
         inner = inner.with_for_update(skip_locked=True)
     stmt = (

@@ -351,3 +351,30 @@ class Suppression(SQLModel, table=True):
     reason: str = Field(max_length=20)
     source: str = Field(default="", max_length=30)
     created_at: datetime = Field(sa_column=Column(UTCDateTime(), nullable=False))
+
+
+class EditionComplaint(SQLModel, table=True):
+    """One subscriber's complaint about one edition: the numerator of its complaint rate.
+
+    ``subscriber_id`` has no foreign key: the complaint still counts after the
+    subscriber is deleted.
+    """
+
+    __tablename__ = "edition_complaint"
+    __table_args__ = (UniqueConstraint("edition_id", "subscriber_id", name="uq_edition_complaint"),)
+
+    id: int | None = Field(default=None, primary_key=True)
+    edition_id: int = Field(foreign_key="edition.id", index=True)
+    subscriber_id: int
+    created_at: datetime = Field(sa_column=Column(UTCDateTime(), nullable=False))
+
+
+class DigestPause(SQLModel, table=True):
+    """A digest whose sending is paused (too many complaints) until an operator resumes it."""
+
+    __tablename__ = "digest_pause"
+
+    digest: str = Field(sa_column=Column(String(100), primary_key=True))
+    reason: str = Field(default="", max_length=1000)
+    edition_id: int | None = Field(default=None)
+    paused_at: datetime = Field(sa_column=Column(UTCDateTime(), nullable=False))

@@ -4,13 +4,18 @@ through the real entry point, on every backend, sending to a real SMTP sink."""
 from __future__ import annotations
 
 import csv
+from datetime import timedelta
 from pathlib import Path
 
 from sqlalchemy import select
 from sqlalchemy.engine import Engine
 
+from digest.core.settings import Settings
+from digest.edition.build import get_or_build_edition
+from digest.outbox.ledger import claim_batch, queue_deliveries
 from digest.store.db import session_scope
 from digest.store.models import Delivery, DeliveryStatus, SubscriberStatus
+from digest.store.pauses import pause_digest
 from digest.store.subscribers import add_subscriber, find_subscriber, set_status
 from digest.transport.sink import SmtpSink
 from tests.cli.test_delivery_cli import AT, digest, write_config
@@ -82,3 +87,52 @@ def test_list_remove_and_export(engine: Engine, db_url: str, tmp_path: Path, sin
     rows = list(csv.DictReader((tmp_path / "out.csv").open(encoding="utf-8")))
     assert [(r["email"], r["reason"], r["source"]) for r in rows] == [("bob@example.org", "manual", "cli")]
     assert "bob@example.org" in digest(config, "suppressions", "list").stdout
+
+
+# ---------------------------------------------------------------- a digest paused for complaints
+
+
+def pause(engine: Engine) -> None:
+    with engine.begin() as conn:
+        pause_digest(conn, "daily", "3 complaint(s) in 1000 messages of edition 2026-11-24 (0.30%)", NOW)
+
+
+def test_paused_digest_is_not_sent_and_status_says_why(
+    engine: Engine, db_url: str, tmp_path: Path, sink: SmtpSink
+) -> None:
+    config = write_config(tmp_path, db_url, sink.url)
+    seed(engine, STANDARD_DRAFTS, [("ana@example.org", "Ana", None)])
+    pause(engine)
+
+    sent = digest(config, "send", "--at", AT)
+    status = digest(config, "status")
+
+    assert sent.returncode == 9
+    # The line before it is the progress bar `digest send` opens first.
+    assert sent.stderr.strip().splitlines()[-1] == (
+        "error: digest daily is paused: 3 complaint(s) in 1000 messages of edition 2026-11-24 (0.30%); "
+        "run `digest resume daily` to send again"
+    )
+    assert "Traceback" not in sent.stderr
+    assert sink.messages == []
+    assert "paused: daily since 2026-11-25 06:00:00: 3 complaint(s) in 1000 messages" in status.stdout
+
+
+def test_queued_deliveries_of_a_paused_digest_wait_until_resume(
+    engine: Engine, db_url: str, tmp_path: Path, sink: SmtpSink, settings: Settings
+) -> None:
+    config = write_config(tmp_path, db_url, sink.url)
+    seed(engine, STANDARD_DRAFTS, [("ana@example.org", "Ana", None)])
+    edition, _, _ = get_or_build_edition(engine, settings, "daily", NOW)
+    with session_scope(engine) as s:
+        queue_deliveries(s, edition.id or 0, NOW)
+    pause(engine)
+
+    waiting = claim_batch(engine, "w:1:1", NOW, timedelta(minutes=5), 10, [edition.id or 0])
+    resumed = digest(config, "resume", "daily")
+    again = digest(config, "resume", "daily")
+    sent = digest(config, "send", "--at", AT)
+
+    assert waiting == []
+    assert (resumed.returncode, again.returncode, sent.returncode) == (0, 4, 0), sent.stderr
+    assert [m.rcpt_tos for m in sink.messages] == [["ana@example.org"]]

@@ -22,6 +22,7 @@ from digest.core.clock import FixedClock
 from digest.core.settings import Settings
 from digest.store.db import session_scope
 from digest.store.models import SubscriberEventKind, SubscriberStatus
+from digest.store.pauses import paused_digests
 from digest.store.subscribers import add_subscriber, find_subscriber
 from digest.store.suppressions import suppression_of
 from digest.transport.sink import Received, SmtpSink
@@ -188,3 +189,44 @@ def test_digest_inbound_command_reports_the_complaint(
         == "complaint: complaint from a***@example.org (by unsubscribe token): unsubscribed"
     )
     assert state(engine)[:2] == (SubscriberStatus.UNSUBSCRIBED, "complained")
+
+
+# ---------------------------------------------------------------- complaint rate and pause
+
+
+def test_complaint_rate_above_the_limit_over_the_sample_pauses_the_digest(
+    engine: Engine, web_settings: Settings, clock: FixedClock, sent: dict[str, Received]
+) -> None:
+    settings = web_settings.model_copy(update={"complaint_min_sample": 2, "complaint_pause_rate": 0.4})
+
+    result = process_message(engine, settings, clock, arf("rfc5965.eml", as_received(sent["ana@example.org"])))
+
+    with engine.connect() as conn:
+        pauses = paused_digests(conn)
+    assert list(pauses) == ["daily"]
+    assert pauses["daily"].reason == (
+        "1 complaint(s) in 2 messages of edition 2026-11-25 (50.00%), above complaint_pause_rate 40.00%"
+    )
+    assert result.describe().endswith("; digest paused: " + pauses["daily"].reason)
+
+
+def test_complaint_rate_below_the_minimum_sample_does_not_pause(
+    engine: Engine, web_settings: Settings, clock: FixedClock, sent: dict[str, Received]
+) -> None:
+    settings = web_settings.model_copy(update={"complaint_min_sample": 3, "complaint_pause_rate": 0.4})
+
+    process_message(engine, settings, clock, arf("rfc5965.eml", as_received(sent["ana@example.org"])))
+
+    with engine.connect() as conn:
+        assert paused_digests(conn) == {}
+
+
+def test_complaint_rate_at_or_below_the_limit_does_not_pause(
+    engine: Engine, web_settings: Settings, clock: FixedClock, sent: dict[str, Received]
+) -> None:
+    settings = web_settings.model_copy(update={"complaint_min_sample": 2, "complaint_pause_rate": 0.5})
+
+    process_message(engine, settings, clock, arf("rfc5965.eml", as_received(sent["ana@example.org"])))
+
+    with engine.connect() as conn:
+        assert paused_digests(conn) == {}

@@ -1,4 +1,4 @@
-"""suppression list
+"""suppression list, complaints per edition, digest pauses
 
 Revision ID: 0007
 Revises: 0005
@@ -30,7 +30,29 @@ def upgrade() -> None:
         sa.PrimaryKeyConstraint("id"),
         sa.UniqueConstraint("email_hash"),
     )
+    op.create_table(
+        "edition_complaint",
+        sa.Column("id", sa.Integer(), nullable=False),
+        sa.Column("edition_id", sa.Integer(), nullable=False),
+        sa.Column("subscriber_id", sa.Integer(), nullable=False),
+        sa.Column("created_at", digest.store.models.UTCDateTime(timezone=True), nullable=False),
+        sa.ForeignKeyConstraint(["edition_id"], ["edition.id"]),
+        sa.PrimaryKeyConstraint("id"),
+        sa.UniqueConstraint("edition_id", "subscriber_id", name="uq_edition_complaint"),
+    )
+    op.create_index("ix_edition_complaint_edition_id", "edition_complaint", ["edition_id"])
+    op.create_table(
+        "digest_pause",
+        sa.Column("digest", sa.String(length=100), nullable=False),
+        sa.Column("reason", sa.String(length=1000), nullable=False),
+        sa.Column("edition_id", sa.Integer(), nullable=True),
+        sa.Column("paused_at", digest.store.models.UTCDateTime(timezone=True), nullable=False),
+        sa.PrimaryKeyConstraint("digest"),
+    )
 
 
 def downgrade() -> None:
+    op.drop_table("digest_pause")
+    op.drop_index("ix_edition_complaint_edition_id", table_name="edition_complaint")
+    op.drop_table("edition_complaint")
     op.drop_table("suppression")
