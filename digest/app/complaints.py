@@ -9,11 +9,12 @@ Microsoft's older JMRP layout, a plain message with the original attached
 
 A report only counts when its included original is provably ours, by one of
 (strongest first): the signed unsubscribe token of its List-Unsubscribe header,
-the signed VERP return path of its Return-Path, or a Message-ID we recorded for a
-sent delivery. The subscriber it names is then suppressed (reason ``complained``),
-unsubscribed, and a ``complaint`` event records the report, with the edition it is
-about when known. Addresses in the report are never trusted (providers redact them,
-and anyone can write one).
+the signed VERP return path of its Return-Path, or (with ``verp`` off only, as for
+bounces: our Message-IDs are predictable, and a forged report would unsubscribe
+someone) a Message-ID we recorded for a sent delivery. The subscriber it names is
+then suppressed (reason ``complained``), unsubscribed, and a ``complaint`` event
+records the report, with the edition it is about when known. Addresses in the
+report are never trusted (providers redact them, and anyone can write one).
 """
 
 from __future__ import annotations
@@ -161,6 +162,8 @@ def _find_subscriber(
             sub = session.get(Subscriber, verp[0])
             if sub is not None and verp_matches(secret, verp[0], sub.email_key, verp[1]):
                 return sub, "return path"
+    if settings.verp:
+        return None
     for original in originals:
         ids = _message_ids(original)
         if not ids:

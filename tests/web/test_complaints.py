@@ -127,22 +127,48 @@ def test_microsoft_jmrp_report_is_a_complaint(
     assert state(engine)[:2] == (SubscriberStatus.ACTIVE, None)
 
 
-def test_headers_only_report_is_found_by_a_message_id_we_recorded(
+def test_without_verp_a_headers_only_report_is_found_by_a_message_id_we_recorded(
+    engine: Engine, web_settings: Settings, clock: FixedClock, sent: dict[str, Received]
+) -> None:
+    settings = web_settings.model_copy(update={"verp": False})
+    original = header_block(sent["ana@example.org"].data, "message-id", "from", "subject")
+
+    result = process_message(engine, settings, clock, arf("headers_only.eml", original))
+
+    assert result.describe() == "complaint from a***@example.org (by Message-ID): unsubscribed"
+
+
+def test_with_verp_a_message_id_alone_is_not_enough(
     engine: Engine, web_settings: Settings, clock: FixedClock, sent: dict[str, Received]
 ) -> None:
     original = header_block(sent["ana@example.org"].data, "message-id", "from", "subject")
 
     result = process_message(engine, web_settings, clock, arf("headers_only.eml", original))
 
-    assert result.describe() == "complaint from a***@example.org (by Message-ID): unsubscribed"
+    assert result.kind == InboundKind.IGNORED
+    assert state(engine)[:2] == (SubscriberStatus.ACTIVE, None)
 
 
 def test_report_about_a_message_we_did_not_send_changes_nothing(
     engine: Engine, web_settings: Settings, clock: FixedClock, sent: dict[str, Received]
 ) -> None:
+    settings = web_settings.model_copy(update={"verp": False})
     forged = b"From: The Briefing <briefing@news.example.com>\r\nMessage-ID: <daily.2026-11-24.s1@news.example.com>\r\n"
 
-    result = process_message(engine, web_settings, clock, arf("headers_only.eml", forged))
+    result = process_message(engine, settings, clock, arf("headers_only.eml", forged))
+
+    assert result.kind == InboundKind.IGNORED
+    assert state(engine)[:2] == (SubscriberStatus.ACTIVE, None)
+
+
+def test_report_quoting_a_forged_unsubscribe_token_changes_nothing(
+    engine: Engine, web_settings: Settings, clock: FixedClock, sent: dict[str, Received]
+) -> None:
+    original = drop_header(sent["ana@example.org"].data, "List-Unsubscribe").replace(
+        b"\r\n\r\n", b"\r\nList-Unsubscribe: <https://news.example.com/unsubscribe/" + b"A" * 40 + b">\r\n\r\n", 1
+    )
+
+    result = process_message(engine, web_settings, clock, arf("rfc5965.eml", original))
 
     assert result.kind == InboundKind.IGNORED
     assert state(engine)[:2] == (SubscriberStatus.ACTIVE, None)
