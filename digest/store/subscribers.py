@@ -74,6 +74,13 @@ def find_subscriber(session: Session, email: str) -> Subscriber | None:
     return session.exec(select(Subscriber).where(Subscriber.email_key == email.strip().casefold())).first()
 
 
+# The statuses an operator sets that put the address on the suppression list.
+_SUPPRESSING: dict[str, str] = {
+    SubscriberStatus.UNSUBSCRIBED: SuppressionReason.UNSUBSCRIBED,
+    SubscriberStatus.BOUNCED: SuppressionReason.BOUNCED,
+}
+
+
 def add_subscriber(
     session: Session,
     email: str,
@@ -123,6 +130,9 @@ def add_subscriber(
         if held is not None:
             unsuppress(session.connection(), key)
             log.info("%s taken off the suppression list (allowed by the operator)", mask_email(addr))
+    if status in _SUPPRESSING:
+        # An import that says a person left (or bounced) puts them on the list as well.
+        suppress(session.connection(), addr, _SUPPRESSING[status], "cli", now)
     if existing is not None:
         if not update:
             raise InputError(where, f"{addr} is already subscribed")
@@ -216,13 +226,6 @@ def list_subscribers(session: Session, status: str | None = None) -> Sequence[Su
 def count_by_status(session: Session) -> dict[str, int]:
     rows = session.exec(select(Subscriber.status, func.count()).group_by(Subscriber.status)).all()
     return {s: n for s, n in rows}
-
-
-# The statuses an operator sets that put the address on the suppression list.
-_SUPPRESSING: dict[str, str] = {
-    SubscriberStatus.UNSUBSCRIBED: SuppressionReason.UNSUBSCRIBED,
-    SubscriberStatus.BOUNCED: SuppressionReason.BOUNCED,
-}
 
 
 def set_status(session: Session, email: str, status: str, now: datetime) -> Subscriber:

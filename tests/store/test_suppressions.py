@@ -85,3 +85,9 @@ def test_the_first_reason_stays(engine: Engine) -> None:
         assert suppress(conn, "ana@example.org", SuppressionReason.COMPLAINED, "arf", NOW)
         assert not suppress(conn, "Ana@Example.org", SuppressionReason.UNSUBSCRIBED, "web", NOW + timedelta(hours=1))
     assert reasons(engine) == {"ana@example.org": SuppressionReason.COMPLAINED}
+
+
+def test_import_of_an_unsubscribed_row_suppresses_the_address(engine: Engine) -> None:
+    with session_scope(engine) as s:
+        import_csv(s, "email,status\ncy@example.org,unsubscribed\n", "subs.csv", NOW)
+    assert reasons(engine) == {"cy@example.org": SuppressionReason.UNSUBSCRIBED}
