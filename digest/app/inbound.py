@@ -6,17 +6,20 @@
 1. The message carries a valid unsubscribe token, in the subject (the mailto
    link's ``subject=unsubscribe TOKEN``) or in the address it was sent to
    (``unsubscribe+TOKEN@domain``): that token's subscriber is unsubscribed.
-2. flufl.bounce recognises a delivery status notification (RFC 3464, or one of
+2. A feedback report (ARF, RFC 5965: a subscriber marked our message as spam; see
+   :mod:`digest.app.complaints`) whose quoted original is provably ours: that
+   subscriber is suppressed and unsubscribed, and the complaint recorded.
+3. flufl.bounce recognises a delivery status notification (RFC 3464, or one of
    the many non-standard formats it knows). It counts only when it is tied to a
    message we sent: it came back to the signed VERP return path of one
    subscriber's copy (``LOCAL+b-ID-SIG@domain``, see ``verp`` in the settings),
    or, with ``verp`` off, it quotes the Message-ID of a delivery we recorded for
    the failed address. A permanent failure counts towards ``bounce_limit``
    (then: bounced); a temporary one is recorded only. Any other report is ignored.
-3. A request to unsubscribe without a valid token (a bare "unsubscribe" from
+4. A request to unsubscribe without a valid token (a bare "unsubscribe" from
    some address) changes nothing: anyone can write any ``From:``. It is logged
    and not answered.
-4. Anything else is ignored (never answered: no backscatter).
+5. Anything else is ignored (never answered: no backscatter).
 
 A message that cannot be parsed (no ``From:``, thousands of nested MIME parts,
 broken encodings) is logged and reported as malformed; only an unreachable
@@ -35,7 +38,6 @@ import re
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from email.message import Message
-from email.parser import BytesHeaderParser
 from email.utils import getaddresses
 from enum import StrEnum
 from pathlib import Path
@@ -46,6 +48,7 @@ from sqlalchemy.exc import InterfaceError, OperationalError
 from sqlmodel import col, select
 
 from digest.app.bounces import BounceResult, record_bounce
+from digest.app.complaints import ComplaintResult, included_headers, is_feedback_report, record_complaint
 from digest.app.subscriptions import subscriber_from_token, unsubscribe
 from digest.core.clock import Clock
 from digest.core.errors import InputError, StoreUnavailable, TokenError
@@ -75,6 +78,7 @@ MAX_MULTIPARTS = 100
 
 class InboundKind(StrEnum):
     UNSUBSCRIBE = "unsubscribe"
+    COMPLAINT = "complaint"
     BOUNCE = "bounce"
     IGNORED = "ignored"
     MALFORMED = "malformed"
@@ -173,6 +177,17 @@ def _process(engine: Engine, settings: Settings, clock: Clock, data: bytes, reci
         except TokenError:
             log.info("inbound %s: unsubscribe token does not verify", ref)
 
+    if is_feedback_report(msg):
+        complaint = record_complaint(engine, settings, clock, msg, ref)
+        if complaint.result == ComplaintResult.UNKNOWN:
+            log.info("inbound %s: feedback report about no message of ours ignored", ref)
+            return InboundResult(InboundKind.IGNORED, ref, ["feedback report about no message of ours: ignored"])
+        line = f"complaint from {complaint.masked} (by {complaint.how}): {complaint.result.value}"
+        if complaint.paused:
+            line += f"; digest paused: {complaint.paused}"
+        unsubscribed = [complaint.subscriber_id] if complaint.result == ComplaintResult.UNSUBSCRIBED else []
+        return InboundResult(InboundKind.COMPLAINT, ref, [line], [i for i in unsubscribed if i is not None])
+
     if not msg.get("From"):
         # Every MTA writes From: on a report; its detectors cannot read a message without one.
         raise ValueError("no From: header")
@@ -260,21 +275,7 @@ def _bounce(
 
 def _returned_message_ids(msg: Message) -> set[str]:
     """The Message-IDs of the returned message(s) quoted in a DSN."""
-    ids: set[str] = set()
-    for part in msg.walk():
-        ctype = part.get_content_type()
-        if ctype == "message/rfc822":
-            payload = part.get_payload()
-            inner = payload[0] if isinstance(payload, list) and payload else None
-            if isinstance(inner, Message) and inner.get("Message-ID"):
-                ids.add(str(inner.get("Message-ID")).strip())
-        elif ctype in ("text/rfc822-headers", "message/rfc822-headers"):
-            raw = part.get_payload(decode=True)
-            if isinstance(raw, bytes):
-                mid = BytesHeaderParser().parsebytes(raw).get("Message-ID")
-                if mid:
-                    ids.add(str(mid).strip())
-    return ids
+    return {str(h.get("Message-ID")).strip() for h in included_headers(msg) if h.get("Message-ID")}
 
 
 def _delivery_quoted(engine: Engine, address: str, message_ids: set[str]) -> bool:

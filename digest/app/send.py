@@ -29,6 +29,7 @@ from digest.compose.recipients import recipient_for, test_recipient
 from digest.compose.render import make_environment
 from digest.compose.variants import Variants, make_variants
 from digest.core.clock import Clock
+from digest.core.errors import DigestPaused
 from digest.core.settings import Settings
 from digest.edition.build import (
     current_content,
@@ -51,6 +52,7 @@ from digest.store.models import (
     SubscriberStatus,
     saved_id,
 )
+from digest.store.pauses import paused_digests
 from digest.transport.pool import TransportFactory
 from digest.transport.smtp import Transport
 
@@ -86,8 +88,13 @@ def send_digest(
     ``transport`` None sends over the configured pool (see :func:`send_edition`).
     Subscribers whose local day another edition already claimed are skipped and
     counted in ``served_today`` (sent to anyway with ``also_served``).
+    DigestPaused when the digest is paused (too many complaints): nothing is built or sent.
     """
     name, cfg = settings.digest(name)
+    with engine.connect() as conn:
+        pause = paused_digests(conn).get(name)
+    if pause is not None:
+        raise DigestPaused(f"digest {name} is paused: {pause.reason}; run `digest resume {name}` to send again")
     now = clock.now()
     edition, content, _ = get_or_build_edition(engine, settings, name, now)
     edition_id = saved_id(edition)

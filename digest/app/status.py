@@ -23,6 +23,7 @@ from digest.core.settings import DigestConfig, Settings
 from digest.edition.schedule import next_fire, upcoming_fire
 from digest.store.db import session_scope
 from digest.store.models import Delivery, DeliveryStatus, Edition, Feed, ServiceNode, saved_id
+from digest.store.pauses import paused_digests
 
 
 def feed_row(f: Feed) -> dict[str, Any]:
@@ -51,6 +52,10 @@ def collect_status(engine: Engine, settings: Settings, now: datetime) -> dict[st
     alive_after = now - max(settings.service.leader_interval * 3, timedelta(seconds=10))
     with session_scope(engine) as session:
         digests = [_digest_status(session, name, cfg, now) for name, cfg in settings.digests.items()]
+        pauses = paused_digests(session.connection())
+        for d in digests:
+            pause = pauses.get(d["name"])
+            d["paused"] = {"reason": pause.reason, "since": _iso(pause.paused_at)} if pause else None
         outbox = _outbox_status(session, now)
         feeds = [feed_row(f) for f in session.exec(select(Feed).order_by(col(Feed.id))).all()]
         nodes = [

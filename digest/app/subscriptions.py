@@ -30,13 +30,21 @@ from digest.core.settings import Settings
 from digest.core.text import one_line
 from digest.core.tokens import address_hash, make_token, read_token_ref
 from digest.store.db import session_scope
-from digest.store.models import Subscriber, SubscriberEvent, SubscriberEventKind, SubscriberStatus, saved_id
+from digest.store.models import (
+    Subscriber,
+    SubscriberEvent,
+    SubscriberEventKind,
+    SubscriberStatus,
+    SuppressionReason,
+    saved_id,
+)
 from digest.store.subscribers import (
     find_subscriber,
     normalise_email,
     validate_send_time,
     validate_timezone,
 )
+from digest.store.suppressions import suppress, unsuppress
 
 log = logging.getLogger(__name__)
 
@@ -289,6 +297,9 @@ def confirm_subscription(engine: Engine, settings: Settings, clock: Clock, token
             sub.bounce_count = 0
             sub.updated_at = now
             session.add(sub)
+        # The mailbox owner confirmed: that is the fresh consent a suppressed address needs.
+        if unsuppress(session.connection(), sub.email_key):
+            log.info("subscriber %s taken off the suppression list (confirmed)", sub.id)
         record_event(session, sub, SubscriberEventKind.CONFIRMED, now, source="web", ref=f"request:{request.id}")
         log.info("subscriber %s confirmed", sub.id)
         return sub
@@ -314,9 +325,21 @@ def _apply_request(settings: Settings, sub: Subscriber, detail: str) -> None:
 
 
 def unsubscribe(
-    session: Session, sub: Subscriber, now: datetime, *, source: str, ref: str | None = None, detail: str = ""
+    session: Session,
+    sub: Subscriber,
+    now: datetime,
+    *,
+    source: str,
+    ref: str | None = None,
+    detail: str = "",
+    reason: str = SuppressionReason.UNSUBSCRIBED,
 ) -> bool:
-    """Mark ``sub`` unsubscribed; return False when they already were."""
+    """Mark ``sub`` unsubscribed and suppress their address; return False when they already were.
+
+    ``reason`` is the suppression's (a complaint unsubscribes too); an address
+    already suppressed keeps its first reason.
+    """
+    suppress(session.connection(), sub.email, reason, source, now)
     if sub.status == SubscriberStatus.UNSUBSCRIBED:
         return False
     sub.status = SubscriberStatus.UNSUBSCRIBED
@@ -429,9 +452,5 @@ def resubscribe_by_token(engine: Engine, settings: Settings, clock: Clock, token
             sub.updated_at = now
             session.add(sub)
             record_event(session, sub, SubscriberEventKind.CONFIRMED, now, source="preferences")
+        unsuppress(session.connection(), sub.email_key)
         return sub
-
-
-
-
-

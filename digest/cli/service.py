@@ -114,6 +114,13 @@ def status(
             str(last.get("failed", "")),
         )
     out.print(eds)
+    for d in info["digests"]:
+        if d.get("paused"):
+            out.print(
+                f"[red]paused[/red]: {escape(d['name'])} since {_when(d['paused']['since'])}: "
+                f"{escape(d['paused']['reason'])} (`digest resume {escape(d['name'])}` sends again)",
+                soft_wrap=True,
+            )
     if info["feeds"]:
         _feeds_table(info["feeds"])
     ob = info["outbox"]

@@ -52,8 +52,11 @@ def subscribers_add(
     day: Annotated[
         str | None, typer.Option("--day", help="Day of the weekly digest: MON, TUE ... SUN (implies weekly).")
     ] = None,
+    allow_suppressed: Annotated[
+        bool, typer.Option("--allow-suppressed", help="Add a suppressed address (you hold its fresh consent).")
+    ] = False,
 ) -> None:
-    """Add an active subscriber."""
+    """Add an active subscriber (a suppressed address is refused without --allow-suppressed)."""
     from digest.app.subscriptions import parse_frequency
     from digest.store.db import session_scope
     from digest.store.subscribers import add_subscriber, parse_topics, validate_send_time, validate_timezone
@@ -77,6 +80,7 @@ def subscribers_add(
             send_time=at,
             frequency=freq,
             weekday=weekday,
+            allow_suppressed=allow_suppressed,
         )
         out.print(f"added {escape(sub.email)}")
 
@@ -117,8 +121,14 @@ def subscribers_import(
     allow_new_topics: Annotated[
         bool, typer.Option("--allow-new-topics", help=ALLOW_NEW_HELP, show_default=False)
     ] = False,
+    allow_suppressed: Annotated[
+        bool, typer.Option("--allow-suppressed", help="Import suppressed addresses too (you hold fresh consent).")
+    ] = False,
 ) -> None:
     """Import subscribers from CSV (columns: email, name, timezone, topics, status, send_time).
+
+    A suppressed address (unsubscribed, complained, bounced) is a rejected row unless
+    --allow-suppressed.
 
     All or nothing per file: bad rows are reported and skipped, and the good ones are
     committed together; if the database refuses the write (disk full, a constraint)
@@ -142,7 +152,10 @@ def subscribers_import(
         with ProgressOnDemand("importing", MANY_RECORDS) as bar, session_scope(st.engine) as session:
             bar.total(text.count("\n"))  # about one row a line, less the header
             known = _known(st, session, allow_new_topics)
-            report = import_csv(session, text, str(path), st.clock.now(), known, progress=bar.advance)
+            report = import_csv(
+                session, text, str(path), st.clock.now(), known, progress=bar.advance,
+                allow_suppressed=allow_suppressed,
+            )
     except SQLAlchemyError as exc:
         # The driver's first line says why ("database or disk is full"); it may quote a
         # row's values, so addresses are masked.

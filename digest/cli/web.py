@@ -59,7 +59,9 @@ def inbound(
         ),
     ] = None,
 ) -> None:
-    """Process inbound mail: unsubscribe replies and bounces. Reads one message from stdin by default.
+    """Process inbound mail: unsubscribe replies, complaints (feedback reports) and bounces.
+
+    Reads one message from stdin by default.
 
     Every message gets one result line; a malformed one is skipped (exit 0, so an
     MTA does not bounce it back to a possibly forged sender). Exit 75 (EX_TEMPFAIL)
@@ -109,8 +111,9 @@ def inbound(
     if mbox is not None or maildir is not None:
         out.print(
             f"processed {sum(counts.values())} message(s): {counts[InboundKind.UNSUBSCRIBE]} unsubscribe, "
-            f"{counts[InboundKind.BOUNCE]} bounce, {counts[InboundKind.IGNORED]} ignored, "
-            f"{counts[InboundKind.MALFORMED]} malformed"
+            f"{counts[InboundKind.COMPLAINT]} complaint, {counts[InboundKind.BOUNCE]} bounce, "
+            f"{counts[InboundKind.IGNORED]} ignored, {counts[InboundKind.MALFORMED]} malformed",
+            soft_wrap=True,
         )
 
 

@@ -108,7 +108,7 @@ class DkimSigner:
     """Signs messages with one RSA key: ``sign(message) -> message`` with DKIM-Signature prepended.
 
     Messages must use CRLF line endings (as ``PreparedMessage.fill`` makes them).
-    With ``feedback_id`` a ``Feedback-ID`` header is added (and signed) first.
+    The Feedback-ID header ``PreparedMessage`` writes is among the signed ones.
     """
 
     def __init__(
@@ -117,7 +117,6 @@ class DkimSigner:
         domain: str,
         private_key_pem: bytes,
         *,
-        feedback_id: str | None = None,
         clock: Clock | None = None,
         headers: Sequence[str] = SIGNED_HEADERS,
         oversigned: Sequence[str] = OVERSIGNED,
@@ -142,11 +141,6 @@ class DkimSigner:
         self._headers = tuple(h.lower().encode("ascii") for h in headers)
         self._oversigned = tuple(h.lower().encode("ascii") for h in oversigned)
         self._pool: ThreadPoolExecutor | None = None
-        self._feedback: bytes | None = None
-        if feedback_id:
-            if not re.fullmatch(r"[\x21-\x7e]{1,200}", feedback_id):
-                raise ConfigError("dkim.feedback_id", "must be printable ASCII without spaces")
-            self._feedback = b"Feedback-ID: " + feedback_id.encode("ascii") + CRLF
 
     def __getstate__(self) -> dict[str, object]:
         # Worker processes get the signer by pickling: the key object and the thread
@@ -201,8 +195,6 @@ class DkimSigner:
 
     def _prepare(self, message: bytes) -> tuple[bytes, bytes, bytes]:
         """Everything but the RSA step: ``(message, digest to sign, header value up to b=)``."""
-        if self._feedback is not None:
-            message = self._feedback + message
         split = message.find(b"\r\n\r\n")
         if split < 0:
             raise ValueError("message has no header/body separator (CRLF CRLF)")
@@ -242,7 +234,7 @@ def signer_from_settings(settings: Settings, clock: Clock | None = None) -> Dkim
         pem = path.read_bytes()
     except OSError as exc:
         raise ConfigError("dkim.private_key_file", f"cannot read {path}: {exc.strerror}") from None
-    return DkimSigner(selector, domain, pem, feedback_id=cfg.feedback_id, clock=clock)
+    return DkimSigner(selector, domain, pem, clock=clock)
 
 
 # ---------------------------------------------------------------- keys and DNS

@@ -93,6 +93,17 @@ def _date_header(date: datetime) -> bytes:
     return f"Date: {format_datetime(date)}\r\n".encode("ascii")
 
 
+def feedback_id(digest: str, edition: str, list_id: str, sender_id: str) -> str:
+    """``digest:edition:list-id:sender-id``, the Feedback-ID of Gmail's feedback loop.
+
+    Gmail splits the value at colons and reports complaint rates per field, so each
+    field is reduced to letters, digits, dots and dashes (the List-Id to its
+    ``<...>`` part).
+    """
+    inner = parseaddr(list_id)[1] or list_id
+    return ":".join(re.sub(r"[^A-Za-z0-9.-]+", "-", f).strip("-") or "-" for f in (digest, edition, inner, sender_id))
+
+
 def message_id(digest: str, slot: str, subscriber_id: int | None, domain: str) -> str:
     """Deterministic per (edition, subscriber): a duplicate send is recognisable."""
     who = f"s{subscriber_id}" if subscriber_id is not None else f"test-{secrets.token_hex(6)}"
@@ -169,6 +180,7 @@ class PreparedMessage:
         list_id: str,
         digest: str,
         slot: str,
+        feedback_id: str | None = None,
     ) -> None:
         name, addr = parseaddr(from_addr)
         if "@" not in addr:
@@ -190,6 +202,8 @@ class PreparedMessage:
         ]
         if reply_to:
             head.append(encode_header("Reply-To", reply_to))
+        if feedback_id:
+            head.append(encode_header("Feedback-ID", feedback_id))
         head += [
             encode_header("List-Id", list_id),
             b"List-Unsubscribe-Post: List-Unsubscribe=One-Click\r\n",

@@ -14,7 +14,7 @@ from typing import Any
 import jinja2
 
 from digest.compose.inline import inline_css
-from digest.compose.message import PreparedMessage, address_domain
+from digest.compose.message import PreparedMessage, address_domain, feedback_id
 from digest.compose.render import Markers, Rendered, build_context, make_environment, render_variant
 from digest.core.settings import DigestConfig, Settings
 from digest.edition.select import DigestView, EditionContent, edition_date
@@ -106,14 +106,17 @@ def prepared_message(
     come from the digest's configuration.
     """
     from_addr = cfg.from_addr or settings.from_addr
+    lid = list_id(name, cfg, from_addr)
     return PreparedMessage(
         rendered,
         inlined_html=inline(rendered.html),
         from_addr=from_addr,
         reply_to=reply_to,
-        list_id=list_id(name, cfg, from_addr),
+        list_id=lid,
         digest=digest,
         slot=slot,
+        feedback_id=settings.dkim.feedback_id
+        or feedback_id(digest, slot, lid, settings.feedback_sender_id or address_domain(from_addr)),
     )
 
 

@@ -69,6 +69,12 @@ class StoreUnavailableError(DigestError):
     exit_code = 75
 
 
+class DigestPaused(DigestError):
+    """Sending this digest is paused (its complaint rate was too high) until ``digest resume``."""
+
+    exit_code = 9
+
+
 class NotFoundError(DigestError):
     """A named object (digest, subscriber, edition) does not exist."""
 

@@ -243,8 +243,17 @@ class DkimSettings(BaseModel):
     domain: str | None = Field(None, description="Signing domain (the d= tag), usually the From domain.")
     private_key_file: str | None = Field(None, description="PEM file of the RSA private key.")
     feedback_id: str | None = Field(
-        None, description="Feedback-ID header (Gmail feedback loop), e.g. 'daily:digest:example'; unset = none."
+        None,
+        description="A fixed Feedback-ID header for every message, e.g. 'daily:digest:example' (kept for "
+        "configurations that set it); unset = DIGEST:EDITION:LIST-ID:feedback_sender_id per message.",
     )
+
+    @field_validator("feedback_id")
+    @classmethod
+    def _printable(cls, value: str | None) -> str | None:
+        if value is not None and not re.fullmatch(r"[\x21-\x7e]{1,200}", value):
+            raise ValueError("must be printable ASCII without spaces")
+        return value
 
     @model_validator(mode="after")
     def _all_or_nothing(self) -> DkimSettings:
@@ -297,6 +306,21 @@ class Settings(BaseSettings):
         description="Send each copy from a signed per-subscriber return path (LOCAL+b-ID-SIG@domain of the From "
         "address) and believe only bounces that come back to one; off: a bounce must quote the Message-ID "
         "of a delivery we recorded.",
+    )
+    complaint_pause_rate: float = Field(
+        0.001,
+        ge=0,
+        le=1,
+        description="Complaints per message sent of one edition (0.001 = 0.1%) above which further sends of its "
+        "digest are paused until `digest resume DIGEST`.",
+    )
+    complaint_min_sample: int = Field(
+        1000, ge=1, description="Messages of an edition that must have been sent before its complaint rate counts."
+    )
+    feedback_sender_id: str | None = Field(
+        None,
+        description="Last field of the Feedback-ID header (digest:edition:list-id:SENDER), which Gmail's feedback "
+        "loop reports complaint rates by; unset = the From address's domain.",
     )
     retry_base: Duration = Field(timedelta(minutes=5), description="First retry delay after a temporary failure.")
     retry_max_age: Duration = Field(

@@ -30,12 +30,22 @@ from sqlmodel import Session, col
 
 from digest.core.settings import Settings
 from digest.store.db import session_scope
-from digest.store.models import Delivery, DeliveryStatus, Edition, EditionStatus, Subscriber, SubscriberStatus
+from digest.store.models import (
+    Delivery,
+    DeliveryStatus,
+    DigestPause,
+    Edition,
+    EditionStatus,
+    Subscriber,
+    SubscriberStatus,
+)
 from digest.store.subscribers import count_permanent_bounce
+from digest.store.suppressions import email_hash, suppressed_hashes
 
 D = Delivery.__table__  # type: ignore[attr-defined]
 S = Subscriber.__table__  # type: ignore[attr-defined]
 E = Edition.__table__  # type: ignore[attr-defined]
+P = DigestPause.__table__  # type: ignore[attr-defined]
 
 
 # ---------------------------------------------------------------- claiming
@@ -55,6 +65,8 @@ class Claimed:
     name: str
     status: str
     topics: list[str]
+    # On the suppression list: never sent, whatever the subscriber's status says.
+    suppressed: bool = False
 
 
 def _due(now: datetime) -> Any:
@@ -71,10 +83,17 @@ def _due(now: datetime) -> Any:
 def claim_batch(
     engine: Engine, worker: str, now: datetime, lease: timedelta, limit: int, edition_ids: Sequence[int]
 ) -> list[Claimed]:
-    """Claim up to ``limit`` due deliveries of ``edition_ids`` for ``worker``, oldest first."""
+    """Claim up to ``limit`` due deliveries of ``edition_ids`` for ``worker``, oldest first.
+
+    Each claimed row says whether its address is on the suppression list (one
+    query for the batch), so the sender skips it even when it was queued before
+    the address was suppressed. Editions of a paused digest are not claimed: their
+    deliveries wait, queued, until ``digest resume``.
+    """
     if not edition_ids or limit <= 0:
         return []
-    inner = select(D.c.id).where(D.c.edition_id.in_(list(edition_ids)), _due(now)).order_by(D.c.id).limit(limit)
+    sendable = select(E.c.id).where(E.c.id.in_(list(edition_ids)), E.c.digest.not_in(select(P.c.digest)))
+    inner = select(D.c.id).where(D.c.edition_id.in_(sendable), _due(now)).order_by(D.c.id).limit(limit)
     if engine.dialect.name == "postgresql":
         inner = inner.with_for_update(skip_locked=True)
     stmt = (
@@ -95,6 +114,7 @@ def claim_batch(
                 )
             )
         }
+        held = suppressed_hashes(conn, [s.email_key for s in subs.values()])
     out = []
     for r in sorted(rows, key=lambda r: r.id):
         s = subs.get(r.subscriber_id)
@@ -110,6 +130,7 @@ def claim_batch(
                 name=s.name if s else "",
                 status=s.status if s else SubscriberStatus.UNSUBSCRIBED,
                 topics=list(s.topics or []) if s else [],
+                suppressed=s is not None and email_hash(s.email_key) in held,
             )
         )
     return out

@@ -223,6 +223,10 @@ class Sender:
                 result.update(status=DeliveryStatus.SKIPPED, last_response="subscriber no longer active")
                 self.report.skipped += 1
                 continue
+            if row.suppressed:
+                result.update(status=DeliveryStatus.SKIPPED, last_response="address on the suppression list")
+                self.report.skipped += 1
+                continue
             variants = self.variants_for(row.edition_id)
             if variants is None:
                 result.update(status=DeliveryStatus.QUEUED)  # the digest is no longer configured: leave it

@@ -298,6 +298,8 @@ class SubscriberEventKind(StrEnum):
     UNSUBSCRIBED = "unsubscribed"
     BOUNCE_PERMANENT = "bounce_permanent"
     BOUNCE_TEMPORARY = "bounce_temporary"
+    # A feedback report (ARF) from a mailbox provider: the subscriber marked a message as spam.
+    COMPLAINT = "complaint"
 
 
 class SubscriberEvent(SQLModel, table=True):
@@ -321,3 +323,60 @@ class SubscriberEvent(SQLModel, table=True):
     ref: str | None = Field(default=None, max_length=300, index=True)
     detail: str = Field(default="", max_length=1000)
     created_at: datetime = Field(sa_column=Column(UTCDateTime(), nullable=False))
+
+
+# ---------------------------------------------------------------- list hygiene
+
+
+class SuppressionReason(StrEnum):
+    """Why an address may not be mailed."""
+
+    UNSUBSCRIBED = "unsubscribed"
+    COMPLAINED = "complained"
+    BOUNCED = "bounced"
+    MANUAL = "manual"
+    ALL = nonmember((UNSUBSCRIBED, COMPLAINED, BOUNCED, MANUAL))
+
+
+class Suppression(SQLModel, table=True):
+    """An address that gets no digest until its owner confirms again.
+
+    Keyed by the SHA-256 of the lower-cased address, not by subscriber: it survives
+    deleting the subscriber, so a re-import of the address is caught. ``email`` is
+    kept for the operator (list, export) and may be blanked for erasure; the hash
+    alone still blocks the address.
+    """
+
+    id: int | None = Field(default=None, primary_key=True)
+    email_hash: str = Field(sa_column=Column(String(64), nullable=False, unique=True))
+    email: str = Field(default="", sa_column=Column(String(320), nullable=False, default=""))
+    reason: str = Field(max_length=20)
+    source: str = Field(default="", max_length=30)
+    created_at: datetime = Field(sa_column=Column(UTCDateTime(), nullable=False))
+
+
+class EditionComplaint(SQLModel, table=True):
+    """One subscriber's complaint about one edition: the numerator of its complaint rate.
+
+    ``subscriber_id`` has no foreign key: the complaint still counts after the
+    subscriber is deleted.
+    """
+
+    __tablename__ = "edition_complaint"
+    __table_args__ = (UniqueConstraint("edition_id", "subscriber_id", name="uq_edition_complaint"),)
+
+    id: int | None = Field(default=None, primary_key=True)
+    edition_id: int = Field(foreign_key="edition.id", index=True)
+    subscriber_id: int
+    created_at: datetime = Field(sa_column=Column(UTCDateTime(), nullable=False))
+
+
+class DigestPause(SQLModel, table=True):
+    """A digest whose sending is paused (too many complaints) until an operator resumes it."""
+
+    __tablename__ = "digest_pause"
+
+    digest: str = Field(sa_column=Column(String(100), primary_key=True))
+    reason: str = Field(default="", max_length=1000)
+    edition_id: int | None = Field(default=None)
+    paused_at: datetime = Field(sa_column=Column(UTCDateTime(), nullable=False))

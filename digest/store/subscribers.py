@@ -18,8 +18,16 @@ from sqlmodel import Session, col, func, select
 
 from digest.core.errors import InputError, NotFoundError
 from digest.core.settings import check_timezone
-from digest.core.text import one_line, parse_hhmm
-from digest.store.models import Article, Subscriber, SubscriberEvent, SubscriberEventKind, SubscriberStatus
+from digest.core.text import mask_email, one_line, parse_hhmm
+from digest.store.models import (
+    Article,
+    Subscriber,
+    SubscriberEvent,
+    SubscriberEventKind,
+    SubscriberStatus,
+    SuppressionReason,
+)
+from digest.store.suppressions import suppress, suppression_of, unsuppress
 
 log = logging.getLogger(__name__)
 
@@ -111,6 +119,13 @@ def find_subscriber(session: Session, email: str) -> Subscriber | None:
     return session.exec(select(Subscriber).where(Subscriber.email_key == email.strip().casefold())).first()
 
 
+# The statuses an operator sets that put the address on the suppression list.
+_SUPPRESSING: dict[str, str] = {
+    SubscriberStatus.UNSUBSCRIBED: SuppressionReason.UNSUBSCRIBED,
+    SubscriberStatus.BOUNCED: SuppressionReason.BOUNCED,
+}
+
+
 def add_subscriber(
     session: Session,
     email: str,
@@ -126,6 +141,7 @@ def add_subscriber(
     where: str = "email",
     update: bool = False,
     topics_known: KnownTopics | None = None,
+    allow_suppressed: bool = False,
 ) -> tuple[Subscriber, bool]:
     """Add a subscriber (or, with ``update``, change an existing one).
 
@@ -134,6 +150,10 @@ def add_subscriber(
     keeps theirs unless ``status`` is given (an import never re-subscribes by mistake).
     ``topics_known``: the topics must name known sections (see :class:`KnownTopics`).
     ``frequency`` and ``weekday`` (0 = Monday) are stored as given, when given.
+
+    An address on the suppression list is not made active (InputError) unless
+    ``allow_suppressed``: the operator then vouches for a fresh confirmation, and the
+    address leaves the list.
     """
     addr, key = normalise_email(email, where)
     tz = validate_timezone(timezone, where)
@@ -151,6 +171,23 @@ def add_subscriber(
     if frequency is not None:  # validated by the caller (digest.app.subscriptions.parse_frequency)
         values.update(frequency=frequency, weekday=weekday)
     existing = find_subscriber(session, key)
+    activates = (status or (existing.status if existing is not None else SubscriberStatus.ACTIVE)) == (
+        SubscriberStatus.ACTIVE
+    )
+    if activates:
+        held = suppression_of(session.connection(), key)
+        if held is not None and not allow_suppressed:
+            raise InputError(
+                where,
+                f"{mask_email(addr)} is suppressed ({held.reason}): it needs a fresh confirmation "
+                "(or --allow-suppressed)",
+            )
+        if held is not None:
+            unsuppress(session.connection(), key)
+            log.info("%s taken off the suppression list (allowed by the operator)", mask_email(addr))
+    if status in _SUPPRESSING:
+        # An import that says a person left (or bounced) puts them on the list as well.
+        suppress(session.connection(), addr, _SUPPRESSING[status], "cli", now)
     if existing is not None:
         if not update:
             raise InputError(where, f"{addr} is already subscribed")
@@ -187,6 +224,8 @@ def import_csv(
     now: datetime,
     topics_known: KnownTopics | None = None,
     progress: Callable[[int], None] | None = None,
+    *,
+    allow_suppressed: bool = False,
 ) -> CsvReport:
     """Import subscribers from CSV text with a header row (``email`` required).
 
@@ -194,7 +233,8 @@ def import_csv(
     Existing addresses are updated. Nothing is committed here: the caller's one
     transaction holds every row of the file, so a database failure on any row (a full
     disk, a constraint) leaves none of them behind. ``progress(1)`` is called for
-    each row, as it is read.
+    each row, as it is read. A suppressed address is a rejected
+    row unless ``allow_suppressed`` (see :func:`add_subscriber`).
     """
     report = CsvReport()
     reader = csv.DictReader(io.StringIO(text))
@@ -232,6 +272,7 @@ def import_csv(
                 where=where,
                 update=True,
                 topics_known=topics_known,
+                allow_suppressed=allow_suppressed,
             )
         except InputError as exc:
             report.problems.append(exc)
@@ -257,9 +298,12 @@ def count_by_status(session: Session) -> dict[str, int]:
 
 
 def set_status(session: Session, email: str, status: str, now: datetime) -> Subscriber:
+    """Set a subscriber's status; unsubscribed and bounced also suppress the address."""
     sub = find_subscriber(session, email)
     if sub is None:
         raise NotFoundError(f"no subscriber {email}")
+    if status in _SUPPRESSING:
+        suppress(session.connection(), sub.email, _SUPPRESSING[status], "cli", now)
     sub.status = status
     sub.updated_at = now
     session.add(sub)
@@ -297,7 +341,8 @@ def count_permanent_bounce(
     sending, or a bounce report read later): ``bounce_count`` goes up by one, a
     ``bounce_permanent`` event records ``source``, ``ref`` (the Message-ID concerned)
     and ``detail`` (the server's answer), and an active subscriber who reaches
-    ``bounce_limit`` is ``bounced``. Returns True when this failure bounced them.
+    ``bounce_limit`` is ``bounced`` and their address suppressed. Returns True when
+    this failure bounced them.
 
     Statements on ``conn``, in its transaction: the count is incremented in SQL, so
     senders and the inbound handler counting at the same time lose no bounce. A
@@ -327,8 +372,10 @@ def count_permanent_bounce(
         .where(subs.c.id == subscriber_id, subs.c.status == SubscriberStatus.ACTIVE)
         .where(subs.c.bounce_count >= bounce_limit)
         .values(status=SubscriberStatus.BOUNCED)
-    )
-    if bounced.rowcount:
+        .returning(subs.c.email)
+    ).scalar_one_or_none()
+    if bounced is not None:
+        suppress(conn, bounced, SuppressionReason.BOUNCED, source, now)
         log.info("subscriber %s bounced after %d permanent failures", subscriber_id, count)
         return True
     return False

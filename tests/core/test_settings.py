@@ -323,15 +323,19 @@ def test_bad_service_value_names_the_nested_key(write_config: WriteConfig) -> No
 def test_nested_section_is_read_from_its_table_and_the_environment(
     write_config: WriteConfig, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    path = write_config('[web]\nenabled = true\nport = 8100\n[dkim]\nfeedback_id = "d:x"\n')
+    path = write_config(
+        '[web]\nenabled = true\nport = 8100\n'
+        '[dkim]\nselector = "s1"\ndomain = "example.com"\nprivate_key_file = "k.pem"\nfeedback_id = "d:x"\n'
+    )
     monkeypatch.setenv("DIGEST_WEB__PORT", "8200")
 
     settings = load_settings(path)
 
     assert settings.web.enabled is True
     assert settings.web.port == 8200
+    assert settings.dkim.selector == "s1"
     assert settings.dkim.feedback_id == "d:x"
-    assert not settings.dkim.enabled
+    assert settings.dkim.enabled
 
 
 def test_dkim_needs_selector_domain_and_key_together(write_config: WriteConfig) -> None:

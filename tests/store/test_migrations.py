@@ -13,3 +13,11 @@ def test_article_table_matches_the_model(engine: Engine) -> None:
         diffs = compare_metadata(MigrationContext.configure(conn), SQLModel.metadata)
 
     assert [d for d in diffs if "'article'" in repr(d) or "article." in repr(d)] == []
+
+
+def test_suppression_complaint_and_pause_tables_match_the_models(engine: Engine) -> None:
+    with engine.connect() as conn:
+        diffs = compare_metadata(MigrationContext.configure(conn), SQLModel.metadata)
+
+    tables = ("suppression", "edition_complaint", "digest_pause")
+    assert [d for d in diffs if any(t in repr(d) for t in tables)] == []

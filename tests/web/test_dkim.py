@@ -125,15 +125,6 @@ def test_long_headers_are_folded_and_still_verify(signer: DkimSigner) -> None:
     assert verify(data, DNS)
 
 
-def test_feedback_id_is_added_and_signed(clock: FixedClock) -> None:
-    signer = DkimSigner("s2026", "news.example.com", KEY.private_pem, feedback_id="daily:digest:news", clock=clock)
-
-    data = signer.sign(message())
-
-    assert parsed(data)["Feedback-ID"] == "daily:digest:news"
-    assert "feedback-id" in signed_headers(data) and verify(data, DNS)
-
-
 def test_sign_stream_keeps_order_and_every_signature_verifies(signer: DkimSigner) -> None:
     messages = [message(subject=f"Edition {i}") for i in range(12)]
 
@@ -204,6 +195,38 @@ def test_every_digest_sent_with_a_signer_verifies(
 
     assert report.sent == 2 and len(sink.messages) == 3
     assert all(verify(m.data, DNS) for m in sink.messages)
+
+
+def test_every_digest_sent_carries_a_signed_feedback_id(
+    engine: Engine, web_settings: Settings, sink: SmtpSink, clock: FixedClock, signer: DkimSigner
+) -> None:
+    web_settings.feedback_sender_id = "news:desk"
+    with session_scope(engine) as s:
+        upsert_articles(s, STANDARD_DRAFTS, NOW)
+        add_subscriber(s, "ana@example.org", NOW, name="Ana")
+
+    with SMTPTransport(parse_smtp_url(sink.url)) as t:
+        send_digest(engine, web_settings, "daily", t, clock, signer=signer)
+
+    data = sink.messages[0].data
+    assert parsed(data)["Feedback-ID"] == "daily:2026-11-25:daily.news.example.com:news-desk"
+    assert "feedback-id" in signed_headers(data) and verify(data, DNS)
+
+
+def test_a_fixed_dkim_feedback_id_setting_is_the_header_every_digest_carries(
+    engine: Engine, web_settings: Settings, sink: SmtpSink, clock: FixedClock, signer: DkimSigner
+) -> None:
+    web_settings.dkim.feedback_id = "daily:digest:example"  # [dkim] feedback_id, as configurations set it
+    with session_scope(engine) as s:
+        upsert_articles(s, STANDARD_DRAFTS, NOW)
+        add_subscriber(s, "ana@example.org", NOW, name="Ana")
+
+    with SMTPTransport(parse_smtp_url(sink.url)) as t:
+        send_digest(engine, web_settings, "daily", t, clock, signer=signer)
+
+    data = sink.messages[0].data
+    assert parsed(data).get_all("Feedback-ID") == ["daily:digest:example"]
+    assert verify(data, DNS)
 
 
 def test_confirmation_email_is_signed_when_dkim_is_configured(

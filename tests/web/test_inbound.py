@@ -413,7 +413,7 @@ def test_command_processes_an_mbox(engine: Engine, web_settings: Settings, ana: 
     done = run_inbound(web_settings, "--mbox", str(tmp_path / "bounces.mbox"))
 
     assert done.returncode == 0, done.stderr.decode()
-    assert b"processed 4 message(s): 0 unsubscribe, 3 bounce, 1 ignored, 0 malformed" in done.stdout
+    assert b"processed 4 message(s): 0 unsubscribe, 0 complaint, 3 bounce, 1 ignored, 0 malformed" in done.stdout
     assert status(engine) == (SubscriberStatus.ACTIVE, 2)
 
 
@@ -469,7 +469,7 @@ def test_command_skips_poison_messages_and_processes_the_rest(
     done = run_inbound(web_settings, f"--{kind}", target)
 
     assert done.returncode == 0, done.stderr.decode()
-    assert b"processed 5 message(s): 0 unsubscribe, 3 bounce, 0 ignored, 2 malformed" in done.stdout
+    assert b"processed 5 message(s): 0 unsubscribe, 0 complaint, 3 bounce, 0 ignored, 2 malformed" in done.stdout
     assert status(engine) == (SubscriberStatus.BOUNCED, 3)
 
 

@@ -158,6 +158,27 @@ def test_unsubscribed_address_can_subscribe_again_through_confirmation(
     assert sub_of(engine, "ana@example.org").status == SubscriberStatus.ACTIVE
 
 
+def test_suppressed_deleted_address_stays_suppressed_until_its_owner_confirms(
+    engine: Engine, web_settings: Settings, clock: FixedClock, mailer: Mailer, sink: SmtpSink
+) -> None:
+    from digest.store.suppressions import suppression_of
+
+    with session_scope(engine) as s:
+        sub, _ = add_subscriber(s, "ana@example.org", NOW)
+        lifecycle.unsubscribe(s, sub, NOW, source="web")
+    with session_scope(engine) as s:
+        remove_subscriber(s, "ana@example.org")
+
+    request(engine, web_settings, clock, mailer, "ana@example.org")
+    with engine.connect() as conn:
+        pending = suppression_of(conn, "ana@example.org")
+    lifecycle.confirm_subscription(engine, web_settings, clock, token_of(link_in(sink.messages[0].data, "confirm")))
+    with engine.connect() as conn:
+        after = suppression_of(conn, "ana@example.org")
+    assert pending is not None and pending.reason == "unsubscribed"
+    assert after is None
+
+
 def test_confirmation_link_does_not_bring_back_someone_who_unsubscribed(
     engine: Engine, web_settings: Settings, clock: FixedClock, mailer: Mailer, sink: SmtpSink
 ) -> None:
