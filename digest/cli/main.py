@@ -19,7 +19,7 @@ from digest.core.errors import DigestError
 # listed here, not discovered, so what the CLI offers is read in one place. The
 # import order is the order of ``digest --help``.
 # isort: off
-from digest.cli import articles, subscribers, db, send, tools, delivery, service, web  # noqa: F401
+from digest.cli import articles, subscribers, db, send, tools, delivery, service, web, doctor  # noqa: F401
 # isort: on
 
 
