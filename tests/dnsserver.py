@@ -13,6 +13,8 @@ from typing import Any
 from dnslib import AAAA, MX, PTR, QTYPE, RCODE, RR, TXT, A, DNSLabel
 from dnslib.server import BaseResolver, DNSServer
 
+from digest.compose.dkim import KeyPair
+
 # TXT character-strings are at most 255 octets (RFC 1035 3.3.14): longer values are split.
 _CHUNK = 255
 
@@ -75,3 +77,32 @@ def dns_server(zone: Zone) -> Iterator[int]:
         tcp.stop()
         udp.server.server_close()
         tcp.server.server_close()
+
+
+# ---------------------------------------------------------------- the zone of digest doctor's tests
+
+GOOD_IP = "192.0.2.25"  # PTR mail.relay.example, which resolves back to it
+PTR_MISMATCH_IP = "192.0.2.26"  # PTR mail.relay.example too, which does not resolve to it
+SELECTOR = "d2026"
+# Each broken domain differs from the good one by exactly one record.
+GOOD, NO_INCLUDE, KEY_MISMATCH, NO_DMARC = "good.example", "noinclude.example", "badkey.example", "nodmarc.example"
+
+
+def doctor_zone(mine: KeyPair, other: KeyPair) -> Zone:
+    """The good setup (good.example) and one domain per broken record; broken.example breaks them all."""
+    zone = Zone()
+    zone.txt("_spf.relay.example", "v=spf1 ip4:192.0.2.0/25 ip6:2001:db8::/32 -all")
+    zone.a("mail.relay.example", GOOD_IP)
+    zone.ptr(GOOD_IP, "mail.relay.example")
+    zone.ptr(PTR_MISMATCH_IP, "mail.relay.example")
+    for domain in (GOOD, NO_INCLUDE, KEY_MISMATCH, NO_DMARC, "broken.example"):
+        broken = domain == "broken.example"
+        zone.mx(domain, f"mx.{domain}").a(f"mx.{domain}", "198.51.100.7")
+        zone.txt(domain, "site-verification=abc123")  # TXT records other than SPF are ignored
+        include = "" if domain == NO_INCLUDE or broken else " include:_spf.relay.example"
+        zone.txt(domain, f"v=spf1 mx{include} -all")
+        key = other if domain == KEY_MISMATCH or broken else mine
+        zone.txt(f"{SELECTOR}._domainkey.{domain}", key.txt_value())
+        if domain != NO_DMARC and not broken:
+            zone.txt(f"_dmarc.{domain}", f"v=DMARC1; p=quarantine; rua=mailto:dmarc@{domain}")
+    return zone

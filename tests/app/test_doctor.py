@@ -25,13 +25,20 @@ from digest.app.doctor import (
 from digest.compose.dkim import KeyPair, generate_key
 from digest.core.settings import DEFAULT_SECRET_KEY, DkimSettings, Settings
 from digest.transport.sink import SmtpSink
-from tests.dnsserver import Zone, dns_server
+from tests.dnsserver import (
+    GOOD,
+    GOOD_IP,
+    KEY_MISMATCH,
+    NO_DMARC,
+    NO_INCLUDE,
+    PTR_MISMATCH_IP,
+    SELECTOR,
+    Zone,
+    dns_server,
+    doctor_zone,
+)
+from tests.smtp_script import ScriptedSink, self_signed
 
-GOOD_IP = "192.0.2.25"  # PTR mail.relay.example, which resolves back to it
-PTR_MISMATCH_IP = "192.0.2.26"  # PTR mail.relay.example too, which does not resolve to it
-SELECTOR = "d2026"
-# Each broken domain differs from the good one by exactly one record.
-GOOD, NO_INCLUDE, KEY_MISMATCH, NO_DMARC = "good.example", "noinclude.example", "badkey.example", "nodmarc.example"
 FIXES = {
     "spf": 'add "ip4:192.0.2.25"',
     "dkim": f"publish TXT at {SELECTOR}._domainkey.{KEY_MISMATCH}",
@@ -46,28 +53,9 @@ def keys() -> tuple[KeyPair, KeyPair]:
     return generate_key(), generate_key()
 
 
-def build_zone(mine: KeyPair, other: KeyPair) -> Zone:
-    zone = Zone()
-    zone.txt("_spf.relay.example", "v=spf1 ip4:192.0.2.0/25 ip6:2001:db8::/32 -all")
-    zone.a("mail.relay.example", GOOD_IP)
-    zone.ptr(GOOD_IP, "mail.relay.example")
-    zone.ptr(PTR_MISMATCH_IP, "mail.relay.example")
-    for domain in (GOOD, NO_INCLUDE, KEY_MISMATCH, NO_DMARC, "broken.example"):
-        broken = domain == "broken.example"
-        zone.mx(domain, f"mx.{domain}").a(f"mx.{domain}", "198.51.100.7")
-        zone.txt(domain, "site-verification=abc123")  # TXT records other than SPF are ignored
-        include = "" if domain == NO_INCLUDE or broken else " include:_spf.relay.example"
-        zone.txt(domain, f"v=spf1 mx{include} -all")
-        key = other if domain == KEY_MISMATCH or broken else mine
-        zone.txt(f"{SELECTOR}._domainkey.{domain}", key.txt_value())
-        if domain != NO_DMARC and not broken:
-            zone.txt(f"_dmarc.{domain}", f"v=DMARC1; p=quarantine; rua=mailto:dmarc@{domain}")
-    return zone
-
-
 @pytest.fixture(scope="module")
 def dns_port(keys: tuple[KeyPair, KeyPair]) -> Iterator[int]:
-    with dns_server(build_zone(*keys)) as port:
+    with dns_server(doctor_zone(*keys)) as port:
         yield port
 
 
@@ -219,3 +207,31 @@ def test_tls_fails_when_the_relay_cannot_be_reached() -> None:
 
     check = check_tls(Settings(smtp_url=f"smtp://127.0.0.1:{free_port()}", smtp_timeout=2))  # type: ignore[arg-type]
     assert check.status == "fail" and check.detail.startswith("cannot reach 127.0.0.1:")
+
+
+def test_tls_passes_with_starttls_and_a_certificate_that_verifies(tmp_path: Path) -> None:
+    context, cert = self_signed(tmp_path)
+    with ScriptedSink(tls=context) as relay:
+        check = check_tls(Settings(smtp_url=f"{relay.url}?starttls=true&cafile={cert}"))  # type: ignore[arg-type]
+    assert check.status == "pass" and check.detail.startswith(f"STARTTLS to 127.0.0.1:{relay.port}: TLSv1.")
+
+
+def test_tls_passes_over_smtps(tmp_path: Path) -> None:
+    context, cert = self_signed(tmp_path)
+    with ScriptedSink(tls=context, implicit_tls=True) as relay:
+        check = check_tls(Settings(smtp_url=f"{relay.url}?cafile={cert}"))  # type: ignore[arg-type]
+    assert check.status == "pass" and "certificate CN=127.0.0.1" in check.detail
+
+
+def test_tls_fails_when_the_certificate_does_not_verify(tmp_path: Path) -> None:
+    context, _ = self_signed(tmp_path)
+    with ScriptedSink(tls=context) as relay:
+        check = check_tls(Settings(smtp_url=f"{relay.url}?starttls=true"))  # type: ignore[arg-type]
+    assert check.status == "fail" and "certificate does not verify" in check.detail
+
+
+def test_tls_warns_when_offered_but_not_used(tmp_path: Path) -> None:
+    context, cert = self_signed(tmp_path)
+    with ScriptedSink(tls=context) as relay:
+        check = check_tls(Settings(smtp_url=f"{relay.url}?cafile={cert}"))  # type: ignore[arg-type]
+    assert (check.status, check.fix) == ("warn", "add ?starttls=true to smtp_url")
