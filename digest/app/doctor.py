@@ -36,6 +36,22 @@ SPF_LOOKUP_LIMIT = 10
 # RFC 7208 4.6.4: an mx mechanism looks at no more than 10 MX hosts.
 SPF_MX_LIMIT = 10
 MIN_SECRET_LENGTH = 32
+NO_IP = "no sending IP: the relay host does not resolve"
+NO_IP_FIX = "pass --sending-ip with the public address your mail leaves from"
+# A relay on these is not what receivers see: SPF and rDNS of it say nothing.
+_LOCAL_NETS = tuple(
+    ipaddress.ip_network(n)
+    for n in (
+        "127.0.0.0/8",
+        "10.0.0.0/8",
+        "172.16.0.0/12",
+        "192.168.0.0/16",
+        "169.254.0.0/16",
+        "::1/128",
+        "fc00::/7",
+        "fe80::/10",
+    )
+)
 # Second-level labels under which registrations happen (co.uk, com.au, ...): without the
 # Public Suffix List, these are how the organisational domain of a name is guessed.
 _SECOND_LEVEL = {"co", "com", "net", "org", "gov", "ac", "edu", "ne", "or", "go"}
@@ -171,13 +187,13 @@ def _evaluate(
     redirect: str | None = None
     results = {"+": "pass", "-": "fail", "~": "softfail", "?": "neutral"}
     for term in record.split()[1:]:
-        if "%" in term:
-            raise _SpfError("permerror", f"{domain}: macros are not supported here ({term})")
         name, sep, value = term.partition("=")
         if sep and ":" not in name and "/" not in name:
             if name.lower() == "redirect":
                 redirect = value
             continue  # exp= and unknown modifiers do not change the result
+        if "%" in term:
+            raise _SpfError("permerror", f"{domain}: macros are not supported here ({term})")
         qualifier = term[0] if term[0] in results else "+"
         mech = term[1:] if term[0] in results else term
         kind, _, arg = mech.partition(":")
@@ -192,6 +208,8 @@ def _evaluate(
         if matched:
             return results[qualifier], f"{domain}: matched {term}"
     if redirect is not None:
+        if "%" in redirect:
+            raise _SpfError("permerror", f"{domain}: macros are not supported here (redirect={redirect})")
         _count(lookups)
         result, reason = _evaluate(dns_, ip, redirect.lower(), lookups)
         if result == "none":
@@ -270,11 +288,11 @@ def sending_ip(settings: Settings, dns_: Dns, given: str | None = None) -> str |
         return found[0] if found else None
 
 
-def check_spf(dns_: Dns, domain: str, ip: str | None) -> Check:
+def check_spf(dns_: Dns, domain: str, ip: str | None, no_ip: str = NO_IP) -> Check:
     """SPF of the From domain (also the envelope domain: return paths use it) authorises ``ip``."""
     name = "spf"
     if ip is None:
-        return Check(name, "fail", "no sending IP: the relay host does not resolve", "pass --sending-ip ADDRESS")
+        return Check(name, "fail", no_ip, NO_IP_FIX)
     result, reason = check_host(dns_, ip, domain)
     fix = f'add "ip4:{ip}" (or "include:" your relay\'s SPF domain) to the v=spf1 TXT record of {domain}'
     if ip.count(":"):
@@ -357,11 +375,11 @@ def check_dmarc(dns_: Dns, settings: Settings, domain: str) -> Check:
     return Check(name, "pass", f"p={policy} at {where}; aligned ({mode}) via {via}")
 
 
-def check_ptr(dns_: Dns, ip: str | None) -> Check:
+def check_ptr(dns_: Dns, ip: str | None, no_ip: str = NO_IP) -> Check:
     """The sending IP has a PTR name that resolves back to it (forward-confirmed reverse DNS)."""
     name = "ptr"
     if ip is None:
-        return Check(name, "fail", "no sending IP: the relay host does not resolve", "pass --sending-ip ADDRESS")
+        return Check(name, "fail", no_ip, NO_IP_FIX)
     names = dns_.ptr(ip)
     if not names:
         return Check(name, "fail", f"{ip} has no PTR record", f"ask the owner of {ip} for a PTR to your mail host name")
@@ -413,15 +431,14 @@ def check_tls(settings: Settings) -> Check:
     c: SMTPConfig = smtp_config(settings)
     where = f"{c.host}:{c.port}"
     context = ssl.create_default_context(cafile=c.cafile)
+    smtp: smtplib.SMTP | None = None
     try:
-        smtp: smtplib.SMTP
         if c.implicit_tls:
             smtp = smtplib.SMTP_SSL(c.host, c.port, timeout=c.timeout, context=context)
         else:
             smtp = smtplib.SMTP(c.host, c.port, timeout=c.timeout)
             smtp.ehlo()
             if not smtp.has_extn("starttls"):
-                smtp.close()
                 return Check(
                     name,
                     "fail",
@@ -429,27 +446,16 @@ def check_tls(settings: Settings) -> Check:
                     "use smtps:// or a relay with STARTTLS, and set ?starttls=true in smtp_url",
                 )
             smtp.starttls(context=context)
+        got = _tls_session(smtp.sock)
     except ssl.SSLCertVerificationError as exc:
         return Check(
             name, "fail", f"{where}: certificate does not verify ({exc.verify_message})", "install a valid certificate"
         )
     except (OSError, smtplib.SMTPException) as exc:
         return Check(name, "fail", f"cannot reach {where}: {type(exc).__name__}: {exc}", "check smtp_url")
-    sock = smtp.sock
-    got = "TLS"
-    if isinstance(sock, ssl.SSLSocket):
-        cipher = sock.cipher()
-        cert = sock.getpeercert() or {}
-        subject = dict(x[0] for x in cert.get("subject", ()))  # type: ignore[misc]
-        issuer = dict(x[0] for x in cert.get("issuer", ()))  # type: ignore[misc]
-        got = (
-            f"{sock.version()} {cipher[0] if cipher else ''}, certificate CN={subject.get('commonName', '?')} "
-            f"issued by {issuer.get('organizationName') or issuer.get('commonName', '?')}"
-        )
-    try:
-        smtp.quit()
-    except (OSError, smtplib.SMTPException):
-        smtp.close()
+    finally:
+        if smtp is not None:
+            _close(smtp)
     how = "smtps" if c.implicit_tls else "STARTTLS"
     if not c.implicit_tls and not c.starttls:
         return Check(
@@ -460,14 +466,35 @@ def check_tls(settings: Settings) -> Check:
     return Check(name, "pass", f"{how} to {where}: {got}")
 
 
-def dns_checks(settings: Settings, dns_: Dns, ip: str | None) -> list[Check]:
-    """SPF, DKIM, DMARC and PTR; a DNS failure in one becomes that line's fail."""
+def _tls_session(sock: object) -> str:
+    """What the TLS session is: version, cipher, and the certificate's subject and issuer."""
+    if not isinstance(sock, ssl.SSLSocket):
+        return "TLS"
+    cipher = sock.cipher()
+    cert = sock.getpeercert() or {}
+    subject = dict(x[0] for x in cert.get("subject", ()))  # type: ignore[misc]
+    issuer = dict(x[0] for x in cert.get("issuer", ()))  # type: ignore[misc]
+    return (
+        f"{sock.version()} {cipher[0] if cipher else ''}, certificate CN={subject.get('commonName', '?')} "
+        f"issued by {issuer.get('organizationName') or issuer.get('commonName', '?')}"
+    )
+
+
+def _close(smtp: smtplib.SMTP) -> None:
+    try:
+        smtp.quit()
+    except (OSError, smtplib.SMTPException):
+        smtp.close()
+
+
+def dns_checks(settings: Settings, dns_: Dns, ip: str | None, no_ip: str = NO_IP) -> list[Check]:
+    """SPF, DKIM, DMARC and PTR; a DNS failure in one becomes that line's fail. ``no_ip``: why ``ip`` is None."""
     domain = from_domain(settings)
     steps: list[tuple[str, Callable[[], Check]]] = [
-        ("spf", lambda: check_spf(dns_, domain, ip)),
+        ("spf", lambda: check_spf(dns_, domain, ip, no_ip)),
         ("dkim", lambda: check_dkim(dns_, settings)),
         ("dmarc", lambda: check_dmarc(dns_, settings, domain)),
-        ("ptr", lambda: check_ptr(dns_, ip)),
+        ("ptr", lambda: check_ptr(dns_, ip, no_ip)),
     ]
     found = []
     for name, step in steps:
@@ -481,12 +508,15 @@ def dns_checks(settings: Settings, dns_: Dns, ip: str | None) -> list[Check]:
 def run_doctor(settings: Settings, resolver: dns.resolver.Resolver, ip: str | None = None) -> list[Check]:
     """Every check, in report order. ``ip`` overrides the sending IP (default: the relay host's address)."""
     dns_ = Dns(resolver)
+    no_ip = NO_IP
     try:
         address = sending_ip(settings, dns_, ip)
-    except DnsFailure:
-        address = None
+    except DnsFailure as exc:
+        address, no_ip = None, f"no sending IP: looking up the relay host failed ({exc})"
+    if ip is None and address is not None and any(ipaddress.ip_address(address) in n for n in _LOCAL_NETS):
+        address, no_ip = None, f"the relay's address {address} is not public: receivers see another one"
     return [
-        *dns_checks(settings, dns_, address),
+        *dns_checks(settings, dns_, address, no_ip),
         check_unsubscribe(settings),
         check_secret(settings),
         check_tls(settings),

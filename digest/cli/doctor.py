@@ -43,7 +43,7 @@ def doctor(
     checks = run_doctor(settings, make_resolver(nameserver, dns_port), sending_ip)
     for check in checks:
         if as_json:
-            out.print(json.dumps(check.as_dict()), highlight=False, soft_wrap=True)
+            out.print(json.dumps(check.as_dict()), markup=False, highlight=False, soft_wrap=True)
             continue
         out.print(f"{_MARK[check.status]}  {check.name:<17} {escape(check.detail)}", highlight=False, soft_wrap=True)
         if check.status != "pass" and check.fix:

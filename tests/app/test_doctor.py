@@ -10,8 +10,10 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from pydantic import SecretStr
 
 from digest.app.doctor import (
+    NO_IP_FIX,
     Check,
     Dns,
     check_host,
@@ -20,11 +22,12 @@ from digest.app.doctor import (
     dns_checks,
     make_resolver,
     organisational_domain,
+    run_doctor,
     sending_ip,
 )
 from digest.compose.dkim import KeyPair, generate_key
 from digest.core.settings import DEFAULT_SECRET_KEY, DkimSettings, Settings
-from digest.transport.sink import SmtpSink
+from digest.transport.sink import SmtpSink, free_port
 from tests.dnsserver import (
     GOOD,
     GOOD_IP,
@@ -96,6 +99,15 @@ def test_good_setup_passes_every_dns_check(dns: Dns, key_file: Path) -> None:
     ]
 
 
+def test_a_relay_on_loopback_is_not_taken_for_the_sending_ip(dns_port: int, key_file: Path) -> None:
+    settings = settings_for(GOOD, key_file, base_url=f"http://127.0.0.1:{free_port()}")
+    settings.smtp_url = SecretStr(f"smtp://127.0.0.1:{free_port()}")
+    checks = by_name(run_doctor(settings, make_resolver("127.0.0.1", dns_port, timeout=2.0)))
+    for name in ("spf", "ptr"):
+        assert (checks[name].status, checks[name].fix) == ("fail", NO_IP_FIX)
+        assert "127.0.0.1 is not public" in checks[name].detail
+
+
 def test_sending_ip_is_the_relay_hosts_address(dns: Dns, key_file: Path) -> None:
     assert sending_ip(settings_for(GOOD, key_file), dns) == GOOD_IP
 
@@ -136,6 +148,7 @@ def spf_zone() -> Zone:
     zone.txt("_spf.relay.example", "v=spf1 ip4:192.0.2.0/25 ip6:2001:db8::/32 -all")
     zone.txt("a.example", "v=spf1 a/24 -all").a("a.example", "203.0.113.9")
     zone.txt("soft.example", "v=spf1 ~all")
+    zone.txt("exp.example", "v=spf1 ip4:192.0.2.25 -all exp=explain.%{d}")  # exp= never changes the result
     zone.txt("two.example", "v=spf1 -all").txt("two.example", "v=spf1 +all")
     zone.txt("dangling.example", "v=spf1 include:nothing.example -all")
     # A chain of 11 includes: the 11th lookup is over RFC 7208's limit of 10.
@@ -164,6 +177,7 @@ def spf_dns() -> Iterator[Dns]:
         ("203.0.113.77", "a.example", "pass"),
         ("203.0.114.77", "a.example", "fail"),
         ("192.0.2.25", "soft.example", "softfail"),
+        ("192.0.2.25", "exp.example", "pass"),
         ("192.0.2.25", "two.example", "permerror"),
         ("192.0.2.25", "dangling.example", "permerror"),
         ("192.0.2.25", "none.example", "none"),
@@ -203,8 +217,6 @@ def test_tls_fails_on_a_relay_without_starttls(sink: SmtpSink) -> None:
 
 
 def test_tls_fails_when_the_relay_cannot_be_reached() -> None:
-    from digest.transport.sink import free_port
-
     check = check_tls(Settings(smtp_url=f"smtp://127.0.0.1:{free_port()}", smtp_timeout=2))  # type: ignore[arg-type]
     assert check.status == "fail" and check.detail.startswith("cannot reach 127.0.0.1:")
 
