@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Literal
 
 import dns.exception
+import dns.rdata
 import dns.resolver
 import dns.reversename
 import httpx
