@@ -20,7 +20,9 @@ from digest.core.errors import DigestError
 # listed here, not discovered, so what the CLI offers is read in one place. The
 # import order is the order of ``digest --help``.
 # isort: off
-from digest.cli import articles, subscribers, db, send, tools, delivery, service, web, suppressions  # noqa: F401
+from digest.cli import (  # noqa: F401
+    articles, subscribers, db, send, tools, delivery, service, web, suppressions, doctor,
+)
 # isort: on
 
 # EX_SOFTWARE of sysexits.h: a fault of digest itself, not of its input or settings.

@@ -102,10 +102,15 @@ STORE_COMMANDS: dict[str, list[str]] = {
     "feeds remove": ["feeds", "remove", "1"],
     "web": ["web"],
     "inbound": ["inbound"],
+    "suppressions list": ["suppressions", "list"],
+    "suppressions add": ["suppressions", "add", "ana@example.org"],
+    "suppressions remove": ["suppressions", "remove", "ana@example.org"],
+    "suppressions export": ["suppressions", "export", "out.csv"],
+    "resume": ["resume", "daily"],
 }
 EXTRA_RUNS = [["send", "--dry-run"], ["send", "--to", "me@example.org"], ["status", "--json"]]
 # Commands that never open the configured store.
-NO_STORE = {"demo", "sink", "dkim keygen"}
+NO_STORE = {"demo", "sink", "dkim keygen", "doctor"}
 
 
 def command_names(group: Any, prefix: str = "") -> list[str]:
