@@ -22,7 +22,7 @@ from typing import Any, Protocol
 
 from sqlalchemy.engine import Engine
 from sqlalchemy.exc import IntegrityError
-from sqlmodel import Session, col, select
+from sqlmodel import Session, col, func, select
 
 from digest.core.clock import Clock
 from digest.core.errors import InputError, TokenError
@@ -31,6 +31,7 @@ from digest.core.text import one_line
 from digest.core.tokens import address_hash, make_token, read_token_ref
 from digest.store.db import session_scope
 from digest.store.models import (
+    Delivery,
     Subscriber,
     SubscriberEvent,
     SubscriberEventKind,
@@ -261,36 +262,67 @@ def request_subscription(
 _VOIDING = (SubscriberEventKind.CONFIRMED, SubscriberEventKind.UNSUBSCRIBED, SubscriberEventKind.BOUNCE_PERMANENT)
 
 
+def _confirmation(
+    session: Session, settings: Settings, token: str, now: datetime
+) -> tuple[Subscriber, SubscriberEvent, bool]:
+    """The subscriber and subscribe request of a confirmation token, and whether it is already done.
+
+    TokenError when the token is bad or expired, or voided by a later event (see
+    :func:`confirm_subscription`).
+    """
+    max_age = int(settings.web.confirm_max_age.total_seconds())
+    sub, request_id = subscriber_and_ref_from_token(session, settings, "confirm", token, now, max_age)
+    request = session.get(SubscriberEvent, request_id) if request_id is not None else None
+    if request is None or request.subscriber_id != sub.id or request.kind != SubscriberEventKind.SUBSCRIBE_REQUEST:
+        raise TokenError("this link is not valid")
+    later = session.exec(
+        select(SubscriberEvent).where(
+            SubscriberEvent.subscriber_id == sub.id,
+            col(SubscriberEvent.id) > request.id,
+            col(SubscriberEvent.kind).in_(_VOIDING),
+        )
+    ).all()
+    used_here = [e for e in later if e.kind == SubscriberEventKind.CONFIRMED and e.ref == f"request:{request.id}"]
+    if later:
+        if used_here and sub.status == SubscriberStatus.ACTIVE and later[-1] is used_here[-1]:
+            return sub, request, True
+        log.info("subscriber %s: confirmation link used or outdated; refused", sub.id)
+        raise TokenError("this link is not valid")
+    return sub, request, False
+
+
+@dataclass(frozen=True)
+class Confirmation:
+    """What a confirmation link would do, read without doing it (the page before the button)."""
+
+    subscriber: Subscriber
+    # When the link's mail went out: the time of the subscribe request it answers.
+    sent_at: datetime
+    done: bool
+
+
+def check_confirmation(engine: Engine, settings: Settings, clock: Clock, token: str) -> Confirmation:
+    """Read a confirmation token without acting on it; TokenError exactly when confirming would fail."""
+    with session_scope(engine) as session:
+        sub, request, done = _confirmation(session, settings, token, clock.now())
+        return Confirmation(sub, request.created_at, done)
+
+
 def confirm_subscription(engine: Engine, settings: Settings, clock: Clock, token: str) -> Subscriber:
     """Activate the subscriber of a confirmation token and apply what they asked for.
 
     A token confirms the one subscribe request it was made for, once: it is refused
     (TokenError) once it has been used, or once the subscriber confirmed another
     way, unsubscribed or bounced after that request, so an old link never brings
-    back someone who left. Following it again while the subscription it made is
+    back someone who left. Using it again while the subscription it made is
     still active shows the same page and changes nothing. TokenError also if it is
     bad or expired.
     """
     now = clock.now()
-    max_age = int(settings.web.confirm_max_age.total_seconds())
     with session_scope(engine) as session:
-        sub, request_id = subscriber_and_ref_from_token(session, settings, "confirm", token, now, max_age)
-        request = session.get(SubscriberEvent, request_id) if request_id is not None else None
-        if request is None or request.subscriber_id != sub.id or request.kind != SubscriberEventKind.SUBSCRIBE_REQUEST:
-            raise TokenError("this link is not valid")
-        later = session.exec(
-            select(SubscriberEvent).where(
-                SubscriberEvent.subscriber_id == sub.id,
-                col(SubscriberEvent.id) > request.id,
-                col(SubscriberEvent.kind).in_(_VOIDING),
-            )
-        ).all()
-        used_here = [e for e in later if e.kind == SubscriberEventKind.CONFIRMED and e.ref == f"request:{request.id}"]
-        if later:
-            if used_here and sub.status == SubscriberStatus.ACTIVE and later[-1] is used_here[-1]:
-                return sub
-            log.info("subscriber %s: confirmation link used or outdated; refused", sub.id)
-            raise TokenError("this link is not valid")
+        sub, request, done = _confirmation(session, settings, token, now)
+        if done:
+            return sub
         if sub.status != SubscriberStatus.ACTIVE:
             _apply_request(settings, sub, request.detail)
             sub.status = SubscriberStatus.ACTIVE
@@ -348,6 +380,22 @@ def unsubscribe(
     record_event(session, sub, SubscriberEventKind.UNSUBSCRIBED, now, source=source, ref=ref, detail=detail)
     log.info("subscriber %s unsubscribed (%s)", sub.id, source)
     return True
+
+
+def unsubscribe_link_sent_at(
+    engine: Engine, settings: Settings, clock: Clock, token: str
+) -> tuple[Subscriber, datetime | None]:
+    """The owner of an unsubscribe token and when the newest digest to them went out (None: none did).
+
+    Unsubscribe tokens carry no time, so the newest delivery stands for the mail
+    whose link was followed. TokenError if the token is bad.
+    """
+    with session_scope(engine) as session:
+        sub = subscriber_from_token(session, settings, "unsubscribe", token, clock.now())
+        sent_at = session.exec(
+            select(func.max(col(Delivery.sent_at))).where(Delivery.subscriber_id == saved_id(sub))
+        ).one()
+        return sub, sent_at
 
 
 def unsubscribe_by_token(engine: Engine, settings: Settings, clock: Clock, token: str, *, source: str) -> Subscriber:

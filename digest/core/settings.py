@@ -232,6 +232,11 @@ class WebSettings(BaseModel):
         timedelta(minutes=10), description="At most one confirmation email per address this often."
     )
     csrf_max_age: Duration = Field(timedelta(hours=2), description="A form must be sent back within this long.")
+    link_protection: Duration = Field(
+        timedelta(minutes=3),
+        description="A confirm or unsubscribe button pressed this soon after its mail was sent is taken for "
+        "a link scanner and asked again (the RFC 8058 one-click POST always acts).",
+    )
 
 
 class DkimSettings(BaseModel):

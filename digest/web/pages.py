@@ -7,8 +7,13 @@ page needs JavaScript.
 
 - Tokens: every failure (forged, expired, another subscriber's, another purpose's)
   gets the same friendly 400 page.
+- Nothing changes on GET (or HEAD): link scanners open every link of a mail. The
+  confirm and unsubscribe links show a page with one button that POSTs back to the
+  same address; a press within ``web.link_protection`` of the mail's sending is
+  asked again (:class:`~digest.web.security.LinkGuard`).
 - RFC 8058 one-click: ``POST /unsubscribe/{token}`` with ``List-Unsubscribe=One-Click``
-  answers 200 with no cookie, no login and no redirect; the token is the authority.
+  answers 200 with no cookie, no login and no redirect; the token is the authority,
+  and it acts at once, however soon after sending.
 """
 
 from __future__ import annotations
@@ -38,7 +43,16 @@ from digest.core.text import mask_email
 from digest.store.db import session_scope
 from digest.store.models import Subscriber, SubscriberStatus
 from digest.web.forms import HONEYPOT_FIELD, PreferencesFields, subscribe_form, timezone_groups
-from digest.web.security import APP_CSP, ARCHIVE_CSP, DEFAULT_CSP, Csrf, RateLimiter, client_key, secure
+from digest.web.security import (
+    APP_CSP,
+    ARCHIVE_CSP,
+    DEFAULT_CSP,
+    Csrf,
+    LinkGuard,
+    RateLimiter,
+    client_key,
+    secure,
+)
 
 log = logging.getLogger(__name__)
 
@@ -57,6 +71,7 @@ class WebApp:
     env: jinja2.Environment
     csrf: Csrf = field(init=False)
     limiter: RateLimiter = field(init=False)
+    guard: LinkGuard = field(init=False)
     archive_copies: Archive = field(init=False)
 
     def __post_init__(self) -> None:
@@ -64,6 +79,9 @@ class WebApp:
         secure = self.settings.base_url.startswith("https://")
         self.csrf = Csrf(self.settings.secret_key.get_secret_value(), web.csrf_max_age, self.clock, secure)
         self.limiter = RateLimiter(web.subscribe_limit, web.subscribe_window, self.clock)
+        self.guard = LinkGuard(
+            self.settings.secret_key.get_secret_value(), web.link_protection, web.csrf_max_age, self.clock
+        )
         self.archive_copies = Archive(self.engine, self.settings, self.env)
         parts = urlsplit(self.settings.base_url)
         self.origin = f"{parts.scheme}://{parts.netloc}"
@@ -156,14 +174,40 @@ class WebApp:
             return self.page("error.html", 503, title="We couldn't send the email", kind="mail")
         return self.page("check_inbox.html", email=request_form.email.strip())
 
-    async def confirm(self, request: Request) -> Response:
+    def _confirmed(self, sub: Subscriber) -> HTMLResponse:
+        prefs = lifecycle.make_link(self.settings, "preferences", sub, self.clock.now())
+        return self.page("confirmed.html", preferences_url=prefs, email=mask_email(sub.email))
+
+    async def confirm_page(self, request: Request) -> Response:
+        """The confirmation link: a page with the button; confirming is the POST's."""
         token = request.path_params["token"]
+        try:
+            found = await run_in_threadpool(lifecycle.check_confirmation, self.engine, self.settings, self.clock, token)
+        except TokenError:
+            return self.bad_link()
+        if found.done:
+            return self._confirmed(found.subscriber)
+        return self.page("confirm.html", email=mask_email(found.subscriber.email))
+
+    async def confirm(self, request: Request) -> Response:
+        """The page's button; within ``link_protection`` of the mail, only its "confirm again" button acts."""
+        token = request.path_params["token"]
+        form = await request.form(max_files=0, max_fields=20)
+        try:
+            found = await run_in_threadpool(lifecycle.check_confirmation, self.engine, self.settings, self.clock, token)
+        except TokenError:
+            return self.bad_link()
+        scope = f"confirm:{token}"
+        if not found.done and self.guard.too_soon(found.sent_at) and not self.guard.pressed_again(form, scope):
+            log.info("subscriber %s: confirm pressed right after sending; asked again", found.subscriber.id)
+            return self.page(
+                "confirm.html", email=mask_email(found.subscriber.email), again=self.guard.again_field(scope)
+            )
         try:
             sub = await run_in_threadpool(lifecycle.confirm_subscription, self.engine, self.settings, self.clock, token)
         except TokenError:
             return self.bad_link()
-        prefs = lifecycle.make_link(self.settings, "preferences", sub, self.clock.now())
-        return self.page("confirmed.html", preferences_url=prefs, email=mask_email(sub.email))
+        return self._confirmed(sub)
 
     # -------------------------------------------------------------- unsubscribe
 
@@ -185,14 +229,36 @@ class WebApp:
         )
 
     async def unsubscribe(self, request: Request) -> Response:
-        """RFC 8058 one-click (and the page's button): the token authorises; no cookie is set or needed."""
+        """RFC 8058 one-click (acts at once) and the page's button (asked again right after a digest went out).
+
+        The token authorises; no cookie is set or needed.
+        """
         token = request.path_params["token"]
         form = await request.form(max_files=0, max_fields=20)
-        if form.get("List-Unsubscribe") != "One-Click":
+        one_click = form.get("List-Unsubscribe") == "One-Click"
+        if not one_click and form.get("action") != "unsubscribe":
             return self.page("error.html", 400, title="Nothing to do", kind="request")
         try:
+            if not one_click:
+                scope = f"unsubscribe:{token}"
+                owner, sent_at = await run_in_threadpool(
+                    lifecycle.unsubscribe_link_sent_at, self.engine, self.settings, self.clock, token
+                )
+                if self.guard.too_soon(sent_at) and not self.guard.pressed_again(form, scope):
+                    log.info("subscriber %s: unsubscribe pressed right after a digest went out; asked again", owner.id)
+                    return self.page(
+                        "unsubscribe.html",
+                        email=mask_email(owner.email),
+                        already=owner.status == SubscriberStatus.UNSUBSCRIBED,
+                        again=self.guard.again_field(scope),
+                    )
             sub = await run_in_threadpool(
-                lifecycle.unsubscribe_by_token, self.engine, self.settings, self.clock, token, source="one-click"
+                lifecycle.unsubscribe_by_token,
+                self.engine,
+                self.settings,
+                self.clock,
+                token,
+                source="one-click" if one_click else "web",
             )
         except TokenError:
             return self.bad_link()

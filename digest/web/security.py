@@ -10,6 +10,8 @@
 - Every response (pages, errors, 413, ``/healthz``): ``Referrer-Policy: no-referrer``
   (links carry tokens), a strict Content-Security-Policy, ``X-Frame-Options: DENY``,
   ``nosniff`` and ``no-store`` caching (:class:`SecurityHeaders`).
+- Link scanners: a confirm or unsubscribe button pressed within ``web.link_protection``
+  of the mail's sending is asked again (:class:`LinkGuard`).
 - Request bodies over 64 KiB are refused with 413 (:class:`BodyLimit`).
 - The app refuses to start with a ``secret_key`` anyone could know (:func:`check_secret_key`).
 """
@@ -125,6 +127,46 @@ class Csrf:
         response.set_cookie(
             CSRF_COOKIE, nonce, httponly=True, samesite="strict", secure=self.secure, path="/", max_age=None
         )
+
+
+class LinkGuard:
+    """Tells a person pressing a mailed link's button from a link scanner doing it.
+
+    Scanners (Safe Links, Mimecast) open, and some submit, everything in a mail
+    within seconds of its delivery; a person rarely acts that fast. A press within
+    ``window`` of the sending is answered with the same button again, carrying a
+    signed field bound to that link (``scope``): pressing that one acts at once.
+    Bound to the link, not to a cookie, so it also works in a mail app's browser.
+    """
+
+    SALT = "digest.link-again"
+
+    def __init__(self, secret_key: str, window: timedelta, max_age: timedelta, clock: Clock) -> None:
+        self.secret_key = secret_key
+        self.window = window
+        self.max_age = int(max_age.total_seconds())
+        self.clock = clock
+
+    def too_soon(self, sent_at: datetime | None) -> bool:
+        """True when a press now is within the window after ``sent_at`` (None: nothing was sent)."""
+        return sent_at is not None and self.clock.now() - sent_at < self.window
+
+    def again_field(self, scope: str) -> str:
+        """The signed value of the ``again`` field on the "confirm again" page of ``scope``."""
+        return timed_serializer(self.secret_key, self.SALT, self.clock.now()).dumps(scope)
+
+    def pressed_again(self, form: FormData, scope: str) -> bool:
+        """True when ``form`` carries a valid ``again`` field of ``scope``."""
+        submitted = form.get("again")
+        if not isinstance(submitted, str):
+            return False
+        try:
+            signed = timed_serializer(self.secret_key, self.SALT, self.clock.now()).loads(
+                submitted, max_age=self.max_age
+            )
+        except (BadSignature, ValueError, TypeError):
+            return False
+        return isinstance(signed, str) and hmac.compare_digest(signed, scope)
 
 
 def client_key(host: str) -> str:

@@ -96,7 +96,7 @@ def routes(web: WebApp) -> list[Route]:
         # The subscribe form posts back to the page's own address: "/" or "/subscribe".
         ("/", web.home, web.subscribe),
         ("/subscribe", web.home, web.subscribe),
-        ("/confirm/{token}", web.confirm, None),
+        ("/confirm/{token}", web.confirm_page, web.confirm),
         ("/unsubscribe/{token}", web.unsubscribe_page, web.unsubscribe),
         ("/preferences/{token}", web.preferences, web.save_preferences),
         ("/archive", web.archive_list, None),
