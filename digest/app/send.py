@@ -7,7 +7,7 @@
   written back in batches. Running a send again claims only what is still due, so
   nobody gets the same edition twice.
 - Rendering and CSS inlining run once per content variant (subscribers with the
-  same topics), never per subscriber.
+  same topics and choice about breaking stories), never per subscriber.
 """
 
 from __future__ import annotations
@@ -287,7 +287,7 @@ def send_test(
     for email in emails:
         sub = find_subscriber(session, email)
         recipient = recipient_for(settings, sub) if sub else test_recipient(settings, email)
-        prepared = variants.for_topics(sub.topics if sub else ())
+        prepared = variants.for_topics(sub.topics, sub.breaking) if sub else variants.for_topics(())
         if prepared is None:
             report.skipped += 1
             continue

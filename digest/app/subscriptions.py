@@ -83,6 +83,8 @@ class Preferences:
     send_time: str | None = None
     frequency: str = "daily"
     weekday: int | None = None
+    # Breaking stories outside ``topics`` too; None: leave the stored choice as it is.
+    breaking: bool | None = True
 
 
 # ---------------------------------------------------------------- small helpers
@@ -423,6 +425,7 @@ def current_preferences(sub: Subscriber) -> Preferences:
         send_time=sub.send_time,
         frequency=sub.frequency if sub.frequency in FREQUENCIES else "daily",
         weekday=sub.weekday,
+        breaking=sub.breaking,
     )
 
 
@@ -434,8 +437,12 @@ def parse_preferences(
     send_time: str | None,
     frequency: str | None,
     weekday: str | None,
+    breaking: bool | None = None,
 ) -> Preferences:
-    """Validate raw form values; InputError names the offending field."""
+    """Validate raw form values; InputError names the offending field.
+
+    ``breaking``: also breaking stories outside the topics; None keeps the stored choice.
+    """
     day: int | None = None
     if weekday not in (None, ""):
         try:
@@ -449,6 +456,7 @@ def parse_preferences(
         send_time=validate_send_time(send_time, "send_time"),
         frequency=freq,
         weekday=day,
+        breaking=breaking,
     )
 
 
@@ -479,6 +487,8 @@ def update_preferences(engine: Engine, settings: Settings, clock: Clock, token: 
         sub.send_time = prefs.send_time
         sub.frequency = prefs.frequency
         sub.weekday = prefs.weekday
+        if prefs.breaking is not None:
+            sub.breaking = prefs.breaking
         sub.updated_at = now
         session.add(sub)
         record_event(session, sub, SubscriberEventKind.PREFERENCES, now, source="web")

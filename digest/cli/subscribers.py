@@ -55,6 +55,12 @@ def subscribers_add(
     allow_suppressed: Annotated[
         bool, typer.Option("--allow-suppressed", help="Add a suppressed address (you hold its fresh consent).")
     ] = False,
+    breaking: Annotated[
+        bool,
+        typer.Option(
+            "--breaking/--no-breaking", help="Breaking stories outside --topics too (--no-breaking: only the topics)."
+        ),
+    ] = True,
 ) -> None:
     """Add an active subscriber (a suppressed address is refused without --allow-suppressed)."""
     from digest.app.subscriptions import parse_frequency
@@ -81,6 +87,7 @@ def subscribers_add(
             frequency=freq,
             weekday=weekday,
             allow_suppressed=allow_suppressed,
+            breaking=breaking,
         )
         out.print(f"added {escape(sub.email)}")
 
@@ -125,7 +132,9 @@ def subscribers_import(
         bool, typer.Option("--allow-suppressed", help="Import suppressed addresses too (you hold fresh consent).")
     ] = False,
 ) -> None:
-    """Import subscribers from CSV (columns: email, name, timezone, topics, status, send_time).
+    """Import subscribers from CSV (columns: email, name, timezone, topics, status, send_time, breaking).
+
+    ``breaking`` (true/false, default true): breaking stories outside the topics too.
 
     A suppressed address (unsubscribed, complained, bounced) is a rejected row unless
     --allow-suppressed.
@@ -178,7 +187,7 @@ def subscribers_list(
     st = state(ctx, reads_only=True)
     with session_scope(st.engine) as session:
         subs = list_subscribers(session, status, None if limit is None else limit + 1)
-    header = ("email", "name", "status", "timezone", "send time", "frequency", "topics")
+    header = ("email", "name", "status", "timezone", "send time", "frequency", "topics", "breaking")
     print_rows(
         subs,
         as_json,
@@ -192,6 +201,7 @@ def subscribers_list(
             s.send_time or "",
             _schedule(s),
             escape(", ".join(s.topics)),
+            "yes" if s.breaking else "no",
         ),
         "subscriber",
         limit,

@@ -1,7 +1,8 @@
 """Content variants of an edition: rendered, inlined and made into MIME once each.
 
-Subscribers with the same topics share a variant; a million subscribers share a
-handful. Per recipient only the personal fields are filled in (compose/message).
+Subscribers with the same topics (and the same choice about breaking stories outside
+them) share a variant; a million subscribers share a handful. Per recipient only the
+personal fields are filled in (compose/message).
 """
 
 from __future__ import annotations
@@ -33,14 +34,17 @@ class Variants:
     env: jinja2.Environment
     inline: Callable[[str], str] = inline_css
     _cache: dict[tuple[str, ...], PreparedMessage | None] = field(default_factory=dict)
-    _keys: dict[tuple[str, ...], tuple[str, ...]] = field(default_factory=dict)
+    _keys: dict[tuple[tuple[str, ...], bool], tuple[str, ...]] = field(default_factory=dict)
 
-    def for_topics(self, topics: Iterable[str]) -> PreparedMessage | None:
-        """The prepared message for subscribers with ``topics``; None when it would be empty."""
-        topics = tuple(topics)
-        key = self._keys.get(topics)
+    def for_topics(self, topics: Iterable[str], breaking: bool = True) -> PreparedMessage | None:
+        """The prepared message for subscribers with ``topics``; None when it would be empty.
+
+        ``breaking=False``: the subscriber opted out of breaking stories outside their topics.
+        """
+        asked = (tuple(topics), breaking)
+        key = self._keys.get(asked)
         if key is None:  # a million subscribers share a handful of topic lists
-            key = self._keys[topics] = self.content.variant_key(topics)
+            key = self._keys[asked] = self.content.variant_key(*asked)
         if key not in self._cache:
             self._cache[key] = self._prepare(key)
         return self._cache[key]

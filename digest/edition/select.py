@@ -34,6 +34,8 @@ MIN_READING_WORDS = WORDS_PER_MINUTE
 NEAR_DUPLICATE_RATIO = 0.88
 SUMMARY_OVERLAP = 0.6
 OTHER_SECTION = "More news"
+# In a variant key: the subscriber opted out of breaking stories outside their topics.
+NO_BREAKING = "\x00no-breaking"
 # Sections of one story each are folded into this one when there are at least two.
 BRIEF_SECTION = "In brief"
 # Query parameters that only track where a reader came from: the same page without them.
@@ -126,14 +128,21 @@ class EditionContent:
     def article_ids(self) -> list[int]:
         return [s.id for s in self.ranked]
 
-    def view(self, topics: Iterable[str] = ()) -> DigestView:
+    def view(self, topics: Iterable[str] = (), breaking: bool = True) -> DigestView:
         """The edition as a subscriber with ``topics`` (empty = all) sees it.
 
         Breaking stories reach every subscriber, whatever their topics: breaking is a
-        flag on a story, shown in the section of its own topic.
+        flag on a story, shown in the section of its own topic. A subscriber who opted
+        out (``breaking=False``) gets only their topics. ``topics`` may be a
+        :meth:`variant_key`, which carries the opt-out.
         """
         wanted = {t.casefold() for t in topics}
-        allowed = [s for s in self.ranked if not wanted or s.breaking or self.section_of[s.id].casefold() in wanted]
+        breaking = breaking and NO_BREAKING not in wanted
+        allowed = [
+            s
+            for s in self.ranked
+            if not wanted or (breaking and s.breaking) or self.section_of[s.id].casefold() in wanted
+        ]
         if not allowed:
             return DigestView(None, ())
         top, rest = allowed[0], allowed[1:]
@@ -144,14 +153,20 @@ class EditionContent:
                 sections.append(Section(name, stories))
         return DigestView(top, fold_thin(sections))
 
-    def variant_key(self, topics: Iterable[str]) -> tuple[str, ...]:
-        """Subscribers with the same key see the same content: render once per key."""
+    def variant_key(self, topics: Iterable[str], breaking: bool = True) -> tuple[str, ...]:
+        """Subscribers with the same key see the same content: render once per key.
+
+        The opt-out of breaking stories (``breaking=False``) is part of the key only
+        when it changes what is shown: a breaking story outside the topics exists.
+        """
         wanted = {t.casefold() for t in topics}
         present = {n.casefold(): n for n in self.section_order}
         key = tuple(sorted(present[t] for t in wanted if t in present))
         # Topics that match no section at all still restrict to nothing shown.
         if wanted and not key:
-            return ("\x00none",)
+            key = ("\x00none",)
+        if not breaking and wanted and any(s.breaking and self.section_of[s.id] not in key for s in self.ranked):
+            key = (*key, NO_BREAKING)
         return key
 
 

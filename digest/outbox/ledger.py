@@ -67,6 +67,8 @@ class Claimed:
     topics: list[str]
     # On the suppression list: never sent, whatever the subscriber's status says.
     suppressed: bool = False
+    # Breaking stories outside ``topics`` too (False: the subscriber opted out).
+    breaking: bool = True
 
 
 def _due(now: datetime) -> Any:
@@ -109,7 +111,7 @@ def claim_batch(
         subs = {
             r.id: r
             for r in conn.execute(
-                select(S.c.id, S.c.email, S.c.email_key, S.c.name, S.c.status, S.c.topics).where(
+                select(S.c.id, S.c.email, S.c.email_key, S.c.name, S.c.status, S.c.topics, S.c.breaking).where(
                     S.c.id.in_({r.subscriber_id for r in rows})
                 )
             )
@@ -131,6 +133,7 @@ def claim_batch(
                 status=s.status if s else SubscriberStatus.UNSUBSCRIBED,
                 topics=list(s.topics or []) if s else [],
                 suppressed=s is not None and email_hash(s.email_key) in held,
+                breaking=bool(s.breaking) if s else True,
             )
         )
     return out

@@ -233,7 +233,7 @@ class Sender:
                 self.report.released += 1
                 continue
             self._variants_seen.add(row.edition_id)
-            prepared = variants.for_topics(row.topics)
+            prepared = variants.for_topics(row.topics, row.breaking)
             if prepared is None:
                 result.update(status=DeliveryStatus.SKIPPED, last_response="nothing new in the subscriber's topics")
                 self.report.skipped += 1

@@ -152,6 +152,8 @@ class Subscriber(SQLModel, table=True):
     status: str = Field(default=SubscriberStatus.ACTIVE, max_length=20, index=True)
     timezone: str | None = Field(default=None, max_length=64)
     topics: list[str] = Field(default_factory=list, sa_column=Column(JSON, nullable=False, default=list))
+    # Breaking stories outside ``topics`` too (the default); False: only their topics.
+    breaking: bool = Field(default=True)
     send_time: str | None = Field(default=None, max_length=5)
     frequency: str = Field(default="daily", max_length=10)
     weekday: int | None = Field(default=None)

@@ -142,6 +142,7 @@ def add_subscriber(
     update: bool = False,
     topics_known: KnownTopics | None = None,
     allow_suppressed: bool = False,
+    breaking: bool | None = None,
 ) -> tuple[Subscriber, bool]:
     """Add a subscriber (or, with ``update``, change an existing one).
 
@@ -150,6 +151,8 @@ def add_subscriber(
     keeps theirs unless ``status`` is given (an import never re-subscribes by mistake).
     ``topics_known``: the topics must name known sections (see :class:`KnownTopics`).
     ``frequency`` and ``weekday`` (0 = Monday) are stored as given, when given.
+    ``breaking``: breaking stories outside the topics too (a new subscriber's default:
+    yes); None keeps an existing subscriber's choice.
 
     An address on the suppression list is not made active (InputError) unless
     ``allow_suppressed``: the operator then vouches for a fresh confirmation, and the
@@ -194,6 +197,8 @@ def add_subscriber(
         for k, v in values.items():
             if v:
                 setattr(existing, k, v)
+        if breaking is not None:
+            existing.breaking = breaking
         if status is not None:
             existing.status = status
         existing.updated_at = now
@@ -202,6 +207,8 @@ def add_subscriber(
         return existing, False
     status = status or SubscriberStatus.ACTIVE
     sub = Subscriber(email=addr, email_key=key, status=status, created_at=now, updated_at=now, **values)
+    if breaking is not None:
+        sub.breaking = breaking
     session.add(sub)
     session.flush()
     return sub, True
@@ -214,7 +221,19 @@ class CsvReport:
     problems: list[InputError] = field(default_factory=list)
 
 
-CSV_COLUMNS = ("email", "name", "timezone", "topics", "status", "send_time")
+CSV_COLUMNS = ("email", "name", "timezone", "topics", "status", "send_time", "breaking")
+_YES = ("true", "yes", "1")
+_NO = ("false", "no", "0")
+
+
+def _yes_no(raw: str | None, where: str, column: str) -> bool | None:
+    """``true``/``false`` (also yes/no, 1/0, any case) of a CSV cell; None when empty."""
+    value = (raw or "").strip().lower()
+    if not value:
+        return None
+    if value in _YES or value in _NO:
+        return value in _YES
+    raise InputError(where, f"{column} must be true or false, not {one_line(raw or '')[:40]!r}")
 
 
 def import_csv(
@@ -260,6 +279,7 @@ def import_csv(
         # a bad row leaves nothing behind. And on SQLite a savepoint opened outside a
         # transaction becomes the transaction: releasing it committed each row alone.
         try:
+            breaking = _yes_no(row.get("breaking"), where, "breaking")
             _, created = add_subscriber(
                 session,
                 (row.get("email") or "").strip(),
@@ -273,6 +293,7 @@ def import_csv(
                 update=True,
                 topics_known=topics_known,
                 allow_suppressed=allow_suppressed,
+                breaking=breaking,
             )
         except InputError as exc:
             report.problems.append(exc)

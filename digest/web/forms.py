@@ -40,6 +40,13 @@ def list_field(form: FormData, name: str, limit: int = 50) -> list[str]:
     return [v[:200] for v in form.getlist(name) if isinstance(v, str)][:limit]
 
 
+def checkbox_field(form: FormData, name: str) -> bool | None:
+    """A checkbox sent with a hidden ``no`` of the same name before it: ticked or not;
+    None when the form did not show it (the stored choice stays)."""
+    values = list_field(form, name, 2)
+    return None if not values else "yes" in values
+
+
 def subscribe_form(form: FormData) -> SubscribeForm:
     """The subscribe form's fields, bounded, not yet validated."""
     return SubscribeForm(
@@ -59,6 +66,7 @@ class PreferencesFields:
     send_time: str | None
     frequency: str | None
     weekday: str | None
+    breaking: bool | None = None
 
     @classmethod
     def read(cls, form: FormData) -> PreferencesFields:
@@ -68,6 +76,7 @@ class PreferencesFields:
             send_time=text_field(form, "send_time", 5) or None,
             frequency=text_field(form, "frequency", 10) or None,
             weekday=text_field(form, "weekday", 2) or None,
+            breaking=checkbox_field(form, "breaking"),
         )
 
     def validate(self, settings: Settings) -> Preferences:
@@ -79,6 +88,7 @@ class PreferencesFields:
             send_time=self.send_time,
             frequency=self.frequency,
             weekday=self.weekday,
+            breaking=self.breaking,
         )
 
     def as_entered(self) -> Preferences:
@@ -89,4 +99,5 @@ class PreferencesFields:
             send_time=self.send_time,
             frequency=self.frequency or "daily",
             weekday=int(self.weekday) if self.weekday and self.weekday.isdigit() else None,
+            breaking=self.breaking,
         )

@@ -17,9 +17,10 @@ from digest.core.errors import NotFoundError, TemplateError
 from digest.core.settings import Settings
 from digest.store.db import session_scope
 from digest.store.models import Delivery, Edition
+from digest.store.subscribers import add_subscriber
 from digest.transport.sink import SmtpSink
 from digest.transport.smtp import SMTPTransport, parse_smtp_url
-from tests.conftest import STANDARD_DRAFTS, draft, seed
+from tests.conftest import NOW, STANDARD_DRAFTS, draft, seed
 
 SUBS = [("ana@example.org", "Ana Lima", None), ("ben@example.org", "Ben Okafor", "Science")]
 
@@ -69,6 +70,16 @@ def test_preview_shows_the_subscribers_own_topics_and_name(
     result = preview(engine, settings, clock, "ben@example.org")
     assert "Hi Ben," in result.text
     assert "Volunteers map new asteroids" in result.text and "Rail tunnel" not in result.text
+
+
+def test_preview_leaves_out_breaking_stories_for_a_subscriber_who_opted_out(
+    engine: Engine, settings: Settings, clock: FixedClock
+) -> None:
+    seed(engine, STANDARD_DRAFTS, [])
+    with session_scope(engine) as s:
+        add_subscriber(s, "cara@example.org", NOW, name="Cara", topics="Science", breaking=False)
+    result = preview(engine, settings, clock, "cara@example.org")
+    assert "Volunteers map new asteroids" in result.text and "Harbour cities" not in result.text
 
 
 def test_preview_of_unknown_subscriber_is_an_error(engine: Engine, settings: Settings, clock: FixedClock) -> None:

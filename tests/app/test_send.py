@@ -179,6 +179,21 @@ def test_breaking_stories_reach_subscribers_of_every_topic(
     assert "Harbour cities agree storm warning pact" in by_rcpt["ben@example.org"]
 
 
+def test_subscriber_who_opted_out_of_breaking_stories_gets_only_their_topics(
+    engine: Engine, settings: Settings, sink: SmtpSink, clock: FixedClock
+) -> None:
+    seed(engine, STANDARD_DRAFTS, [("ben@example.org", "Ben", "Science")])  # the World story is breaking
+    with session_scope(engine) as s:
+        add_subscriber(s, "cara@example.org", NOW, name="Cara", topics="Science", breaking=False)
+    with smtp(settings) as t:
+        report = send_digest(engine, settings, "daily", t, clock)
+    by_rcpt = {m.rcpt_tos[0]: parsed(m.data).get_body(("plain",)).get_content() for m in sink.messages}  # type: ignore[union-attr]
+    assert report.sent == 2 and report.variants == 2
+    assert "Harbour cities agree storm warning pact" in by_rcpt["ben@example.org"]
+    assert "Harbour cities agree storm warning pact" not in by_rcpt["cara@example.org"]
+    assert "Volunteers map new asteroids" in by_rcpt["cara@example.org"]
+
+
 def test_premailer_runs_once_per_variant_for_a_thousand_subscribers(
     engine: Engine, settings: Settings, sink: SmtpSink, clock: FixedClock
 ) -> None:

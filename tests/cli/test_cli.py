@@ -207,6 +207,52 @@ def test_subscribers_add_stores_an_active_subscriber(run: Run, store: Engine) ->
         )
 
 
+def test_subscribers_add_no_breaking_stores_the_opt_out(run: Run, store: Engine) -> None:
+    proc = run("subscribers", "add", "ana@example.org", "--topics", "Science", "--allow-new-topics", "--no-breaking")
+
+    assert proc.returncode == 0, proc.stderr
+    with session_scope(store) as session:
+        (sub,) = session.exec(select(Subscriber)).all()
+        assert (sub.topics, sub.breaking) == (["Science"], False)
+
+
+def test_subscribers_add_takes_breaking_stories_by_default(run: Run, store: Engine) -> None:
+    proc = run("subscribers", "add", "ana@example.org", "--topics", "Science", "--allow-new-topics")
+
+    assert proc.returncode == 0, proc.stderr
+    with session_scope(store) as session:
+        assert session.exec(select(Subscriber.breaking)).one() is True
+
+
+def test_subscribers_import_reads_the_breaking_column(run: Run, tmp_path: Path, store: Engine) -> None:
+    (tmp_path / "people.csv").write_text(
+        "email,breaking\nana@example.org,false\nbob@example.org,TRUE\ncy@example.org,\ndee@example.org,maybe\n",
+        encoding="utf-8",
+    )
+
+    proc = run("subscribers", "import", "people.csv")
+
+    assert proc.returncode == 3, proc.stderr
+    assert "people.csv:5:" in proc.stderr and "breaking must be true or false" in proc.stderr
+    with session_scope(store) as session:
+        got = {s.email: s.breaking for s in session.exec(select(Subscriber))}
+    assert got == {"ana@example.org": False, "bob@example.org": True, "cy@example.org": True}
+
+
+def test_subscribers_import_without_the_breaking_column_keeps_the_opt_out(
+    run: Run, tmp_path: Path, store: Engine
+) -> None:
+    with session_scope(store) as session:
+        add_subscriber(session, "ana@example.org", real_now(), breaking=False)
+    (tmp_path / "people.csv").write_text("email,name\nana@example.org,Ana\n", encoding="utf-8")
+
+    proc = run("subscribers", "import", "people.csv")
+
+    assert proc.returncode == 0, proc.stderr
+    with session_scope(store) as session:
+        assert session.exec(select(Subscriber.breaking)).one() is False
+
+
 def test_subscribers_import_reports_bad_row_by_file_line(run: Run, tmp_path: Path, store: Engine) -> None:
     (tmp_path / "people.csv").write_text(
         "email,name,timezone\nana@example.org,Ana,\nbob@example.org,Bob,Mars/Base\ncy@example.org,Cy,UTC\n",
@@ -229,6 +275,19 @@ def test_subscribers_list_shows_every_subscriber(run: Run, ready: Engine) -> Non
     assert set(rows) == {"ana@example.org", "bob@example.org", "cy@example.org"}
     assert "Ana Lima" in rows["ana@example.org"] and "unsubscribed" in rows["cy@example.org"]
     assert "3 subscriber(s)" in proc.stdout
+
+
+def test_subscribers_list_shows_the_breaking_choice(run: Run, store: Engine) -> None:
+    with session_scope(store) as session:
+        add_subscriber(session, "ana@example.org", real_now(), breaking=False)
+        add_subscriber(session, "bob@example.org", real_now())
+
+    proc = run("subscribers", "list")
+
+    assert proc.returncode == 0, proc.stderr
+    assert "breaking" in proc.stdout.splitlines()[0]
+    rows = {line.split()[0]: line.split() for line in proc.stdout.splitlines() if "@" in line}
+    assert (rows["ana@example.org"][-1], rows["bob@example.org"][-1]) == ("no", "yes")
 
 
 # ---------------------------------------------------------------- send

@@ -263,3 +263,31 @@ def test_breaking_story_reaches_a_subscriber_whose_topics_match_no_section() -> 
     content = select_articles(arts, DigestConfig(), NOW, base_url=BASE)
     view = content.view(content.variant_key(["Gardening"]))
     assert view.top_story is not None and view.top_story.title == "quake" and view.story_count == 1
+
+
+def test_subscriber_who_opted_out_gets_no_breaking_story_outside_their_topics() -> None:
+    arts = [art(1, "quake", 5, category="World", breaking=True), art(2, "comet", 10, category="Science")]
+    content = select_articles(arts, DigestConfig(sections=["World", "Science"]), NOW, base_url=BASE)
+    view = content.view(content.variant_key(["Science"], breaking=False))
+    assert view.top_story is not None and view.top_story.title == "comet" and view.story_count == 1
+
+
+def test_opting_out_of_breaking_stories_keeps_those_in_the_own_topics() -> None:
+    arts = [art(1, "quake", 5, category="World", breaking=True), art(2, "comet", 10, category="Science")]
+    content = select_articles(arts, DigestConfig(sections=["World", "Science"]), NOW, base_url=BASE)
+    view = content.view(content.variant_key(["World"], breaking=False))
+    assert view.top_story is not None and view.top_story.title == "quake" and view.story_count == 1
+
+
+def test_opt_out_makes_a_variant_of_its_own_only_when_it_changes_the_content() -> None:
+    arts = [art(1, "quake", 5, category="World", breaking=True), art(2, "comet", 10, category="Science")]
+    content = select_articles(arts, DigestConfig(sections=["World", "Science"]), NOW, base_url=BASE)
+    assert content.variant_key(["Science"], breaking=False) != content.variant_key(["Science"])
+    assert content.variant_key(["World"], breaking=False) == content.variant_key(["World"])
+    assert content.variant_key([], breaking=False) == content.variant_key([])
+
+
+def test_opted_out_subscriber_whose_topics_match_no_section_gets_nothing() -> None:
+    arts = [art(1, "quake", 5, category="World", breaking=True)]
+    content = select_articles(arts, DigestConfig(), NOW, base_url=BASE)
+    assert content.view(content.variant_key(["Gardening"], breaking=False)).is_empty

@@ -21,3 +21,10 @@ def test_suppression_complaint_and_pause_tables_match_the_models(engine: Engine)
 
     tables = ("suppression", "edition_complaint", "digest_pause")
     assert [d for d in diffs if any(t in repr(d) for t in tables)] == []
+
+
+def test_subscriber_table_matches_the_model(engine: Engine) -> None:
+    with engine.connect() as conn:
+        diffs = compare_metadata(MigrationContext.configure(conn), SQLModel.metadata)
+
+    assert [d for d in diffs if "'subscriber'" in repr(d) or "subscriber." in repr(d)] == []

@@ -370,6 +370,24 @@ def test_preferences_are_validated_and_stored(
     )
 
 
+def test_preferences_without_the_breaking_choice_keep_the_stored_one(
+    engine: Engine, web_settings: Settings, clock: FixedClock, ana_and_ben: tuple[Subscriber, Subscriber]
+) -> None:
+    ana, _ = ana_and_ben
+    token = make_token(SECRET_KEY, "preferences", ana.id, ana.email_key, now=NOW)  # type: ignore[arg-type]
+    no = lifecycle.parse_preferences(
+        web_settings, topics=["Science"], timezone=None, send_time=None, frequency=None, weekday=None, breaking=False
+    )
+    lifecycle.update_preferences(engine, web_settings, clock, token, no)
+    unsaid = lifecycle.parse_preferences(
+        web_settings, topics=["Science"], timezone=None, send_time=None, frequency=None, weekday=None
+    )
+
+    lifecycle.update_preferences(engine, web_settings, clock, token, unsaid)
+
+    assert sub_of(engine, "ana@example.org").breaking is False
+
+
 @pytest.mark.parametrize(
     ("raw", "field"),
     [

@@ -359,6 +359,30 @@ def test_preferences_are_saved_through_the_form(client: httpx.Client, engine: En
     )
 
 
+def test_opting_out_of_breaking_news_is_saved_through_the_form(client: httpx.Client, engine: Engine) -> None:
+    ana = active(engine, "ana@example.org", topics="Science")
+    url = f"/preferences/{token('preferences', ana)}"
+    page = client.get(url).text
+    assert re.search(r'name="breaking" value="yes" checked', page)  # the default: breaking news too
+
+    # The box unticked: the browser sends only the hidden "no" before it.
+    answer = client.post(url, data={"csrf": csrf_of(page), "action": "save", "topics": ["Science"], "breaking": "no"})
+
+    assert answer.status_code == 200 and "Saved" in answer.text
+    assert subscriber(engine, "ana@example.org").breaking is False  # type: ignore[union-attr]
+    assert 'name="breaking" value="yes">' in answer.text  # shown unticked after saving
+
+
+def test_ticking_breaking_news_again_is_saved_through_the_form(client: httpx.Client, engine: Engine) -> None:
+    ana = active(engine, "ana@example.org", topics="Science", breaking=False)
+    url = f"/preferences/{token('preferences', ana)}"
+    field = csrf_of(client.get(url).text)
+
+    client.post(url, data={"csrf": field, "action": "save", "topics": ["Science"], "breaking": ["no", "yes"]})
+
+    assert subscriber(engine, "ana@example.org").breaking is True  # type: ignore[union-attr]
+
+
 def test_invalid_preferences_are_shown_back_with_the_problem(client: httpx.Client, engine: Engine) -> None:
     ana = active(engine, "ana@example.org", timezone="Europe/Paris")
     url = f"/preferences/{token('preferences', ana)}"
