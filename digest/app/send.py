@@ -36,7 +36,8 @@ from digest.edition.build import (
     find_edition,
     get_or_build_edition,
 )
-from digest.edition.select import Drop, edition_slot
+from digest.edition.dedup import Drop
+from digest.edition.select import edition_slot
 from digest.outbox.drain import send_edition
 from digest.outbox.journal import worker_id as worker_id
 from digest.outbox.ledger import delivery_counts, finish_edition

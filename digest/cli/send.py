@@ -16,6 +16,7 @@ from digest.core.errors import DeliveryError, InputError, SmtpUnavailableError, 
 
 if TYPE_CHECKING:
     from digest.compose.dkim import DkimSigner
+    from digest.outbox.sender import SendReport
 
 
 @app.command()
@@ -84,6 +85,11 @@ def send(
         # Every server paused: what was sent is recorded, the rest waits for a retry.
         edition, _, _ = get_or_build_edition(engine, st.settings, name, clock.now())  # built already: found
         stop_for_retry(st, str(stopped), saved_id(edition), f"{name}:{edition.slot}")
+    _print_sent(st, name, report, also_served)
+
+
+def _print_sent(st: State, name: str, report: SendReport, also_served: bool) -> None:
+    """What a real send did, in one summary; then the next step when something waits or failed."""
     _print_left_out(report.drops, report.over_limit)
     if report.empty:
         out.print(f"{name} {report.slot}: no new articles; nothing sent (set send_empty to send anyway)")

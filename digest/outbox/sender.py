@@ -28,7 +28,7 @@ from digest.compose.recipients import recipient_values
 from digest.core.clock import Clock
 from digest.core.errors import JournalError
 from digest.core.settings import Settings
-from digest.edition.select import Drop
+from digest.edition.dedup import Drop
 from digest.outbox.journal import BatchJournal, Journal, worker_id
 from digest.outbox.ledger import Bounce, Claimed, claim_batch, extend_leases, record, release
 from digest.outbox.retry import backoff

@@ -14,7 +14,8 @@ from urllib.parse import urlsplit
 import pytest
 
 from digest.core.errors import InputError
-from digest.ingest.reader import detect_kind, read_capped, read_source, read_sources, sniff_kind
+from digest.ingest.reader import read_capped, read_source, read_sources
+from digest.ingest.sniff import detect_kind, sniff_kind
 
 FIXTURES = Path(__file__).resolve().parents[1] / "fixtures" / "ingest"
 
