@@ -181,3 +181,7 @@ class FeedFetchError(Exception):
 
 class StoreUnavailable(Exception):
     """The database cannot be reached: an inbound message must be kept and tried again."""
+
+
+class DnsFailure(Exception):
+    """A DNS query could not be answered (timeout, SERVFAIL): the check cannot decide."""
