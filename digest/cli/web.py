@@ -121,7 +121,7 @@ def inbound(
 def dkim_keygen(
     ctx: typer.Context,
     selector: Annotated[
-        str | None, typer.Option(help="Selector (default [dkim] selector, or ed25519_selector for Ed25519).")
+        str | None, typer.Option(help="Selector (default [dkim] selector); for ed25519 [dkim] ed25519_selector.")
     ] = None,
     domain: Annotated[
         str | None, typer.Option(help="Signing domain (default [dkim] domain, else the From domain).")
@@ -131,7 +131,7 @@ def dkim_keygen(
         typer.Option(
             "--output",
             "-o",
-            help="Private key file (default [dkim] private_key_file, or ed25519_private_key_file for Ed25519).",
+            help="Private key file (default [dkim] private_key_file); for ed25519 [dkim] ed25519_private_key_file.",
         ),
     ] = None,
     algorithm: Annotated[
