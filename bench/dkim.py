@@ -50,10 +50,10 @@ SECTIONS = ("World", "Business", "Science", "Culture")
 VARIANTS = ("fill", "fill+sign", "fill+dkimpy", "send", "send+sign", "send+sign_stream")
 
 
-def edition() -> PreparedMessage:
-    """A 20-story edition, rendered and inlined once, as a real send prepares it."""
+def edition(count: int = 20) -> PreparedMessage:
+    """A ``count``-story edition (20: about 52 KB), rendered and inlined once, as a real send prepares it."""
     stories = []
-    for i in range(20):
+    for i in range(count):
         section = SECTIONS[i % len(SECTIONS)]
         stories.append(
             Story(

@@ -131,18 +131,33 @@ def _tags(record: str) -> dict[str, str]:
 
 def check_dkim(dns_: Dns, settings: Settings) -> Check:
     """The public key at ``selector._domainkey.domain`` is the half of the configured private key."""
-    name = "dkim"
     cfg = settings.dkim
     if not (cfg.selector and cfg.domain and cfg.private_key_file):
-        return Check(name, "fail", "DKIM signing is not configured", "set [dkim] selector, domain and private_key_file")
-    where = f"{cfg.selector}._domainkey.{cfg.domain}"
+        fix = "set [dkim] selector, domain and private_key_file"
+        return Check("dkim", "fail", "DKIM signing is not configured", fix)
+    return _check_key(dns_, "dkim", "rsa", cfg.selector, cfg.domain, cfg.private_key_file, "dkim.private_key_file")
+
+
+def check_dkim_ed25519(dns_: Dns, settings: Settings) -> Check | None:
+    """Like :func:`check_dkim` for the Ed25519 key of dual signing; None when it is not configured."""
+    cfg = settings.dkim
+    if not (cfg.ed25519_selector and cfg.ed25519_private_key_file and cfg.domain):
+        return None
+    setting = "dkim.ed25519_private_key_file"
+    return _check_key(
+        dns_, "dkim-ed25519", "ed25519", cfg.ed25519_selector, cfg.domain, cfg.ed25519_private_key_file, setting
+    )
+
+
+def _check_key(dns_: Dns, name: str, k: str, selector: str, domain: str, key_file: str, setting: str) -> Check:
+    where = f"{selector}._domainkey.{domain}"
     try:
-        mine = public_key_b64(Path(cfg.private_key_file).read_bytes())
+        mine = public_key_b64(Path(key_file).read_bytes())
     except OSError as exc:
-        return Check(name, "fail", f"cannot read dkim.private_key_file: {exc.strerror}", "fix dkim.private_key_file")
+        return Check(name, "fail", f"cannot read {setting}: {exc.strerror}", f"fix {setting}")
     except (ValueError, TypeError):
-        return Check(name, "fail", "dkim.private_key_file is not an unencrypted PEM key", "fix dkim.private_key_file")
-    publish = f'publish TXT at {where}: "v=DKIM1; k=rsa; p={mine}"'
+        return Check(name, "fail", f"{setting} is not an unencrypted PEM key", f"fix {setting}")
+    publish = f'publish TXT at {where}: "v=DKIM1; k={k}; p={mine}"'
     keys = [t for t in dns_.txt(where) if "p=" in t]
     if not keys:
         return Check(name, "fail", f"no DKIM key at {where}", publish)
@@ -150,8 +165,8 @@ def check_dkim(dns_: Dns, settings: Settings) -> Check:
     if not published:
         return Check(name, "fail", f"the key at {where} is revoked (empty p=)", publish)
     if published != mine:
-        return Check(name, "fail", f"the key at {where} does not match dkim.private_key_file", publish)
-    return Check(name, "pass", f"key at {where} matches dkim.private_key_file")
+        return Check(name, "fail", f"the key at {where} does not match {setting}", publish)
+    return Check(name, "pass", f"key at {where} matches {setting}")
 
 
 def check_dmarc(dns_: Dns, settings: Settings, domain: str) -> Check:
@@ -304,18 +319,22 @@ def _close(smtp: smtplib.SMTP) -> None:
 def dns_checks(settings: Settings, dns_: Dns, ip: str | None, no_ip: str = NO_IP) -> list[Check]:
     """SPF, DKIM, DMARC and PTR; a DNS failure in one becomes that line's fail. ``no_ip``: why ``ip`` is None."""
     domain = from_domain(settings)
-    steps: list[tuple[str, Callable[[], Check]]] = [
+    steps: list[tuple[str, Callable[[], Check | None]]] = [
         ("spf", lambda: check_spf(dns_, domain, ip, no_ip)),
         ("dkim", lambda: check_dkim(dns_, settings)),
+        ("dkim-ed25519", lambda: check_dkim_ed25519(dns_, settings)),
         ("dmarc", lambda: check_dmarc(dns_, settings, domain)),
         ("ptr", lambda: check_ptr(dns_, ip, no_ip)),
     ]
     found = []
     for name, step in steps:
         try:
-            found.append(step())
+            check = step()
         except DnsFailure as exc:
             found.append(Check(name, "fail", f"DNS lookup failed: {exc}", "check the resolver (--nameserver)"))
+            continue
+        if check is not None:  # None: an optional check whose feature is not configured
+            found.append(check)
     return found
 
 
@@ -347,6 +366,7 @@ __all__ = [
     "Dns",
     "DnsFailure",
     "check_dkim",
+    "check_dkim_ed25519",
     "check_dmarc",
     "check_host",
     "check_ptr",

@@ -120,14 +120,24 @@ def inbound(
 @dkim_app.command("keygen")
 def dkim_keygen(
     ctx: typer.Context,
-    selector: Annotated[str | None, typer.Option(help="Selector (default [dkim] selector).")] = None,
+    selector: Annotated[
+        str | None, typer.Option(help="Selector (default [dkim] selector); for ed25519 [dkim] ed25519_selector.")
+    ] = None,
     domain: Annotated[
         str | None, typer.Option(help="Signing domain (default [dkim] domain, else the From domain).")
     ] = None,
     output: Annotated[
-        Path | None, typer.Option("--output", "-o", help="Private key file (default [dkim] private_key_file).")
+        Path | None,
+        typer.Option(
+            "--output",
+            "-o",
+            help="Private key file (default [dkim] private_key_file); for ed25519 [dkim] ed25519_private_key_file.",
+        ),
     ] = None,
-    bits: Annotated[int, typer.Option(help="RSA key size.")] = 2048,
+    algorithm: Annotated[
+        str, typer.Option(help="rsa, or ed25519 for the second key of dual signing (RFC 8463).")
+    ] = "rsa",
+    bits: Annotated[int, typer.Option(help="RSA key size (ignored for ed25519).")] = 2048,
     force: Annotated[bool, typer.Option("--force", help="Overwrite an existing key file.")] = False,
 ) -> None:
     """Write a new DKIM key pair (PEM) and print the DNS TXT record to publish."""
@@ -138,14 +148,19 @@ def dkim_keygen(
 
     st = state(ctx)
     cfg = st.settings.dkim
-    selector = selector or cfg.selector
+    if algorithm not in ("rsa", "ed25519"):
+        raise InputError("--algorithm", "use rsa or ed25519")
+    ed = algorithm == "ed25519"
+    selector = selector or (cfg.ed25519_selector if ed else cfg.selector)
     domain = domain or cfg.domain or address_domain(st.settings.from_addr)
-    path = output or (Path(cfg.private_key_file) if cfg.private_key_file else None)
+    key_setting = cfg.ed25519_private_key_file if ed else cfg.private_key_file
+    path = output or (Path(key_setting) if key_setting else None)
     if not selector:
-        raise InputError("--selector", "give a selector (or set [dkim] selector), e.g. digest2026")
+        setting, example = ("ed25519_selector", "digest2026e") if ed else ("selector", "digest2026")
+        raise InputError("--selector", f"give a selector (or set [dkim] {setting}), e.g. {example}")
     if path is None:
         path = Path("config/dkim") / f"{selector}.private.pem"
-    if bits not in (2048, 3072, 4096):
+    if not ed and bits not in (2048, 3072, 4096):
         raise InputError("--bits", "use 2048, 3072 or 4096")
     name = path.name
     public_path = path.with_name(
@@ -153,7 +168,7 @@ def dkim_keygen(
     )
     if path.exists() and not force:
         raise InputError(str(path), "exists already (use --force to replace it; published keys then stop verifying)")
-    key = generate_key(bits)
+    key = generate_key(bits, algorithm)
     path.parent.mkdir(parents=True, exist_ok=True)
     # Created owner-only from the start: the key is never readable by others, even briefly.
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
@@ -161,5 +176,6 @@ def dkim_keygen(
         fh.write(key.private_pem)
     public_path.write_bytes(key.public_pem)
     err.print(f"wrote {path} (private, mode 600) and {public_path}")
-    err.print("publish this DNS record, then set [dkim] selector, domain and private_key_file:", markup=False)
+    settings_named = "ed25519_selector and ed25519_private_key_file" if ed else "selector, domain and private_key_file"
+    err.print(f"publish this DNS record, then set [dkim] {settings_named}:", markup=False)
     out.print(dns_record(selector, domain, key.txt_value()), highlight=False, soft_wrap=True)

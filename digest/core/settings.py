@@ -247,6 +247,14 @@ class DkimSettings(BaseModel):
     selector: str | None = Field(None, description="DKIM selector (the s= tag); unset = no signing.")
     domain: str | None = Field(None, description="Signing domain (the d= tag), usually the From domain.")
     private_key_file: str | None = Field(None, description="PEM file of the RSA private key.")
+    ed25519_selector: str | None = Field(
+        None,
+        description="Selector of a second, Ed25519 key (RFC 8463); with ed25519_private_key_file every message "
+        "is signed twice (ed25519-sha256 and rsa-sha256); unset = RSA only.",
+    )
+    ed25519_private_key_file: str | None = Field(
+        None, description="PEM file of the Ed25519 private key (`digest dkim keygen --algorithm ed25519`)."
+    )
     feedback_id: str | None = Field(
         None,
         description="A fixed Feedback-ID header for every message, e.g. 'daily:digest:example' (kept for "
@@ -265,6 +273,12 @@ class DkimSettings(BaseModel):
         given = [self.selector, self.domain, self.private_key_file]
         if any(given) and not all(given):
             raise ValueError("selector, domain and private_key_file must be set together")
+        if bool(self.ed25519_selector) != bool(self.ed25519_private_key_file):
+            raise ValueError("ed25519_selector and ed25519_private_key_file must be set together")
+        if self.ed25519_selector and not all(given):
+            raise ValueError("Ed25519 signing comes in addition to RSA: set selector, domain and private_key_file too")
+        if self.ed25519_selector and self.ed25519_selector == self.selector:
+            raise ValueError("ed25519_selector must differ from selector (one DNS record per key)")
         return self
 
     @property
