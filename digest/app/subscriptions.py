@@ -329,6 +329,7 @@ def confirm_subscription(engine: Engine, settings: Settings, clock: Clock, token
             _apply_request(settings, sub, request.detail)
             sub.status = SubscriberStatus.ACTIVE
             sub.bounce_count = 0
+            sub.soft_bounce_streak = 0
             sub.updated_at = now
             session.add(sub)
         # The mailbox owner confirmed: that is the fresh consent a suppressed address needs.
@@ -507,6 +508,7 @@ def resubscribe_by_token(engine: Engine, settings: Settings, clock: Clock, token
         if sub.status != SubscriberStatus.ACTIVE:
             sub.status = SubscriberStatus.ACTIVE
             sub.bounce_count = 0
+            sub.soft_bounce_streak = 0
             sub.updated_at = now
             session.add(sub)
             record_event(session, sub, SubscriberEventKind.CONFIRMED, now, source="preferences")

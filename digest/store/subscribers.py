@@ -326,6 +326,9 @@ def set_status(session: Session, email: str, status: str, now: datetime) -> Subs
     if status in _SUPPRESSING:
         suppress(session.connection(), sub.email, _SUPPRESSING[status], "cli", now)
     sub.status = status
+    if status == SubscriberStatus.ACTIVE:
+        # Taken back by hand: the sunset rule counts afresh from here.
+        sub.soft_bounce_streak = 0
     sub.updated_at = now
     session.add(sub)
     session.flush()
@@ -400,3 +403,63 @@ def count_permanent_bounce(
         log.info("subscriber %s bounced after %d permanent failures", subscriber_id, count)
         return True
     return False
+
+
+def count_soft_bounce(
+    conn: Connection,
+    subscriber_id: int,
+    now: datetime,
+    sunset_limit: int,
+    *,
+    ref: str | None = None,
+    detail: str = "",
+) -> bool:
+    """Count one delivery the server deferred for the subscriber (the sunset rule).
+
+    ``soft_bounce_streak`` goes up by one (in SQL, like the bounce count); an active
+    subscriber who reaches ``sunset_limit`` (0: never) becomes ``bounced`` and a
+    ``sunset`` event records ``ref`` and the last answer. The address is not
+    suppressed: a mailbox that was full or throttled may work again, and the
+    operator can reactivate them. Returns True when this deferral stopped them.
+    """
+    subs = Subscriber.__table__  # type: ignore[attr-defined]
+    streak = conn.execute(
+        update(subs)
+        .where(subs.c.id == subscriber_id)
+        .values(soft_bounce_streak=subs.c.soft_bounce_streak + 1)
+        .returning(subs.c.soft_bounce_streak)
+    ).scalar_one_or_none()
+    if streak is None or sunset_limit <= 0 or streak < sunset_limit:
+        return False
+    stopped = conn.execute(
+        update(subs)
+        .where(subs.c.id == subscriber_id, subs.c.status == SubscriberStatus.ACTIVE)
+        .values(status=SubscriberStatus.BOUNCED, updated_at=now)
+        .returning(subs.c.email)
+    ).scalar_one_or_none()
+    if stopped is None:
+        return False
+    conn.execute(
+        insert(SubscriberEvent.__table__).values(  # type: ignore[attr-defined]
+            subscriber_id=subscriber_id,
+            kind=SubscriberEventKind.SUNSET,
+            source="smtp",
+            ref=ref,
+            detail=f"{streak} deliveries in a row deferred; last: {detail}"[:1000],
+            created_at=now,
+        )
+    )
+    log.warning("subscriber %s no longer mailed: %d deliveries in a row deferred", mask_email(stopped), streak)
+    return True
+
+
+def reset_soft_bounces(conn: Connection, subscriber_ids: Sequence[int]) -> None:
+    """A delivery the server accepted ends each of these subscribers' streak of deferrals."""
+    if not subscriber_ids:
+        return
+    subs = Subscriber.__table__  # type: ignore[attr-defined]
+    conn.execute(
+        update(subs)
+        .where(subs.c.id.in_(sorted(set(subscriber_ids))), subs.c.soft_bounce_streak != 0)
+        .values(soft_bounce_streak=0)
+    )
