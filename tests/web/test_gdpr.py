@@ -28,6 +28,12 @@ def sent_digest(engine: Engine, settings: Settings, clock: FixedClock) -> None:
     send_digest(engine, settings, "daily", None, clock)
 
 
+def save_preferences(client: httpx.Client, url: str) -> None:
+    """Save the preferences form once (which records a ``preferences`` event)."""
+    answer = client.post(url, data={"csrf": csrf_of(client.get(url).text), "action": "save", "frequency": "daily"})
+    assert answer.status_code == 200
+
+
 def count(engine: Engine, table: type, subscriber_id: int) -> int:
     t = table.__table__  # type: ignore[attr-defined]
     with engine.connect() as conn:
@@ -44,6 +50,7 @@ def test_download_my_data_is_a_json_attachment_of_their_own_data_only(
         set_status(s, "ana@example.org", SubscriberStatus.UNSUBSCRIBED, NOW)
     url = f"/preferences/{token('preferences', ana)}"
     assert "Download my data" in client.get(url).text
+    save_preferences(client, url)
 
     answer = client.get(f"{url}/data")
 
@@ -54,6 +61,7 @@ def test_download_my_data_is_a_json_attachment_of_their_own_data_only(
     assert [(d["digest"], d["status"]) for d in data["deliveries"]] == [("daily", "sent")]
     assert data["deliveries"][0]["sent_at"].startswith("2026-11-25")
     assert data["suppression"]["reason"] == SuppressionReason.UNSUBSCRIBED
+    assert [e["kind"] for e in data["events"]] == ["preferences"]
     assert "ben" not in answer.text.lower()
 
 
@@ -71,6 +79,8 @@ def test_delete_me_asks_first_then_erases_everything_but_a_suppression_hash(
     assert ana.id is not None and count(engine, Delivery, ana.id) == 1
     url = f"/preferences/{token('preferences', ana)}"
     assert f"{url}/delete" in client.get(url).text
+    save_preferences(client, url)
+    assert count(engine, SubscriberEvent, ana.id) == 1
 
     confirm_page = client.get(f"{url}/delete")
     assert confirm_page.status_code == 200 and subscriber(engine, "ana@example.org") is not None
