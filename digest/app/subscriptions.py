@@ -40,8 +40,10 @@ from digest.store.models import (
     saved_id,
 )
 from digest.store.subscribers import (
+    erase_subscriber,
     find_subscriber,
     normalise_email,
+    subscriber_data,
     validate_send_time,
     validate_timezone,
 )
@@ -329,6 +331,7 @@ def confirm_subscription(engine: Engine, settings: Settings, clock: Clock, token
             _apply_request(settings, sub, request.detail)
             sub.status = SubscriberStatus.ACTIVE
             sub.bounce_count = 0
+            sub.soft_bounce_streak = 0
             sub.updated_at = now
             session.add(sub)
         # The mailbox owner confirmed: that is the fresh consent a suppressed address needs.
@@ -416,6 +419,40 @@ def subscriber_for_preferences(engine: Engine, settings: Settings, clock: Clock,
     """The subscriber a preferences token belongs to (read only). TokenError if it is bad."""
     with session_scope(engine) as session:
         return subscriber_from_token(session, settings, "preferences", token, clock.now())
+
+
+def export_by_token(engine: Engine, settings: Settings, clock: Clock, token: str) -> dict[str, Any]:
+    """Everything stored about the owner of a preferences token (GDPR access). TokenError if it is bad."""
+    with session_scope(engine) as session:
+        sub = subscriber_from_token(session, settings, "preferences", token, clock.now())
+        data = subscriber_data(session.connection(), saved_id(sub))
+    if data is None:  # erased between the two reads
+        raise TokenError("this link is not valid")
+    return data
+
+
+def erase_by_token(engine: Engine, settings: Settings, clock: Clock, token: str) -> None:
+    """Erase the owner of a preferences token, keeping only their address's suppression hash.
+
+    TokenError if the token is bad (or they are erased already).
+    """
+    now = clock.now()
+    with session_scope(engine) as session:
+        sub = subscriber_from_token(session, settings, "preferences", token, now)
+        erase_subscriber(session.connection(), saved_id(sub), now)
+
+
+def erased_by_token(engine: Engine, settings: Settings, clock: Clock, token: str) -> bool:
+    """Whether a genuine preferences token names a subscriber who no longer exists (erased).
+
+    A forged or mistyped token is False: only a link we made says the data is gone.
+    """
+    try:
+        sub_id, _, _ = read_token_ref(settings.secret_key.get_secret_value(), "preferences", token, now=clock.now())
+    except TokenError:
+        return False
+    with session_scope(engine) as session:
+        return session.get(Subscriber, sub_id) is None
 
 
 def current_preferences(sub: Subscriber) -> Preferences:
@@ -507,6 +544,7 @@ def resubscribe_by_token(engine: Engine, settings: Settings, clock: Clock, token
         if sub.status != SubscriberStatus.ACTIVE:
             sub.status = SubscriberStatus.ACTIVE
             sub.bounce_count = 0
+            sub.soft_bounce_streak = 0
             sub.updated_at = now
             session.add(sub)
             record_event(session, sub, SubscriberEventKind.CONFIRMED, now, source="preferences")

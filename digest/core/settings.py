@@ -320,6 +320,12 @@ class Settings(BaseSettings):
         None, description="Address of the List-Unsubscribe mailto; default unsubscribe@<from domain>."
     )
     bounce_limit: int = Field(3, ge=1, description="Permanent failures after which a subscriber is bounced.")
+    sunset_soft_bounces: int = Field(
+        5,
+        ge=0,
+        description="Deliveries in a row deferred for a recipient (4xx at RCPT/DATA, not a server outage) after "
+        "which the subscriber is no longer mailed (status bounced, event sunset); 0: off.",
+    )
     verp: bool = Field(
         True,
         description="Send each copy from a signed per-subscriber return path (LOCAL+b-ID-SIG@domain of the From "

@@ -39,7 +39,7 @@ from digest.store.models import (
     Subscriber,
     SubscriberStatus,
 )
-from digest.store.subscribers import count_permanent_bounce
+from digest.store.subscribers import count_permanent_bounce, count_soft_bounce, reset_soft_bounces
 from digest.store.suppressions import email_hash, suppressed_hashes
 
 D = Delivery.__table__  # type: ignore[attr-defined]
@@ -184,15 +184,24 @@ class Bounce:
 
 
 def record(
-    engine: Engine, settings: Settings, results: Sequence[dict[str, object]], bounced: Sequence[Bounce], now: datetime
+    engine: Engine,
+    settings: Settings,
+    results: Sequence[dict[str, object]],
+    bounced: Sequence[Bounce],
+    now: datetime,
+    *,
+    deferred: Sequence[Bounce] = (),
+    accepted: Sequence[int] = (),
 ) -> None:
     """Write a batch of results in one transaction (executemany UPDATE by primary key).
 
     Each result dict has ``id`` and the columns to set. Each of ``bounced`` is counted
     by the one bounce rule (:func:`digest.store.subscribers.count_permanent_bounce`,
-    source ``smtp``), as a bounce report read later would be.
+    source ``smtp``), as a bounce report read later would be. ``deferred`` (4xx for
+    that recipient) and ``accepted`` (subscriber ids whose copy the server took) keep
+    the sunset rule's streak (:func:`digest.store.subscribers.count_soft_bounce`).
     """
-    if not results and not bounced:
+    if not results and not bounced and not deferred:
         return
     groups: dict[tuple[str, ...], list[dict[str, object]]] = {}
     for r in results:
@@ -211,6 +220,11 @@ def record(
                 source="smtp",
                 ref=bounce.message_id,
                 detail=bounce.response,
+            )
+        reset_soft_bounces(conn, accepted)
+        for soft in deferred:
+            count_soft_bounce(
+                conn, soft.subscriber_id, now, settings.sunset_soft_bounces, ref=soft.message_id, detail=soft.response
             )
 
 

@@ -92,6 +92,8 @@ class _Batch:
     journal: BatchJournal
     results: list[dict[str, object]] = field(default_factory=list)
     bounced: list[Bounce] = field(default_factory=list)
+    deferred: list[Bounce] = field(default_factory=list)  # 4xx for the recipient: the sunset rule
+    accepted: list[int] = field(default_factory=list)  # subscriber ids whose copy was taken
     waiting: int = 0
     lock: threading.Lock = field(default_factory=threading.Lock)
     finished: threading.Event = field(default_factory=threading.Event)
@@ -297,6 +299,7 @@ class Sender:
                 )
                 self.report.sent += 1
                 batch.sent += 1
+                batch.accepted.append(row.subscriber_id)
             elif job.outcome == "permanent":
                 result.update(
                     status=DeliveryStatus.FAILED_PERMANENT,
@@ -323,10 +326,22 @@ class Sender:
                     self.report.failed_temporary += 1
                 if getattr(job.error, "connection_level", False):
                     self.report.server_error = str(job.error)
+                elif row.attempts == 0:
+                    # Only this recipient was deferred: a soft bounce. A server outage says nothing of them,
+                    # and the retries of one delivery count once (the rule counts deliveries, not attempts).
+                    batch.deferred.append(Bounce(row.subscriber_id, msgid, str(job.error)[:1000]))
                 log.warning("delivery %s failed temporarily: %s", row.delivery_id, job.error)
 
     def _finish(self, batch: _Batch) -> None:
-        record(self.engine, self.settings, batch.results, batch.bounced, self.clock.now())
+        record(
+            self.engine,
+            self.settings,
+            batch.results,
+            batch.bounced,
+            self.clock.now(),
+            deferred=batch.deferred,
+            accepted=batch.accepted,
+        )
         batch.journal.discard()
         if self.progress and batch.sent:
             self.progress(batch.sent)

@@ -158,6 +158,9 @@ class Subscriber(SQLModel, table=True):
     frequency: str = Field(default="daily", max_length=10)
     weekday: int | None = Field(default=None)
     bounce_count: int = Field(default=0)
+    # Deliveries in a row that the server deferred for this recipient (4xx at RCPT/DATA);
+    # reset by a delivery it accepted. The sunset rule stops mailing at ``sunset_soft_bounces``.
+    soft_bounce_streak: int = Field(default=0)
     created_at: datetime = Field(sa_column=Column(UTCDateTime(), nullable=False))
     updated_at: datetime = Field(sa_column=Column(UTCDateTime(), nullable=False))
 
@@ -300,6 +303,8 @@ class SubscriberEventKind(StrEnum):
     UNSUBSCRIBED = "unsubscribed"
     BOUNCE_PERMANENT = "bounce_permanent"
     BOUNCE_TEMPORARY = "bounce_temporary"
+    # The sunset rule: too many deliveries in a row deferred, so mailing stopped (status ``bounced``).
+    SUNSET = "sunset"
     # A feedback report (ARF) from a mailbox provider: the subscriber marked a message as spam.
     COMPLAINT = "complaint"
 

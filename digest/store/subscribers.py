@@ -7,12 +7,14 @@ import io
 import logging
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import UTC, datetime
 from difflib import get_close_matches
 from typing import Any
 
 from email_validator import EmailNotValidError, validate_email
+from sqlalchemy import delete as delete_
 from sqlalchemy import insert, update
+from sqlalchemy import select as select_
 from sqlalchemy.engine import Connection
 from sqlmodel import Session, col, func, select
 
@@ -21,13 +23,17 @@ from digest.core.settings import check_timezone
 from digest.core.text import mask_email, one_line, parse_hhmm
 from digest.store.models import (
     Article,
+    Delivery,
+    Edition,
+    SlotClaim,
     Subscriber,
     SubscriberEvent,
     SubscriberEventKind,
     SubscriberStatus,
     SuppressionReason,
 )
-from digest.store.suppressions import suppress, suppression_of, unsuppress
+from digest.store.suppressions import T as SUPPRESSIONS
+from digest.store.suppressions import email_hash, suppress, suppression_of, unsuppress
 
 log = logging.getLogger(__name__)
 
@@ -326,6 +332,9 @@ def set_status(session: Session, email: str, status: str, now: datetime) -> Subs
     if status in _SUPPRESSING:
         suppress(session.connection(), sub.email, _SUPPRESSING[status], "cli", now)
     sub.status = status
+    if status == SubscriberStatus.ACTIVE:
+        # Taken back by hand: the sunset rule counts afresh from here.
+        sub.soft_bounce_streak = 0
     sub.updated_at = now
     session.add(sub)
     session.flush()
@@ -400,3 +409,128 @@ def count_permanent_bounce(
         log.info("subscriber %s bounced after %d permanent failures", subscriber_id, count)
         return True
     return False
+
+
+def count_soft_bounce(
+    conn: Connection,
+    subscriber_id: int,
+    now: datetime,
+    sunset_limit: int,
+    *,
+    ref: str | None = None,
+    detail: str = "",
+) -> bool:
+    """Count one delivery the server deferred for the subscriber (the sunset rule).
+
+    ``soft_bounce_streak`` goes up by one (in SQL, like the bounce count); an active
+    subscriber who reaches ``sunset_limit`` (0: never) becomes ``bounced`` and a
+    ``sunset`` event records ``ref`` and the last answer. The address is not
+    suppressed: a mailbox that was full or throttled may work again, and the
+    operator can reactivate them. Returns True when this deferral stopped them.
+    """
+    subs = Subscriber.__table__  # type: ignore[attr-defined]
+    streak = conn.execute(
+        update(subs)
+        .where(subs.c.id == subscriber_id)
+        .values(soft_bounce_streak=subs.c.soft_bounce_streak + 1)
+        .returning(subs.c.soft_bounce_streak)
+    ).scalar_one_or_none()
+    if streak is None or sunset_limit <= 0 or streak < sunset_limit:
+        return False
+    stopped = conn.execute(
+        update(subs)
+        .where(subs.c.id == subscriber_id, subs.c.status == SubscriberStatus.ACTIVE)
+        .values(status=SubscriberStatus.BOUNCED, updated_at=now)
+        .returning(subs.c.email)
+    ).scalar_one_or_none()
+    if stopped is None:
+        return False
+    conn.execute(
+        insert(SubscriberEvent.__table__).values(  # type: ignore[attr-defined]
+            subscriber_id=subscriber_id,
+            kind=SubscriberEventKind.SUNSET,
+            source="smtp",
+            ref=ref,
+            detail=f"{streak} deliveries in a row deferred; last: {detail}"[:1000],
+            created_at=now,
+        )
+    )
+    log.warning("subscriber %s no longer mailed: %d deliveries in a row deferred", mask_email(stopped), streak)
+    return True
+
+
+def reset_soft_bounces(conn: Connection, subscriber_ids: Sequence[int]) -> None:
+    """A delivery the server accepted ends each of these subscribers' streak of deferrals."""
+    if not subscriber_ids:
+        return
+    subs = Subscriber.__table__  # type: ignore[attr-defined]
+    conn.execute(
+        update(subs)
+        .where(subs.c.id.in_(sorted(set(subscriber_ids))), subs.c.soft_bounce_streak != 0)
+        .values(soft_bounce_streak=0)
+    )
+
+
+def _plain(value: object) -> object:
+    """A column value as JSON has it: times in ISO 8601 (UTC)."""
+    if isinstance(value, datetime):
+        return (value if value.tzinfo else value.replace(tzinfo=UTC)).isoformat()
+    return value
+
+
+def subscriber_data(conn: Connection, subscriber_id: int) -> dict[str, Any] | None:
+    """Everything stored about one subscriber, as JSON-ready data (GDPR access); None if gone.
+
+    Their row, their events, their deliveries (which edition, its status, when it
+    was sent) and the suppression entry of their address. Every query is keyed by
+    their id or their address hash: nothing about anyone else.
+    """
+    subs = Subscriber.__table__  # type: ignore[attr-defined]
+    row = conn.execute(select_(subs).where(subs.c.id == subscriber_id)).first()
+    if row is None:
+        return None
+    events = SubscriberEvent.__table__  # type: ignore[attr-defined]
+    deliveries, editions = Delivery.__table__, Edition.__table__  # type: ignore[attr-defined]
+    event_rows = conn.execute(
+        select_(events.c.kind, events.c.source, events.c.ref, events.c.detail, events.c.created_at)
+        .where(events.c.subscriber_id == subscriber_id)
+        .order_by(events.c.id)
+    )
+    delivery_rows = conn.execute(
+        select_(
+            editions.c.digest, editions.c.slot, deliveries.c.edition_id, deliveries.c.status, deliveries.c.sent_at
+        )
+        .join(editions, editions.c.id == deliveries.c.edition_id)
+        .where(deliveries.c.subscriber_id == subscriber_id)
+        .order_by(deliveries.c.id)
+    )
+    suppressed = suppression_of(conn, row.email_key)
+    return {
+        "subscriber": {k: _plain(v) for k, v in row._mapping.items() if k != "email_key"},
+        "events": [{k: _plain(v) for k, v in r._mapping.items()} for r in event_rows],
+        "deliveries": [{k: _plain(v) for k, v in r._mapping.items()} for r in delivery_rows],
+        "suppression": None
+        if suppressed is None
+        else {"email": suppressed.email, "reason": suppressed.reason, "since": _plain(suppressed.created_at)},
+    }
+
+
+def erase_subscriber(conn: Connection, subscriber_id: int, now: datetime) -> bool:
+    """Erase a subscriber (GDPR): their row, deliveries, events and slot claims; False if gone.
+
+    Only the suppression list's hash of the address stays (added if it was not
+    there, its stored address blanked), so the address is never mailed again
+    and a re-import or a new sign-up needs a fresh confirmation.
+    """
+    subs = Subscriber.__table__  # type: ignore[attr-defined]
+    key = conn.execute(select_(subs.c.email_key).where(subs.c.id == subscriber_id)).scalar_one_or_none()
+    if key is None:
+        return False
+    suppress(conn, key, SuppressionReason.UNSUBSCRIBED, "erasure", now)
+    conn.execute(update(SUPPRESSIONS).where(SUPPRESSIONS.c.email_hash == email_hash(key)).values(email=""))
+    # Explicit deletes, not ON DELETE CASCADE: SQLite enforces foreign keys only when told to.
+    for table in (Delivery.__table__, SubscriberEvent.__table__, SlotClaim.__table__):  # type: ignore[attr-defined]
+        conn.execute(delete_(table).where(table.c.subscriber_id == subscriber_id))
+    conn.execute(delete_(subs).where(subs.c.id == subscriber_id))
+    log.info("subscriber %s erased at their request", subscriber_id)
+    return True

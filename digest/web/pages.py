@@ -276,6 +276,7 @@ class WebApp:
         **extra: Any,
     ) -> HTMLResponse:
         nonce, new = self.csrf.nonce(request)
+        own = lifecycle.make_link(self.settings, "preferences", sub, self.clock.now())
         return self.page(
             "preferences.html",
             status,
@@ -290,6 +291,8 @@ class WebApp:
             weekdays=list(enumerate(lifecycle.WEEKDAYS)),
             frequencies=lifecycle.FREQUENCIES,
             unsubscribe_url=lifecycle.make_link(self.settings, "unsubscribe", sub, self.clock.now()),
+            data_url=f"{own}/data",
+            delete_url=f"{own}/delete",
             **extra,
         )
 
@@ -302,10 +305,16 @@ class WebApp:
         except TokenError:
             return None
 
+    async def _gone_or_bad_link(self, token: str) -> HTMLResponse:
+        """A genuine link to someone erased says their data is gone; any other bad token: the one answer."""
+        if await run_in_threadpool(lifecycle.erased_by_token, self.engine, self.settings, self.clock, token):
+            return self.page("erased.html", 410)
+        return self.bad_link()
+
     async def preferences(self, request: Request) -> Response:
         sub = await self._preferences_subscriber(request.path_params["token"])
         if sub is None:
-            return self.bad_link()
+            return await self._gone_or_bad_link(request.path_params["token"])
         return self._preferences_page(request, sub, lifecycle.current_preferences(sub))
 
     async def save_preferences(self, request: Request) -> Response:
@@ -329,6 +338,56 @@ class WebApp:
             lifecycle.update_preferences, self.engine, self.settings, self.clock, token, prefs
         )
         return self._preferences_page(request, sub, lifecycle.current_preferences(sub), notice="saved")
+
+    # -------------------------------------------------------------- GDPR self-service
+
+    async def download_data(self, request: Request) -> Response:
+        """Everything stored about the link's owner, as a JSON attachment (a GET: it changes nothing)."""
+        token = request.path_params["token"]
+        try:
+            data = await run_in_threadpool(lifecycle.export_by_token, self.engine, self.settings, self.clock, token)
+        except TokenError:
+            return await self._gone_or_bad_link(token)
+        response = JSONResponse(
+            data, headers={"Content-Disposition": 'attachment; filename="my-data.json"', "Cache-Control": "no-store"}
+        )
+        secure(response, DEFAULT_CSP)
+        return response
+
+    def _delete_page(self, request: Request, sub: Subscriber) -> HTMLResponse:
+        nonce, new = self.csrf.nonce(request)
+        return self.page(
+            "delete.html",
+            csrf_nonce=nonce,
+            new_cookie=new,
+            csrf=self.csrf.field(nonce, f"erase:{sub.id}"),
+            email=mask_email(sub.email),
+            preferences_url=lifecycle.make_link(self.settings, "preferences", sub, self.clock.now()),
+        )
+
+    async def delete_page(self, request: Request) -> Response:
+        """The confirmation step of "delete me": one button that POSTs back here."""
+        sub = await self._preferences_subscriber(request.path_params["token"])
+        if sub is None:
+            return await self._gone_or_bad_link(request.path_params["token"])
+        return self._delete_page(request, sub)
+
+    async def delete(self, request: Request) -> Response:
+        """Erase the link's owner once they confirmed on the page (CSRF-checked)."""
+        token = request.path_params["token"]
+        sub = await self._preferences_subscriber(token)
+        if sub is None:
+            return await self._gone_or_bad_link(token)
+        form = await request.form(max_files=0, max_fields=10)
+        if not self.csrf.valid(request, form, f"erase:{sub.id}"):
+            return self.page("error.html", 403, title="This form has expired", kind="csrf")
+        if form.get("confirm") != "erase":
+            return self._delete_page(request, sub)
+        try:
+            await run_in_threadpool(lifecycle.erase_by_token, self.engine, self.settings, self.clock, token)
+        except TokenError:
+            return await self._gone_or_bad_link(token)
+        return self.page("erased.html")
 
     # -------------------------------------------------------------- archive and articles
 

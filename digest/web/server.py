@@ -99,6 +99,8 @@ def routes(web: WebApp) -> list[Route]:
         ("/confirm/{token}", web.confirm_page, web.confirm),
         ("/unsubscribe/{token}", web.unsubscribe_page, web.unsubscribe),
         ("/preferences/{token}", web.preferences, web.save_preferences),
+        ("/preferences/{token}/data", web.download_data, None),
+        ("/preferences/{token}/delete", web.delete_page, web.delete),
         ("/archive", web.archive_list, None),
         ("/archive/{edition_id:int}", web.archive_by_id, None),
         ("/archive/{digest}/{slot}", web.archive, None),
