@@ -63,7 +63,7 @@ def subscribers_add(
     ] = True,
 ) -> None:
     """Add an active subscriber (a suppressed address is refused without --allow-suppressed)."""
-    from digest.app.subscriptions import parse_frequency
+    from digest.app.preferences import parse_frequency
     from digest.store.db import session_scope
     from digest.store.subscribers import add_subscriber, parse_topics, validate_send_time, validate_timezone
 

@@ -12,7 +12,8 @@ from zoneinfo import available_timezones
 
 from starlette.datastructures import FormData
 
-from digest.app.subscriptions import Preferences, SubscribeForm, parse_preferences
+from digest.app.preferences import Preferences, parse_preferences
+from digest.app.subscriptions import SubscribeForm
 from digest.core.settings import Settings
 
 HONEYPOT_FIELD = "website"

@@ -32,6 +32,7 @@ from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import HTMLResponse, JSONResponse, PlainTextResponse, Response
 
+from digest.app import preferences as preferences_app
 from digest.app import subscriptions as lifecycle
 from digest.app.archive import Archive, find_article, past_editions
 from digest.app.notices import Mailer
@@ -271,7 +272,7 @@ class WebApp:
         self,
         request: Request,
         sub: Any,
-        prefs: lifecycle.Preferences,
+        prefs: preferences_app.Preferences,
         status: int = 200,
         **extra: Any,
     ) -> HTMLResponse:
@@ -300,14 +301,14 @@ class WebApp:
         """The subscriber a preferences link names; None for any bad token."""
         try:
             return await run_in_threadpool(
-                lifecycle.subscriber_for_preferences, self.engine, self.settings, self.clock, token
+                preferences_app.subscriber_for_preferences, self.engine, self.settings, self.clock, token
             )
         except TokenError:
             return None
 
     async def _gone_or_bad_link(self, token: str) -> HTMLResponse:
         """A genuine link to someone erased says their data is gone; any other bad token: the one answer."""
-        if await run_in_threadpool(lifecycle.erased_by_token, self.engine, self.settings, self.clock, token):
+        if await run_in_threadpool(preferences_app.erased_by_token, self.engine, self.settings, self.clock, token):
             return self.page("erased.html", 410)
         return self.bad_link()
 
@@ -315,7 +316,7 @@ class WebApp:
         sub = await self._preferences_subscriber(request.path_params["token"])
         if sub is None:
             return await self._gone_or_bad_link(request.path_params["token"])
-        return self._preferences_page(request, sub, lifecycle.current_preferences(sub))
+        return self._preferences_page(request, sub, preferences_app.current_preferences(sub))
 
     async def save_preferences(self, request: Request) -> Response:
         token = request.path_params["token"]
@@ -326,8 +327,10 @@ class WebApp:
         if not self.csrf.valid(request, form, f"preferences:{sub.id}"):
             return self.page("error.html", 403, title="This form has expired", kind="csrf")
         if form.get("action") == "resubscribe":
-            sub = await run_in_threadpool(lifecycle.resubscribe_by_token, self.engine, self.settings, self.clock, token)
-            return self._preferences_page(request, sub, lifecycle.current_preferences(sub), notice="resubscribed")
+            sub = await run_in_threadpool(
+                preferences_app.resubscribe_by_token, self.engine, self.settings, self.clock, token
+            )
+            return self._preferences_page(request, sub, preferences_app.current_preferences(sub), notice="resubscribed")
         fields = PreferencesFields.read(form)
         try:
             prefs = fields.validate(self.settings)
@@ -335,9 +338,9 @@ class WebApp:
             entered = fields.as_entered()
             return self._preferences_page(request, sub, entered, 400, error=exc.problem, error_field=exc.where)
         sub = await run_in_threadpool(
-            lifecycle.update_preferences, self.engine, self.settings, self.clock, token, prefs
+            preferences_app.update_preferences, self.engine, self.settings, self.clock, token, prefs
         )
-        return self._preferences_page(request, sub, lifecycle.current_preferences(sub), notice="saved")
+        return self._preferences_page(request, sub, preferences_app.current_preferences(sub), notice="saved")
 
     # -------------------------------------------------------------- GDPR self-service
 
@@ -345,7 +348,9 @@ class WebApp:
         """Everything stored about the link's owner, as a JSON attachment (a GET: it changes nothing)."""
         token = request.path_params["token"]
         try:
-            data = await run_in_threadpool(lifecycle.export_by_token, self.engine, self.settings, self.clock, token)
+            data = await run_in_threadpool(
+                preferences_app.export_by_token, self.engine, self.settings, self.clock, token
+            )
         except TokenError:
             return await self._gone_or_bad_link(token)
         response = JSONResponse(
@@ -384,7 +389,7 @@ class WebApp:
         if form.get("confirm") != "erase":
             return self._delete_page(request, sub)
         try:
-            await run_in_threadpool(lifecycle.erase_by_token, self.engine, self.settings, self.clock, token)
+            await run_in_threadpool(preferences_app.erase_by_token, self.engine, self.settings, self.clock, token)
         except TokenError:
             return await self._gone_or_bad_link(token)
         return self.page("erased.html")

@@ -8,10 +8,12 @@ import pytest
 from sqlalchemy.engine import Engine
 from sqlmodel import select
 
+from digest.app import preferences as preferences_app
 from digest.app import subscriptions as lifecycle
 from digest.app.bounces import BounceResult, record_bounce
 from digest.app.notices import Mailer
-from digest.app.subscriptions import Outcome, Preferences, SubscribeForm
+from digest.app.preferences import Preferences
+from digest.app.subscriptions import Outcome, SubscribeForm
 from digest.core.clock import FixedClock
 from digest.core.errors import InputError, TokenError
 from digest.core.settings import Settings
@@ -293,7 +295,7 @@ def test_token_for_one_purpose_does_not_work_for_another(
     unsub = make_token(SECRET_KEY, "unsubscribe", ana.id, ana.email_key, now=NOW)  # type: ignore[arg-type]
 
     with pytest.raises(TokenError):
-        lifecycle.update_preferences(engine, web_settings, clock, unsub, Preferences())
+        preferences_app.update_preferences(engine, web_settings, clock, unsub, Preferences())
     with pytest.raises(TokenError):
         lifecycle.confirm_subscription(engine, web_settings, clock, unsub)
 
@@ -349,7 +351,7 @@ def test_preferences_are_validated_and_stored(
 ) -> None:
     ana, _ = ana_and_ben
     token = make_token(SECRET_KEY, "preferences", ana.id, ana.email_key, now=NOW)  # type: ignore[arg-type]
-    prefs = lifecycle.parse_preferences(
+    prefs = preferences_app.parse_preferences(
         web_settings,
         topics=["business", "Cooking"],
         timezone="America/Chicago",
@@ -358,7 +360,7 @@ def test_preferences_are_validated_and_stored(
         weekday="4",
     )
 
-    lifecycle.update_preferences(engine, web_settings, clock, token, prefs)
+    preferences_app.update_preferences(engine, web_settings, clock, token, prefs)
 
     sub = sub_of(engine, "ana@example.org")
     assert (sub.topics, sub.timezone, sub.send_time, sub.frequency, sub.weekday) == (
@@ -375,15 +377,15 @@ def test_preferences_without_the_breaking_choice_keep_the_stored_one(
 ) -> None:
     ana, _ = ana_and_ben
     token = make_token(SECRET_KEY, "preferences", ana.id, ana.email_key, now=NOW)  # type: ignore[arg-type]
-    no = lifecycle.parse_preferences(
+    no = preferences_app.parse_preferences(
         web_settings, topics=["Science"], timezone=None, send_time=None, frequency=None, weekday=None, breaking=False
     )
-    lifecycle.update_preferences(engine, web_settings, clock, token, no)
-    unsaid = lifecycle.parse_preferences(
+    preferences_app.update_preferences(engine, web_settings, clock, token, no)
+    unsaid = preferences_app.parse_preferences(
         web_settings, topics=["Science"], timezone=None, send_time=None, frequency=None, weekday=None
     )
 
-    lifecycle.update_preferences(engine, web_settings, clock, token, unsaid)
+    preferences_app.update_preferences(engine, web_settings, clock, token, unsaid)
 
     assert sub_of(engine, "ana@example.org").breaking is False
 
@@ -401,7 +403,7 @@ def test_preferences_without_the_breaking_choice_keep_the_stored_one(
 def test_bad_preferences_name_the_field(web_settings: Settings, raw: dict, field: str) -> None:
     values = {"topics": [], "timezone": None, "send_time": None, "frequency": "daily", "weekday": None, **raw}
     with pytest.raises(InputError) as info:
-        lifecycle.parse_preferences(web_settings, **values)
+        preferences_app.parse_preferences(web_settings, **values)
     assert info.value.where == field
 
 
@@ -424,7 +426,7 @@ def test_preferences_token_resubscribes(engine: Engine, web_settings: Settings, 
         ana, _ = add_subscriber(s, "ana@example.org", NOW, status="unsubscribed")
     token = make_token(SECRET_KEY, "preferences", ana.id, ana.email_key, now=NOW)  # type: ignore[arg-type]
 
-    lifecycle.resubscribe_by_token(engine, web_settings, clock, token)
+    preferences_app.resubscribe_by_token(engine, web_settings, clock, token)
 
     assert sub_of(engine, "ana@example.org").status == SubscriberStatus.ACTIVE
 
