@@ -10,9 +10,10 @@ from sqlmodel import select
 from digest.app.subscriptions import record_event
 from digest.core.clock import Clock
 from digest.core.settings import Settings
+from digest.store.bounces import count_permanent_bounce
 from digest.store.db import session_scope
 from digest.store.models import Subscriber, SubscriberEvent, SubscriberEventKind
-from digest.store.subscribers import count_permanent_bounce, find_subscriber
+from digest.store.subscribers import find_subscriber
 
 
 class BounceResult(StrEnum):

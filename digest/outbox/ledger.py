@@ -29,6 +29,7 @@ from sqlalchemy.sql.elements import ColumnElement
 from sqlmodel import Session, col
 
 from digest.core.settings import Settings
+from digest.store.bounces import count_permanent_bounce, count_soft_bounce, reset_soft_bounces
 from digest.store.db import session_scope
 from digest.store.models import (
     Delivery,
@@ -39,7 +40,6 @@ from digest.store.models import (
     Subscriber,
     SubscriberStatus,
 )
-from digest.store.subscribers import count_permanent_bounce, count_soft_bounce, reset_soft_bounces
 from digest.store.suppressions import email_hash, suppressed_hashes
 
 D = Delivery.__table__  # type: ignore[attr-defined]
