@@ -7,12 +7,12 @@ from sqlalchemy.engine import Engine
 from sqlmodel import select
 
 from digest.core.errors import InputError, NotFoundError
+from digest.store.bounces import count_permanent_bounce
 from digest.store.db import session_scope
 from digest.store.models import Delivery, Edition, SubscriberEvent, SubscriberEventKind, SubscriberStatus
 from digest.store.subscribers import (
     CsvReport,
     add_subscriber,
-    count_permanent_bounce,
     find_subscriber,
     import_csv,
     list_subscribers,

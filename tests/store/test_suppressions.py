@@ -9,16 +9,10 @@ from sqlalchemy.engine import Engine
 
 from digest.app.subscriptions import unsubscribe
 from digest.core.errors import InputError
+from digest.store.bounces import count_permanent_bounce
 from digest.store.db import session_scope
 from digest.store.models import SubscriberStatus, SuppressionReason
-from digest.store.subscribers import (
-    add_subscriber,
-    count_permanent_bounce,
-    find_subscriber,
-    import_csv,
-    remove_subscriber,
-    set_status,
-)
+from digest.store.subscribers import add_subscriber, find_subscriber, import_csv, remove_subscriber, set_status
 from digest.store.suppressions import list_suppressions, suppress, suppression_of
 from tests.conftest import NOW
 
