@@ -37,6 +37,7 @@ from digest.store.models import (
     SubscriberEventKind,
     SubscriberStatus,
     SuppressionReason,
+    event_values,
     saved_id,
 )
 from digest.store.subscribers import (
@@ -108,9 +109,7 @@ def record_event(
     ref: str | None = None,
     detail: str = "",
 ) -> SubscriberEvent:
-    event = SubscriberEvent(
-        subscriber_id=saved_id(sub), kind=kind, source=source[:30], ref=ref, detail=detail[:1000], created_at=now
-    )
+    event = SubscriberEvent(**event_values(saved_id(sub), kind, now, source=source, ref=ref, detail=detail))
     session.add(event)
     return event
 

@@ -16,6 +16,7 @@ from digest.store.models import (
     SubscriberEventKind,
     SubscriberStatus,
     SuppressionReason,
+    event_values,
 )
 from digest.store.suppressions import suppress
 
@@ -56,12 +57,9 @@ def count_permanent_bounce(
         return False
     conn.execute(
         insert(SubscriberEvent.__table__).values(  # type: ignore[attr-defined]
-            subscriber_id=subscriber_id,
-            kind=SubscriberEventKind.BOUNCE_PERMANENT,
-            source=source[:30],
-            ref=ref,
-            detail=detail[:1000],
-            created_at=now,
+            event_values(
+                subscriber_id, SubscriberEventKind.BOUNCE_PERMANENT, now, source=source, ref=ref, detail=detail
+            )
         )
     )
     bounced = conn.execute(
@@ -114,12 +112,14 @@ def count_soft_bounce(
         return False
     conn.execute(
         insert(SubscriberEvent.__table__).values(  # type: ignore[attr-defined]
-            subscriber_id=subscriber_id,
-            kind=SubscriberEventKind.SUNSET,
-            source="smtp",
-            ref=ref,
-            detail=f"{streak} deliveries in a row deferred; last: {detail}"[:1000],
-            created_at=now,
+            event_values(
+                subscriber_id,
+                SubscriberEventKind.SUNSET,
+                now,
+                source="smtp",
+                ref=ref,
+                detail=f"{streak} deliveries in a row deferred; last: {detail}",
+            )
         )
     )
     log.warning("subscriber %s no longer mailed: %d deliveries in a row deferred", mask_email(stopped), streak)

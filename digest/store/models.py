@@ -332,6 +332,24 @@ class SubscriberEvent(SQLModel, table=True):
     created_at: datetime = Field(sa_column=Column(UTCDateTime(), nullable=False))
 
 
+def event_values(
+    subscriber_id: int, kind: str, now: datetime, *, source: str = "", ref: str | None = None, detail: str = ""
+) -> dict[str, Any]:
+    """The column values of one subscriber event, cut to the columns' sizes.
+
+    The one way events are written, as an ORM object (``SubscriberEvent(**values)``)
+    or as a set-based insert on a connection.
+    """
+    return {
+        "subscriber_id": subscriber_id,
+        "kind": kind,
+        "source": source[:30],
+        "ref": ref,
+        "detail": detail[:1000],
+        "created_at": now,
+    }
+
+
 # ---------------------------------------------------------------- list hygiene
 
 
