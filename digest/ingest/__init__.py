@@ -8,8 +8,11 @@ they return drafts and per-record problems; ``digest.store.articles.upsert_artic
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime
+
+from digest.core.errors import InputError
 
 
 @dataclass
@@ -64,3 +67,15 @@ class ReadResult:
         self.drafts.extend(other.drafts)
         self.problems.extend(other.problems)
         self.warnings.extend(other.warnings)
+
+
+def read_one(
+    build: Callable[..., ArticleDraft], text: str, path: str, *, default_category: str = ""
+) -> ReadResult:
+    """A page source is one article: its draft, or the one problem ``build`` raised (an InputError)."""
+    result = ReadResult()
+    try:
+        result.drafts.append(build(text, path, default_category=default_category))
+    except InputError as exc:
+        result.problems.append(RecordProblem(exc.where, exc.problem))
+    return result

@@ -21,7 +21,7 @@ from html.parser import HTMLParser
 
 from digest.core.errors import InputError
 from digest.core.text import is_breaking_category
-from digest.ingest import ArticleDraft, ReadResult, RecordProblem
+from digest.ingest import ArticleDraft, ReadResult, read_one
 from digest.ingest.media import Image, best_image, language_tag, settle_language, size
 from digest.ingest.records import parse_datetime
 from digest.ingest.sanitize import clean_plain_text, summary_from_html, truncate_words
@@ -103,12 +103,7 @@ class _Page(HTMLParser):
 
 def read_page(text: str, path: str, *, default_category: str = "") -> ReadResult:
     """Read the article of HTML page ``text`` (from ``path``) into one draft, or a problem."""
-    result = ReadResult()
-    try:
-        result.drafts.append(draft_from_page(text, path, default_category=default_category))
-    except InputError as exc:
-        result.problems.append(RecordProblem(exc.where, exc.problem))
-    return result
+    return read_one(draft_from_page, text, path, default_category=default_category)
 
 
 def draft_from_page(text: str, path: str, *, default_category: str = "") -> ArticleDraft:

@@ -25,7 +25,7 @@ from dataclasses import dataclass, field
 
 from digest.core.errors import InputError
 from digest.core.text import is_breaking_category
-from digest.ingest import ArticleDraft, ReadResult, RecordProblem
+from digest.ingest import ArticleDraft, ReadResult, read_one
 from digest.ingest.media import language_from_text
 from digest.ingest.records import parse_datetime
 from digest.ingest.sanitize import clean_plain_text, ends_sentence, truncate_words
@@ -82,12 +82,7 @@ def read_text(text: str, path: str, *, default_category: str = "") -> ReadResult
     A file without a headline or without body paragraphs, or with a malformed
     ``URL:``/``Published:`` line, gives a :class:`RecordProblem` instead.
     """
-    result = ReadResult()
-    try:
-        result.drafts.append(draft_from_text(text, path, default_category=default_category))
-    except InputError as exc:
-        result.problems.append(RecordProblem(exc.where, exc.problem))
-    return result
+    return read_one(draft_from_text, text, path, default_category=default_category)
 
 
 def draft_from_text(text: str, path: str, *, default_category: str = "") -> ArticleDraft:
