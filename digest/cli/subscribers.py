@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import codecs
+import io
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated
 
@@ -149,20 +151,22 @@ def subscribers_import(
     from digest.core.logs import mask_emails
     from digest.ingest.reader import read_capped
     from digest.store.db import session_scope
-    from digest.store.subscribers import import_csv
+    from digest.store.subscriber_import import import_csv
 
     st = state(ctx)
     data = read_capped(str(path), st.settings.import_max_bytes)
-    try:
-        text = data.decode("utf-8-sig")
-    except UnicodeDecodeError as exc:
-        raise InputError(str(path), f"cannot read: {exc}") from None
+    lines = _utf8_lines(data, str(path))
     try:
         with ProgressOnDemand("importing", MANY_RECORDS) as bar, session_scope(st.engine) as session:
-            bar.total(text.count("\n"))  # about one row a line, less the header
+            bar.total(data.count(b"\n"))  # about one row a line, less the header
             known = _known(st, session, allow_new_topics)
             report = import_csv(
-                session, text, str(path), st.clock.now(), known, progress=bar.advance,
+                session,
+                lines,
+                str(path),
+                st.clock.now(),
+                known,
+                progress=bar.advance,
                 allow_suppressed=allow_suppressed,
             )
     except SQLAlchemyError as exc:
@@ -171,6 +175,26 @@ def subscribers_import(
         reason = str(getattr(exc, "orig", None) or exc).strip().splitlines()[0]
         raise StoreError(f"{path}: nothing imported, no row of the file kept: {mask_emails(reason)}") from None
     finish_import(report.problems, f"added {report.added}, updated {report.updated}")
+
+
+def _utf8_lines(data: bytes, path: str) -> io.TextIOWrapper:
+    """The lines of ``data`` (UTF-8, a leading BOM dropped), decoded as they are read.
+
+    A million-row file is not held a second time as one string; it is checked whole
+    first, so a file that is not UTF-8 is refused before any row is written.
+    """
+    decoder = codecs.getincrementaldecoder("utf-8-sig")()
+    view = memoryview(data)
+    try:
+        for i in range(0, len(view), 1 << 20):
+            decoder.decode(view[i : i + (1 << 20)])
+        decoder.decode(b"", final=True)
+    except UnicodeDecodeError:
+        try:
+            data.decode("utf-8-sig")  # the same error, with its offset in the file
+        except UnicodeDecodeError as exc:
+            raise InputError(path, f"cannot read: {exc}") from None
+    return io.TextIOWrapper(io.BytesIO(data), encoding="utf-8-sig", newline="")
 
 
 @subscribers_app.command("list")

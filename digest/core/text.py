@@ -10,6 +10,8 @@ _HHMM = re.compile(r"^\s*(\d{1,2}):(\d{2})\s*$")
 
 def one_line(value: str) -> str:
     """Strip control characters (CR/LF included) and collapse whitespace."""
+    if value.isprintable():  # nearly always: no character to replace
+        return " ".join(value.split())
     cleaned = "".join(ch if ch.isprintable() else " " for ch in value)
     return " ".join(cleaned.split())
 

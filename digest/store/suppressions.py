@@ -11,12 +11,14 @@ from __future__ import annotations
 import hashlib
 from collections.abc import Iterable, Sequence
 from datetime import datetime
+from typing import Any
 
 from sqlalchemy import delete, insert, select
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Connection
 
 from digest.core.errors import InputError
+from digest.store.bulk import rows_in
 from digest.store.models import Suppression, SuppressionReason
 
 T = Suppression.__table__  # type: ignore[attr-defined]
@@ -33,17 +35,37 @@ def suppress(conn: Connection, email: str, reason: str, source: str, now: dateti
     One INSERT .. ON CONFLICT DO NOTHING on the unique hash, in the caller's
     transaction: two handlers suppressing the same address at once both succeed.
     """
+    # RETURNING, not rowcount: psycopg reports -1 for an INSERT that did nothing.
+    stmt = _insert_new(conn).values(_entry(email, reason, source, now)).returning(T.c.id)
+    return conn.execute(stmt).first() is not None
+
+
+def suppress_many(conn: Connection, entries: Sequence[tuple[str, str]], source: str, now: datetime) -> None:
+    """:func:`suppress` each ``(email, reason)`` of ``entries``, in one multi-row statement."""
+    if entries:
+        conn.execute(_insert_new(conn), [_entry(email, reason, source, now) for email, reason in entries])
+
+
+def _entry(email: str, reason: str, source: str, now: datetime) -> dict[str, object]:
     if reason not in SuppressionReason.ALL:
         raise InputError("reason", f"must be one of {', '.join(SuppressionReason.ALL)}")
+    return {
+        "email_hash": email_hash(email),
+        "email": email.strip()[:320],
+        "reason": reason,
+        "source": source[:30],
+        "created_at": now,
+    }
+
+
+def _insert_new(conn: Connection) -> Any:
+    """INSERT .. ON CONFLICT DO NOTHING on the unique hash: an address already listed keeps its first reason."""
     dialect = conn.dialect.name
     ins = postgresql.insert if dialect == "postgresql" else sqlite.insert if dialect == "sqlite" else insert
-    stmt = ins(T).values(
-        email_hash=email_hash(email), email=email.strip()[:320], reason=reason, source=source[:30], created_at=now
-    )
+    stmt = ins(T)
     if hasattr(stmt, "on_conflict_do_nothing"):
         stmt = stmt.on_conflict_do_nothing(index_elements=["email_hash"])
-    # RETURNING, not rowcount: psycopg reports -1 for an INSERT that did nothing.
-    return conn.execute(stmt.returning(T.c.id)).first() is not None
+    return stmt
 
 
 def unsuppress(conn: Connection, email: str) -> bool:
@@ -60,10 +82,23 @@ def suppression_of(conn: Connection, email: str) -> Suppression | None:
 
 def suppressed_hashes(conn: Connection, email_keys: Iterable[str]) -> set[str]:
     """The hashes among those of ``email_keys`` that are suppressed: one query for a whole batch."""
-    hashes = {email_hash(k) for k in email_keys if k}
-    if not hashes:
-        return set()
-    return set(conn.execute(select(T.c.email_hash).where(T.c.email_hash.in_(sorted(hashes)))).scalars())
+    return set(suppression_reasons(conn, email_keys))
+
+
+def suppression_reasons(conn: Connection, email_keys: Iterable[str]) -> dict[str, str]:
+    """Hash -> reason of those of ``email_keys`` that are suppressed: one query for a whole batch."""
+    return reasons_of_hashes(conn, {email_hash(k) for k in email_keys if k})
+
+
+def reasons_of_hashes(conn: Connection, hashes: Iterable[str]) -> dict[str, str]:
+    """Hash -> reason of those of ``hashes`` (see :func:`email_hash`) on the list."""
+    wanted = sorted(hashes)
+    if not wanted:
+        return {}
+    return {
+        h: reason
+        for h, reason in rows_in(conn, "SELECT email_hash, reason FROM suppression WHERE email_hash {in}", wanted)
+    }
 
 
 def list_suppressions(conn: Connection, reason: str | None = None) -> Sequence[Suppression]:

@@ -12,7 +12,8 @@ from digest.core.errors import InputError
 from digest.store.bounces import count_permanent_bounce
 from digest.store.db import session_scope
 from digest.store.models import SubscriberStatus, SuppressionReason
-from digest.store.subscribers import add_subscriber, find_subscriber, import_csv, remove_subscriber, set_status
+from digest.store.subscriber_import import import_csv
+from digest.store.subscribers import add_subscriber, find_subscriber, remove_subscriber, set_status
 from digest.store.suppressions import list_suppressions, suppress, suppression_of
 from tests.conftest import NOW
 

@@ -1,0 +1,270 @@
+"""Benchmark: ``digest subscribers import`` rows/s, and queueing an edition's deliveries.
+
+    python -m bench.import [--rows 100000,1000000] [--database-url URL ...] [--json]
+
+For each database (SQLite when no ``--database-url`` is given; repeat the option
+for several) and each row count it writes a CSV of realistic rows (varied domains,
+names, timezones, topics, some status and breaking cells, one row in a thousand
+invalid), imports it into an empty database through the real command (a child
+process: its peak RSS is read with ``wait4``), and checks what was stored. In the
+same run, on the same rows, it measures two references:
+
+- ``executemany``: the same valid rows inserted by the driver's executemany, 5,000
+  a call, values encoded beforehand, no validation at all (the floor of an import
+  through INSERT statements);
+- ``row by row``: the previous import, one ``add_subscriber`` per row (a lookup, a
+  suppression query and an INSERT each), on the first ``--sample`` rows.
+
+Then, on the database the largest import filled, it queues one edition's
+deliveries for every active subscriber (``queue_deliveries``, as ``digest send``
+and the service do) and reports the time. With a PostgreSQL URL each run works in
+a schema of its own, dropped at the end.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import os
+import random
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import func, select
+from sqlalchemy.engine import Engine
+
+from bench.send import database
+from digest.outbox.ledger import queue_deliveries
+from digest.store.bulk import RowEncoder
+from digest.store.db import make_engine, session_scope, upgrade
+from digest.store.models import Delivery, Edition, Subscriber
+from digest.store.subscribers import add_subscriber, known_topics
+
+DIGEST = str(Path(sys.executable).parent / "digest")
+SECTIONS = ["World", "Business", "Science", "Technology", "Culture", "Sport"]
+DOMAINS = [f"{name}.{tld}" for name in ("example", "mail", "post", "inbox", "news", "web", "home") for tld in
+           ("org", "com", "net", "de", "fr", "co.uk", "io")]  # fmt: skip
+ZONES = ["Europe/Berlin", "Europe/London", "America/New_York", "America/Los_Angeles", "Asia/Tokyo",
+         "Australia/Sydney", "UTC", "Europe/Paris", "Asia/Kolkata", "America/Sao_Paulo", ""]  # fmt: skip
+TOPICS = ["", "World", "World, Business", "Science, Technology", "Culture", "Sport, World", "Business"]
+FIRST = ["Ana", "Bo", "Chen", "Dara", "Eli", "Femi", "Gus", "Hana", "Ivo", "Jo", "Kai", "Lea", "Mo", "Nia"]
+LAST = ["Lima", "Berg", "Wu", "Okafor", "Novak", "Smith", "Rossi", "Sato", "Khan", "Meyer", "Silva", "Haas"]
+BAD = ["not-an-email", "ana@", "@example.org", "two@@example.org", "ana@example", "dot.@example.org"]
+CHUNK = 5000
+
+
+def write_csv(path: Path, rows: int, seed: int = 10) -> int:
+    """``rows`` data rows (one in a thousand invalid); returns how many are valid."""
+    rnd = random.Random(seed)
+    valid = 0
+    with path.open("w", encoding="utf-8", newline="") as fh:
+        out = csv.writer(fh, lineterminator="\n")
+        out.writerow(["email", "name", "timezone", "topics", "status", "breaking"])
+        for i in range(rows):
+            first, last = rnd.choice(FIRST), rnd.choice(LAST)
+            if i % 1000 == 999:
+                email = rnd.choice(BAD)
+            else:
+                email = f"{first.lower()}.{last.lower()}{i}@{rnd.choice(DOMAINS)}"
+                valid += 1
+            status = "pending" if i % 50 == 0 else ""
+            breaking = "false" if i % 7 == 0 else ""
+            out.writerow([email, f"{first} {last}", rnd.choice(ZONES), rnd.choice(TOPICS), status, breaking])
+    return valid
+
+
+def write_config(path: Path, url: str, max_bytes: int) -> Path:
+    lines = [
+        f'database_url = "{url}"',
+        'secret_key = "bench-secret"',
+        'base_url = "https://news.example.com"',
+        'from_addr = "The Briefing <briefing@news.example.com>"',
+        f"import_max_bytes = {max_bytes}",
+        "[digests.daily]",
+        'title = "The Briefing"',
+        f"sections = {json.dumps(SECTIONS)}",
+    ]
+    path.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    return path
+
+
+def run_import(config: Path, csv_path: Path) -> tuple[float, float, int]:
+    """Seconds, peak RSS (MB) and exit code of ``digest subscribers import`` in a child process."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("DIGEST_")}
+    t0 = time.perf_counter()
+    proc = subprocess.Popen(
+        [DIGEST, "--config", str(config), "subscribers", "import", str(csv_path)],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        env=env,
+    )
+    _, status, usage = os.wait4(proc.pid, 0)
+    seconds = time.perf_counter() - t0
+    proc.returncode = os.waitstatus_to_exitcode(status)
+    return seconds, usage.ru_maxrss / 1024, proc.returncode
+
+
+def valid_rows(csv_path: Path, now: datetime, limit: int | None = None) -> list[dict[str, Any]]:
+    """The file's valid rows as subscriber columns, for the references (no validation: the bad ones are known)."""
+    out: list[dict[str, Any]] = []
+    with csv_path.open(encoding="utf-8", newline="") as fh:
+        for row in csv.DictReader(fh):
+            if limit is not None and len(out) >= limit:
+                break
+            if row["email"] in BAD:
+                continue
+            out.append(
+                {
+                    "email": row["email"],
+                    "email_key": row["email"].casefold(),
+                    "name": row["name"],
+                    "status": row["status"] or "active",
+                    "timezone": row["timezone"] or None,
+                    "topics": [t.strip() for t in row["topics"].split(",") if t.strip()],
+                    "breaking": row["breaking"] != "false",
+                    "frequency": "daily",
+                    "bounce_count": 0,
+                    "soft_bounce_streak": 0,
+                    "created_at": now,
+                    "updated_at": now,
+                }
+            )
+    return out
+
+
+def executemany_rate(engine: Engine, rows: list[dict[str, Any]]) -> float:
+    """Rows/s of the driver's executemany of ``rows`` (values encoded beforehand), 5,000 a call, one transaction.
+
+    No validation, no lookups, no SQLAlchemy in the loop: the floor of any import that
+    goes through INSERT statements.
+    """
+    table = Subscriber.__table__  # type: ignore[attr-defined]
+    columns = list(rows[0])
+    with engine.connect() as conn:
+        encoder = RowEncoder(conn, table, columns)
+        encoded = [encoder.encode([r[c] for c in columns]) for r in rows]
+    mark = "?" if engine.dialect.name == "sqlite" else "%s"
+    sql = f"INSERT INTO subscriber ({', '.join(columns)}) VALUES ({', '.join(mark for _ in columns)})"
+    t0 = time.perf_counter()
+    with engine.begin() as conn:
+        for i in range(0, len(encoded), CHUNK):
+            conn.exec_driver_sql(sql, encoded[i : i + CHUNK])
+    return len(rows) / (time.perf_counter() - t0)
+
+
+def row_by_row_rate(engine: Engine, csv_path: Path, sample: int, now: datetime) -> float:
+    """Rows/s of the previous import: one ``add_subscriber`` (update allowed) per row, one transaction."""
+    with session_scope(engine) as session:
+        known = known_topics(session, [SECTIONS])
+    rows = valid_rows(csv_path, now, sample)
+    t0 = time.perf_counter()
+    with session_scope(engine) as session:
+        for r in rows:
+            add_subscriber(
+                session, r["email"], now, name=r["name"], timezone=r["timezone"], topics=r["topics"],
+                status=r["status"], update=True, topics_known=known, breaking=r["breaking"],
+            )  # fmt: skip
+    return len(rows) / (time.perf_counter() - t0)
+
+
+def queue_seconds(engine: Engine, now: datetime) -> tuple[float, int]:
+    """Seconds to queue one edition for every active subscriber (``queue_deliveries``, one transaction)."""
+    with session_scope(engine) as session:
+        edition = Edition(digest="daily", slot="bench", built_at=now, article_count=0)
+        session.add(edition)
+        session.flush()
+        edition_id = edition.id
+    assert edition_id is not None
+    t0 = time.perf_counter()
+    with session_scope(engine) as session:
+        queued = queue_deliveries(session, edition_id, now)
+    seconds = time.perf_counter() - t0
+    with engine.connect() as conn:
+        stored = conn.execute(select(func.count()).select_from(Delivery.__table__)).scalar_one()  # type: ignore[attr-defined]
+    assert stored == queued, (stored, queued)
+    return seconds, queued
+
+
+def measure(url: str | None, rows: int, args: argparse.Namespace, workdir: Path, queue: bool) -> dict[str, Any]:
+    now = datetime.now(UTC).replace(microsecond=0)
+    csv_path = workdir / f"subscribers-{rows}.csv"
+    if not csv_path.exists():
+        write_csv(csv_path, rows)
+    valid = sum(1 for r in valid_rows(csv_path, now))
+    result: dict[str, Any] = {"rows": rows, "valid": valid, "csv_mb": round(csv_path.stat().st_size / 1e6, 1)}
+    with database(url, workdir / f"import-{rows}") as db:
+        engine = make_engine(db)
+        upgrade(engine)
+        config = write_config(workdir / "digest.toml", db, max(50_000_000, 2 * csv_path.stat().st_size))
+        seconds, rss, code = run_import(config, csv_path)
+        with engine.connect() as conn:
+            stored = conn.execute(select(func.count()).select_from(Subscriber.__table__)).scalar_one()  # type: ignore[attr-defined]
+        assert stored == valid and code == 3, f"stored {stored} of {valid} valid rows, exit {code}"
+        result.update(backend=engine.dialect.name, import_s=round(seconds, 2), rows_per_s=round(rows / seconds),
+                      peak_rss_mb=round(rss, 1))  # fmt: skip
+        if queue:
+            result["queue_s"], result["queued"] = queue_seconds(engine, now)
+            result["queue_s"] = round(result["queue_s"], 2)
+        engine.dispose()
+    with database(url, workdir / f"ref-{rows}") as db:
+        engine = make_engine(db)
+        upgrade(engine)
+        result["executemany_rows_per_s"] = round(executemany_rate(engine, valid_rows(csv_path, now)))
+        engine.dispose()
+    if args.sample:
+        with database(url, workdir / f"old-{rows}") as db:
+            engine = make_engine(db)
+            upgrade(engine)
+            result["row_by_row_rows_per_s"] = round(row_by_row_rate(engine, csv_path, args.sample, now))
+            engine.dispose()
+    result["vs_executemany"] = round(result["rows_per_s"] / result["executemany_rows_per_s"], 2)
+    if args.sample:
+        result["vs_row_by_row"] = round(result["rows_per_s"] / result["row_by_row_rows_per_s"], 1)
+    return result
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--rows", default="100000,1000000", help="comma-separated row counts")
+    parser.add_argument("--database-url", action="append", help="PostgreSQL URL (repeat; default: SQLite)")
+    parser.add_argument("--sqlite", action="store_true", help="SQLite as well as the --database-url ones")
+    parser.add_argument("--sample", type=int, default=10_000, help="rows for the row-by-row reference (0: skip)")
+    parser.add_argument("--json", action="store_true")
+    args = parser.parse_args(argv)
+    urls: list[str | None] = list(args.database_url or [])
+    if not urls or args.sqlite:
+        urls.insert(0, None)
+    counts = [int(n) for n in args.rows.split(",")]
+    workdir = Path(tempfile.mkdtemp(prefix="digest-bench-import-"))
+    results = []
+    try:
+        for url in urls:
+            for n in counts:
+                results.append(measure(url, n, args, workdir, queue=n == max(counts)))
+                print(json.dumps(results[-1]), file=sys.stderr, flush=True)
+    finally:
+        shutil.rmtree(workdir, ignore_errors=True)
+    if args.json:
+        print(json.dumps(results, indent=2))
+        return 0
+    print(f"load average: {' '.join(f'{x:.1f}' for x in os.getloadavg())} ({os.cpu_count()} cores)")
+    header = ["backend", "rows", "import s", "rows/s", "peak RSS MB", "executemany rows/s", "x executemany",
+              "row-by-row rows/s", "x row-by-row", "queue 1 edition s"]  # fmt: skip
+    print(" | ".join(header))
+    for r in results:
+        cells = [r["backend"], f"{r['rows']:,}", r["import_s"], f"{r['rows_per_s']:,}", r["peak_rss_mb"],
+                 f"{r['executemany_rows_per_s']:,}", r["vs_executemany"], f"{r.get('row_by_row_rows_per_s', 0):,}",
+                 r.get("vs_row_by_row", ""), r.get("queue_s", "")]  # fmt: skip
+        print(" | ".join(str(c) for c in cells))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
