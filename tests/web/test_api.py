@@ -25,18 +25,19 @@ from digest.store.models import (
 )
 from digest.store.subscribers import add_subscriber
 from digest.store.suppressions import email_hash, suppress
-from digest.transport.sink import SmtpSink
+from digest.transport.sink import SmtpSink, free_port
 from digest.web import WebServer, make_app
 from tests.conftest import NOW
 
 ALL = "articles:write,subscribers:write,read"
 RATE = 10  # requests a key may make a minute: more than any other test makes with one key
+MAX_BODY = 1_000_000
 Client = Callable[..., httpx.Client]
 
 
 @pytest.fixture
 def api_settings(web_settings: Settings) -> Settings:
-    return web_settings.model_copy(update={"api": ApiSettings(rate_per_minute=RATE)})
+    return web_settings.model_copy(update={"api": ApiSettings(rate_per_minute=RATE, max_body_bytes=MAX_BODY)})
 
 
 @pytest.fixture
@@ -103,6 +104,18 @@ def test_a_bad_article_rejects_the_batch_naming_its_index_and_field(client: Clie
     locs = [e["loc"] for e in response.json()["detail"]]
     assert locs == [["body", 1, "url"], ["body", 2, "tags"]]
     assert count(engine, Article) == 0
+
+
+def test_a_batch_may_exceed_the_pages_64_kib_up_to_api_max_body_bytes(client: Client) -> None:
+    text = "<p>" + "Harbour news. " * 3000 + "</p>"  # about 42 KB an article
+    cms = client()
+
+    taken = cms.post("/articles", json=[story(n, body=text) for n in range(3)])
+    refused = cms.post("/articles", json=[story(n, body=text) for n in range(30)])  # ~1.3 MB
+
+    assert taken.status_code == 200, taken.text
+    assert taken.json()["inserted"] == 3
+    assert refused.status_code == 413
 
 
 def test_a_batch_holds_at_most_500_articles(client: Client) -> None:
@@ -246,6 +259,23 @@ def test_no_key_a_wrong_key_and_a_revoked_key_get_401(client: Client, engine: En
     assert 'error="invalid_token"' in wrong.headers["WWW-Authenticate"]
     gone = revoked.get("/editions")
     assert gone.status_code == 401 and "revoked" in gone.json()["detail"]
+
+
+def test_the_rate_is_counted_across_processes_sharing_the_database(
+    client: Client, engine: Engine, api_settings: Settings, clock: FixedClock
+) -> None:
+    c = client("read")
+    key = c.headers["Authorization"]
+    with WebServer(make_app(api_settings, engine, clock), api_settings, "127.0.0.1", free_port()) as other:
+        here = [c.get("/editions").status_code for _ in range(RATE // 2)]
+        there = [
+            httpx.get(f"{other.url}/api/v1/editions", headers={"Authorization": key}).status_code
+            for _ in range(RATE // 2)
+        ]
+        refused = httpx.get(f"{other.url}/api/v1/editions", headers={"Authorization": key})
+
+    assert here + there == [200] * RATE
+    assert refused.status_code == 429
 
 
 def test_a_key_past_its_rate_gets_429_with_retry_after(client: Client) -> None:
