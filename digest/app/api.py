@@ -70,6 +70,8 @@ def _iso(value: datetime | None) -> str | None:
 
 def _field_of(problem: str) -> str | None:
     """The article field an importer problem is about (its messages name it), if any."""
+    if problem.startswith("unknown field"):
+        return problem.split("'")[1] if "'" in problem else None
     words = problem.replace("'", " ").replace(",", " ").split()
     for word in words[:6]:
         name = ALIASES.get(word, word)
@@ -254,7 +256,6 @@ def create_subscriber(
             raise InvalidFields(
                 [(("body", f), "only with consent: a pending subscriber chooses it once confirmed") for f in extra]
             )
-        validate_timezone(fields.timezone, "timezone")
         with session_scope(engine) as session:
             _topics(session, settings, fields.topics)
             existed = find_subscriber(session, key) is not None
@@ -311,6 +312,17 @@ def get_subscriber(engine: Engine, subscriber_id: int) -> dict[str, Any]:
     """One subscriber; NotFoundError for an unknown id."""
     with session_scope(engine) as session:
         return subscriber_view(_subscriber(session, subscriber_id))
+
+
+def find_subscribers(engine: Engine, email: str) -> dict[str, Any]:
+    """The subscriber with this address (any case), as a list of none or one."""
+    try:
+        _, key = normalise_email(email, "email")
+    except InputError as exc:
+        raise InvalidFields([(("query", "email"), exc.problem)]) from None
+    with session_scope(engine) as session:
+        sub = find_subscriber(session, key)
+        return {"subscribers": [subscriber_view(sub)] if sub is not None else []}
 
 
 def update_subscriber(

@@ -183,6 +183,10 @@ class SubscriberOut(BaseModel):
     updated_at: datetime
 
 
+class SubscriberList(BaseModel):
+    subscribers: list[SubscriberOut]
+
+
 class EditionOut(BaseModel):
     id: int
     digest: str
@@ -280,6 +284,11 @@ def make_api(settings: Settings, engine: Engine, clock: Clock, mailer: NoticeSen
         """Add a subscriber: pending with a confirmation mail (double opt-in), or active with ``consent``."""
         sub, created = use.create_subscriber(engine, settings, clock, mailer, _fields(body))
         return JSONResponse(SubscriberOut(**sub).model_dump(mode="json"), status_code=201 if created else 200)
+
+    @api.get("/subscribers", dependencies=[READ], response_model=SubscriberList, responses=_responses(422))
+    def find_subscribers(email: Annotated[str, Query(max_length=320, description="The address, any case.")]) -> Any:
+        """Look a subscriber up by address: a list of none or one."""
+        return use.find_subscribers(engine, email)
 
     @api.get(
         "/subscribers/{subscriber_id}",

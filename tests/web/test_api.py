@@ -98,11 +98,13 @@ def test_a_repeated_batch_updates_and_never_duplicates(client: Client, engine: E
 
 
 def test_a_bad_article_rejects_the_batch_naming_its_index_and_field(client: Client, engine: Engine) -> None:
-    response = client().post("/articles", json=[story(1), story(2, url="ftp://x.example/2"), story(3, tags=5)])
+    batch = [story(1), story(2, url="ftp://x.example/2"), story(3, tags=5), story(4, headline="x")]
+
+    response = client().post("/articles", json=batch)
 
     assert response.status_code == 422
     locs = [e["loc"] for e in response.json()["detail"]]
-    assert locs == [["body", 1, "url"], ["body", 2, "tags"]]
+    assert locs == [["body", 1, "url"], ["body", 2, "tags"], ["body", 3, "headline"]]
     assert count(engine, Article) == 0
 
 
@@ -184,11 +186,13 @@ def test_preferences_unsubscribe_and_erase(client: Client, engine: Engine) -> No
     sub = cms.post("/subscribers", json={"email": "cy@example.org", "consent": {"source": "cms"}}).json()
     path = f"/subscribers/{sub['id']}"
 
+    found = cms.get("/subscribers", params={"email": "CY@example.org"}).json()["subscribers"]
     changed = cms.patch(path, json={"topics": ["Business"], "send_time": "7:30", "breaking": False})
     bad = cms.patch(path, json={"timezone": "Mars/Olympus"})
     left = cms.post(f"{path}/unsubscribe")
     erased = cms.delete(path)
 
+    assert [s["id"] for s in found] == [sub["id"]]
     assert changed.json()["topics"] == ["Business"] and changed.json()["send_time"] == "07:30"
     assert (bad.status_code, bad.json()["detail"][0]["loc"]) == (422, ["body", "timezone"])
     assert left.json()["status"] == "unsubscribed"
