@@ -119,13 +119,8 @@ def post_articles(engine: Engine, clock: Clock, body: Any) -> dict[str, Any]:
     def store() -> dict[str, Any]:
         with session_scope(engine) as session:
             report = upsert_articles(session, drafts, now)
-            ids = [_stored_id(session, d) for d in drafts]
-        return {
-            "inserted": report.inserted,
-            "updated": report.updated,
-            "merged": report.merged,
-            "articles": [{"id": i, "url": d.url, "guid": article_guid(d)} for i, d in zip(ids, drafts, strict=True)],
-        }
+            stored = [_stored(session, d) for d in drafts]
+        return {"inserted": report.inserted, "updated": report.updated, "merged": report.merged, "articles": stored}
 
     try:
         return store()
@@ -134,11 +129,13 @@ def post_articles(engine: Engine, clock: Clock, body: Any) -> dict[str, Any]:
         return store()
 
 
-def _stored_id(session: Session, draft: ArticleDraft) -> int | None:
-    by_url = session.exec(select(Article.id).where(Article.url == draft.url)).first() if draft.url else None
-    if by_url is not None:
-        return by_url
-    return session.exec(select(Article.id).where(Article.guid == article_guid(draft))).first()
+def _stored(session: Session, draft: ArticleDraft) -> dict[str, Any]:
+    """The id, url and guid of the article a draft was stored as (a merged one keeps its first guid)."""
+    by_url = session.exec(select(Article).where(Article.url == draft.url)).first() if draft.url else None
+    row = by_url or session.exec(select(Article).where(Article.guid == article_guid(draft))).first()
+    if row is None:  # merged into an article written earlier in the batch under another guid
+        return {"id": None, "url": draft.url, "guid": article_guid(draft)}
+    return {"id": row.id, "url": row.url, "guid": row.guid}
 
 
 def article_view(a: Article) -> dict[str, Any]:
