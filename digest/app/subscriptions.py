@@ -168,7 +168,7 @@ class NoticeSender(Protocol):
 
 
 def _upsert_pending(
-    session: Session, settings: Settings, form: SubscribeForm, now: datetime
+    session: Session, settings: Settings, form: SubscribeForm, now: datetime, source: str = "web"
 ) -> tuple[Subscriber, SubscriberEvent]:
     """The subscriber of ``form`` (created pending when new) and the request event.
 
@@ -195,13 +195,13 @@ def _upsert_pending(
         session.add(sub)
         session.flush()
     requested = json.dumps({"name": name, "timezone": tz, "topics": topics}, ensure_ascii=False)
-    event = record_event(session, sub, SubscriberEventKind.SUBSCRIBE_REQUEST, now, source="web", detail=requested)
+    event = record_event(session, sub, SubscriberEventKind.SUBSCRIBE_REQUEST, now, source=source, detail=requested)
     session.flush()
     return sub, event
 
 
 def request_subscription(
-    engine: Engine, settings: Settings, clock: Clock, form: SubscribeForm, mailer: NoticeSender
+    engine: Engine, settings: Settings, clock: Clock, form: SubscribeForm, mailer: NoticeSender, *, source: str = "web"
 ) -> Outcome:
     """Handle a subscribe request: store a pending subscriber and email them a confirmation link.
 
@@ -210,18 +210,19 @@ def request_subscription(
     per address per ``web.resend_interval``. Raises InputError for an invalid
     address or timezone; send failures (TemporaryFailure, PermanentFailure) of a
     synchronous ``mailer`` propagate (the attempt still counts for the throttle).
+    ``source`` is recorded with the events (``web``, ``api``).
     """
     now = clock.now()
 
     def decide(session: Session) -> tuple[Subscriber, SubscriberEvent, Outcome]:
         # One transaction whatever the outcome: a throttled request costs the
         # database what a new one does, so its timing gives nothing away either.
-        sub, request = _upsert_pending(session, settings, form, now)
+        sub, request = _upsert_pending(session, settings, form, now, source)
         sent = events(session, saved_id(sub), SubscriberEventKind.CONFIRM_SENT)
         if sent and now - sent[-1].created_at < settings.web.resend_interval:
             return sub, request, Outcome.THROTTLED
         outcome = Outcome.NOTICE_SENT if sub.status == SubscriberStatus.ACTIVE else Outcome.CONFIRMATION_SENT
-        record_event(session, sub, SubscriberEventKind.CONFIRM_SENT, now, source="web", detail=outcome.value)
+        record_event(session, sub, SubscriberEventKind.CONFIRM_SENT, now, source=source, detail=outcome.value)
         return sub, request, outcome
 
     try:
@@ -393,8 +394,3 @@ def unsubscribe_by_token(engine: Engine, settings: Settings, clock: Clock, token
         sub = subscriber_from_token(session, settings, "unsubscribe", token, now)
         unsubscribe(session, sub, now, source=source)
         return sub
-
-
-
-
-

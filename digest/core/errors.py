@@ -185,3 +185,47 @@ class StoreUnavailable(Exception):
 
 class DnsFailure(Exception):
     """A DNS query could not be answered (timeout, SERVFAIL): the check cannot decide."""
+
+
+# ---------------------------------------------------------------- the REST API
+
+
+class InvalidFields(InputError):
+    """A request body with one or more invalid fields; ``errors`` lists ``(location, problem)``.
+
+    A location is a path into the body: ``("body", 3, "url")`` is the url of the fourth
+    article of a batch.
+    """
+
+    def __init__(self, errors: list[tuple[tuple[str | int, ...], str]]) -> None:
+        self.errors = errors
+        first_loc, first = errors[0]
+        super().__init__(".".join(map(str, first_loc)), first if len(errors) == 1 else f"{first} (and more)")
+
+
+class ApiKeyError(DigestError):
+    """An API request without a usable key: missing, malformed, unknown or revoked (HTTP 401).
+
+    77 is EX_NOPERM of sysexits.h.
+    """
+
+    exit_code = 77
+
+
+class ScopeError(ApiKeyError):
+    """A valid API key without the scope an endpoint needs (HTTP 403)."""
+
+    def __init__(self, needed: str, has: list[str]) -> None:
+        self.needed = needed
+        self.has = has
+        super().__init__(f"this needs the scope {needed!r}; the key has {', '.join(has) or 'none'}")
+
+
+class RateLimited(DigestError):
+    """An API key made more requests this minute than ``[api] rate_per_minute`` (HTTP 429)."""
+
+    exit_code = 75
+
+    def __init__(self, retry_after: int, limit: int) -> None:
+        self.retry_after = retry_after
+        super().__init__(f"more than {limit} requests a minute with this key; retry in {retry_after} s")

@@ -239,6 +239,24 @@ class WebSettings(BaseModel):
     )
 
 
+class ApiSettings(BaseModel):
+    """``[api]``: the REST API under ``/api/v1`` (keys: ``digest apikeys``)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    rate_per_minute: int = Field(
+        120,
+        ge=1,
+        description="Requests one API key may make per minute (counted in the database, so shared by every "
+        "web process); more get 429 with Retry-After.",
+    )
+    max_body_bytes: int = Field(
+        10_000_000,
+        ge=1024,
+        description="Largest request body the API accepts, in bytes (a batch of 500 articles with their text).",
+    )
+
+
 class DkimSettings(BaseModel):
     """``[dkim]``: DKIM signing of every message."""
 
@@ -362,6 +380,7 @@ class Settings(BaseSettings):
     delivery: DeliverySettings = Field(default_factory=DeliverySettings, description="The delivery engine.")
     web: WebSettings = Field(default_factory=WebSettings, description="The subscriber web app.")
     dkim: DkimSettings = Field(default_factory=DkimSettings, description="DKIM signing.")
+    api: ApiSettings = Field(default_factory=ApiSettings, description="The REST API.")
     digests: dict[str, DigestConfig] = Field(
         default_factory=lambda: {"daily": DigestConfig()}, description="The digests, by name."
     )

@@ -405,3 +405,29 @@ class DigestPause(SQLModel, table=True):
     reason: str = Field(default="", max_length=1000)
     edition_id: int | None = Field(default=None)
     paused_at: datetime = Field(sa_column=Column(UTCDateTime(), nullable=False))
+
+
+# ---------------------------------------------------------------- API keys
+
+
+class ApiKey(SQLModel, table=True):
+    """A bearer key of the REST API (``digest apikeys``).
+
+    Only the SHA-256 of the key is stored: the key itself is printed once, when it is
+    made. ``prefix`` (the key's public first part) finds the row; ``scopes`` is a
+    comma-separated list. ``rate_window``/``rate_count`` count the requests of the
+    current minute, shared by every web process on the same database.
+    """
+
+    __tablename__ = "api_key"
+
+    id: int | None = Field(default=None, primary_key=True)
+    name: str = Field(sa_column=Column(String(100), nullable=False, unique=True))
+    prefix: str = Field(sa_column=Column(String(32), nullable=False, unique=True))
+    key_hash: str = Field(sa_column=Column(String(64), nullable=False))
+    scopes: str = Field(default="", max_length=200)
+    created_at: datetime = Field(sa_column=Column(UTCDateTime(), nullable=False))
+    last_used_at: datetime | None = Field(default=None, sa_column=Column(UTCDateTime(), nullable=True))
+    revoked_at: datetime | None = Field(default=None, sa_column=Column(UTCDateTime(), nullable=True))
+    rate_window: int = Field(default=0)
+    rate_count: int = Field(default=0)

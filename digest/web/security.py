@@ -12,7 +12,7 @@
   ``nosniff`` and ``no-store`` caching (:class:`SecurityHeaders`).
 - Link scanners: a confirm or unsubscribe button pressed within ``web.link_protection``
   of the mail's sending is asked again (:class:`LinkGuard`).
-- Request bodies over 64 KiB are refused with 413 (:class:`BodyLimit`).
+- Request bodies over 64 KiB are refused with 413 (:class:`BodyLimit`); the API's over ``[api] max_body_bytes``.
 - The app refuses to start with a ``secret_key`` anyone could know (:func:`check_secret_key`).
 """
 
@@ -246,18 +246,24 @@ class SecurityHeaders:
 
 
 class BodyLimit:
-    """Refuse request bodies over ``limit`` bytes with 413 (forms here are tiny)."""
+    """Refuse request bodies over ``limit`` bytes with 413 (forms here are tiny).
 
-    def __init__(self, app: ASGIApp, limit: int = MAX_BODY) -> None:
+    ``larger``: other limits for paths under a prefix (the API's batches).
+    """
+
+    def __init__(self, app: ASGIApp, limit: int = MAX_BODY, larger: dict[str, int] | None = None) -> None:
         self.app = app
         self.limit = limit
+        self.larger = larger or {}
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
+        path = scope.get("path", "")
+        limit = next((n for prefix, n in self.larger.items() if path.startswith(prefix)), self.limit)
         length = dict(scope.get("headers") or []).get(b"content-length")
-        if length is not None and (not length.isdigit() or int(length) > self.limit):
+        if length is not None and (not length.isdigit() or int(length) > limit):
             await PlainTextResponse("Request body too large.", status_code=413)(scope, receive, send)
             return
         seen = 0
@@ -266,7 +272,7 @@ class BodyLimit:
             nonlocal seen
             message = await receive()
             seen += len(message.get("body", b""))
-            if seen > self.limit:
+            if seen > limit:
                 raise HTTPException(413)
             return message
 

@@ -27,7 +27,7 @@ from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import Response
-from starlette.routing import Route
+from starlette.routing import Mount, Route
 
 from digest.app.notices import BackgroundMailer
 from digest.compose.render import make_environment
@@ -35,6 +35,8 @@ from digest.core.clock import Clock, SystemClock
 from digest.core.errors import ConfigError, DigestError
 from digest.core.settings import Settings
 from digest.transport.smtp import SMTPTransport, Transport, smtp_config
+from digest.web.api import PREFIX as API_PREFIX
+from digest.web.api import make_api
 from digest.web.pages import WebApp
 from digest.web.security import BodyLimit, SecurityHeaders, check_secret_key
 
@@ -79,13 +81,15 @@ def make_app(
     # SMTP, so its timing cannot tell a known address from a new one.
     mailer = BackgroundMailer(settings, transport_factory or smtp_transport_factory(settings), signer=signer, env=env)
     web = WebApp(settings, engine, clock, mailer, env)
+    api = make_api(settings, engine, clock, mailer)
 
     app = Starlette(
-        routes=routes(web),
+        routes=[*routes(web), Mount(API_PREFIX, app=api)],
         exception_handlers={HTTPException: web.http_error, Exception: web.server_error},
     )
     app.state.web = web
-    app.add_middleware(BodyLimit)
+    # The API takes batches of articles; the pages' forms are tiny.
+    app.add_middleware(BodyLimit, larger={f"{API_PREFIX}/": settings.api.max_body_bytes})
     app.add_middleware(SecurityHeaders)  # added last: outermost, so it also sees BodyLimit's 413
     return app
 

@@ -13,6 +13,7 @@ import pytest
 
 from digest.core.errors import ConfigError
 from digest.core.settings import (
+    ApiSettings,
     DeliverySettings,
     DigestConfig,
     DkimSettings,
@@ -273,7 +274,7 @@ def documented_keys() -> set[str]:
     ("model", "name"),
     [
         (model, n)
-        for model in (Settings, DigestConfig, ServiceSettings, DeliverySettings, WebSettings, DkimSettings)
+        for model in (Settings, DigestConfig, ServiceSettings, DeliverySettings, WebSettings, DkimSettings, ApiSettings)
         for n in model.model_fields
     ],
     ids=lambda v: v if isinstance(v, str) else v.__name__,
@@ -324,7 +325,7 @@ def test_nested_section_is_read_from_its_table_and_the_environment(
     write_config: WriteConfig, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     path = write_config(
-        '[web]\nenabled = true\nport = 8100\n'
+        "[web]\nenabled = true\nport = 8100\n"
         '[dkim]\nselector = "s1"\ndomain = "example.com"\nprivate_key_file = "k.pem"\nfeedback_id = "d:x"\n'
     )
     monkeypatch.setenv("DIGEST_WEB__PORT", "8200")

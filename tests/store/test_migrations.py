@@ -28,3 +28,10 @@ def test_subscriber_table_matches_the_model(engine: Engine) -> None:
         diffs = compare_metadata(MigrationContext.configure(conn), SQLModel.metadata)
 
     assert [d for d in diffs if "'subscriber'" in repr(d) or "subscriber." in repr(d)] == []
+
+
+def test_api_key_table_matches_the_model(engine: Engine) -> None:
+    with engine.connect() as conn:
+        diffs = compare_metadata(MigrationContext.configure(conn), SQLModel.metadata)
+
+    assert [d for d in diffs if "api_key" in repr(d)] == []
