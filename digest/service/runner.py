@@ -15,6 +15,8 @@ job id             trigger                 what it does
                                            downtime, editions a dead leader left half done
 ``feeds``          every tick              (leader) poll the feeds that are due
 ``outbox``         every outbox_interval   (every process) send queued deliveries
+``webhooks``       every [webhooks]        (every process) POST the webhook events due
+                   interval                (claimed with a lease: each goes out once)
 =================  ======================  =============================================
 
 Stopping: the first SIGTERM or SIGINT stops the scheduler from starting jobs and
@@ -48,6 +50,7 @@ from sqlmodel import col
 
 from digest.app.jobs import JobSpec, job_specs
 from digest.app.planner import run_due
+from digest.app.webhooks import deliver_due as deliver_webhooks
 from digest.compose.dkim import Signer, signer_from_settings
 from digest.core.clock import Clock, SystemClock
 from digest.core.errors import JournalError
@@ -225,6 +228,12 @@ class Service:
                 workers=report.workers,
             )
 
+    def send_webhooks(self) -> None:
+        """POST the webhook events due (claimed with a lease, so several processes share them)."""
+        report = deliver_webhooks(self.engine, self.settings, self.clock, self.worker, should_stop=self.stopping.is_set)
+        if report.delivered or report.failed:
+            event(log, "webhooks.delivered", delivered=report.delivered, failed=report.failed)
+
     def _job_function(self, spec: JobSpec) -> Callable[[], None]:
         if spec.id == "leader":
             fn: Callable[[], None] = self.check_leader
@@ -234,7 +243,12 @@ class Service:
             def fn() -> None:
                 self.run_digest(name)
         else:
-            fn = {"slots": self.run_slots, "feeds": self.poll_feeds, "outbox": self.send}[spec.id]
+            fn = {
+                "slots": self.run_slots,
+                "feeds": self.poll_feeds,
+                "outbox": self.send,
+                "webhooks": self.send_webhooks,
+            }[spec.id]
         return lambda: self._run(spec.id, spec.leader_only, fn)
 
     # ------------------------------------------------------------ life cycle

@@ -19,6 +19,8 @@ from digest.core.settings import (
     ServiceSettings,
     Settings,
     WebSettings,
+    WebhooksSettings,
+    MetricsSettings,
     load_settings,
 )
 
@@ -273,7 +275,10 @@ def documented_keys() -> set[str]:
     ("model", "name"),
     [
         (model, n)
-        for model in (Settings, DigestConfig, ServiceSettings, DeliverySettings, WebSettings, DkimSettings)
+        for model in (
+            Settings, DigestConfig, ServiceSettings, DeliverySettings, WebSettings, DkimSettings,
+            WebhooksSettings, MetricsSettings,
+        )
         for n in model.model_fields
     ],
     ids=lambda v: v if isinstance(v, str) else v.__name__,
