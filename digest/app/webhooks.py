@@ -211,11 +211,18 @@ def deliver_due(
                 event(log, "webhook.failed", logging.WARNING, id=ev.webhook_id, event=ev.id, error=error)
                 if dropped:
                     report.dropped += 1
-                    event(log, "webhook.event_dropped", logging.ERROR, id=ev.webhook_id, event=ev.id, type=ev.event_type)
+                    event(
+                        log, "webhook.event_dropped", logging.ERROR, id=ev.webhook_id, event=ev.id, type=ev.event_type
+                    )
                 if disabled:
                     report.disabled.append(ev.webhook_id)
                     event(
-                        log, "webhook.disabled", logging.ERROR, id=ev.webhook_id, failures=cfg.disable_after, error=error
+                        log,
+                        "webhook.disabled",
+                        logging.ERROR,
+                        id=ev.webhook_id,
+                        failures=cfg.disable_after,
+                        error=error,
                     )
             # A failing endpoint's skipped events were pushed back with it: the next claim passes them by.
             store.release(engine, skipped)

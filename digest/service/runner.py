@@ -49,13 +49,14 @@ from sqlalchemy.engine import Engine
 from sqlmodel import col
 
 from digest.app.jobs import JobSpec, job_specs
+from digest.app.metrics import serve_metrics
 from digest.app.planner import run_due
 from digest.app.webhooks import deliver_due as deliver_webhooks
 from digest.compose.dkim import Signer, signer_from_settings
 from digest.core.clock import Clock, SystemClock
 from digest.core.errors import JournalError
 from digest.core.logs import event
-from digest.core.settings import Settings
+from digest.core.settings import Settings, setting_source
 from digest.ingest.feeds import poll_due
 from digest.outbox.drain import drain_outbox
 from digest.outbox.journal import worker_id
@@ -364,10 +365,15 @@ def serve(
     web = start_web(service) if start_web is not None else None
     if web is not None:
         event(log, "web.started", url=web.url)
+    metrics = serve_metrics(service.engine, service.settings, service.clock, setting_source("metrics.port"))
+    if metrics is not None:
+        event(log, "metrics.started", url=f"http://{service.settings.metrics.bind}:{metrics.server_port}/metrics")
     service.start()
     while not service.stopping.wait(1.0):
         pass
     finished = service.shutdown()
+    if metrics is not None:
+        metrics.shutdown()
     if web is not None:
         # After the scheduler: a subscriber's unsubscribe in flight still lands.
         web.stop()

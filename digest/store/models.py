@@ -463,9 +463,7 @@ class WebhookEvent(SQLModel, table=True):
     __table_args__ = (Index("ix_webhook_event_due", "webhook_id", "next_attempt_at"),)
 
     id: int | None = Field(default=None, primary_key=True)
-    webhook_id: int = Field(
-        sa_column=Column(Integer, ForeignKey("webhook.id", ondelete="CASCADE"), nullable=False)
-    )
+    webhook_id: int = Field(sa_column=Column(Integer, ForeignKey("webhook.id", ondelete="CASCADE"), nullable=False))
     event_type: str = Field(max_length=40)
     payload: str = Field(sa_column=Column(Text, nullable=False))
     attempts: int = Field(default=0)

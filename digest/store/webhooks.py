@@ -207,10 +207,7 @@ def remove_webhook(conn: Connection, hook_id: int) -> bool:
 def enable_webhook(conn: Connection, hook_id: int, now: datetime) -> bool:
     """Turn a disabled endpoint back on, its queued events due now; False when there is no such endpoint."""
     found = conn.execute(
-        update(W)
-        .where(W.c.id == hook_id)
-        .values(disabled_at=None, consecutive_failures=0)
-        .returning(W.c.id)
+        update(W).where(W.c.id == hook_id).values(disabled_at=None, consecutive_failures=0).returning(W.c.id)
     ).scalar_one_or_none()
     if found is None:
         return False
@@ -291,9 +288,7 @@ def delivered(engine: Engine, event: Claimed, now: datetime) -> None:
     """The endpoint accepted ``event``: drop it from the queue and note the endpoint healthy."""
     with engine.begin() as conn:
         conn.execute(delete(WE).where(WE.c.id == event.id))
-        conn.execute(
-            update(W).where(W.c.id == event.webhook_id).values(last_success_at=now, consecutive_failures=0)
-        )
+        conn.execute(update(W).where(W.c.id == event.webhook_id).values(last_success_at=now, consecutive_failures=0))
 
 
 def failed(

@@ -29,12 +29,14 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
+from digest.app.metrics import metrics_registry
 from digest.app.notices import BackgroundMailer
 from digest.compose.render import make_environment
 from digest.core.clock import Clock, SystemClock
 from digest.core.errors import ConfigError, DigestError
 from digest.core.settings import Settings
 from digest.transport.smtp import SMTPTransport, Transport, smtp_config
+from digest.web.metrics import MetricsEndpoint, RequestMetrics
 from digest.web.pages import WebApp
 from digest.web.security import BodyLimit, SecurityHeaders, check_secret_key
 
@@ -80,13 +82,16 @@ def make_app(
     mailer = BackgroundMailer(settings, transport_factory or smtp_transport_factory(settings), signer=signer, env=env)
     web = WebApp(settings, engine, clock, mailer, env)
 
+    endpoints = routes(web)
+    endpoints.append(Route("/metrics", MetricsEndpoint(metrics_registry(engine, clock)), methods=["GET"]))
     app = Starlette(
-        routes=routes(web),
+        routes=endpoints,
         exception_handlers={HTTPException: web.http_error, Exception: web.server_error},
     )
     app.state.web = web
     app.add_middleware(BodyLimit)
-    app.add_middleware(SecurityHeaders)  # added last: outermost, so it also sees BodyLimit's 413
+    app.add_middleware(SecurityHeaders)
+    app.add_middleware(RequestMetrics, routes=endpoints)  # added last: outermost, so it counts every answer
     return app
 
 

@@ -16,11 +16,11 @@ from digest.core.settings import (
     DeliverySettings,
     DigestConfig,
     DkimSettings,
+    MetricsSettings,
     ServiceSettings,
     Settings,
-    WebSettings,
     WebhooksSettings,
-    MetricsSettings,
+    WebSettings,
     load_settings,
 )
 

@@ -1,0 +1,65 @@
+"""``GET /metrics`` (Prometheus text) and the middleware that counts requests by route and status."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Sequence
+
+from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
+from starlette.concurrency import run_in_threadpool
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import BaseRoute, Match, Route
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from digest.core.metrics import WEB_REQUEST_SECONDS, WEB_REQUESTS
+
+
+class MetricsEndpoint:
+    """The registry's metrics in Prometheus text format; the store's queries run off the event loop."""
+
+    def __init__(self, registry: CollectorRegistry) -> None:
+        self.registry = registry
+
+    async def __call__(self, request: Request) -> Response:
+        body = await run_in_threadpool(generate_latest, self.registry)
+        return Response(body, media_type=CONTENT_TYPE_LATEST, headers={"Cache-Control": "no-store"})
+
+
+class RequestMetrics:
+    """Counts every HTTP request by route template (``/confirm/{token}``, never the token), method and status.
+
+    A path no route matches counts as ``other``: scanners probing random paths do
+    not create a time series each.
+    """
+
+    def __init__(self, app: ASGIApp, routes: Sequence[BaseRoute]) -> None:
+        self.app = app
+        self.routes = routes
+
+    def _route(self, scope: Scope) -> str:
+        for route in self.routes:
+            match, _ = route.matches(scope)
+            if match != Match.NONE and isinstance(route, Route):
+                return route.path
+        return "other"
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        route = self._route(scope)
+        status = 500
+        started = time.perf_counter()
+
+        async def sent(message: Message) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = message["status"]
+            await send(message)
+
+        try:
+            await self.app(scope, receive, sent)
+        finally:
+            WEB_REQUESTS.labels(route, scope.get("method", ""), str(status)).inc()
+            WEB_REQUEST_SECONDS.labels(route).observe(time.perf_counter() - started)
