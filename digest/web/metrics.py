@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import time
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 
-from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
+from prometheus_client import CollectorRegistry
+from prometheus_client.exposition import choose_encoder
 from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
 from starlette.responses import Response
@@ -15,15 +16,16 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from digest.core.metrics import WEB_REQUEST_SECONDS, WEB_REQUESTS
 
 
-class MetricsEndpoint:
-    """The registry's metrics in Prometheus text format; the store's queries run off the event loop."""
+def metrics_endpoint(registry: CollectorRegistry) -> Callable[[Request], Awaitable[Response]]:
+    """``GET /metrics``: the registry in Prometheus text format; the store's queries run off the event loop."""
 
-    def __init__(self, registry: CollectorRegistry) -> None:
-        self.registry = registry
+    async def metrics(request: Request) -> Response:
+        # The format the scraper asks for (Prometheus text or OpenMetrics), as prometheus_client's own server does.
+        encoder, content_type = choose_encoder(request.headers.get("accept", ""))
+        body = await run_in_threadpool(encoder, registry)
+        return Response(body, headers={"Content-Type": content_type, "Cache-Control": "no-store"})
 
-    async def __call__(self, request: Request) -> Response:
-        body = await run_in_threadpool(generate_latest, self.registry)
-        return Response(body, media_type=CONTENT_TYPE_LATEST, headers={"Cache-Control": "no-store"})
+    return metrics
 
 
 class RequestMetrics:

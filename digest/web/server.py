@@ -36,7 +36,7 @@ from digest.core.clock import Clock, SystemClock
 from digest.core.errors import ConfigError, DigestError
 from digest.core.settings import Settings
 from digest.transport.smtp import SMTPTransport, Transport, smtp_config
-from digest.web.metrics import MetricsEndpoint, RequestMetrics
+from digest.web.metrics import RequestMetrics, metrics_endpoint
 from digest.web.pages import WebApp
 from digest.web.security import BodyLimit, SecurityHeaders, check_secret_key
 
@@ -83,7 +83,7 @@ def make_app(
     web = WebApp(settings, engine, clock, mailer, env)
 
     endpoints = routes(web)
-    endpoints.append(Route("/metrics", MetricsEndpoint(metrics_registry(engine, clock)), methods=["GET"]))
+    endpoints.append(Route("/metrics", metrics_endpoint(metrics_registry(engine, clock)), methods=["GET"]))
     app = Starlette(
         routes=endpoints,
         exception_handlers={HTTPException: web.http_error, Exception: web.server_error},

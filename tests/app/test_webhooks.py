@@ -134,6 +134,7 @@ def test_a_redirect_is_a_failure_not_followed(
     assert list_webhooks(engine)[0].last_error == "HTTP 307 redirect (not followed)"
 
 
+@pytest.mark.parametrize("db_url", ["sqlite"], indirect=True)  # the queue on PostgreSQL: tests/store
 def test_a_real_send_of_250_posts_three_batches_and_edition_sent(
     engine: Engine, hooks_settings: Settings, now: FixedClock, receiver: Receiver, sink: SmtpSink
 ) -> None:
