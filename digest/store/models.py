@@ -290,6 +290,10 @@ Index(
 )
 
 
+# The send rate of /metrics counts what was sent in the last minutes: a range scan, not the whole table.
+Index("ix_delivery_sent_at", Delivery.__table__.c.sent_at)  # type: ignore[attr-defined]
+
+
 # ---------------------------------------------------------------- web (subscriber lifecycle)
 
 

@@ -1,4 +1,4 @@
-"""webhooks out: endpoints and their queue of events
+"""webhooks out: endpoints and their queue of events; an index for the send rate of /metrics
 
 Revision ID: 0012
 Revises: 0009
@@ -49,9 +49,12 @@ def upgrade() -> None:
         sa.PrimaryKeyConstraint("id"),
     )
     op.create_index("ix_webhook_event_due", "webhook_event", ["webhook_id", "next_attempt_at"])
+    # /metrics counts the messages sent in the last minutes.
+    op.create_index("ix_delivery_sent_at", "delivery", ["sent_at"])
 
 
 def downgrade() -> None:
+    op.drop_index("ix_delivery_sent_at", table_name="delivery")
     op.drop_index("ix_webhook_event_due", table_name="webhook_event")
     op.drop_table("webhook_event")
     op.drop_table("webhook")
