@@ -179,12 +179,14 @@ def deliver_due(
     cfg = settings.webhooks
     report = DeliverReport()
     own = client is None
-    client = client or httpx.Client(timeout=cfg.timeout, follow_redirects=False)
     try:
         while not should_stop():
             claimed = store.claim_due(engine, worker, clock.now(), cfg.lease, cfg.batch)
             if not claimed:
                 break
+            if client is None:
+                # Made only when there is something to send: a client costs a TLS context, and most passes are idle.
+                client = httpx.Client(timeout=cfg.timeout, follow_redirects=False)
             failing: set[int] = set()
             skipped: list[int] = []
             for ev in claimed:
@@ -227,6 +229,6 @@ def deliver_due(
             # A failing endpoint's skipped events were pushed back with it: the next claim passes them by.
             store.release(engine, skipped)
     finally:
-        if own:
+        if own and client is not None:
             client.close()
     return report

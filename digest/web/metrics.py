@@ -28,6 +28,10 @@ def metrics_endpoint(registry: CollectorRegistry) -> Callable[[Request], Awaitab
     return metrics
 
 
+# Any token is a valid HTTP method: the others are counted together, not as a time series each.
+METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
+
+
 class RequestMetrics:
     """Counts every HTTP request by route template (``/confirm/{token}``, never the token), method and status.
 
@@ -63,5 +67,6 @@ class RequestMetrics:
         try:
             await self.app(scope, receive, sent)
         finally:
-            WEB_REQUESTS.labels(route, scope.get("method", ""), str(status)).inc()
+            method = scope.get("method", "")
+            WEB_REQUESTS.labels(route, method if method in METHODS else "other", str(status)).inc()
             WEB_REQUEST_SECONDS.labels(route).observe(time.perf_counter() - started)
