@@ -263,6 +263,10 @@ def claim_due(engine: Engine, worker: str, now: datetime, lease: timedelta, limi
         .order_by(WE.c.id)
         .limit(limit)
     )
+    with engine.connect() as conn:
+        # Most passes find nothing: a read first, so an idle sender takes no write lock (SQLite has only one).
+        if conn.execute(inner.with_only_columns(WE.c.id).limit(1)).first() is None:
+            return []
     if engine.dialect.name == "postgresql":
         inner = inner.with_for_update(skip_locked=True)
     stmt = (
