@@ -459,8 +459,8 @@ class WebhookEvent(SQLModel, table=True):
     """One event queued for one endpoint: the transactional outbox of webhooks.
 
     Written in the transaction of the change it reports; deleted once the endpoint
-    answered 2xx. ``payload`` is the JSON body, fixed at creation, so every retry
-    POSTs the same bytes under the same ``webhook-id``.
+    answered 2xx. ``payload`` is the JSON body (for delivery events: the delivery ids,
+    expanded when POSTed); every retry goes under the same ``webhook-id``.
     """
 
     __tablename__ = "webhook_event"

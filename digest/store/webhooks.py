@@ -121,52 +121,63 @@ def delivery_events(conn: Connection, results: Sequence[Mapping[str, object]], n
     """Queue ``delivery.sent`` / ``delivery.failed`` for a recorded batch: one event per 100 deliveries.
 
     ``results`` are the ledger's result rows (``id`` and the columns set). Only final
-    outcomes are events: a temporary failure that will be retried is not.
+    outcomes are events: a temporary failure that will be retried is not. The event
+    holds the delivery ids only; the rows are read when it is POSTed
+    (:func:`expand`), so recording a batch stays one small insert more.
     """
-    by_type: dict[str, list[Mapping[str, object]]] = {}
+    by_type: dict[str, list[int]] = {}
     for r in results:
         if r.get("status") == DeliveryStatus.SENT:
-            by_type.setdefault(WebhookEventType.DELIVERY_SENT, []).append(r)
+            by_type.setdefault(WebhookEventType.DELIVERY_SENT, []).append(int(r["id"]))  # type: ignore[call-overload]
         elif r.get("status") == DeliveryStatus.FAILED_PERMANENT:
-            by_type.setdefault(WebhookEventType.DELIVERY_FAILED, []).append(r)
+            by_type.setdefault(WebhookEventType.DELIVERY_FAILED, []).append(int(r["id"]))  # type: ignore[call-overload]
     if not by_type:
         return
     hooks = listeners(conn, by_type)
-    if not hooks:
-        return
-    for event_type, rows in by_type.items():
-        if event_type not in hooks:
-            continue
-        ids = [int(r["id"]) for r in rows]  # type: ignore[call-overload]
-        who = {
-            d.id: d
-            for d in conn.execute(
-                select(D.c.id, D.c.edition_id, D.c.subscriber_id, S.c.email)
-                .join(S, S.c.id == D.c.subscriber_id, isouter=True)
-                .where(D.c.id.in_(ids))
-            )
-        }
-        items = []
-        for r in rows:
-            d = who.get(int(r["id"]))  # type: ignore[call-overload]
-            sent_at = r.get("sent_at")
-            items.append(
-                {
-                    "id": int(r["id"]),  # type: ignore[call-overload]
-                    "edition_id": d.edition_id if d else None,
-                    "subscriber_id": d.subscriber_id if d else None,
-                    "email": (d.email if d else None) or None,
-                    "status": r.get("status"),
-                    "attempts": r.get("attempts"),
-                    "message_id": r.get("message_id"),
-                    "response": r.get("last_response"),
-                    "sent_at": _iso(sent_at) if isinstance(sent_at, datetime) else None,
-                }
-            )
-        chunks = [
-            {"deliveries": items[i : i + DELIVERIES_PER_EVENT]} for i in range(0, len(items), DELIVERIES_PER_EVENT)
+    for event_type, ids in by_type.items():
+        if event_type in hooks:
+            chunks = [
+                {"delivery_ids": ids[i : i + DELIVERIES_PER_EVENT]} for i in range(0, len(ids), DELIVERIES_PER_EVENT)
+            ]
+            enqueue(conn, hooks[event_type], event_type, chunks, now)
+
+
+def expand(conn: Connection, payload: str) -> str:
+    """The body to POST for a stored event: a delivery event's ids become the deliveries' details.
+
+    A delivery deleted since (its subscriber erased) is left out: its address is not
+    sent anywhere after the erasure.
+    """
+    body = json.loads(payload)
+    ids = body.get("data", {}).get("delivery_ids")
+    if ids is None:
+        return payload
+    rows = conn.execute(
+        select(
+            D.c.id, D.c.edition_id, D.c.subscriber_id, S.c.email, D.c.status, D.c.attempts, D.c.message_id,
+            D.c.last_response, D.c.sent_at,
+        )
+        .join(S, S.c.id == D.c.subscriber_id)
+        .where(D.c.id.in_(ids))
+        .order_by(D.c.id)
+    )  # fmt: skip
+    body["data"] = {
+        "deliveries": [
+            {
+                "id": r.id,
+                "edition_id": r.edition_id,
+                "subscriber_id": r.subscriber_id,
+                "email": r.email,
+                "status": r.status,
+                "attempts": r.attempts,
+                "message_id": r.message_id,
+                "response": r.last_response,
+                "sent_at": _iso(r.sent_at),
+            }
+            for r in rows
         ]
-        enqueue(conn, hooks[event_type], event_type, chunks, now)
+    }
+    return json.dumps(body, separators=(",", ":"), ensure_ascii=False)
 
 
 # ---------------------------------------------------------------- endpoints
@@ -285,7 +296,10 @@ def claim_due(engine: Engine, worker: str, now: datetime, lease: timedelta, limi
             .where(WE.c.id.in_(ids))
             .order_by(WE.c.id)
         ).all()
-    return [Claimed(*r) for r in rows]
+        return [
+            Claimed(r.id, r.webhook_id, r.url, r.secret, r.event_type, expand(conn, r.payload), r.attempts)
+            for r in rows
+        ]
 
 
 def delivered(engine: Engine, event: Claimed, now: datetime) -> None:

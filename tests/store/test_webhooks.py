@@ -15,7 +15,7 @@ from digest.core.settings import Settings
 from digest.outbox.ledger import Bounce, finish_edition, record
 from digest.store.db import session_scope
 from digest.store.models import DeliveryStatus, Subscriber, WebhookEvent
-from digest.store.webhooks import add_webhook, claim_due, failed, health, remove_webhook
+from digest.store.webhooks import add_webhook, claim_due, expand, failed, health, remove_webhook
 from tests.conftest import NOW, STANDARD_DRAFTS, seed
 from tests.outbox.support import D, readers
 from tests.outbox.test_ledger import edition_of
@@ -47,10 +47,13 @@ def test_a_recorded_batch_of_250_sent_deliveries_queues_three_events(engine: Eng
 
     events = queued(engine)
     assert [(w, t) for w, t, _ in events] == [(listening, "delivery.sent")] * 3
-    sizes = [len(p["data"]["deliveries"]) for _, _, p in events]
-    assert sizes == [100, 100, 50]
-    first = events[0][2]["data"]["deliveries"][0]
+    assert [len(p["data"]["delivery_ids"]) for _, _, p in events] == [100, 100, 50]
+    with engine.connect() as conn:
+        body = json.loads(expand(conn, json.dumps(events[2][2])))
+    [first, *_] = body["data"]["deliveries"]
+    assert len(body["data"]["deliveries"]) == 50
     assert first["email"].endswith("@example.org") and first["edition_id"] == edition_id
+    assert (first["status"], first["message_id"]) == ("sent", f"<{first['id']}@x>")
 
 
 def test_unsubscribe_rolled_back_leaves_no_event(engine: Engine) -> None:
