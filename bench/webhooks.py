@@ -82,9 +82,8 @@ def main() -> None:
                 conn.execute(delete(WE))
                 conn.execute(delete(W))
                 if hooked:
-                    conn.execute(
-                        insert(W).values(url="http://127.0.0.1:9/", events=["delivery.sent"], secret="x", created_at=NOW)
-                    )
+                    hook = {"url": "http://127.0.0.1:9/", "events": ["delivery.sent"], "secret": "x", "created_at": NOW}
+                    conn.execute(insert(W).values(hook))
             started = time.perf_counter()
             for batch in batches:
                 record(engine, settings, batch, [], NOW)
