@@ -86,7 +86,6 @@ def find_article(engine: Engine, article_id: int) -> Article | None:
         return None if article is None or article.hidden else article
 
 
-
 @dataclass(frozen=True)
 class PastEdition:
     """One line of the archive's list: an edition that went out."""

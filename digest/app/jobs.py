@@ -57,5 +57,11 @@ def job_specs(settings: Settings) -> list[JobSpec]:
             False,
             f"send queued deliveries, every {svc.outbox_interval.total_seconds():g}s",
         ),
+        JobSpec(
+            "webhooks",
+            IntervalTrigger(seconds=settings.webhooks.interval.total_seconds(), timezone=UTC),
+            False,
+            f"POST due webhook events, every {settings.webhooks.interval.total_seconds():g}s",
+        ),
     ]
     return specs

@@ -46,6 +46,7 @@ from digest.store.subscribers import (
     validate_timezone,
 )
 from digest.store.suppressions import suppress, unsuppress
+from digest.store.webhooks import subscriber_event
 
 log = logging.getLogger(__name__)
 
@@ -109,8 +110,10 @@ def record_event(
     ref: str | None = None,
     detail: str = "",
 ) -> SubscriberEvent:
+    """Add one event to the subscriber's trail (and queue its webhook event, if it is one), in ``session``."""
     event = SubscriberEvent(**event_values(saved_id(sub), kind, now, source=source, ref=ref, detail=detail))
     session.add(event)
+    subscriber_event(session.connection(), kind, saved_id(sub), sub.email, now, source=source, ref=ref, detail=detail)
     return event
 
 

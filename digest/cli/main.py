@@ -32,6 +32,7 @@ from digest.cli import (  # noqa: F401
     suppressions,
     doctor,
     apikeys,
+    webhooks,
 )
 # isort: on
 

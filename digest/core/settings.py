@@ -257,6 +257,50 @@ class ApiSettings(BaseModel):
     )
 
 
+class WebhooksSettings(BaseModel):
+    """``[webhooks]``: events POSTed to the endpoints added with ``digest webhooks add``."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    interval: Duration = Field(
+        timedelta(seconds=5), description="How often every `digest serve` process POSTs the webhook events due."
+    )
+    timeout: float = Field(10.0, gt=0, description="Seconds one webhook POST may take in all (connect, send, answer).")
+    retry_base: Duration = Field(
+        timedelta(seconds=30), description="Wait before the first retry of a failed POST; it doubles each attempt."
+    )
+    retry_max: Duration = Field(timedelta(hours=1), description="Longest wait between two attempts of a POST.")
+    disable_after: int = Field(
+        20,
+        ge=1,
+        description="Failed POSTs in a row after which an endpoint is disabled (`digest webhooks enable ID` "
+        "turns it back on; its queued events are kept).",
+    )
+    max_attempts: int = Field(
+        50, ge=1, description="Attempts after which one event is dropped (logged), even if its endpoint works."
+    )
+    batch: int = Field(100, ge=1, description="Events claimed per pass of the webhook sender.")
+    lease: Duration = Field(
+        timedelta(minutes=2),
+        description="How long a process holds the events it claimed; another process may POST them after that.",
+    )
+
+
+class MetricsSettings(BaseModel):
+    """``[metrics]``: the Prometheus metrics."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    port: int | None = Field(
+        None,
+        ge=0,
+        le=65535,
+        description="Port on which `digest serve` serves its own /metrics (with the SMTP latency and breakers of "
+        "its sender); unset = none (the web app's /metrics has the store's metrics).",
+    )
+    bind: str = Field("127.0.0.1", description="Address the metrics port of `digest serve` listens on.")
+
+
 class DkimSettings(BaseModel):
     """``[dkim]``: DKIM signing of every message."""
 
@@ -381,6 +425,8 @@ class Settings(BaseSettings):
     web: WebSettings = Field(default_factory=WebSettings, description="The subscriber web app.")
     dkim: DkimSettings = Field(default_factory=DkimSettings, description="DKIM signing.")
     api: ApiSettings = Field(default_factory=ApiSettings, description="The REST API.")
+    webhooks: WebhooksSettings = Field(default_factory=WebhooksSettings, description="Webhooks out.")
+    metrics: MetricsSettings = Field(default_factory=MetricsSettings, description="Prometheus metrics.")
     digests: dict[str, DigestConfig] = Field(
         default_factory=lambda: {"daily": DigestConfig()}, description="The digests, by name."
     )

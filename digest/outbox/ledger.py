@@ -24,7 +24,7 @@ from typing import Any
 from sqlalchemy import and_, bindparam, func, insert, literal, or_, select, update
 from sqlalchemy import select as sa_select
 from sqlalchemy.dialects import postgresql, sqlite
-from sqlalchemy.engine import Engine
+from sqlalchemy.engine import Connection, Engine
 from sqlalchemy.sql.elements import ColumnElement
 from sqlmodel import Session, col
 
@@ -39,8 +39,11 @@ from digest.store.models import (
     EditionStatus,
     Subscriber,
     SubscriberStatus,
+    WebhookEventType,
 )
 from digest.store.suppressions import email_hash, suppressed_hashes
+from digest.store.webhooks import delivery_events, listeners
+from digest.store.webhooks import enqueue as enqueue_webhook_events
 
 D = Delivery.__table__  # type: ignore[attr-defined]
 S = Subscriber.__table__  # type: ignore[attr-defined]
@@ -200,6 +203,8 @@ def record(
     source ``smtp``), as a bounce report read later would be. ``deferred`` (4xx for
     that recipient) and ``accepted`` (subscriber ids whose copy the server took) keep
     the sunset rule's streak (:func:`digest.store.subscribers.count_soft_bounce`).
+    The ``delivery.sent``/``delivery.failed`` webhook events of the batch are queued
+    in the same transaction (one per 100 deliveries).
     """
     if not results and not bounced and not deferred:
         return
@@ -226,6 +231,7 @@ def record(
             count_soft_bounce(
                 conn, soft.subscriber_id, now, settings.sunset_soft_bounces, ref=soft.message_id, detail=soft.response
             )
+        delivery_events(conn, results, now)
 
 
 def editions_with_work(engine: Engine, only: Sequence[int] | None = None) -> list[int]:
@@ -391,5 +397,25 @@ def finish_edition(engine: Engine, edition_id: int, now: datetime) -> str:
             edition.status = EditionStatus.SENDING if pending else EditionStatus.SENT
             if not pending:
                 edition.sent_at = now
+                _edition_sent(session.connection(), edition, counts, now)
             session.add(edition)
         return edition.status
+
+
+def _edition_sent(conn: Connection, edition: Edition, counts: dict[str, int], now: datetime) -> None:
+    """Queue the ``edition.sent`` webhook event, in the transaction that marks the edition sent."""
+    hooks = listeners(conn, [WebhookEventType.EDITION_SENT]).get(WebhookEventType.EDITION_SENT)
+    if not hooks:
+        return
+    data = {
+        "edition": {
+            "id": edition.id,
+            "digest": edition.digest,
+            "slot": edition.slot,
+            "article_count": edition.article_count,
+            "built_at": edition.built_at.isoformat().replace("+00:00", "Z"),
+            "sent_at": now.isoformat().replace("+00:00", "Z"),
+            "deliveries": counts,
+        }
+    }
+    enqueue_webhook_events(conn, hooks, WebhookEventType.EDITION_SENT, [data], now)

@@ -15,6 +15,8 @@ job id             trigger                 what it does
                                            downtime, editions a dead leader left half done
 ``feeds``          every tick              (leader) poll the feeds that are due
 ``outbox``         every outbox_interval   (every process) send queued deliveries
+``webhooks``       every [webhooks]        (every process) POST the webhook events due
+                   interval                (claimed with a lease: each goes out once)
 =================  ======================  =============================================
 
 Stopping: the first SIGTERM or SIGINT stops the scheduler from starting jobs and
@@ -47,12 +49,14 @@ from sqlalchemy.engine import Engine
 from sqlmodel import col
 
 from digest.app.jobs import JobSpec, job_specs
+from digest.app.metrics import serve_metrics
 from digest.app.planner import run_due
+from digest.app.webhooks import deliver_due as deliver_webhooks
 from digest.compose.dkim import Signer, signer_from_settings
 from digest.core.clock import Clock, SystemClock
 from digest.core.errors import JournalError
 from digest.core.logs import event
-from digest.core.settings import Settings
+from digest.core.settings import Settings, setting_source
 from digest.ingest.feeds import poll_due
 from digest.outbox.drain import drain_outbox
 from digest.outbox.journal import worker_id
@@ -225,6 +229,12 @@ class Service:
                 workers=report.workers,
             )
 
+    def send_webhooks(self) -> None:
+        """POST the webhook events due (claimed with a lease, so several processes share them)."""
+        report = deliver_webhooks(self.engine, self.settings, self.clock, self.worker, should_stop=self.stopping.is_set)
+        if report.delivered or report.failed:
+            event(log, "webhooks.delivered", delivered=report.delivered, failed=report.failed)
+
     def _job_function(self, spec: JobSpec) -> Callable[[], None]:
         if spec.id == "leader":
             fn: Callable[[], None] = self.check_leader
@@ -234,7 +244,12 @@ class Service:
             def fn() -> None:
                 self.run_digest(name)
         else:
-            fn = {"slots": self.run_slots, "feeds": self.poll_feeds, "outbox": self.send}[spec.id]
+            fn = {
+                "slots": self.run_slots,
+                "feeds": self.poll_feeds,
+                "outbox": self.send,
+                "webhooks": self.send_webhooks,
+            }[spec.id]
         return lambda: self._run(spec.id, spec.leader_only, fn)
 
     # ------------------------------------------------------------ life cycle
@@ -350,10 +365,15 @@ def serve(
     web = start_web(service) if start_web is not None else None
     if web is not None:
         event(log, "web.started", url=web.url)
+    metrics = serve_metrics(service.engine, service.settings, service.clock, setting_source("metrics.port"))
+    if metrics is not None:
+        event(log, "metrics.started", url=f"http://{service.settings.metrics.bind}:{metrics.server_port}/metrics")
     service.start()
     while not service.stopping.wait(1.0):
         pass
     finished = service.shutdown()
+    if metrics is not None:
+        metrics.shutdown()
     if web is not None:
         # After the scheduler: a subscriber's unsubscribe in flight still lands.
         web.stop()

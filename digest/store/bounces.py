@@ -19,6 +19,7 @@ from digest.store.models import (
     event_values,
 )
 from digest.store.suppressions import suppress
+from digest.store.webhooks import subscriber_event
 
 log = logging.getLogger(__name__)
 
@@ -47,14 +48,15 @@ def count_permanent_bounce(
     subscriber deleted meanwhile is left alone (no event for a row that is gone).
     """
     subs = Subscriber.__table__  # type: ignore[attr-defined]
-    count = conn.execute(
+    found = conn.execute(
         update(subs)
         .where(subs.c.id == subscriber_id)
         .values(bounce_count=subs.c.bounce_count + 1, updated_at=now)
-        .returning(subs.c.bounce_count)
-    ).scalar_one_or_none()
-    if count is None:
+        .returning(subs.c.bounce_count, subs.c.email)
+    ).one_or_none()
+    if found is None:
         return False
+    count, email = found
     conn.execute(
         insert(SubscriberEvent.__table__).values(  # type: ignore[attr-defined]
             event_values(
@@ -69,6 +71,18 @@ def count_permanent_bounce(
         .values(status=SubscriberStatus.BOUNCED)
         .returning(subs.c.email)
     ).scalar_one_or_none()
+    subscriber_event(
+        conn,
+        SubscriberEventKind.BOUNCE_PERMANENT,
+        subscriber_id,
+        email,
+        now,
+        source=source,
+        ref=ref,
+        detail=detail[:1000],
+        bounce_count=count,
+        stopped=bounced is not None,
+    )
     if bounced is not None:
         suppress(conn, bounced, SuppressionReason.BOUNCED, source, now)
         log.info("subscriber %s bounced after %d permanent failures", subscriber_id, count)
@@ -121,6 +135,18 @@ def count_soft_bounce(
                 detail=f"{streak} deliveries in a row deferred; last: {detail}",
             )
         )
+    )
+    subscriber_event(
+        conn,
+        SubscriberEventKind.SUNSET,
+        subscriber_id,
+        stopped,
+        now,
+        source="smtp",
+        ref=ref,
+        detail=detail[:1000],
+        soft_bounce_streak=streak,
+        stopped=True,
     )
     log.warning("subscriber %s no longer mailed: %d deliveries in a row deferred", mask_email(stopped), streak)
     return True

@@ -290,6 +290,10 @@ Index(
 )
 
 
+# The send rate of /metrics counts what was sent in the last minutes: a range scan, not the whole table.
+Index("ix_delivery_sent_at", Delivery.__table__.c.sent_at)  # type: ignore[attr-defined]
+
+
 # ---------------------------------------------------------------- web (subscriber lifecycle)
 
 
@@ -431,3 +435,70 @@ class ApiKey(SQLModel, table=True):
     revoked_at: datetime | None = Field(default=None, sa_column=Column(UTCDateTime(), nullable=True))
     rate_window: int = Field(default=0)
     rate_count: int = Field(default=0)
+
+
+# ---------------------------------------------------------------- webhooks out
+
+
+class WebhookEventType(StrEnum):
+    """The events an endpoint can ask for (``digest webhooks add URL --events ...``)."""
+
+    DELIVERY_SENT = "delivery.sent"
+    DELIVERY_FAILED = "delivery.failed"
+    SUBSCRIBER_UNSUBSCRIBED = "subscriber.unsubscribed"
+    SUBSCRIBER_BOUNCED = "subscriber.bounced"
+    SUBSCRIBER_COMPLAINED = "subscriber.complained"
+    EDITION_SENT = "edition.sent"
+    ALL = nonmember(
+        (
+            DELIVERY_SENT,
+            DELIVERY_FAILED,
+            SUBSCRIBER_UNSUBSCRIBED,
+            SUBSCRIBER_BOUNCED,
+            SUBSCRIBER_COMPLAINED,
+            EDITION_SENT,
+        )
+    )
+
+
+class Webhook(SQLModel, table=True):
+    """An endpoint that receives signed POSTs of the events it asked for, and its health.
+
+    ``secret`` signs every POST (HMAC-SHA256); it is shown once, at ``webhooks add``.
+    A disabled endpoint (``disabled_at`` set) gets no new events; those already
+    queued wait for ``digest webhooks enable``.
+    """
+
+    id: int | None = Field(default=None, primary_key=True)
+    url: str = Field(sa_column=Column(String(2048), nullable=False))
+    events: list[str] = Field(default_factory=list, sa_column=Column(JSON, nullable=False, default=list))
+    secret: str = Field(sa_column=Column(String(200), nullable=False))
+    created_at: datetime = Field(sa_column=Column(UTCDateTime(), nullable=False))
+    consecutive_failures: int = Field(default=0)
+    last_success_at: datetime | None = Field(default=None, sa_column=Column(UTCDateTime(), nullable=True))
+    last_failure_at: datetime | None = Field(default=None, sa_column=Column(UTCDateTime(), nullable=True))
+    last_error: str | None = Field(default=None, sa_column=Column(Text, nullable=True))
+    disabled_at: datetime | None = Field(default=None, sa_column=Column(UTCDateTime(), nullable=True))
+
+
+class WebhookEvent(SQLModel, table=True):
+    """One event queued for one endpoint: the transactional outbox of webhooks.
+
+    Written in the transaction of the change it reports; deleted once the endpoint
+    answered 2xx. ``payload`` is the JSON body (for delivery events: the delivery ids,
+    expanded when POSTed); every retry goes under the same ``webhook-id``.
+    """
+
+    __tablename__ = "webhook_event"
+    __table_args__ = (Index("ix_webhook_event_due", "webhook_id", "next_attempt_at"),)
+
+    id: int | None = Field(default=None, primary_key=True)
+    webhook_id: int = Field(sa_column=Column(Integer, ForeignKey("webhook.id", ondelete="CASCADE"), nullable=False))
+    event_type: str = Field(max_length=40)
+    payload: str = Field(sa_column=Column(Text, nullable=False))
+    attempts: int = Field(default=0)
+    next_attempt_at: datetime = Field(sa_column=Column(UTCDateTime(), nullable=False))
+    claimed_by: str | None = Field(default=None, max_length=200)
+    lease_until: datetime | None = Field(default=None, sa_column=Column(UTCDateTime(), nullable=True))
+    last_error: str | None = Field(default=None, sa_column=Column(Text, nullable=True))
+    created_at: datetime = Field(sa_column=Column(UTCDateTime(), nullable=False))

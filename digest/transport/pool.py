@@ -25,6 +25,7 @@ from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
 from digest.core.errors import ConfigError, PermanentFailure, TemporaryFailure
+from digest.core.metrics import SMTP_SEND_SECONDS
 from digest.core.settings import Settings
 from digest.transport.smtp import SMTPConfig, SMTPTransport, Transport, smtp_config
 
@@ -245,6 +246,16 @@ def server_state(server: Server, settings: Settings, rate_share: float = 1.0) ->
         return _STATES[key]
 
 
+def breaker_states() -> dict[str, bool]:
+    """Each server's circuit breaker in this process: True while it pauses the server (for metrics)."""
+    with _STATES_LOCK:
+        states = list(_STATES.values())
+    found: dict[str, bool] = {}
+    for st in states:
+        found[st.server.name] = found.get(st.server.name, False) or st.breaker.is_open
+    return found
+
+
 class Dispatcher:
     """Lanes (one thread per persistent connection) taking jobs from one queue.
 
@@ -351,9 +362,11 @@ class Dispatcher:
             job.outcome = "released"
             job.done(job)
             return
+        started = time.monotonic()
         try:
             job.answer = job.send(transport)
         except TemporaryFailure as exc:
+            SMTP_SEND_SECONDS.labels(name, "temporary").observe(time.monotonic() - started)
             if exc.connection_level:
                 state.breaker.failure(str(exc))
             else:
@@ -364,6 +377,7 @@ class Dispatcher:
                 return
             job.outcome, job.error = "temporary", exc
         except PermanentFailure as exc:
+            SMTP_SEND_SECONDS.labels(name, "permanent").observe(time.monotonic() - started)
             state.breaker.success()
             job.outcome, job.error = "permanent", exc
         except Exception as exc:  # noqa: BLE001 - a bug in one message must not stop the lane
@@ -371,6 +385,7 @@ class Dispatcher:
             state.breaker.abandon()
             job.outcome, job.error = "temporary", TemporaryFailure(f"internal error: {type(exc).__name__}: {exc}", 0)
         else:
+            SMTP_SEND_SECONDS.labels(name, "sent").observe(time.monotonic() - started)
             state.breaker.success()
             job.outcome = "sent"
             self.on_sent(job)

@@ -27,8 +27,9 @@ from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import Response
-from starlette.routing import Mount, Route
+from starlette.routing import BaseRoute, Mount, Route
 
+from digest.app.metrics import metrics_registry
 from digest.app.notices import BackgroundMailer
 from digest.compose.render import make_environment
 from digest.core.clock import Clock, SystemClock
@@ -37,6 +38,7 @@ from digest.core.settings import Settings
 from digest.transport.smtp import SMTPTransport, Transport, smtp_config
 from digest.web.api import PREFIX as API_PREFIX
 from digest.web.api import make_api
+from digest.web.metrics import RequestMetrics, metrics_endpoint
 from digest.web.pages import WebApp
 from digest.web.security import BodyLimit, SecurityHeaders, check_secret_key
 
@@ -83,14 +85,18 @@ def make_app(
     web = WebApp(settings, engine, clock, mailer, env)
     api = make_api(settings, engine, clock, mailer)
 
+    endpoints: list[BaseRoute] = [*routes(web)]
+    endpoints.append(Route("/metrics", metrics_endpoint(metrics_registry(engine, clock)), methods=["GET"]))
+    endpoints.append(Mount(API_PREFIX, app=api))
     app = Starlette(
-        routes=[*routes(web), Mount(API_PREFIX, app=api)],
+        routes=endpoints,
         exception_handlers={HTTPException: web.http_error, Exception: web.server_error},
     )
     app.state.web = web
     # The API takes batches of articles; the pages' forms are tiny.
     app.add_middleware(BodyLimit, larger={f"{API_PREFIX}/": settings.api.max_body_bytes})
-    app.add_middleware(SecurityHeaders)  # added last: outermost, so it also sees BodyLimit's 413
+    app.add_middleware(SecurityHeaders)
+    app.add_middleware(RequestMetrics, routes=endpoints)  # added last: outermost, so it counts every answer
     return app
 
 

@@ -17,8 +17,10 @@ from digest.core.settings import (
     DeliverySettings,
     DigestConfig,
     DkimSettings,
+    MetricsSettings,
     ServiceSettings,
     Settings,
+    WebhooksSettings,
     WebSettings,
     load_settings,
 )
@@ -274,7 +276,10 @@ def documented_keys() -> set[str]:
     ("model", "name"),
     [
         (model, n)
-        for model in (Settings, DigestConfig, ServiceSettings, DeliverySettings, WebSettings, DkimSettings, ApiSettings)
+        for model in (
+            Settings, DigestConfig, ServiceSettings, DeliverySettings, WebSettings, DkimSettings,
+            ApiSettings, WebhooksSettings, MetricsSettings,
+        )
         for n in model.model_fields
     ],
     ids=lambda v: v if isinstance(v, str) else v.__name__,

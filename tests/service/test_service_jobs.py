@@ -24,13 +24,15 @@ def test_jobs_have_fixed_ids_and_every_trigger_an_explicit_timezone() -> None:
 
     specs = job_specs(settings)
 
-    assert [s.id for s in specs] == ["leader", "digest:morning", "digest:evening", "slots", "feeds", "outbox"]
+    assert [s.id for s in specs] == [
+        "leader", "digest:morning", "digest:evening", "slots", "feeds", "outbox", "webhooks",
+    ]  # fmt: skip
     assert [s.id for s in job_specs(settings)] == [s.id for s in specs]  # the same on every start
     crons = {s.id: s.trigger for s in specs if isinstance(s.trigger, CronTrigger)}
     assert crons["digest:morning"].timezone == ZoneInfo("Europe/Berlin")
     assert crons["digest:evening"].timezone == ZoneInfo("Pacific/Kiritimati")
     assert all(str(s.trigger.timezone) in ("UTC", "Europe/Berlin", "Pacific/Kiritimati") for s in specs)  # type: ignore[attr-defined]
-    assert {s.id for s in specs if not s.leader_only} == {"leader", "outbox"}
+    assert {s.id for s in specs if not s.leader_only} == {"leader", "outbox", "webhooks"}
 
 
 def test_sd_notify_tells_systemd_we_are_ready(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

@@ -35,3 +35,17 @@ def test_api_key_table_matches_the_model(engine: Engine) -> None:
         diffs = compare_metadata(MigrationContext.configure(conn), SQLModel.metadata)
 
     assert [d for d in diffs if "api_key" in repr(d)] == []
+
+
+def test_delivery_table_and_its_indexes_match_the_model(engine: Engine) -> None:
+    with engine.connect() as conn:
+        diffs = compare_metadata(MigrationContext.configure(conn), SQLModel.metadata)
+
+    assert [d for d in diffs if "delivery" in repr(d)] == []
+
+
+def test_webhook_tables_match_the_models(engine: Engine) -> None:
+    with engine.connect() as conn:
+        diffs = compare_metadata(MigrationContext.configure(conn), SQLModel.metadata)
+
+    assert [d for d in diffs if "webhook" in repr(d)] == []
