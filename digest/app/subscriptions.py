@@ -52,8 +52,9 @@ log = logging.getLogger(__name__)
 FREQUENCIES = ("daily", "weekly")
 WEEKDAYS = ("Monday", "Tuesday", "Wednesday", "Thursday", "Friday", "Saturday", "Sunday")
 
-CONFIRM_SUBJECT = "Confirm your subscription to {{ site.title }}"
-NOTICE_SUBJECT = "You're already subscribed to {{ site.title }}"
+# Subject templates, in the reader's language (the same messages as the notices' titles).
+CONFIRM_SUBJECT = '{{ _("Confirm your subscription to %(title)s", title=site.title) }}'
+NOTICE_SUBJECT = """{{ _("You're already subscribed to %(title)s", title=site.title) }}"""
 
 
 class Outcome(StrEnum):
@@ -82,6 +83,16 @@ def site_title(settings: Settings) -> str:
     if len(settings.digests) == 1:
         return next(iter(settings.digests.values())).title
     return "our newsletters"
+
+
+def site_language(settings: Settings) -> str:
+    """The language of pages and notices for a reader who chose none: the first digest's ``language``."""
+    return next(iter(settings.digests.values())).language
+
+
+def reader_language(settings: Settings, sub: Any) -> str:
+    """``sub``'s language: their ``locale``, else :func:`site_language`."""
+    return getattr(sub, "locale", None) or site_language(settings)
 
 
 def available_topics(settings: Settings) -> list[str]:
@@ -393,8 +404,3 @@ def unsubscribe_by_token(engine: Engine, settings: Settings, clock: Clock, token
         sub = subscriber_from_token(session, settings, "unsubscribe", token, now)
         unsubscribe(session, sub, now, source=source)
         return sub
-
-
-
-
-

@@ -66,6 +66,20 @@ def check_timezone(value: str) -> str:
     return value
 
 
+def check_locale(value: str) -> str:
+    """``value`` as a BCP 47 tag (``de``, ``pt-BR``) when Babel knows the locale, else ValueError.
+
+    ``de_DE`` and ``de-de`` are accepted and written ``de-DE``.
+    """
+    from babel import Locale, UnknownLocaleError
+
+    try:
+        loc = Locale.parse(value.strip().replace("-", "_"))
+    except (ValueError, TypeError, UnknownLocaleError):
+        raise ValueError(f"unknown locale {value!r} (use a language tag such as de, fr or pt-BR)") from None
+    return "-".join(p for p in (loc.language, loc.script, loc.territory) if p)
+
+
 Duration = Annotated[timedelta, BeforeValidator(parse_duration)]
 
 

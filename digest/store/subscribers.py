@@ -19,7 +19,7 @@ from sqlalchemy.engine import Connection
 from sqlmodel import Session, col, func, select
 
 from digest.core.errors import InputError, NotFoundError
-from digest.core.settings import check_timezone
+from digest.core.settings import check_locale, check_timezone
 from digest.core.text import mask_email, one_line, parse_hhmm
 from digest.store.models import (
     Article,
@@ -110,6 +110,16 @@ def validate_timezone(tz: str | None, where: str) -> str | None:
         raise InputError(where, str(exc)) from None
 
 
+def validate_locale(value: str | None, where: str) -> str | None:
+    """A subscriber's locale as a BCP 47 tag (``de``, ``pt-BR``); empty: None (the digest's language)."""
+    if not value or not value.strip():
+        return None
+    try:
+        return check_locale(value)
+    except ValueError as exc:
+        raise InputError(where, str(exc)) from None
+
+
 def validate_send_time(value: str | None, where: str) -> str | None:
     if not value:
         return None
@@ -148,6 +158,7 @@ def add_subscriber(
     topics_known: KnownTopics | None = None,
     allow_suppressed: bool = False,
     breaking: bool | None = None,
+    locale: str | None = None,
 ) -> tuple[Subscriber, bool]:
     """Add a subscriber (or, with ``update``, change an existing one).
 
@@ -157,7 +168,8 @@ def add_subscriber(
     ``topics_known``: the topics must name known sections (see :class:`KnownTopics`).
     ``frequency`` and ``weekday`` (0 = Monday) are stored as given, when given.
     ``breaking``: breaking stories outside the topics too (a new subscriber's default:
-    yes); None keeps an existing subscriber's choice.
+    yes); None keeps an existing subscriber's choice. ``locale``: their language (BCP 47, validated
+    here); None keeps an existing subscriber's and gives a new one the digest's language.
 
     An address on the suppression list is not made active (InputError) unless
     ``allow_suppressed``: the operator then vouches for a fresh confirmation, and the
@@ -175,6 +187,7 @@ def add_subscriber(
         "timezone": tz,
         "topics": wanted,
         "send_time": validate_send_time(send_time, where),
+        "locale": validate_locale(locale, where),
     }
     if frequency is not None:  # validated by the caller (digest.app.subscriptions.parse_frequency)
         values.update(frequency=frequency, weekday=weekday)
@@ -226,7 +239,7 @@ class CsvReport:
     problems: list[InputError] = field(default_factory=list)
 
 
-CSV_COLUMNS = ("email", "name", "timezone", "topics", "status", "send_time", "breaking")
+CSV_COLUMNS = ("email", "name", "timezone", "topics", "status", "send_time", "breaking", "locale")
 _YES = ("true", "yes", "1")
 _NO = ("false", "no", "0")
 
@@ -299,6 +312,7 @@ def import_csv(
                 topics_known=topics_known,
                 allow_suppressed=allow_suppressed,
                 breaking=breaking,
+                locale=row.get("locale") or None,
             )
         except InputError as exc:
             report.problems.append(exc)
@@ -380,9 +394,7 @@ def subscriber_data(conn: Connection, subscriber_id: int) -> dict[str, Any] | No
         .order_by(events.c.id)
     )
     delivery_rows = conn.execute(
-        select_(
-            editions.c.digest, editions.c.slot, deliveries.c.edition_id, deliveries.c.status, deliveries.c.sent_at
-        )
+        select_(editions.c.digest, editions.c.slot, deliveries.c.edition_id, deliveries.c.status, deliveries.c.sent_at)
         .join(editions, editions.c.id == deliveries.c.edition_id)
         .where(deliveries.c.subscriber_id == subscriber_id)
         .order_by(deliveries.c.id)

@@ -18,6 +18,7 @@ page needs JavaScript.
 
 from __future__ import annotations
 
+import json
 import logging
 import secrets
 from dataclasses import dataclass, field
@@ -35,8 +36,10 @@ from starlette.responses import HTMLResponse, JSONResponse, PlainTextResponse, R
 from digest.app import preferences as preferences_app
 from digest.app import subscriptions as lifecycle
 from digest.app.archive import Archive, find_article, past_editions
+from digest.app.feeds import Feed, archive_feed, digest_feeds
 from digest.app.notices import Mailer
-from digest.compose.render import render_template
+from digest.compose.i18n import available_locales, catalog_dirs, language_name, text_direction
+from digest.compose.render import builtin_templates_dir, for_locale, render_template
 from digest.core.clock import Clock
 from digest.core.errors import DeliveryError, InputError, TemplateError, TokenError
 from digest.core.settings import Settings
@@ -84,6 +87,9 @@ class WebApp:
             self.settings.secret_key.get_secret_value(), web.link_protection, web.csrf_max_age, self.clock
         )
         self.archive_copies = Archive(self.engine, self.settings, self.env)
+        # The preferences page's language picker: every language with a catalog, named in itself.
+        dirs = catalog_dirs(builtin_templates_dir(), self.settings.templates_dir)
+        self.locales = [(tag, language_name(tag)) for tag in available_locales(dirs)]
         parts = urlsplit(self.settings.base_url)
         self.origin = f"{parts.scheme}://{parts.netloc}"
 
@@ -97,17 +103,24 @@ class WebApp:
         csrf_nonce: str | None = None,
         new_cookie: bool = False,
         headers: dict[str, str] | None = None,
+        reader: Any = None,
         **context: Any,
     ) -> HTMLResponse:
-        """Render ``web/TEMPLATE`` with the common context and security headers."""
+        """Render ``web/TEMPLATE`` with the common context and security headers.
+
+        In ``reader``'s language (a subscriber: their locale), else the site's.
+        """
         nonce = secrets.token_urlsafe(12)
+        language = lifecycle.reader_language(self.settings, reader)
         ctx = {
+            "language": language,
+            "dir": text_direction(language),
             "site": {"title": lifecycle.site_title(self.settings), "base_url": self.settings.base_url},
             "postal_address": self.settings.postal_address,
             "script_nonce": nonce,
             **context,
         }
-        body = render_template(self.env, f"web/{template}", ctx)
+        body = render_template(for_locale(self.env, language), f"web/{template}", ctx)
         response = HTMLResponse(body, status_code=status, headers=headers)
         secure(response, APP_CSP.format(nonce=nonce, origin=self.origin))
         if csrf_nonce is not None and new_cookie:
@@ -177,7 +190,7 @@ class WebApp:
 
     def _confirmed(self, sub: Subscriber) -> HTMLResponse:
         prefs = lifecycle.make_link(self.settings, "preferences", sub, self.clock.now())
-        return self.page("confirmed.html", preferences_url=prefs, email=mask_email(sub.email))
+        return self.page("confirmed.html", reader=sub, preferences_url=prefs, email=mask_email(sub.email))
 
     async def confirm_page(self, request: Request) -> Response:
         """The confirmation link: a page with the button; confirming is the POST's."""
@@ -188,7 +201,7 @@ class WebApp:
             return self.bad_link()
         if found.done:
             return self._confirmed(found.subscriber)
-        return self.page("confirm.html", email=mask_email(found.subscriber.email))
+        return self.page("confirm.html", reader=found.subscriber, email=mask_email(found.subscriber.email))
 
     async def confirm(self, request: Request) -> Response:
         """The page's button; within ``link_protection`` of the mail, only its "confirm again" button acts."""
@@ -202,7 +215,10 @@ class WebApp:
         if not found.done and self.guard.too_soon(found.sent_at) and not self.guard.pressed_again(form, scope):
             log.info("subscriber %s: confirm pressed right after sending; asked again", found.subscriber.id)
             return self.page(
-                "confirm.html", email=mask_email(found.subscriber.email), again=self.guard.again_field(scope)
+                "confirm.html",
+                reader=found.subscriber,
+                email=mask_email(found.subscriber.email),
+                again=self.guard.again_field(scope),
             )
         try:
             sub = await run_in_threadpool(lifecycle.confirm_subscription, self.engine, self.settings, self.clock, token)
@@ -225,6 +241,7 @@ class WebApp:
             return self.bad_link()
         return self.page(
             "unsubscribe.html",
+            reader=sub,
             email=mask_email(sub.email),
             already=sub.status == SubscriberStatus.UNSUBSCRIBED,
         )
@@ -249,6 +266,7 @@ class WebApp:
                     log.info("subscriber %s: unsubscribe pressed right after a digest went out; asked again", owner.id)
                     return self.page(
                         "unsubscribe.html",
+                        reader=owner,
                         email=mask_email(owner.email),
                         already=owner.status == SubscriberStatus.UNSUBSCRIBED,
                         again=self.guard.again_field(scope),
@@ -264,7 +282,7 @@ class WebApp:
         except TokenError:
             return self.bad_link()
         prefs = lifecycle.make_link(self.settings, "preferences", sub, self.clock.now())
-        return self.page("unsubscribed.html", email=mask_email(sub.email), preferences_url=prefs)
+        return self.page("unsubscribed.html", reader=sub, email=mask_email(sub.email), preferences_url=prefs)
 
     # -------------------------------------------------------------- preferences
 
@@ -281,6 +299,7 @@ class WebApp:
         return self.page(
             "preferences.html",
             status,
+            reader=sub,
             csrf_nonce=nonce,
             new_cookie=new,
             csrf=self.csrf.field(nonce, f"preferences:{sub.id}"),
@@ -291,6 +310,7 @@ class WebApp:
             timezones=timezone_groups(),
             weekdays=list(enumerate(lifecycle.WEEKDAYS)),
             frequencies=lifecycle.FREQUENCIES,
+            locales=self.locales,
             unsubscribe_url=lifecycle.make_link(self.settings, "unsubscribe", sub, self.clock.now()),
             data_url=f"{own}/data",
             delete_url=f"{own}/delete",
@@ -363,6 +383,7 @@ class WebApp:
         nonce, new = self.csrf.nonce(request)
         return self.page(
             "delete.html",
+            reader=sub,
             csrf_nonce=nonce,
             new_cookie=new,
             csrf=self.csrf.field(nonce, f"erase:{sub.id}"),
@@ -407,7 +428,32 @@ class WebApp:
     async def archive_list(self, request: Request) -> Response:
         """The editions that went out, newest first, each linking to its copy (/archive/ID)."""
         editions = await run_in_threadpool(past_editions, self.engine, self.settings)
-        return self.page("archive.html", editions=editions)
+        return self.page("archive.html", editions=editions, feeds=digest_feeds(self.settings))
+
+    async def _feed(self, request: Request) -> Feed | None:
+        digest = request.path_params["digest"]
+        return await run_in_threadpool(archive_feed, self.engine, self.settings, digest, self.clock.now())
+
+    def _feed_response(self, body: bytes, media_type: str) -> Response:
+        response = Response(body, media_type=media_type)
+        secure(response, DEFAULT_CSP)
+        response.headers["Cache-Control"] = "public, max-age=300"
+        return response
+
+    async def archive_atom(self, request: Request) -> Response:
+        """The digest's archive as an Atom feed (one entry per edition that went out)."""
+        feed = await self._feed(request)
+        if feed is None:
+            return self.page("error.html", 404, title="No such digest", kind="missing")
+        return self._feed_response(feed.atom(), "application/atom+xml; charset=utf-8")
+
+    async def archive_json(self, request: Request) -> Response:
+        """The digest's archive as a JSON Feed 1.1."""
+        feed = await self._feed(request)
+        if feed is None:
+            return self.page("error.html", 404, title="No such digest", kind="missing")
+        body = json.dumps(feed.json_feed(), ensure_ascii=False, indent=1).encode("utf-8")
+        return self._feed_response(body, "application/feed+json; charset=utf-8")
 
     async def archive_by_id(self, request: Request) -> Response:
         edition_id = request.path_params["edition_id"]
