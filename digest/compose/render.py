@@ -25,6 +25,7 @@ from pathlib import Path
 from typing import Any
 
 import jinja2
+import markupsafe
 from babel.dates import get_day_names
 from babel.numbers import format_decimal
 
@@ -86,6 +87,9 @@ def make_environment(override_dir: str | Path | None = None, locale: str = "en")
     env.filters["longdate"] = lambda d: long_date(d, locale)
     env.filters["number"] = lambda n: format_decimal(n, locale=loc)
     env.filters["dayname"] = lambda i: get_day_names("wide", locale=loc)[int(i)]
+    # An address or a name inside a sentence of another direction: isolated, so the bidi
+    # algorithm cannot reorder "l***@example.org" around it.
+    env.filters["bdi"] = lambda s: markupsafe.Markup("<bdi>%s</bdi>") % s
     env.filters["wrap"] = wrap
     env.filters["columns"] = display_width
     # The direction of the templates' own words: the locale's when it has a catalog, else
@@ -112,7 +116,7 @@ def for_locale(env: jinja2.Environment, locale: str | None) -> jinja2.Environmen
     found = cache.get(locale)
     if found is None:
         found = make_environment(getattr(env, "override_dir", None), locale)
-        found.extend(locale_envs=cache)  # one cache for the family: any member finds every language
+        setattr(found, "locale_envs", cache)  # noqa: B010 - one cache for the family: any member finds every language
         cache[locale] = found
     return found
 
