@@ -44,8 +44,8 @@ def sent(engine: Engine, web_settings: Settings, sink: SmtpSink, clock: FixedClo
     }
 
 
-def open_html(browser: Any, html: str, width: int = 600) -> Any:
-    page = browser.new_page(viewport={"width": width, "height": 900})
+def open_html(chromium: Any, html: str, width: int = 600) -> Any:
+    page = chromium.new_page(viewport={"width": width, "height": 900})
     page.set_content(html, wait_until="load")
     return page
 
