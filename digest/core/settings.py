@@ -122,7 +122,8 @@ class DigestConfig(BaseModel):
     language: str = Field(
         "en",
         description="BCP 47 language tag of the edition (the email's lang; a right-to-left language such as ur "
-        "or ar also sets its direction). Each story carries its own language.",
+        "or ar also sets its direction), and the language of subscribers without a locale of their own. "
+        "Each story carries its own language.",
     )
     template: str = Field("daily", description="Template name: templates/email/NAME.html and NAME.txt.")
     subject: str = Field(
