@@ -29,6 +29,12 @@ LOCALE_DIR = "locale"
 RTL_LANGUAGES = frozenset({"ar", "arc", "ckb", "dv", "fa", "he", "ks", "ku", "ps", "sd", "syr", "ug", "ur", "yi"})
 
 
+def N_(message: str) -> str:
+    """Mark ``message`` for extraction (``make messages``) where it is written; it is
+    translated where it is shown (a template's ``_(title)``)."""
+    return message
+
+
 def text_direction(language: str) -> str:
     """``rtl`` for a BCP 47 tag of a right-to-left language, else ``ltr``."""
     primary = language.split("-")[0].split("_")[0].casefold()

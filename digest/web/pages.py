@@ -38,7 +38,7 @@ from digest.app import subscriptions as lifecycle
 from digest.app.archive import Archive, find_article, past_editions
 from digest.app.feeds import Feed, archive_feed, digest_feeds
 from digest.app.notices import Mailer
-from digest.compose.i18n import available_locales, catalog_dirs, language_name, text_direction
+from digest.compose.i18n import N_, available_locales, catalog_dirs, language_name, text_direction
 from digest.compose.render import builtin_templates_dir, for_locale, render_template
 from digest.core.clock import Clock
 from digest.core.errors import DeliveryError, InputError, TemplateError, TokenError
@@ -129,7 +129,7 @@ class WebApp:
 
     def bad_link(self) -> HTMLResponse:
         """The one answer to every bad token: nothing about why."""
-        return self.page("error.html", 400, title="This link doesn't work", kind="link")
+        return self.page("error.html", 400, title=N_("This link doesn't work"), kind="link")
 
     # -------------------------------------------------------------- subscribe
 
@@ -155,12 +155,12 @@ class WebApp:
         if retry_after:
             log.info("subscribe rate limit reached for a client")
             return self.page(
-                "error.html", 429, headers={"Retry-After": str(retry_after)}, title="Too many attempts", kind="rate"
+                "error.html", 429, headers={"Retry-After": str(retry_after)}, title=N_("Too many attempts"), kind="rate"
             )
         form = await request.form(max_files=0, max_fields=50)
         request_form = subscribe_form(form)
         if not self.csrf.valid(request, form, "subscribe"):
-            return self.page("error.html", 403, title="This form has expired", kind="csrf")
+            return self.page("error.html", 403, title=N_("This form has expired"), kind="csrf")
         if form.get(HONEYPOT_FIELD):
             # A bot: answer exactly as for a person, do nothing.
             log.info("subscribe honeypot filled; ignored")
@@ -171,9 +171,9 @@ class WebApp:
             )
         except InputError as exc:
             problem = (
-                "Please enter a valid email address."
+                N_("Please enter a valid email address.")
                 if exc.where == "email"
-                else "Please choose a timezone from the list."
+                else N_("Please choose a timezone from the list.")
             )
             values = {
                 "email": request_form.email,
@@ -185,7 +185,7 @@ class WebApp:
             return self.page("subscribe.html", 400, error=problem, error_field=exc.where, **ctx)
         except DeliveryError as exc:
             log.warning("confirmation email not sent: %s", exc)
-            return self.page("error.html", 503, title="We couldn't send the email", kind="mail")
+            return self.page("error.html", 503, title=N_("We couldn't send the email"), kind="mail")
         return self.page("check_inbox.html", email=request_form.email.strip())
 
     def _confirmed(self, sub: Subscriber) -> HTMLResponse:
@@ -255,7 +255,7 @@ class WebApp:
         form = await request.form(max_files=0, max_fields=20)
         one_click = form.get("List-Unsubscribe") == "One-Click"
         if not one_click and form.get("action") != "unsubscribe":
-            return self.page("error.html", 400, title="Nothing to do", kind="request")
+            return self.page("error.html", 400, title=N_("Nothing to do"), kind="request")
         try:
             if not one_click:
                 scope = f"unsubscribe:{token}"
@@ -345,7 +345,7 @@ class WebApp:
             return self.bad_link()
         form = await request.form(max_files=0, max_fields=60)
         if not self.csrf.valid(request, form, f"preferences:{sub.id}"):
-            return self.page("error.html", 403, title="This form has expired", kind="csrf")
+            return self.page("error.html", 403, title=N_("This form has expired"), kind="csrf")
         if form.get("action") == "resubscribe":
             sub = await run_in_threadpool(
                 preferences_app.resubscribe_by_token, self.engine, self.settings, self.clock, token
@@ -406,7 +406,7 @@ class WebApp:
             return await self._gone_or_bad_link(token)
         form = await request.form(max_files=0, max_fields=10)
         if not self.csrf.valid(request, form, f"erase:{sub.id}"):
-            return self.page("error.html", 403, title="This form has expired", kind="csrf")
+            return self.page("error.html", 403, title=N_("This form has expired"), kind="csrf")
         if form.get("confirm") != "erase":
             return self._delete_page(request, sub)
         try:
@@ -419,7 +419,7 @@ class WebApp:
 
     def _archive_response(self, html: str | None) -> Response:
         if html is None:
-            return self.page("error.html", 404, title="No such edition", kind="missing")
+            return self.page("error.html", 404, title=N_("No such edition"), kind="missing")
         response = HTMLResponse(html)
         secure(response, ARCHIVE_CSP)
         response.headers["Cache-Control"] = "public, max-age=300"
@@ -444,14 +444,14 @@ class WebApp:
         """The digest's archive as an Atom feed (one entry per edition that went out)."""
         feed = await self._feed(request)
         if feed is None:
-            return self.page("error.html", 404, title="No such digest", kind="missing")
+            return self.page("error.html", 404, title=N_("No such digest"), kind="missing")
         return self._feed_response(feed.atom(), "application/atom+xml; charset=utf-8")
 
     async def archive_json(self, request: Request) -> Response:
         """The digest's archive as a JSON Feed 1.1."""
         feed = await self._feed(request)
         if feed is None:
-            return self.page("error.html", 404, title="No such digest", kind="missing")
+            return self.page("error.html", 404, title=N_("No such digest"), kind="missing")
         body = json.dumps(feed.json_feed(), ensure_ascii=False, indent=1).encode("utf-8")
         return self._feed_response(body, "application/feed+json; charset=utf-8")
 
@@ -470,7 +470,7 @@ class WebApp:
         article_id = request.path_params["article_id"]
         article = None if article_id > MAX_ID else await run_in_threadpool(find_article, self.engine, article_id)
         if article is None:
-            return self.page("error.html", 404, title="No such story", kind="missing")
+            return self.page("error.html", 404, title=N_("No such story"), kind="missing")
         return self.page("article.html", article=article)
 
     # -------------------------------------------------------------- health
@@ -492,14 +492,18 @@ class WebApp:
     async def http_error(self, request: Request, exc: Exception) -> Response:
         # Starlette hands every handler a plain Exception; this one is registered for HTTPException.
         status = exc.status_code if isinstance(exc, HTTPException) else 500
-        kinds = {404: ("Page not found", "missing"), 405: ("Not allowed", "request"), 413: ("Too large", "request")}
-        title, kind = kinds.get(status, ("Something went wrong", "server"))
+        kinds = {
+            404: (N_("Page not found"), "missing"),
+            405: (N_("Not allowed"), "request"),
+            413: (N_("Too large"), "request"),
+        }
+        title, kind = kinds.get(status, (N_("Something went wrong"), "server"))
         return self.page("error.html", status, title=title, kind=kind)
 
     async def server_error(self, request: Request, exc: Exception) -> Response:
         log.error("web: %s on %s: %s", type(exc).__name__, request.url.path.split("/")[1], exc)
         try:
-            return self.page("error.html", 500, title="Something went wrong", kind="server")
+            return self.page("error.html", 500, title=N_("Something went wrong"), kind="server")
         except TemplateError:
             # Outside the middleware (Starlette answers a crash last): secure it here.
             response = PlainTextResponse("Something went wrong.", status_code=500)
