@@ -43,6 +43,7 @@ from digest.store.models import (
 from digest.store.subscribers import (
     find_subscriber,
     normalise_email,
+    validate_locale,
     validate_timezone,
 )
 from digest.store.suppressions import suppress, unsuppress
@@ -73,6 +74,9 @@ class SubscribeForm:
     name: str = ""
     topics: tuple[str, ...] = ()
     timezone: str | None = None
+    # The language the form was shown in, when not the site's (from the browser's
+    # Accept-Language): a new subscriber's locale.
+    locale: str | None = None
 
 
 # ---------------------------------------------------------------- small helpers
@@ -200,6 +204,7 @@ def _upsert_pending(
             status=SubscriberStatus.PENDING,
             timezone=tz,
             topics=topics,
+            locale=validate_locale(form.locale, "locale"),
             created_at=now,
             updated_at=now,
         )

@@ -101,6 +101,27 @@ def available_locales(dirs: tuple[Path, ...]) -> list[str]:
     return sorted(found)
 
 
+def negotiate(accept_language: str, available: list[str]) -> str | None:
+    """The best of ``available`` (BCP 47 tags) for an HTTP ``Accept-Language`` header, or None.
+
+    ``de-AT`` asks for ``de`` too (Babel's negotiation); ``q=0`` refuses a language.
+    """
+    ranked: list[tuple[float, int, str]] = []
+    for i, part in enumerate(accept_language.split(",")[:20]):
+        tag, _, params = part.strip().partition(";")
+        q = 1.0
+        if params.strip().startswith("q="):
+            try:
+                q = float(params.strip()[2:])
+            except ValueError:
+                continue
+        if tag and tag != "*" and q > 0:
+            ranked.append((-q, i, tag.strip()))
+    wanted = [tag for _, _, tag in sorted(ranked)]
+    found = Locale.negotiate(wanted, available, sep="-") if wanted else None
+    return None if found is None else "-".join(p for p in (found.language, found.script, found.territory) if p)
+
+
 def language_name(tag: str) -> str:
     """``tag``'s language named in itself (``Deutsch``, ``العربية``), for a language picker."""
     loc = babel_locale(tag)

@@ -21,7 +21,7 @@ from __future__ import annotations
 import json
 import logging
 import secrets
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -38,7 +38,7 @@ from digest.app import subscriptions as lifecycle
 from digest.app.archive import Archive, find_article, past_editions
 from digest.app.feeds import Feed, archive_feed, digest_feeds
 from digest.app.notices import Mailer
-from digest.compose.i18n import N_, available_locales, catalog_dirs, language_name, text_direction
+from digest.compose.i18n import N_, available_locales, catalog_dirs, language_name, negotiate, text_direction
 from digest.compose.render import builtin_templates_dir, for_locale, render_template
 from digest.core.clock import Clock
 from digest.core.errors import DeliveryError, InputError, TemplateError, TokenError
@@ -104,14 +104,15 @@ class WebApp:
         new_cookie: bool = False,
         headers: dict[str, str] | None = None,
         reader: Any = None,
+        language: str | None = None,
         **context: Any,
     ) -> HTMLResponse:
         """Render ``web/TEMPLATE`` with the common context and security headers.
 
-        In ``reader``'s language (a subscriber: their locale), else the site's.
+        In ``language``, else ``reader``'s (a subscriber: their locale), else the site's.
         """
         nonce = secrets.token_urlsafe(12)
-        language = lifecycle.reader_language(self.settings, reader)
+        language = language or lifecycle.reader_language(self.settings, reader)
         ctx = {
             "language": language,
             "dir": text_direction(language),
@@ -126,6 +127,12 @@ class WebApp:
         if csrf_nonce is not None and new_cookie:
             self.csrf.set_cookie(response, csrf_nonce)
         return response
+
+    def browser_language(self, request: Request) -> str | None:
+        """The language the browser asks for (Accept-Language) among those with a catalog,
+        when it is not the site's own; None: the site's."""
+        found = negotiate(request.headers.get("accept-language", ""), [tag for tag, _ in self.locales])
+        return None if found == lifecycle.site_language(self.settings) else found
 
     def bad_link(self) -> HTMLResponse:
         """The one answer to every bad token: nothing about why."""
@@ -147,7 +154,7 @@ class WebApp:
         }
 
     async def home(self, request: Request) -> Response:
-        return self.page("subscribe.html", **self._subscribe_context(request))
+        return self.page("subscribe.html", language=self.browser_language(request), **self._subscribe_context(request))
 
     async def subscribe(self, request: Request) -> Response:
         client = request.client.host if request.client else "unknown"
@@ -158,13 +165,14 @@ class WebApp:
                 "error.html", 429, headers={"Retry-After": str(retry_after)}, title=N_("Too many attempts"), kind="rate"
             )
         form = await request.form(max_files=0, max_fields=50)
-        request_form = subscribe_form(form)
+        language = self.browser_language(request)
+        request_form = replace(subscribe_form(form), locale=language)
         if not self.csrf.valid(request, form, "subscribe"):
-            return self.page("error.html", 403, title=N_("This form has expired"), kind="csrf")
+            return self.page("error.html", 403, language=language, title=N_("This form has expired"), kind="csrf")
         if form.get(HONEYPOT_FIELD):
             # A bot: answer exactly as for a person, do nothing.
             log.info("subscribe honeypot filled; ignored")
-            return self.page("check_inbox.html", email=request_form.email.strip())
+            return self.page("check_inbox.html", language=language, email=request_form.email.strip())
         try:
             await run_in_threadpool(
                 lifecycle.request_subscription, self.engine, self.settings, self.clock, request_form, self.mailer
@@ -182,11 +190,11 @@ class WebApp:
                 "timezone": request_form.timezone,
             }
             ctx = self._subscribe_context(request, values)
-            return self.page("subscribe.html", 400, error=problem, error_field=exc.where, **ctx)
+            return self.page("subscribe.html", 400, language=language, error=problem, error_field=exc.where, **ctx)
         except DeliveryError as exc:
             log.warning("confirmation email not sent: %s", exc)
-            return self.page("error.html", 503, title=N_("We couldn't send the email"), kind="mail")
-        return self.page("check_inbox.html", email=request_form.email.strip())
+            return self.page("error.html", 503, language=language, title=N_("We couldn't send the email"), kind="mail")
+        return self.page("check_inbox.html", language=language, email=request_form.email.strip())
 
     def _confirmed(self, sub: Subscriber) -> HTMLResponse:
         prefs = lifecycle.make_link(self.settings, "preferences", sub, self.clock.now())

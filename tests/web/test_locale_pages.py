@@ -6,9 +6,10 @@ import httpx
 from sqlalchemy.engine import Engine
 
 from digest.app.subscriptions import CONFIRM_SUBJECT
+from digest.transport.sink import SmtpSink
 from digest.web import WebServer
 from tests.conftest import NOW
-from tests.web.helpers import csrf_of, parsed
+from tests.web.helpers import csrf_of, parsed, subscribe
 from tests.web.test_web import active, subscriber, token
 
 
@@ -66,3 +67,27 @@ def test_the_confirmation_mail_speaks_the_readers_language(server: WebServer, en
     text = msg.get_body(("plain",)).get_content()  # type: ignore[union-attr]
     assert '<html lang="es" dir="ltr"' in html and "Sí, suscribirme" in html
     assert "Hola, Eva:" in text and "El enlace es válido durante" in text
+
+
+def test_a_german_browser_subscribes_in_german(client: httpx.Client, engine: Engine, sink: SmtpSink) -> None:
+    client.headers["Accept-Language"] = "de-AT,de;q=0.9,en;q=0.5"
+    form = client.get("/")
+    assert '<html lang="de" dir="ltr">' in form.text and "Abonnieren" in form.text
+
+    answer = subscribe(client, "jonas@example.org")
+
+    assert answer.status_code == 200 and "Sehen Sie in Ihr Postfach" in answer.text
+    assert subscriber(engine, "jonas@example.org").locale == "de"  # type: ignore[union-attr]
+    [mail] = sink.messages
+    assert parsed(mail.data)["Subject"] == "Bestätigen Sie Ihr Abonnement von The Briefing"
+
+
+def test_a_browser_asking_for_the_site_language_or_an_unknown_one_stores_no_locale(
+    client: httpx.Client, engine: Engine
+) -> None:
+    client.headers["Accept-Language"] = "tlh, en-GB;q=0.8"
+    assert '<html lang="en" dir="ltr">' in client.get("/").text
+
+    subscribe(client, "kim@example.org")
+
+    assert subscriber(engine, "kim@example.org").locale is None  # type: ignore[union-attr]
