@@ -45,7 +45,9 @@ def empty_database(backend: str, directory: Path) -> Iterator[str]:
         yield f"sqlite:///{directory / 'digest.db'}"
         return
     if not PG_URL:
-        pytest.skip("PostgreSQL tests need DIGEST_TEST_DATABASE_URL (e.g. postgresql+psycopg://postgres@127.0.0.1/test)")
+        pytest.skip(
+            "PostgreSQL tests need DIGEST_TEST_DATABASE_URL (e.g. postgresql+psycopg://postgres@127.0.0.1/test)"
+        )
     schema = f"t_{secrets.token_hex(6)}"
     admin = create_engine(PG_URL, isolation_level="AUTOCOMMIT")
     with admin.connect() as conn:

@@ -16,10 +16,11 @@ from typing import TYPE_CHECKING, Any
 
 import jinja2
 
-from digest.app.subscriptions import site_title
+from digest.app.subscriptions import reader_language, site_title
+from digest.compose.i18n import text_direction
 from digest.compose.inline import inline_css
 from digest.compose.recipients import recipient_for
-from digest.compose.render import Markers, make_environment, render_variant
+from digest.compose.render import Markers, for_locale, make_environment, render_variant
 from digest.compose.variants import prepared_message
 from digest.core.settings import Settings
 from digest.core.text import mask_email
@@ -59,7 +60,10 @@ class Mailer:
     def context(self, sub: Subscriber, markers: Markers, **extra: Any) -> dict[str, Any]:
         """The render context of a notice (documented in docs/web.md)."""
         s = self.settings
+        language = reader_language(s, sub)
         ctx: dict[str, Any] = {
+            "language": language,
+            "dir": text_direction(language),
             "site": {"title": site_title(s), "base_url": s.base_url},
             "digests": [{"name": n, "title": c.title} for n, c in s.digests.items()],
             "topics": list(sub.topics),
@@ -76,7 +80,8 @@ class Mailer:
     def build(self, sub: Subscriber, template: str, subject: str, now: datetime, **extra: Any) -> tuple[str, bytes]:
         """``(envelope_from, message bytes)`` of notice ``template`` for ``sub``."""
         markers = Markers.new()
-        rendered = render_variant(self.env, template, subject, self.context(sub, markers, **extra), markers)
+        env = for_locale(self.env, reader_language(self.settings, sub))
+        rendered = render_variant(env, template, subject, self.context(sub, markers, **extra), markers)
         name, cfg = next(iter(self.settings.digests.items()))
         prepared = prepared_message(
             self.settings, name, cfg, rendered, self.inline, digest=template, slot="notice", reply_to=None

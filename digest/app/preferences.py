@@ -30,6 +30,7 @@ from digest.store.models import (
 from digest.store.subscribers import (
     erase_subscriber,
     subscriber_data,
+    validate_locale,
     validate_send_time,
     validate_timezone,
 )
@@ -49,6 +50,8 @@ class Preferences:
     weekday: int | None = None
     # Breaking stories outside ``topics`` too; None: leave the stored choice as it is.
     breaking: bool | None = True
+    # BCP 47 tag of their language; None: the digest's.
+    locale: str | None = None
 
 
 def subscriber_for_preferences(engine: Engine, settings: Settings, clock: Clock, token: str) -> Subscriber:
@@ -99,6 +102,7 @@ def current_preferences(sub: Subscriber) -> Preferences:
         frequency=sub.frequency if sub.frequency in FREQUENCIES else "daily",
         weekday=sub.weekday,
         breaking=sub.breaking,
+        locale=sub.locale,
     )
 
 
@@ -111,6 +115,7 @@ def parse_preferences(
     frequency: str | None,
     weekday: str | None,
     breaking: bool | None = None,
+    locale: str | None = None,
 ) -> Preferences:
     """Validate raw form values; InputError names the offending field.
 
@@ -130,6 +135,7 @@ def parse_preferences(
         frequency=freq,
         weekday=day,
         breaking=breaking,
+        locale=validate_locale(locale, "locale"),
     )
 
 
@@ -162,6 +168,7 @@ def update_preferences(engine: Engine, settings: Settings, clock: Clock, token: 
         sub.weekday = prefs.weekday
         if prefs.breaking is not None:
             sub.breaking = prefs.breaking
+        sub.locale = prefs.locale
         sub.updated_at = now
         session.add(sub)
         record_event(session, sub, SubscriberEventKind.PREFERENCES, now, source="web")

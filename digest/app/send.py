@@ -288,7 +288,7 @@ def send_test(
     for email in emails:
         sub = find_subscriber(session, email)
         recipient = recipient_for(settings, sub) if sub else test_recipient(settings, email)
-        prepared = variants.for_topics(sub.topics, sub.breaking) if sub else variants.for_topics(())
+        prepared = variants.for_topics(sub.topics, sub.breaking, sub.locale) if sub else variants.for_topics(())
         if prepared is None:
             report.skipped += 1
             continue

@@ -43,6 +43,7 @@ from digest.store.models import (
 from digest.store.subscribers import (
     find_subscriber,
     normalise_email,
+    validate_locale,
     validate_timezone,
 )
 from digest.store.suppressions import suppress, unsuppress
@@ -53,8 +54,9 @@ log = logging.getLogger(__name__)
 FREQUENCIES = ("daily", "weekly")
 WEEKDAYS = ("Monday", "Tuesday", "Wednesday", "Thursday", "Friday", "Saturday", "Sunday")
 
-CONFIRM_SUBJECT = "Confirm your subscription to {{ site.title }}"
-NOTICE_SUBJECT = "You're already subscribed to {{ site.title }}"
+# Subject templates, in the reader's language (the same messages as the notices' titles).
+CONFIRM_SUBJECT = '{{ _("Confirm your subscription to %(title)s", title=site.title) }}'
+NOTICE_SUBJECT = """{{ _("You're already subscribed to %(title)s", title=site.title) }}"""
 
 
 class Outcome(StrEnum):
@@ -73,6 +75,9 @@ class SubscribeForm:
     name: str = ""
     topics: tuple[str, ...] = ()
     timezone: str | None = None
+    # The language the form was shown in, when not the site's (from the browser's
+    # Accept-Language): a new subscriber's locale.
+    locale: str | None = None
 
 
 # ---------------------------------------------------------------- small helpers
@@ -83,6 +88,16 @@ def site_title(settings: Settings) -> str:
     if len(settings.digests) == 1:
         return next(iter(settings.digests.values())).title
     return "our newsletters"
+
+
+def site_language(settings: Settings) -> str:
+    """The language of pages and notices for a reader who chose none: the first digest's ``language``."""
+    return next(iter(settings.digests.values())).language
+
+
+def reader_language(settings: Settings, sub: Any) -> str:
+    """``sub``'s language: their ``locale``, else :func:`site_language`."""
+    return getattr(sub, "locale", None) or site_language(settings)
 
 
 def available_topics(settings: Settings) -> list[str]:
@@ -192,6 +207,7 @@ def _upsert_pending(
             status=SubscriberStatus.PENDING,
             timezone=tz,
             topics=topics,
+            locale=validate_locale(form.locale, "locale"),
             created_at=now,
             updated_at=now,
         )

@@ -63,13 +63,24 @@ def subscribers_add(
             "--breaking/--no-breaking", help="Breaking stories outside --topics too (--no-breaking: only the topics)."
         ),
     ] = True,
+    locale: Annotated[
+        str | None,
+        typer.Option("--locale", help="Their language, a BCP 47 tag such as de, fr or pt-BR (default: the digest's)."),
+    ] = None,
 ) -> None:
     """Add an active subscriber (a suppressed address is refused without --allow-suppressed)."""
     from digest.app.preferences import parse_frequency
     from digest.store.db import session_scope
-    from digest.store.subscribers import add_subscriber, parse_topics, validate_send_time, validate_timezone
+    from digest.store.subscribers import (
+        add_subscriber,
+        parse_topics,
+        validate_locale,
+        validate_send_time,
+        validate_timezone,
+    )
 
     validate_timezone(timezone, "--timezone")  # named as the option, not as the address
+    tag = validate_locale(locale, "--locale")
     st = state(ctx)
     at = validate_send_time(send_time, "--send-time")
     if day is not None and (frequency or "weekly").strip().lower() != "weekly":
@@ -90,6 +101,7 @@ def subscribers_add(
             weekday=weekday,
             allow_suppressed=allow_suppressed,
             breaking=breaking,
+            locale=tag,
         )
         out.print(f"added {escape(sub.email)}")
 
@@ -134,9 +146,10 @@ def subscribers_import(
         bool, typer.Option("--allow-suppressed", help="Import suppressed addresses too (you hold fresh consent).")
     ] = False,
 ) -> None:
-    """Import subscribers from CSV (columns: email, name, timezone, topics, status, send_time, breaking).
+    """Import subscribers from CSV (columns: email, name, timezone, topics, status, send_time, breaking, locale).
 
     ``breaking`` (true/false, default true): breaking stories outside the topics too.
+    ``locale``: their language (de, fr, pt-BR ...); empty = the digest's.
 
     A suppressed address (unsubscribed, complained, bounced) is a rejected row unless
     --allow-suppressed.

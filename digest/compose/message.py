@@ -20,7 +20,7 @@ from datetime import datetime
 from email.header import Header
 from email.utils import format_datetime, formataddr, parseaddr
 
-from digest.compose.render import PERSONAL_FIELDS, Rendered
+from digest.compose.render import GREETINGS, PERSONAL_FIELDS, Rendered
 from digest.core.errors import ConfigError
 from digest.core.text import one_line
 
@@ -41,13 +41,14 @@ class Recipient:
     # return path; empty for non-subscribers or with VERP off.
     bounce_tag: str = ""
 
-    def greeting(self) -> str:
+    def greeting(self, greetings: tuple[str, str] = GREETINGS) -> str:
+        """``greetings`` (with a first name, without) in the copy's language, filled for this reader."""
         first = self.name.split()[0] if self.name.split() else ""
-        return f"Hi {first}," if first else "Hello,"
+        return greetings[0] % {"name": first} if first else greetings[1]
 
-    def values(self) -> dict[str, str]:
+    def values(self, greetings: tuple[str, str] = GREETINGS) -> dict[str, str]:
         return {
-            "greeting": self.greeting(),
+            "greeting": self.greeting(greetings),
             "name": self.name,
             "email": self.email,
             "unsubscribe_url": self.unsubscribe_url,
@@ -192,6 +193,7 @@ class PreparedMessage:
         self.subject = rendered.subject
         self.html = inlined_html
         self.text = rendered.text
+        self.greetings = rendered.greetings
         markers = {f: rendered.markers.marker(f) for f in PERSONAL_FIELDS}
         self._html = _Filler(inlined_html, markers, escape=True)
         self._text = _Filler(rendered.text, markers, escape=False)
@@ -219,7 +221,7 @@ class PreparedMessage:
 
     def filled_html(self, recipient: Recipient) -> str:
         """The HTML part as ``recipient`` sees it (for checks and previews)."""
-        return self._html.fill(recipient.values())
+        return self._html.fill(recipient.values(self.greetings))
 
     def message_id(self, recipient: Recipient) -> str:
         return message_id(self.digest, self.slot, recipient.subscriber_id, self.domain)
@@ -238,7 +240,7 @@ class PreparedMessage:
 
     def fill(self, recipient: Recipient, date: datetime, msgid: str | None = None) -> bytes:
         """The complete RFC 5322 message for ``recipient`` (CRLF line endings)."""
-        values = recipient.values()
+        values = recipient.values(self.greetings)
         msgid = msgid or self.message_id(recipient)
         unsub = f"<{recipient.unsubscribe_url}>,\r\n <{recipient.unsubscribe_mailto}>"
         return b"".join(

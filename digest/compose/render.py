@@ -12,6 +12,8 @@ and content variant, however many subscribers there are.
 
 from __future__ import annotations
 
+import functools
+import gettext
 import secrets
 import sys
 import traceback
@@ -23,7 +25,11 @@ from pathlib import Path
 from typing import Any
 
 import jinja2
+import markupsafe
+from babel.dates import get_day_names
+from babel.numbers import format_decimal
 
+from digest.compose.i18n import babel_locale, catalog_dirs, catalog_path, long_date, text_direction, translations
 from digest.core.errors import TemplateError
 from digest.core.text import one_line
 from digest.edition.select import DigestView, Story
@@ -42,8 +48,6 @@ MIN_IMAGE_HEIGHT = 50
 # shorter edition is its own overview).
 OVERVIEW_COUNT = 5
 OVERVIEW_MIN = 4
-# Primary language subtags written right to left.
-RTL_LANGUAGES = frozenset({"ar", "arc", "ckb", "dv", "fa", "he", "ks", "ku", "ps", "sd", "syr", "ug", "ur", "yi"})
 
 
 def builtin_templates_dir() -> Path:
@@ -54,8 +58,13 @@ def builtin_templates_dir() -> Path:
     return Path(__file__).resolve().parents[2] / "templates"
 
 
-def make_environment(override_dir: str | Path | None = None) -> jinja2.Environment:
-    """The one Jinja environment: the override directory is searched before the built-ins."""
+def make_environment(override_dir: str | Path | None = None, locale: str = "en") -> jinja2.Environment:
+    """The one Jinja environment: the override directory is searched before the built-ins.
+
+    ``locale`` (a BCP 47 tag) is the language of the templates' own strings (gettext,
+    ``jinja2.ext.i18n``), dates and numbers; :func:`for_locale` gives the environment
+    of another language, made once and kept.
+    """
     loaders: list[jinja2.BaseLoader] = []
     if override_dir:
         loaders.append(jinja2.FileSystemLoader(str(override_dir)))
@@ -67,13 +76,55 @@ def make_environment(override_dir: str | Path | None = None) -> jinja2.Environme
         trim_blocks=True,
         lstrip_blocks=True,
         keep_trailing_newline=True,
+        extensions=["jinja2.ext.i18n"],
     )
-    env.filters["longdate"] = lambda d: f"{d:%A}, {d.day} {d:%B %Y}"
+    # Whitespace inside {% trans %} collapses: the catalogs hold one-line messages.
+    env.policies["ext.i18n.trimmed"] = True
+    dirs = catalog_dirs(builtin_templates_dir(), override_dir)
+    trans = translations(dirs, locale)
+    env.install_gettext_translations(trans, newstyle=True)  # type: ignore[attr-defined]
+    loc = babel_locale(locale)
+    env.filters["longdate"] = lambda d: long_date(d, locale)
+    env.filters["number"] = lambda n: format_decimal(n, locale=loc)
+    env.filters["dayname"] = lambda i: get_day_names("wide", locale=loc)[int(i)]
+    # An address or a name inside a sentence of another direction: isolated, so the bidi
+    # algorithm cannot reorder "l***@example.org" around it.
+    env.filters["bdi"] = lambda s: markupsafe.Markup("<bdi>%s</bdi>") % s
     env.filters["wrap"] = wrap
     env.filters["columns"] = display_width
+    # The direction of the templates' own words: the locale's when it has a catalog, else
+    # that of the English they fall back to (an Urdu edition without one keeps "Top story" ltr).
+    env.globals["ui_dir"] = text_direction(locale) if catalog_path(dirs, locale) else "ltr"
     env.globals["story_image"] = story_image
-    env.globals["story_meta"] = story_meta
+    env.globals["story_meta"] = functools.partial(story_meta, translations=trans)
+    env.extend(
+        locale_tag=locale,
+        override_dir=override_dir,
+        translations=trans,
+        locale_envs={locale: env},
+    )
     return env
+
+
+def for_locale(env: jinja2.Environment, locale: str | None) -> jinja2.Environment:
+    """``env`` in language ``locale`` (None: ``env``'s own); each language's environment is made once."""
+    if not locale or locale == getattr(env, "locale_tag", None):
+        return env
+    cache: dict[str, jinja2.Environment] | None = getattr(env, "locale_envs", None)
+    if cache is None:  # an environment not made by make_environment: no languages to offer
+        return env
+    found = cache.get(locale)
+    if found is None:
+        found = make_environment(getattr(env, "override_dir", None), locale)
+        setattr(found, "locale_envs", cache)  # noqa: B010 - one cache for the family: any member finds every language
+        cache[locale] = found
+    return found
+
+
+def env_translations(env: jinja2.Environment) -> gettext.NullTranslations:
+    """The gettext translations ``env`` renders with (the templates' English when it has none)."""
+    trans = getattr(env, "translations", None)
+    return trans if isinstance(trans, gettext.NullTranslations) else gettext.NullTranslations()
 
 
 def _char_width(ch: str) -> int:
@@ -163,18 +214,20 @@ def story_image(story: Story, hero: bool = False) -> Image | None:
     return Image(story.image_url, alt, width, height, slot == HERO_WIDTH)
 
 
-def story_meta(story: Story, author: bool = False, topic: bool = False) -> list[str]:
-    """The parts of a story's meta line that are known (no separators left dangling)."""
-    parts = [story.category if topic else "", story.source, f"By {story.author}" if author and story.author else ""]
+def story_meta(
+    story: Story, author: bool = False, topic: bool = False, translations: gettext.NullTranslations | None = None
+) -> list[str]:
+    """The parts of a story's meta line that are known (no separators left dangling).
+
+    ``translations``: the reader's language (templates get it bound, see make_environment).
+    """
+    t = translations or gettext.NullTranslations()
+    by = t.gettext("By %(author)s") % {"author": story.author} if author and story.author else ""
+    parts = [story.category if topic else "", story.source, by]
     if story.reading_minutes:
-        parts.append(f"{story.reading_minutes} min read")
+        n = story.reading_minutes
+        parts.append(t.ngettext("%(num)d min read", "%(num)d min read", n) % {"num": n})
     return [p for p in parts if p]
-
-
-def text_direction(language: str) -> str:
-    """``rtl`` for a BCP 47 tag of a right-to-left language, else ``ltr``."""
-    primary = language.split("-")[0].split("_")[0].casefold()
-    return "rtl" if primary in RTL_LANGUAGES else "ltr"
 
 
 @dataclass(frozen=True)
@@ -199,12 +252,24 @@ class Markers:
         return {name: self.marker(name) for name in PERSONAL_FIELDS}
 
 
+# The personal greeting, filled per recipient: with their first name, and without.
+GREETINGS = ("Hi %(name)s,", "Hello,")
+
+
 @dataclass(frozen=True)
 class Rendered:
     subject: str
     html: str
     text: str
     markers: Markers
+    # GREETINGS in the language of this render.
+    greetings: tuple[str, str] = GREETINGS
+
+
+def greetings(env: jinja2.Environment) -> tuple[str, str]:
+    """GREETINGS in ``env``'s language."""
+    t = env_translations(env)
+    return (t.gettext("Hi %(name)s,"), t.gettext("Hello,"))
 
 
 def render_template(env: jinja2.Environment, name: str, context: dict[str, Any]) -> str:
@@ -259,13 +324,22 @@ def build_context(
     stories = ([view.top_story] if view.top_story else []) + [s for sec in view.sections for s in sec.stories]
     preheader = " · ".join(s.title for s in stories[:3])
     return {
-        "digest": {"name": digest_name, "title": digest_title},
+        "digest": {
+            "name": digest_name,
+            "title": digest_title,
+            # The archive as feeds (docs/web.md): linked from the web copy.
+            "atom_url": f"{base_url}/archive/{digest_name}.atom",
+            "json_url": f"{base_url}/archive/{digest_name}.json",
+        },
         "edition": {
             "date": edition_date,
             "slot": slot,
             "archive_url": f"{base_url}/archive/{digest_name}/{slot}",
             "language": language,
             "dir": text_direction(language),
+            # The line's start and end sides (text-align): mirrored right to left.
+            "start": "right" if text_direction(language) == "rtl" else "left",
+            "end": "left" if text_direction(language) == "rtl" else "right",
         },
         "top_story": view.top_story,
         "sections": view.sections,
@@ -290,4 +364,4 @@ def render_variant(
     html = render_template(env, f"email/{template}.html", context)
     text = render_template(env, f"email/{template}.txt", context)
     subject = render_subject(env, subject_template, context)
-    return Rendered(subject=subject, html=html, text=text, markers=markers)
+    return Rendered(subject=subject, html=html, text=text, markers=markers, greetings=greetings(env))

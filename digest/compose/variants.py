@@ -1,8 +1,9 @@
 """Content variants of an edition: rendered, inlined and made into MIME once each.
 
 Subscribers with the same topics (and the same choice about breaking stories outside
-them) share a variant; a million subscribers share a handful. Per recipient only the
-personal fields are filled in (compose/message).
+them) and the same language share a variant: one render per (topics, locale), a
+million subscribers share a handful. Per recipient only the personal fields are
+filled in (compose/message).
 """
 
 from __future__ import annotations
@@ -16,7 +17,15 @@ import jinja2
 
 from digest.compose.inline import inline_css
 from digest.compose.message import PreparedMessage, address_domain, feedback_id
-from digest.compose.render import Markers, Rendered, build_context, make_environment, render_variant
+from digest.compose.render import (
+    Markers,
+    Rendered,
+    build_context,
+    for_locale,
+    greetings,
+    make_environment,
+    render_variant,
+)
 from digest.core.settings import DigestConfig, Settings
 from digest.edition.select import DigestView, EditionContent, edition_date
 
@@ -33,34 +42,40 @@ class Variants:
     content: EditionContent
     env: jinja2.Environment
     inline: Callable[[str], str] = inline_css
-    _cache: dict[tuple[str, ...], PreparedMessage | None] = field(default_factory=dict)
+    _cache: dict[tuple[tuple[str, ...], str], PreparedMessage | None] = field(default_factory=dict)
     _keys: dict[tuple[tuple[str, ...], bool], tuple[str, ...]] = field(default_factory=dict)
 
-    def for_topics(self, topics: Iterable[str], breaking: bool = True) -> PreparedMessage | None:
-        """The prepared message for subscribers with ``topics``; None when it would be empty.
+    def for_topics(
+        self, topics: Iterable[str], breaking: bool = True, locale: str | None = None
+    ) -> PreparedMessage | None:
+        """The prepared message for subscribers with ``topics`` reading ``locale``; None when it would be empty.
 
         ``breaking=False``: the subscriber opted out of breaking stories outside their topics.
+        ``locale`` (a BCP 47 tag): the subscriber's language; None: the digest's ``language``.
         """
         asked = (tuple(topics), breaking)
         key = self._keys.get(asked)
         if key is None:  # a million subscribers share a handful of topic lists
             key = self._keys[asked] = self.content.variant_key(*asked)
-        if key not in self._cache:
-            self._cache[key] = self._prepare(key)
-        return self._cache[key]
+        variant = (key, locale or self.cfg.language)
+        if variant not in self._cache:
+            self._cache[variant] = self._prepare(*variant)
+        return self._cache[variant]
 
-    def _prepare(self, key: tuple[str, ...]) -> PreparedMessage | None:
+    def _prepare(self, key: tuple[str, ...], locale: str) -> PreparedMessage | None:
         view = self.content.view(key)
         if view.is_empty and not self.cfg.send_empty:
             return None
         markers = Markers.new()
-        rendered = render_variant(self.env, self.cfg.template, self.cfg.subject, self._context(view, markers), markers)
+        env = for_locale(self.env, locale)
+        context = self._context(view, markers, locale)
+        rendered = render_variant(env, self.cfg.template, self.cfg.subject, context, markers)
         return prepared_message(
             self.settings, self.name, self.cfg, rendered, self.inline,
             digest=self.name, slot=self.slot, reply_to=self.cfg.reply_to,
         )  # fmt: skip
 
-    def _context(self, view: DigestView, markers: Markers) -> dict[str, Any]:
+    def _context(self, view: DigestView, markers: Markers, locale: str) -> dict[str, Any]:
         return build_context(
             digest_name=self.name,
             digest_title=self.cfg.title,
@@ -70,19 +85,23 @@ class Variants:
             base_url=self.settings.base_url,
             postal_address=self.settings.postal_address,
             markers=markers,
-            language=self.cfg.language,
+            language=locale,
         )
 
     def web_copy(self) -> str:
-        """The public "view in browser" page of the full edition: inlined HTML with no personal data."""
+        """The public "view in browser" page of the full edition: inlined HTML with no personal data.
+
+        In the digest's language; it links the digest's Atom and JSON feeds.
+        """
         markers = Markers.new()
-        context = self._context(self.content.view(()), markers)
+        context = self._context(self.content.view(()), markers, self.cfg.language)
         context["web_copy"] = True  # templates hide the personal footer and "View in browser"
-        rendered = render_variant(self.env, self.cfg.template, self.cfg.subject, context, markers)
+        env = for_locale(self.env, self.cfg.language)
+        rendered = render_variant(env, self.cfg.template, self.cfg.subject, context, markers)
         html = self.inline(rendered.html)
         # Templates that ignore web_copy still get neutral values, never a reader's.
         base = self.settings.base_url
-        neutral = {"greeting": "Hello,", "name": "", "email": "you", "unsubscribe_url": f"{base}/",
+        neutral = {"greeting": greetings(env)[1], "name": "", "email": "you", "unsubscribe_url": f"{base}/",
                    "preferences_url": f"{base}/"}  # fmt: skip
         for name, value in neutral.items():
             html = html.replace(markers.marker(name), value)

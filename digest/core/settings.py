@@ -66,6 +66,20 @@ def check_timezone(value: str) -> str:
     return value
 
 
+def check_locale(value: str) -> str:
+    """``value`` as a BCP 47 tag (``de``, ``pt-BR``) when Babel knows the locale, else ValueError.
+
+    ``de_DE`` and ``de-de`` are accepted and written ``de-DE``.
+    """
+    from babel import Locale, UnknownLocaleError
+
+    try:
+        loc = Locale.parse(value.strip().replace("-", "_"))
+    except (ValueError, TypeError, UnknownLocaleError):
+        raise ValueError(f"unknown locale {value!r} (use a language tag such as de, fr or pt-BR)") from None
+    return "-".join(p for p in (loc.language, loc.script, loc.territory) if p)
+
+
 Duration = Annotated[timedelta, BeforeValidator(parse_duration)]
 
 
@@ -108,7 +122,8 @@ class DigestConfig(BaseModel):
     language: str = Field(
         "en",
         description="BCP 47 language tag of the edition (the email's lang; a right-to-left language such as ur "
-        "or ar also sets its direction). Each story carries its own language.",
+        "or ar also sets its direction), and the language of subscribers without a locale of their own. "
+        "Each story carries its own language.",
     )
     template: str = Field("daily", description="Template name: templates/email/NAME.html and NAME.txt.")
     subject: str = Field(

@@ -72,6 +72,8 @@ class Claimed:
     suppressed: bool = False
     # Breaking stories outside ``topics`` too (False: the subscriber opted out).
     breaking: bool = True
+    # Their language (BCP 47); None: the digest's.
+    locale: str | None = None
 
 
 def _due(now: datetime) -> Any:
@@ -114,9 +116,9 @@ def claim_batch(
         subs = {
             r.id: r
             for r in conn.execute(
-                select(S.c.id, S.c.email, S.c.email_key, S.c.name, S.c.status, S.c.topics, S.c.breaking).where(
-                    S.c.id.in_({r.subscriber_id for r in rows})
-                )
+                select(
+                    S.c.id, S.c.email, S.c.email_key, S.c.name, S.c.status, S.c.topics, S.c.breaking, S.c.locale
+                ).where(S.c.id.in_({r.subscriber_id for r in rows}))
             )
         }
         held = suppressed_hashes(conn, [s.email_key for s in subs.values()])
@@ -137,6 +139,7 @@ def claim_batch(
                 topics=list(s.topics or []) if s else [],
                 suppressed=s is not None and email_hash(s.email_key) in held,
                 breaking=bool(s.breaking) if s else True,
+                locale=s.locale if s else None,
             )
         )
     return out

@@ -235,7 +235,7 @@ class Sender:
                 self.report.released += 1
                 continue
             self._variants_seen.add(row.edition_id)
-            prepared = variants.for_topics(row.topics, row.breaking)
+            prepared = variants.for_topics(row.topics, row.breaking, row.locale)
             if prepared is None:
                 result.update(status=DeliveryStatus.SKIPPED, last_response="nothing new in the subscriber's topics")
                 self.report.skipped += 1

@@ -154,6 +154,8 @@ class Subscriber(SQLModel, table=True):
     topics: list[str] = Field(default_factory=list, sa_column=Column(JSON, nullable=False, default=list))
     # Breaking stories outside ``topics`` too (the default); False: only their topics.
     breaking: bool = Field(default=True)
+    # BCP 47 tag of the language their copies and pages are in; None: the digest's ``language``.
+    locale: str | None = Field(default=None, max_length=35)
     send_time: str | None = Field(default=None, max_length=5)
     frequency: str = Field(default="daily", max_length=10)
     weekday: int | None = Field(default=None)

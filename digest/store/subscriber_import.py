@@ -40,16 +40,16 @@ log = logging.getLogger(__name__)
 
 S = Subscriber.__table__  # type: ignore[attr-defined]
 
-CSV_COLUMNS = ("email", "name", "timezone", "topics", "status", "send_time", "breaking")
+CSV_COLUMNS = ("email", "name", "timezone", "topics", "status", "send_time", "breaking", "locale")
 _YES = ("true", "yes", "1")
 _NO = ("false", "no", "0")
 # Rows validated, then written, together: large enough that a statement's overhead
 # is spread thin, small enough for one IN (...) list and a few MB of memory.
 CHUNK_ROWS = 5000
 # The columns an import sets on an existing subscriber.
-_UPDATED = ("name", "timezone", "topics", "send_time", "breaking", "status", "updated_at")
+_UPDATED = ("name", "timezone", "topics", "send_time", "locale", "breaking", "status", "updated_at")
 _INSERTED = (
-    "email", "email_key", "name", "status", "timezone", "topics", "breaking", "send_time", "frequency",
+    "email", "email_key", "name", "status", "timezone", "topics", "breaking", "send_time", "locale", "frequency",
     "bounce_count", "soft_bounce_streak", "created_at", "updated_at",
 )  # fmt: skip
 
@@ -126,7 +126,7 @@ def import_csv(
             if len(row) != width:
                 row = (row + [""] * width)[:width]
             row.append("")
-            email, name, timezone, topics, status, send_time, breaking = cells(row)
+            email, name, timezone, topics, status, send_time, breaking, locale = cells(row)
             where = f"{source}:{start}"
             try:
                 yes = _yes_no(breaking, where, "breaking") if breaking else None
@@ -137,6 +137,7 @@ def import_csv(
                     topics=topics or None,
                     status=status.strip().lower() or None,
                     send_time=send_time or None,
+                    locale=locale or None,
                     where=where,
                 )
             except InputError as exc:
@@ -261,7 +262,7 @@ class _ChunkWriter:
             _INSERTED,
             (
                 (v["email"], key, v["name"], v["status"], v["timezone"], v["topics"], v["breaking"],
-                 v["send_time"], "daily", 0, 0, now, now)
+                 v["send_time"], v["locale"], "daily", 0, 0, now, now)
                 for key, v in new.items()
             ),
         )  # fmt: skip

@@ -20,7 +20,7 @@ from sqlalchemy.engine import Connection
 from sqlmodel import Session, col, func, select
 
 from digest.core.errors import InputError, NotFoundError
-from digest.core.settings import check_timezone
+from digest.core.settings import check_locale, check_timezone
 from digest.core.text import mask_email, one_line, parse_hhmm
 from digest.store.models import (
     Article,
@@ -168,6 +168,16 @@ def validate_timezone(tz: str | None, where: str) -> str | None:
         raise InputError(where, str(exc)) from None
 
 
+def validate_locale(value: str | None, where: str) -> str | None:
+    """A subscriber's locale as a BCP 47 tag (``de``, ``pt-BR``); empty: None (the digest's language)."""
+    if not value or not value.strip():
+        return None
+    try:
+        return check_locale(value)
+    except ValueError as exc:
+        raise InputError(where, str(exc)) from None
+
+
 def validate_send_time(value: str | None, where: str) -> str | None:
     if not value:
         return None
@@ -187,7 +197,7 @@ class Checked(NamedTuple):
 
     email: str
     key: str
-    # name, timezone, topics, send_time: an empty one leaves an existing subscriber's as it is.
+    # name, timezone, topics, send_time, locale: an empty one leaves an existing subscriber's as it is.
     values: dict[str, Any]
     status: str | None
 
@@ -211,6 +221,7 @@ class SubscriberCheck:
         self._zones: dict[str, _Verdict] = {}
         self._topic_lists: dict[str, _Verdict] = {}
         self._times: dict[str, _Verdict] = {}
+        self._locales: dict[str, _Verdict] = {}
 
     def __call__(
         self,
@@ -221,6 +232,7 @@ class SubscriberCheck:
         topics: str | Sequence[str] | None = None,
         status: str | None = None,
         send_time: str | None = None,
+        locale: str | None = None,
         where: str = "email",
     ) -> Checked:
         addr, key = normalise_email(email, where)
@@ -232,7 +244,8 @@ class SubscriberCheck:
         if status is not None and status not in SubscriberStatus.ALL:
             raise InputError(where, f"status must be one of {', '.join(SubscriberStatus.ALL)}")
         at = self._remembered(self._times, send_time, where, validate_send_time) if send_time else None
-        values = {"name": one_line(name)[:200], "timezone": tz, "topics": wanted, "send_time": at}
+        tag = self._remembered(self._locales, locale, where, validate_locale) if locale else None
+        values = {"name": one_line(name)[:200], "timezone": tz, "topics": wanted, "send_time": at, "locale": tag}
         return Checked(addr, key, values, status)
 
     def _topics(self, raw: str | Sequence[str] | None, where: str) -> tuple[str, ...]:
@@ -279,6 +292,7 @@ def add_subscriber(
     topics_known: KnownTopics | None = None,
     allow_suppressed: bool = False,
     breaking: bool | None = None,
+    locale: str | None = None,
 ) -> tuple[Subscriber, bool]:
     """Add a subscriber (or, with ``update``, change an existing one).
 
@@ -288,14 +302,22 @@ def add_subscriber(
     ``topics_known``: the topics must name known sections (see :class:`KnownTopics`).
     ``frequency`` and ``weekday`` (0 = Monday) are stored as given, when given.
     ``breaking``: breaking stories outside the topics too (a new subscriber's default:
-    yes); None keeps an existing subscriber's choice.
+    yes); None keeps an existing subscriber's choice. ``locale``: their language (BCP 47, validated
+    here); None keeps an existing subscriber's and gives a new one the digest's language.
 
     An address on the suppression list is not made active (InputError) unless
     ``allow_suppressed``: the operator then vouches for a fresh confirmation, and the
     address leaves the list.
     """
     checked = SubscriberCheck(topics_known)(
-        email, name=name, timezone=timezone, topics=topics, status=status, send_time=send_time, where=where
+        email,
+        name=name,
+        timezone=timezone,
+        topics=topics,
+        status=status,
+        send_time=send_time,
+        locale=locale,
+        where=where,
     )
     addr, key, values = checked.email, checked.key, checked.values
     if frequency is not None:  # validated by the caller (digest.app.subscriptions.parse_frequency)

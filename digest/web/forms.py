@@ -68,6 +68,7 @@ class PreferencesFields:
     frequency: str | None
     weekday: str | None
     breaking: bool | None = None
+    locale: str | None = None
 
     @classmethod
     def read(cls, form: FormData) -> PreferencesFields:
@@ -78,6 +79,7 @@ class PreferencesFields:
             frequency=text_field(form, "frequency", 10) or None,
             weekday=text_field(form, "weekday", 2) or None,
             breaking=checkbox_field(form, "breaking"),
+            locale=text_field(form, "locale", 35) or None,
         )
 
     def validate(self, settings: Settings) -> Preferences:
@@ -90,6 +92,7 @@ class PreferencesFields:
             frequency=self.frequency,
             weekday=self.weekday,
             breaking=self.breaking,
+            locale=self.locale,
         )
 
     def as_entered(self) -> Preferences:
@@ -101,4 +104,5 @@ class PreferencesFields:
             frequency=self.frequency or "daily",
             weekday=int(self.weekday) if self.weekday and self.weekday.isdigit() else None,
             breaking=self.breaking,
+            locale=self.locale,
         )

@@ -18,9 +18,10 @@ page needs JavaScript.
 
 from __future__ import annotations
 
+import json
 import logging
 import secrets
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -35,8 +36,10 @@ from starlette.responses import HTMLResponse, JSONResponse, PlainTextResponse, R
 from digest.app import preferences as preferences_app
 from digest.app import subscriptions as lifecycle
 from digest.app.archive import Archive, find_article, past_editions
+from digest.app.feeds import Feed, archive_feed, digest_feeds
 from digest.app.notices import Mailer
-from digest.compose.render import render_template
+from digest.compose.i18n import N_, available_locales, catalog_dirs, language_name, negotiate, text_direction
+from digest.compose.render import builtin_templates_dir, for_locale, render_template
 from digest.core.clock import Clock
 from digest.core.errors import DeliveryError, InputError, TemplateError, TokenError
 from digest.core.settings import Settings
@@ -84,6 +87,9 @@ class WebApp:
             self.settings.secret_key.get_secret_value(), web.link_protection, web.csrf_max_age, self.clock
         )
         self.archive_copies = Archive(self.engine, self.settings, self.env)
+        # The preferences page's language picker: every language with a catalog, named in itself.
+        dirs = catalog_dirs(builtin_templates_dir(), self.settings.templates_dir)
+        self.locales = [(tag, language_name(tag)) for tag in available_locales(dirs)]
         parts = urlsplit(self.settings.base_url)
         self.origin = f"{parts.scheme}://{parts.netloc}"
 
@@ -97,26 +103,40 @@ class WebApp:
         csrf_nonce: str | None = None,
         new_cookie: bool = False,
         headers: dict[str, str] | None = None,
+        reader: Any = None,
+        language: str | None = None,
         **context: Any,
     ) -> HTMLResponse:
-        """Render ``web/TEMPLATE`` with the common context and security headers."""
+        """Render ``web/TEMPLATE`` with the common context and security headers.
+
+        In ``language``, else ``reader``'s (a subscriber: their locale), else the site's.
+        """
         nonce = secrets.token_urlsafe(12)
+        language = language or lifecycle.reader_language(self.settings, reader)
         ctx = {
+            "language": language,
+            "dir": text_direction(language),
             "site": {"title": lifecycle.site_title(self.settings), "base_url": self.settings.base_url},
             "postal_address": self.settings.postal_address,
             "script_nonce": nonce,
             **context,
         }
-        body = render_template(self.env, f"web/{template}", ctx)
+        body = render_template(for_locale(self.env, language), f"web/{template}", ctx)
         response = HTMLResponse(body, status_code=status, headers=headers)
         secure(response, APP_CSP.format(nonce=nonce, origin=self.origin))
         if csrf_nonce is not None and new_cookie:
             self.csrf.set_cookie(response, csrf_nonce)
         return response
 
+    def browser_language(self, request: Request) -> str | None:
+        """The language the browser asks for (Accept-Language) among those with a catalog,
+        when it is not the site's own; None: the site's."""
+        found = negotiate(request.headers.get("accept-language", ""), [tag for tag, _ in self.locales])
+        return None if found == lifecycle.site_language(self.settings) else found
+
     def bad_link(self) -> HTMLResponse:
         """The one answer to every bad token: nothing about why."""
-        return self.page("error.html", 400, title="This link doesn't work", kind="link")
+        return self.page("error.html", 400, title=N_("This link doesn't work"), kind="link")
 
     # -------------------------------------------------------------- subscribe
 
@@ -134,7 +154,7 @@ class WebApp:
         }
 
     async def home(self, request: Request) -> Response:
-        return self.page("subscribe.html", **self._subscribe_context(request))
+        return self.page("subscribe.html", language=self.browser_language(request), **self._subscribe_context(request))
 
     async def subscribe(self, request: Request) -> Response:
         client = request.client.host if request.client else "unknown"
@@ -142,25 +162,26 @@ class WebApp:
         if retry_after:
             log.info("subscribe rate limit reached for a client")
             return self.page(
-                "error.html", 429, headers={"Retry-After": str(retry_after)}, title="Too many attempts", kind="rate"
+                "error.html", 429, headers={"Retry-After": str(retry_after)}, title=N_("Too many attempts"), kind="rate"
             )
         form = await request.form(max_files=0, max_fields=50)
-        request_form = subscribe_form(form)
+        language = self.browser_language(request)
+        request_form = replace(subscribe_form(form), locale=language)
         if not self.csrf.valid(request, form, "subscribe"):
-            return self.page("error.html", 403, title="This form has expired", kind="csrf")
+            return self.page("error.html", 403, language=language, title=N_("This form has expired"), kind="csrf")
         if form.get(HONEYPOT_FIELD):
             # A bot: answer exactly as for a person, do nothing.
             log.info("subscribe honeypot filled; ignored")
-            return self.page("check_inbox.html", email=request_form.email.strip())
+            return self.page("check_inbox.html", language=language, email=request_form.email.strip())
         try:
             await run_in_threadpool(
                 lifecycle.request_subscription, self.engine, self.settings, self.clock, request_form, self.mailer
             )
         except InputError as exc:
             problem = (
-                "Please enter a valid email address."
+                N_("Please enter a valid email address.")
                 if exc.where == "email"
-                else "Please choose a timezone from the list."
+                else N_("Please choose a timezone from the list.")
             )
             values = {
                 "email": request_form.email,
@@ -169,15 +190,15 @@ class WebApp:
                 "timezone": request_form.timezone,
             }
             ctx = self._subscribe_context(request, values)
-            return self.page("subscribe.html", 400, error=problem, error_field=exc.where, **ctx)
+            return self.page("subscribe.html", 400, language=language, error=problem, error_field=exc.where, **ctx)
         except DeliveryError as exc:
             log.warning("confirmation email not sent: %s", exc)
-            return self.page("error.html", 503, title="We couldn't send the email", kind="mail")
-        return self.page("check_inbox.html", email=request_form.email.strip())
+            return self.page("error.html", 503, language=language, title=N_("We couldn't send the email"), kind="mail")
+        return self.page("check_inbox.html", language=language, email=request_form.email.strip())
 
     def _confirmed(self, sub: Subscriber) -> HTMLResponse:
         prefs = lifecycle.make_link(self.settings, "preferences", sub, self.clock.now())
-        return self.page("confirmed.html", preferences_url=prefs, email=mask_email(sub.email))
+        return self.page("confirmed.html", reader=sub, preferences_url=prefs, email=mask_email(sub.email))
 
     async def confirm_page(self, request: Request) -> Response:
         """The confirmation link: a page with the button; confirming is the POST's."""
@@ -188,7 +209,7 @@ class WebApp:
             return self.bad_link()
         if found.done:
             return self._confirmed(found.subscriber)
-        return self.page("confirm.html", email=mask_email(found.subscriber.email))
+        return self.page("confirm.html", reader=found.subscriber, email=mask_email(found.subscriber.email))
 
     async def confirm(self, request: Request) -> Response:
         """The page's button; within ``link_protection`` of the mail, only its "confirm again" button acts."""
@@ -202,7 +223,10 @@ class WebApp:
         if not found.done and self.guard.too_soon(found.sent_at) and not self.guard.pressed_again(form, scope):
             log.info("subscriber %s: confirm pressed right after sending; asked again", found.subscriber.id)
             return self.page(
-                "confirm.html", email=mask_email(found.subscriber.email), again=self.guard.again_field(scope)
+                "confirm.html",
+                reader=found.subscriber,
+                email=mask_email(found.subscriber.email),
+                again=self.guard.again_field(scope),
             )
         try:
             sub = await run_in_threadpool(lifecycle.confirm_subscription, self.engine, self.settings, self.clock, token)
@@ -225,6 +249,7 @@ class WebApp:
             return self.bad_link()
         return self.page(
             "unsubscribe.html",
+            reader=sub,
             email=mask_email(sub.email),
             already=sub.status == SubscriberStatus.UNSUBSCRIBED,
         )
@@ -238,7 +263,7 @@ class WebApp:
         form = await request.form(max_files=0, max_fields=20)
         one_click = form.get("List-Unsubscribe") == "One-Click"
         if not one_click and form.get("action") != "unsubscribe":
-            return self.page("error.html", 400, title="Nothing to do", kind="request")
+            return self.page("error.html", 400, title=N_("Nothing to do"), kind="request")
         try:
             if not one_click:
                 scope = f"unsubscribe:{token}"
@@ -249,6 +274,7 @@ class WebApp:
                     log.info("subscriber %s: unsubscribe pressed right after a digest went out; asked again", owner.id)
                     return self.page(
                         "unsubscribe.html",
+                        reader=owner,
                         email=mask_email(owner.email),
                         already=owner.status == SubscriberStatus.UNSUBSCRIBED,
                         again=self.guard.again_field(scope),
@@ -264,7 +290,7 @@ class WebApp:
         except TokenError:
             return self.bad_link()
         prefs = lifecycle.make_link(self.settings, "preferences", sub, self.clock.now())
-        return self.page("unsubscribed.html", email=mask_email(sub.email), preferences_url=prefs)
+        return self.page("unsubscribed.html", reader=sub, email=mask_email(sub.email), preferences_url=prefs)
 
     # -------------------------------------------------------------- preferences
 
@@ -281,6 +307,7 @@ class WebApp:
         return self.page(
             "preferences.html",
             status,
+            reader=sub,
             csrf_nonce=nonce,
             new_cookie=new,
             csrf=self.csrf.field(nonce, f"preferences:{sub.id}"),
@@ -291,6 +318,7 @@ class WebApp:
             timezones=timezone_groups(),
             weekdays=list(enumerate(lifecycle.WEEKDAYS)),
             frequencies=lifecycle.FREQUENCIES,
+            locales=self.locales,
             unsubscribe_url=lifecycle.make_link(self.settings, "unsubscribe", sub, self.clock.now()),
             data_url=f"{own}/data",
             delete_url=f"{own}/delete",
@@ -325,7 +353,7 @@ class WebApp:
             return self.bad_link()
         form = await request.form(max_files=0, max_fields=60)
         if not self.csrf.valid(request, form, f"preferences:{sub.id}"):
-            return self.page("error.html", 403, title="This form has expired", kind="csrf")
+            return self.page("error.html", 403, title=N_("This form has expired"), kind="csrf")
         if form.get("action") == "resubscribe":
             sub = await run_in_threadpool(
                 preferences_app.resubscribe_by_token, self.engine, self.settings, self.clock, token
@@ -363,6 +391,7 @@ class WebApp:
         nonce, new = self.csrf.nonce(request)
         return self.page(
             "delete.html",
+            reader=sub,
             csrf_nonce=nonce,
             new_cookie=new,
             csrf=self.csrf.field(nonce, f"erase:{sub.id}"),
@@ -385,7 +414,7 @@ class WebApp:
             return await self._gone_or_bad_link(token)
         form = await request.form(max_files=0, max_fields=10)
         if not self.csrf.valid(request, form, f"erase:{sub.id}"):
-            return self.page("error.html", 403, title="This form has expired", kind="csrf")
+            return self.page("error.html", 403, title=N_("This form has expired"), kind="csrf")
         if form.get("confirm") != "erase":
             return self._delete_page(request, sub)
         try:
@@ -398,7 +427,7 @@ class WebApp:
 
     def _archive_response(self, html: str | None) -> Response:
         if html is None:
-            return self.page("error.html", 404, title="No such edition", kind="missing")
+            return self.page("error.html", 404, title=N_("No such edition"), kind="missing")
         response = HTMLResponse(html)
         secure(response, ARCHIVE_CSP)
         response.headers["Cache-Control"] = "public, max-age=300"
@@ -407,7 +436,32 @@ class WebApp:
     async def archive_list(self, request: Request) -> Response:
         """The editions that went out, newest first, each linking to its copy (/archive/ID)."""
         editions = await run_in_threadpool(past_editions, self.engine, self.settings)
-        return self.page("archive.html", editions=editions)
+        return self.page("archive.html", editions=editions, feeds=digest_feeds(self.settings))
+
+    async def _feed(self, request: Request) -> Feed | None:
+        digest = request.path_params["digest"]
+        return await run_in_threadpool(archive_feed, self.engine, self.settings, digest, self.clock.now())
+
+    def _feed_response(self, body: bytes, media_type: str) -> Response:
+        response = Response(body, media_type=media_type)
+        secure(response, DEFAULT_CSP)
+        response.headers["Cache-Control"] = "public, max-age=300"
+        return response
+
+    async def archive_atom(self, request: Request) -> Response:
+        """The digest's archive as an Atom feed (one entry per edition that went out)."""
+        feed = await self._feed(request)
+        if feed is None:
+            return self.page("error.html", 404, title=N_("No such digest"), kind="missing")
+        return self._feed_response(feed.atom(), "application/atom+xml; charset=utf-8")
+
+    async def archive_json(self, request: Request) -> Response:
+        """The digest's archive as a JSON Feed 1.1."""
+        feed = await self._feed(request)
+        if feed is None:
+            return self.page("error.html", 404, title=N_("No such digest"), kind="missing")
+        body = json.dumps(feed.json_feed(), ensure_ascii=False, indent=1).encode("utf-8")
+        return self._feed_response(body, "application/feed+json; charset=utf-8")
 
     async def archive_by_id(self, request: Request) -> Response:
         edition_id = request.path_params["edition_id"]
@@ -424,7 +478,7 @@ class WebApp:
         article_id = request.path_params["article_id"]
         article = None if article_id > MAX_ID else await run_in_threadpool(find_article, self.engine, article_id)
         if article is None:
-            return self.page("error.html", 404, title="No such story", kind="missing")
+            return self.page("error.html", 404, title=N_("No such story"), kind="missing")
         return self.page("article.html", article=article)
 
     # -------------------------------------------------------------- health
@@ -446,14 +500,18 @@ class WebApp:
     async def http_error(self, request: Request, exc: Exception) -> Response:
         # Starlette hands every handler a plain Exception; this one is registered for HTTPException.
         status = exc.status_code if isinstance(exc, HTTPException) else 500
-        kinds = {404: ("Page not found", "missing"), 405: ("Not allowed", "request"), 413: ("Too large", "request")}
-        title, kind = kinds.get(status, ("Something went wrong", "server"))
+        kinds = {
+            404: (N_("Page not found"), "missing"),
+            405: (N_("Not allowed"), "request"),
+            413: (N_("Too large"), "request"),
+        }
+        title, kind = kinds.get(status, (N_("Something went wrong"), "server"))
         return self.page("error.html", status, title=title, kind=kind)
 
     async def server_error(self, request: Request, exc: Exception) -> Response:
         log.error("web: %s on %s: %s", type(exc).__name__, request.url.path.split("/")[1], exc)
         try:
-            return self.page("error.html", 500, title="Something went wrong", kind="server")
+            return self.page("error.html", 500, title=N_("Something went wrong"), kind="server")
         except TemplateError:
             # Outside the middleware (Starlette answers a crash last): secure it here.
             response = PlainTextResponse("Something went wrong.", status_code=500)

@@ -113,6 +113,8 @@ def routes(web: WebApp) -> list[Route]:
         ("/preferences/{token}/delete", web.delete_page, web.delete),
         ("/archive", web.archive_list, None),
         ("/archive/{edition_id:int}", web.archive_by_id, None),
+        ("/archive/{digest}.atom", web.archive_atom, None),
+        ("/archive/{digest}.json", web.archive_json, None),
         ("/archive/{digest}/{slot}", web.archive, None),
         ("/articles/{article_id:int}", web.article, None),
         ("/healthz", web.healthz, None),

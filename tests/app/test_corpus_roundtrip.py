@@ -49,9 +49,7 @@ def html_of(data: bytes) -> str:
     return html.unescape(part.get_content())  # type: ignore[attr-defined]
 
 
-def test_every_corpus_item_reaches_the_email_intact_or_is_reported(
-    db_url: str, sink: SmtpSink, tmp_path: Path
-) -> None:
+def test_every_corpus_item_reaches_the_email_intact_or_is_reported(db_url: str, sink: SmtpSink, tmp_path: Path) -> None:
     feeds = corpus()
     config = write_config(tmp_path, db_url, sink.url)
     imported = import_corpus(db_url, feeds, tmp_path)

@@ -58,7 +58,7 @@ def test_preview_is_byte_identical_to_the_sent_message_but_for_the_date(
 
     a, b = body(before.data), body(sent)
     assert a[0] == b[0]
-    assert a[1] == b[1], list(difflib.unified_diff(a[1].splitlines(), b[1].splitlines(), lineterm='', n=0))[:12]
+    assert a[1] == b[1], list(difflib.unified_diff(a[1].splitlines(), b[1].splitlines(), lineterm="", n=0))[:12]
     assert a[2] == b[2]
     assert email.message_from_bytes(before.data)["Message-ID"] == email.message_from_bytes(sent)["Message-ID"]
 

@@ -205,4 +205,3 @@ def test_help_shows_flags_without_a_value(run: Run) -> None:
     assert proc.returncode == 0, proc.stderr
     [line] = [line for line in proc.stdout.splitlines() if line.lstrip().startswith("--dry-run")]
     assert "bool" not in line.lower()
-

@@ -277,8 +277,15 @@ def documented_keys() -> set[str]:
     [
         (model, n)
         for model in (
-            Settings, DigestConfig, ServiceSettings, DeliverySettings, WebSettings, DkimSettings,
-            ApiSettings, WebhooksSettings, MetricsSettings,
+            Settings,
+            DigestConfig,
+            ServiceSettings,
+            DeliverySettings,
+            WebSettings,
+            DkimSettings,
+            ApiSettings,
+            WebhooksSettings,
+            MetricsSettings,
         )
         for n in model.model_fields
     ],

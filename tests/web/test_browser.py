@@ -160,7 +160,7 @@ def test_other_pages_look_right_on_desktop_phone_and_in_dark_mode(
         for edition in s.exec(select(Edition)):
             edition.status = EditionStatus.SENT
     page.goto(f"{server.url}/archive")
-    page.get_by_role("link", name="The Briefing, Wednesday 25 November 2026").click()
+    page.get_by_role("link", name="The Briefing, Wednesday, 25 November 2026").click()
     assert page.locator("text=Harbour cities agree storm warning pact").count() >= 1
     page.go_back()
     shot(page, "archive-list")

@@ -435,7 +435,7 @@ def test_archive_lists_past_editions_newest_first(client: httpx.Client, engine: 
     assert page.status_code == 200
     links = re.findall(r'href="http://[^"]+(/archive/\d+)"', page.text)
     assert links == [f"/archive/{ids[1]}", f"/archive/{ids[0]}"]
-    assert "Thursday 26 November 2026" in page.text
+    assert "Thursday, 26 November 2026" in page.text
     assert "script-src 'nonce-" in page.headers["Content-Security-Policy"]
     assert page.headers["X-Frame-Options"] == "DENY" and page.headers["Referrer-Policy"] == "no-referrer"
     assert all(client.get(link).status_code == 200 for link in links)
