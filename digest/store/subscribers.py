@@ -32,7 +32,6 @@ from digest.store.models import (
     SubscriberEventKind,
     SubscriberStatus,
     SuppressionReason,
-    event_values,
 )
 from digest.store.suppressions import T as SUPPRESSIONS
 from digest.store.suppressions import email_hash, suppress, suppression_of, unsuppress
@@ -384,10 +383,8 @@ def set_status(session: Session, email: str, status: str, now: datetime) -> Subs
     if status in SUPPRESSING:
         suppress(session.connection(), sub.email, SUPPRESSING[status], "cli", now)
     if status == SubscriberStatus.UNSUBSCRIBED and sub.status != status and sub.id is not None:
-        # An unsubscribe by the operator is one too: in the trail, and to the webhooks that listen.
-        kind = SubscriberEventKind.UNSUBSCRIBED
-        session.add(SubscriberEvent(**event_values(sub.id, kind, now, source="cli")))
-        subscriber_event(session.connection(), kind, sub.id, sub.email, now, source="cli")
+        # The webhooks that listen hear of an operator's unsubscribe too (the trail keeps the subscriber's own acts).
+        subscriber_event(session.connection(), SubscriberEventKind.UNSUBSCRIBED, sub.id, sub.email, now, source="cli")
     sub.status = status
     if status == SubscriberStatus.ACTIVE:
         # Taken back by hand: the sunset rule counts afresh from here.

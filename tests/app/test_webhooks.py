@@ -23,13 +23,11 @@ from tests.outbox.support import readers
 from tests.outbox.test_ledger import edition_of
 from tests.webhook_receiver import Receiver
 
-# Receivers check the signed timestamp against their own clock (a 5-minute window).
-START = datetime.now(UTC).replace(microsecond=0)
-
 
 @pytest.fixture
 def now() -> FixedClock:
-    return FixedClock(START)
+    """The real time: receivers check the signed timestamp against their own clock (a 5-minute window)."""
+    return FixedClock(datetime.now(UTC).replace(microsecond=0))
 
 
 @pytest.fixture
@@ -66,10 +64,10 @@ def test_events_arrive_signed_and_verify(
     [got] = receiver.received
     assert got.verified
     assert got.headers["webhook-id"].startswith("msg_")
-    assert got.headers["webhook-timestamp"] == str(int(START.timestamp()))
+    assert got.headers["webhook-timestamp"] == str(int(now.now().timestamp()))
     assert got.payload["type"] == "subscriber.unsubscribed"
     assert got.payload["data"]["subscriber"]["email"] == "ana@example.org"
-    assert list_webhooks(engine)[0].last_success_at == START
+    assert list_webhooks(engine)[0].last_success_at == now.now()
 
 
 def test_an_event_survives_a_down_receiver_and_a_restart_and_arrives_once(
