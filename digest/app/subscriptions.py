@@ -393,8 +393,3 @@ def unsubscribe_by_token(engine: Engine, settings: Settings, clock: Clock, token
         sub = subscriber_from_token(session, settings, "unsubscribe", token, now)
         unsubscribe(session, sub, now, source=source)
         return sub
-
-
-
-
-

@@ -21,7 +21,16 @@ from digest.core.errors import DigestError
 # import order is the order of ``digest --help``.
 # isort: off
 from digest.cli import (  # noqa: F401
-    articles, subscribers, db, send, tools, delivery, service, web, suppressions, doctor,
+    articles,
+    subscribers,
+    db,
+    send,
+    tools,
+    delivery,
+    service,
+    web,
+    suppressions,
+    doctor,
 )
 # isort: on
 

@@ -162,7 +162,12 @@ def subscribers_import(
             bar.total(text.count("\n"))  # about one row a line, less the header
             known = _known(st, session, allow_new_topics)
             report = import_csv(
-                session, text, str(path), st.clock.now(), known, progress=bar.advance,
+                session,
+                text,
+                str(path),
+                st.clock.now(),
+                known,
+                progress=bar.advance,
                 allow_suppressed=allow_suppressed,
             )
     except SQLAlchemyError as exc:

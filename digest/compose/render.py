@@ -165,7 +165,12 @@ def story_image(story: Story, hero: bool = False) -> Image | None:
 
 def story_meta(story: Story, author: bool = False, topic: bool = False) -> list[str]:
     """The parts of a story's meta line that are known (no separators left dangling)."""
-    parts = [story.category if topic else "", story.source, f"By {story.author}" if author and story.author else ""]
+    parts = [
+        "Updated since our alert" if story.updated_since_alert else "",
+        story.category if topic else "",
+        story.source,
+        f"By {story.author}" if author and story.author else "",
+    ]
     if story.reading_minutes:
         parts.append(f"{story.reading_minutes} min read")
     return [p for p in parts if p]

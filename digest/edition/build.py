@@ -16,12 +16,13 @@ from sqlmodel import Session, col, select
 
 from digest.core.logs import event
 from digest.core.settings import DigestConfig, Settings
+from digest.edition.alerts import alert_config, alert_content, alert_slot
 from digest.edition.schedule import Series, default_series, parse_slot
 from digest.edition.select import EditionContent, edition_slot, select_articles, to_story, window
 from digest.edition.series import edition_config, series_carried
 from digest.store.articles import recent_articles
 from digest.store.db import session_scope
-from digest.store.models import Article, Edition, EditionArticle, EditionStatus
+from digest.store.models import Article, Edition, EditionArticle, EditionKind, EditionStatus, saved_id
 
 log = logging.getLogger(__name__)
 
@@ -82,16 +83,27 @@ def build_edition(
         if existing is not None:
             return existing, load_content(session, settings, cfg, existing), False
         content = compute_content(session, settings, name, series, slot, now)
+    empty = not content.ranked and not cfg.send_empty
+    status = EditionStatus.EMPTY if empty else EditionStatus.READY
+    edition = Edition(digest=name, slot=slot, built_at=now, article_count=len(content.ranked), status=status)
+    stored = store_edition(engine, edition, content)
+    if stored is not None:
+        return stored, content, True
+    with session_scope(engine) as session:
+        existing = find_edition(session, name, slot)
+        if existing is None:  # the conflict was not the slot: a real error
+            raise RuntimeError(f"edition {name} {slot}: insert conflicted, yet no such edition exists")
+        return existing, load_content(session, settings, cfg, existing), False
+
+
+def store_edition(engine: Engine, edition: Edition, content: EditionContent) -> Edition | None:
+    """Insert ``edition`` with its article list; None when its (digest, slot) already has one.
+
+    The unique (digest, slot) constraint settles a race between two processes: the
+    loser gets None and reads the winner's row.
+    """
     try:
         with session_scope(engine) as session:
-            empty = not content.ranked and not cfg.send_empty
-            edition = Edition(
-                digest=name,
-                slot=slot,
-                built_at=now,
-                article_count=len(content.ranked),
-                status=EditionStatus.EMPTY if empty else EditionStatus.READY,
-            )
             session.add(edition)
             session.flush()
             edition_id = _id(edition)
@@ -101,13 +113,35 @@ def build_edition(
                         edition_id=edition_id, article_id=story.id, position=pos, section=content.section_of[story.id]
                     )
                 )
-        return edition, content, True
+        return edition
     except IntegrityError:
         with session_scope(engine) as session:
-            existing = find_edition(session, name, slot)
-            if existing is None:  # the conflict was not the slot: a real error
+            if find_edition(session, edition.digest, edition.slot) is None:
                 raise
-            return existing, load_content(session, settings, cfg, existing), False
+        return None
+
+
+def build_alert(engine: Engine, settings: Settings, name: str, article: Article, now: datetime) -> tuple[Edition, bool]:
+    """The alert edition of ``article`` under digest ``name``: found, or built at ``now``.
+
+    Returns ``(edition, created)``. One per article and digest, ever (the slot is the
+    article's): an alert is never built, so never sent, twice.
+    """
+    slot = alert_slot(saved_id(article))
+    with session_scope(engine) as session:
+        existing = find_edition(session, name, slot)
+    if existing is not None:
+        return existing, False
+    content = alert_content(article, settings.base_url)
+    edition = Edition(digest=name, slot=slot, kind=EditionKind.ALERT, built_at=now, article_count=1)
+    stored = store_edition(engine, edition, content)
+    if stored is not None:
+        return stored, True
+    with session_scope(engine) as session:
+        found = find_edition(session, name, slot)
+    if found is None:
+        raise RuntimeError(f"alert {name} {slot}: insert conflicted, yet no such edition exists")
+    return found, False
 
 
 def get_or_build_edition(
@@ -147,8 +181,11 @@ def edition_content(
         edition = session.get(Edition, edition_id)
         if edition is None or edition.digest not in settings.digests:
             return None
-        _, series = parse_slot(edition.slot)
-        cfg = edition_config(settings.digests[edition.digest], series)
+        if edition.kind == EditionKind.ALERT:
+            cfg = alert_config(settings.digests[edition.digest])
+        else:
+            _, series = parse_slot(edition.slot)
+            cfg = edition_config(settings.digests[edition.digest], series)
         return edition, cfg, load_content(session, settings, cfg, edition)
 
 

@@ -161,9 +161,7 @@ def deduplicate(articles: Sequence[Article], limit: int | None = None) -> Dedupl
 
 
 def _drop(kept: Article, dropped: Article, reason: str) -> Drop:
-    return Drop(
-        saved_id(kept), kept.title, kept.source, saved_id(dropped), dropped.title, dropped.source, reason
-    )
+    return Drop(saved_id(kept), kept.title, kept.source, saved_id(dropped), dropped.title, dropped.source, reason)
 
 
 def _near(a: str, b: str) -> bool:

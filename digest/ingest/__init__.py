@@ -69,9 +69,7 @@ class ReadResult:
         self.warnings.extend(other.warnings)
 
 
-def read_one(
-    build: Callable[..., ArticleDraft], text: str, path: str, *, default_category: str = ""
-) -> ReadResult:
+def read_one(build: Callable[..., ArticleDraft], text: str, path: str, *, default_category: str = "") -> ReadResult:
     """A page source is one article: its draft, or the one problem ``build`` raised (an InputError)."""
     result = ReadResult()
     try:

@@ -102,6 +102,13 @@ class DeliveryStatus(StrEnum):
     PENDING = nonmember((QUEUED, CLAIMED, FAILED_TEMPORARY))
 
 
+class EditionKind(StrEnum):
+    """What an edition is: a scheduled digest, or a breaking alert carrying one article."""
+
+    DIGEST = "digest"
+    ALERT = "alert"
+
+
 class EditionStatus(StrEnum):
     READY = "ready"
     SENDING = "sending"
@@ -154,6 +161,12 @@ class Subscriber(SQLModel, table=True):
     topics: list[str] = Field(default_factory=list, sa_column=Column(JSON, nullable=False, default=list))
     # Breaking stories outside ``topics`` too (the default); False: only their topics.
     breaking: bool = Field(default=True)
+    # Breaking alerts by email (``alert_priority``, ``alerts_per_day``); off unless asked for.
+    alerts: bool = Field(default=False)
+    # Local "HH:MM" times (their timezone) between which no alert is sent; None: no quiet hours.
+    # start > end spans midnight (22:00-07:00).
+    quiet_start: str | None = Field(default=None, max_length=5)
+    quiet_end: str | None = Field(default=None, max_length=5)
     send_time: str | None = Field(default=None, max_length=5)
     frequency: str = Field(default="daily", max_length=10)
     weekday: int | None = Field(default=None)
@@ -174,6 +187,8 @@ class Edition(SQLModel, table=True):
     digest: str = Field(max_length=100, index=True)
     slot: str = Field(max_length=64)
     status: str = Field(default=EditionStatus.READY, max_length=20)
+    # An alert edition's slot is ``alert-ARTICLE_ID``: one alert per article and digest, ever.
+    kind: str = Field(default=EditionKind.DIGEST, max_length=10)
     built_at: datetime = Field(sa_column=Column(UTCDateTime(), nullable=False))
     sent_at: datetime | None = Field(default=None, sa_column=Column(UTCDateTime(), nullable=True))
     article_count: int = Field(default=0)

@@ -120,6 +120,24 @@ def validate_send_time(value: str | None, where: str) -> str | None:
     return f"{at.hour:02d}:{at.minute:02d}"
 
 
+def validate_quiet_hours(start: str | None, end: str | None, where: str) -> tuple[str | None, str | None]:
+    """Quiet hours as stored: both local ``HH:MM`` times zero-padded (they compare as text), or neither."""
+    start, end = (start or "").strip() or None, (end or "").strip() or None
+    if (start is None) != (end is None):
+        raise InputError(where, "quiet hours need both a start and an end (HH:MM), or neither")
+    times = []
+    for name, value in (("quiet_start", start), ("quiet_end", end)):
+        if value is None:
+            return None, None
+        try:
+            times.append(parse_hhmm(value).strftime("%H:%M"))
+        except ValueError:
+            raise InputError(where, f"{name} must be a local time HH:MM, got {one_line(value)[:20]!r}") from None
+    if times[0] == times[1]:
+        raise InputError(where, "quiet hours must not start and end at the same time")
+    return times[0], times[1]
+
+
 def find_subscriber(session: Session, email: str) -> Subscriber | None:
     return session.exec(select(Subscriber).where(Subscriber.email_key == email.strip().casefold())).first()
 
@@ -148,6 +166,9 @@ def add_subscriber(
     topics_known: KnownTopics | None = None,
     allow_suppressed: bool = False,
     breaking: bool | None = None,
+    alerts: bool | None = None,
+    quiet_start: str | None = None,
+    quiet_end: str | None = None,
 ) -> tuple[Subscriber, bool]:
     """Add a subscriber (or, with ``update``, change an existing one).
 
@@ -157,7 +178,9 @@ def add_subscriber(
     ``topics_known``: the topics must name known sections (see :class:`KnownTopics`).
     ``frequency`` and ``weekday`` (0 = Monday) are stored as given, when given.
     ``breaking``: breaking stories outside the topics too (a new subscriber's default:
-    yes); None keeps an existing subscriber's choice.
+    yes); None keeps an existing subscriber's choice. ``alerts`` (breaking alerts by
+    email, a new subscriber's default: no) likewise; quiet hours (no alerts between
+    ``quiet_start`` and ``quiet_end``, local times) are set when both are given.
 
     An address on the suppression list is not made active (InputError) unless
     ``allow_suppressed``: the operator then vouches for a fresh confirmation, and the
@@ -176,6 +199,9 @@ def add_subscriber(
         "topics": wanted,
         "send_time": validate_send_time(send_time, where),
     }
+    quiet = validate_quiet_hours(quiet_start, quiet_end, where)
+    if quiet[0] is not None:
+        values.update(quiet_start=quiet[0], quiet_end=quiet[1])
     if frequency is not None:  # validated by the caller (digest.app.subscriptions.parse_frequency)
         values.update(frequency=frequency, weekday=weekday)
     existing = find_subscriber(session, key)
@@ -204,6 +230,8 @@ def add_subscriber(
                 setattr(existing, k, v)
         if breaking is not None:
             existing.breaking = breaking
+        if alerts is not None:
+            existing.alerts = alerts
         if status is not None:
             existing.status = status
         existing.updated_at = now
@@ -214,6 +242,8 @@ def add_subscriber(
     sub = Subscriber(email=addr, email_key=key, status=status, created_at=now, updated_at=now, **values)
     if breaking is not None:
         sub.breaking = breaking
+    if alerts is not None:
+        sub.alerts = alerts
     session.add(sub)
     session.flush()
     return sub, True
@@ -226,7 +256,18 @@ class CsvReport:
     problems: list[InputError] = field(default_factory=list)
 
 
-CSV_COLUMNS = ("email", "name", "timezone", "topics", "status", "send_time", "breaking")
+CSV_COLUMNS = (
+    "email",
+    "name",
+    "timezone",
+    "topics",
+    "status",
+    "send_time",
+    "breaking",
+    "alerts",
+    "quiet_start",
+    "quiet_end",
+)
 _YES = ("true", "yes", "1")
 _NO = ("false", "no", "0")
 
@@ -285,6 +326,7 @@ def import_csv(
         # transaction becomes the transaction: releasing it committed each row alone.
         try:
             breaking = _yes_no(row.get("breaking"), where, "breaking")
+            alerts = _yes_no(row.get("alerts"), where, "alerts")
             _, created = add_subscriber(
                 session,
                 (row.get("email") or "").strip(),
@@ -299,6 +341,9 @@ def import_csv(
                 topics_known=topics_known,
                 allow_suppressed=allow_suppressed,
                 breaking=breaking,
+                alerts=alerts,
+                quiet_start=row.get("quiet_start") or None,
+                quiet_end=row.get("quiet_end") or None,
             )
         except InputError as exc:
             report.problems.append(exc)
@@ -380,9 +425,7 @@ def subscriber_data(conn: Connection, subscriber_id: int) -> dict[str, Any] | No
         .order_by(events.c.id)
     )
     delivery_rows = conn.execute(
-        select_(
-            editions.c.digest, editions.c.slot, deliveries.c.edition_id, deliveries.c.status, deliveries.c.sent_at
-        )
+        select_(editions.c.digest, editions.c.slot, deliveries.c.edition_id, deliveries.c.status, deliveries.c.sent_at)
         .join(editions, editions.c.id == deliveries.c.edition_id)
         .where(deliveries.c.subscriber_id == subscriber_id)
         .order_by(deliveries.c.id)
