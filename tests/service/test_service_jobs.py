@@ -24,7 +24,7 @@ def test_jobs_have_fixed_ids_and_every_trigger_an_explicit_timezone() -> None:
 
     specs = job_specs(settings)
 
-    assert [s.id for s in specs] == ["leader", "digest:morning", "digest:evening", "slots", "feeds", "outbox"]
+    assert [s.id for s in specs] == ["leader", "digest:morning", "digest:evening", "slots", "feeds", "alerts", "outbox"]
     assert [s.id for s in job_specs(settings)] == [s.id for s in specs]  # the same on every start
     crons = {s.id: s.trigger for s in specs if isinstance(s.trigger, CronTrigger)}
     assert crons["digest:morning"].timezone == ZoneInfo("Europe/Berlin")
