@@ -30,6 +30,7 @@ from digest.store.models import (
 from digest.store.subscribers import (
     erase_subscriber,
     subscriber_data,
+    validate_quiet_hours,
     validate_send_time,
     validate_timezone,
 )
@@ -49,6 +50,11 @@ class Preferences:
     weekday: int | None = None
     # Breaking stories outside ``topics`` too; None: leave the stored choice as it is.
     breaking: bool | None = True
+    # Breaking alerts by email, and the local quiet hours without them; alerts None: the
+    # form did not show them, the stored choices stay.
+    alerts: bool | None = None
+    quiet_start: str | None = None
+    quiet_end: str | None = None
 
 
 def subscriber_for_preferences(engine: Engine, settings: Settings, clock: Clock, token: str) -> Subscriber:
@@ -99,6 +105,9 @@ def current_preferences(sub: Subscriber) -> Preferences:
         frequency=sub.frequency if sub.frequency in FREQUENCIES else "daily",
         weekday=sub.weekday,
         breaking=sub.breaking,
+        alerts=sub.alerts,
+        quiet_start=sub.quiet_start,
+        quiet_end=sub.quiet_end,
     )
 
 
@@ -111,6 +120,9 @@ def parse_preferences(
     frequency: str | None,
     weekday: str | None,
     breaking: bool | None = None,
+    alerts: bool | None = None,
+    quiet_start: str | None = None,
+    quiet_end: str | None = None,
 ) -> Preferences:
     """Validate raw form values; InputError names the offending field.
 
@@ -123,6 +135,7 @@ def parse_preferences(
         except ValueError:
             day = -1
     freq, day = parse_frequency(frequency, day)
+    quiet = validate_quiet_hours(quiet_start, quiet_end, "quiet_start")
     return Preferences(
         topics=clean_topics(settings, topics),
         timezone=validate_timezone(timezone, "timezone"),
@@ -130,6 +143,9 @@ def parse_preferences(
         frequency=freq,
         weekday=day,
         breaking=breaking,
+        alerts=alerts,
+        quiet_start=quiet[0],
+        quiet_end=quiet[1],
     )
 
 
@@ -162,6 +178,9 @@ def update_preferences(engine: Engine, settings: Settings, clock: Clock, token: 
         sub.weekday = prefs.weekday
         if prefs.breaking is not None:
             sub.breaking = prefs.breaking
+        if prefs.alerts is not None:
+            sub.alerts = prefs.alerts
+            sub.quiet_start, sub.quiet_end = prefs.quiet_start, prefs.quiet_end
         sub.updated_at = now
         session.add(sub)
         record_event(session, sub, SubscriberEventKind.PREFERENCES, now, source="web")

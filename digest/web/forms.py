@@ -68,6 +68,9 @@ class PreferencesFields:
     frequency: str | None
     weekday: str | None
     breaking: bool | None = None
+    alerts: bool | None = None
+    quiet_start: str | None = None
+    quiet_end: str | None = None
 
     @classmethod
     def read(cls, form: FormData) -> PreferencesFields:
@@ -78,6 +81,9 @@ class PreferencesFields:
             frequency=text_field(form, "frequency", 10) or None,
             weekday=text_field(form, "weekday", 2) or None,
             breaking=checkbox_field(form, "breaking"),
+            alerts=checkbox_field(form, "alerts"),
+            quiet_start=text_field(form, "quiet_start", 5) or None,
+            quiet_end=text_field(form, "quiet_end", 5) or None,
         )
 
     def validate(self, settings: Settings) -> Preferences:
@@ -90,6 +96,9 @@ class PreferencesFields:
             frequency=self.frequency,
             weekday=self.weekday,
             breaking=self.breaking,
+            alerts=self.alerts,
+            quiet_start=self.quiet_start,
+            quiet_end=self.quiet_end,
         )
 
     def as_entered(self) -> Preferences:
@@ -101,4 +110,7 @@ class PreferencesFields:
             frequency=self.frequency or "daily",
             weekday=int(self.weekday) if self.weekday and self.weekday.isdigit() else None,
             breaking=self.breaking,
+            alerts=self.alerts,
+            quiet_start=self.quiet_start,
+            quiet_end=self.quiet_end,
         )
