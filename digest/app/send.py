@@ -37,12 +37,13 @@ from digest.edition.build import (
     get_or_build_edition,
 )
 from digest.edition.dedup import Drop
-from digest.edition.select import edition_slot
+from digest.edition.select import alert_marks, edition_slot
 from digest.outbox.drain import send_edition
 from digest.outbox.journal import worker_id as worker_id
 from digest.outbox.ledger import delivery_counts, finish_edition
 from digest.outbox.loader import edition_variants
 from digest.outbox.sender import SendReport
+from digest.store.alerts import alerted_among
 from digest.store.db import session_scope
 from digest.store.models import (
     Delivery,
@@ -288,7 +289,12 @@ def send_test(
     for email in emails:
         sub = find_subscriber(session, email)
         recipient = recipient_for(settings, sub) if sub else test_recipient(settings, email)
-        prepared = variants.for_topics(sub.topics, sub.breaking) if sub else variants.for_topics(())
+        if sub:
+            # What the real copy leaves out: the stories this reader already got as alerts.
+            marks = alert_marks(*alerted_among(session.connection(), saved_id(sub), content.article_ids))
+            prepared = variants.for_topics([*sub.topics, *marks], sub.breaking)
+        else:
+            prepared = variants.for_topics(())
         if prepared is None:
             report.skipped += 1
             continue

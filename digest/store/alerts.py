@@ -8,8 +8,9 @@ from __future__ import annotations
 
 from collections.abc import Collection
 from datetime import UTC, datetime
+from typing import Any
 
-from sqlalchemy import and_, exists, func, select
+from sqlalchemy import Select, and_, exists, func, select
 from sqlalchemy.engine import Connection
 from sqlalchemy.orm import aliased
 from sqlalchemy.sql.elements import ColumnElement
@@ -22,6 +23,23 @@ EA = EditionArticle.__table__  # type: ignore[attr-defined]
 A = Article.__table__  # type: ignore[attr-defined]
 
 
+def _sent_alerts(subscriber_ids: Collection[int]) -> Select[Any]:
+    """(subscriber_id, article_id, sent_at, updated_at) of every alert sent to ``subscriber_ids``."""
+    alert_ea = EA.alias("alert_ea")
+    return (
+        select(D.c.subscriber_id, alert_ea.c.article_id, D.c.sent_at, A.c.updated_at)
+        .select_from(D)
+        .join(E, and_(E.c.id == D.c.edition_id, E.c.kind == EditionKind.ALERT))
+        .join(alert_ea, alert_ea.c.edition_id == E.c.id)
+        .join(A, A.c.id == alert_ea.c.article_id)
+        .where(D.c.subscriber_id.in_(list(subscriber_ids)), D.c.status == DeliveryStatus.SENT)
+    )
+
+
+def _changed(sent_at: datetime | None, updated_at: datetime | None) -> bool:
+    return sent_at is not None and updated_at is not None and _utc(updated_at) > _utc(sent_at)
+
+
 def alerted_stories(
     conn: Connection, edition_ids: Collection[int], subscriber_ids: Collection[int]
 ) -> dict[tuple[int, int], tuple[set[int], set[int]]]:
@@ -32,24 +50,30 @@ def alerted_stories(
     """
     if not edition_ids or not subscriber_ids:
         return {}
-    alert_ea = EA.alias("alert_ea")
+    sent = _sent_alerts(subscriber_ids).subquery()
     target = E.alias("target")
     stmt = (
-        select(EA.c.edition_id, D.c.subscriber_id, EA.c.article_id, D.c.sent_at, A.c.updated_at)
-        .select_from(D)
-        .join(E, and_(E.c.id == D.c.edition_id, E.c.kind == EditionKind.ALERT))
-        .join(alert_ea, alert_ea.c.edition_id == E.c.id)
-        .join(EA, and_(EA.c.article_id == alert_ea.c.article_id, EA.c.edition_id.in_(list(edition_ids))))
+        select(EA.c.edition_id, sent.c.subscriber_id, sent.c.article_id, sent.c.sent_at, sent.c.updated_at)
+        .select_from(sent)
+        .join(EA, and_(EA.c.article_id == sent.c.article_id, EA.c.edition_id.in_(list(edition_ids))))
         .join(target, and_(target.c.id == EA.c.edition_id, target.c.kind == EditionKind.DIGEST))
-        .join(A, A.c.id == EA.c.article_id)
-        .where(D.c.subscriber_id.in_(list(subscriber_ids)), D.c.status == DeliveryStatus.SENT)
     )
     out: dict[tuple[int, int], tuple[set[int], set[int]]] = {}
     for edition_id, subscriber_id, article_id, sent_at, updated_at in conn.execute(stmt):
         unchanged, updated = out.setdefault((edition_id, subscriber_id), (set(), set()))
-        changed = sent_at is not None and updated_at is not None and _utc(updated_at) > _utc(sent_at)
-        (updated if changed else unchanged).add(article_id)
+        (updated if _changed(sent_at, updated_at) else unchanged).add(article_id)
     return out
+
+
+def alerted_among(conn: Connection, subscriber_id: int, article_ids: Collection[int]) -> tuple[set[int], set[int]]:
+    """Of ``article_ids``, those the subscriber got as alerts: ``(unchanged, updated)`` (a preview's view)."""
+    unchanged: set[int] = set()
+    updated: set[int] = set()
+    if article_ids:
+        stmt = _sent_alerts([subscriber_id]).where(A.c.id.in_(list(article_ids)))
+        for _, article_id, sent_at, updated_at in conn.execute(stmt):
+            (updated if _changed(sent_at, updated_at) else unchanged).add(article_id)
+    return unchanged, updated
 
 
 def _utc(value: datetime) -> datetime:

@@ -10,7 +10,7 @@ from email.message import EmailMessage
 from sqlalchemy.engine import Engine
 
 from digest.app.alerts import send_alerts
-from digest.app.send import send_digest
+from digest.app.send import preview_message, send_digest
 from digest.core.clock import FixedClock
 from digest.core.settings import Settings
 from digest.ingest.save import upsert_articles
@@ -157,3 +157,32 @@ def test_a_held_alert_older_than_alert_max_age_is_dropped(
     send_alerts(engine, settings, FixedClock(NOW + timedelta(hours=1)))
 
     assert received(sink, "ana@example.org") == []
+
+
+def test_alerted_readers_add_at_most_one_variant_per_topic_list(
+    engine: Engine, settings: Settings, sink: SmtpSink, clock: FixedClock
+) -> None:
+    store(engine, STORM, *OTHERS, draft("Volunteers map new asteroids", 120, category="Science"))
+    topic_lists = [None, "Science", "World"]
+    for i in range(30):
+        subscribe(engine, f"r{i}@example.org", topics=topic_lists[i % 3], alerts=i % 2 == 0)
+    send_alerts(engine, settings, clock)
+
+    report = send_digest(engine, settings, "daily", None, clock)
+
+    assert report.sent == 30
+    # 3 topic lists, each seen with and without the alerted story: 6 renders for 30 readers.
+    assert report.variants == 6
+
+
+def test_a_readers_preview_leaves_out_their_alerted_story_as_their_copy_will(
+    engine: Engine, settings: Settings, sink: SmtpSink, clock: FixedClock
+) -> None:
+    store(engine, STORM, *OTHERS)
+    subscribe(engine, "ana@example.org", alerts=True)
+    send_alerts(engine, settings, clock)
+
+    with session_scope(engine) as session:
+        preview = preview_message(session, settings, "daily", clock, "ana@example.org")
+
+    assert "Storm surge" not in preview.text and "Rail tunnel reopens" in preview.text

@@ -39,4 +39,3 @@ def test_subscribers_import_reads_the_alert_columns(run: Run, store: Engine, tmp
     with session_scope(store) as session:
         rows = {s.email: (s.alerts, s.quiet_start, s.quiet_end) for s in session.exec(select(Subscriber))}
     assert rows == {"ana@example.org": (True, "22:00", "07:00"), "ben@example.org": (False, None, None)}
-
