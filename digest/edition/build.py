@@ -12,17 +12,27 @@ from datetime import datetime
 
 from sqlalchemy.engine import Engine
 from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import aliased
 from sqlmodel import Session, col, select
 
 from digest.core.logs import event
 from digest.core.settings import DigestConfig, Settings
 from digest.edition.alerts import alert_config, alert_content, alert_slot
+from digest.edition.dedup import Cut, Drop
 from digest.edition.schedule import Series, default_series, parse_slot
 from digest.edition.select import EditionContent, edition_slot, select_articles, to_story, window
 from digest.edition.series import edition_config, series_carried
 from digest.store.articles import recent_articles
 from digest.store.db import session_scope
-from digest.store.models import Article, Edition, EditionArticle, EditionKind, EditionStatus, saved_id
+from digest.store.models import (
+    Article,
+    Edition,
+    EditionArticle,
+    EditionKind,
+    EditionLeftOut,
+    EditionStatus,
+    saved_id,
+)
 
 log = logging.getLogger(__name__)
 
@@ -46,6 +56,9 @@ def compute_content(
         event(log, "edition.duplicate_dropped", digest=name, slot=slot, dropped=drop.dropped_title,
               dropped_source=drop.dropped_source, kept=drop.kept_title, kept_source=drop.kept_source,
               reason=drop.reason)  # fmt: skip
+    for cut in content.cut:
+        event(log, "edition.over_limit", digest=name, slot=slot, left_out=cut.title, source=cut.source,
+              max_articles=cfg.max_articles)  # fmt: skip
     return content
 
 
@@ -62,7 +75,30 @@ def load_content(session: Session, settings: Settings, cfg: DigestConfig, editio
     order = list(dict.fromkeys(ea.section for ea, _ in rows))
     if cfg.sections:
         order = [s for s in cfg.sections if s in order] + [s for s in order if s not in cfg.sections]
-    return EditionContent(ranked=stories, section_of=section_of, section_order=tuple(order))
+    drops, cut = _left_out(session, saved_id(edition))
+    return EditionContent(ranked=stories, section_of=section_of, section_order=tuple(order), drops=drops, cut=cut)
+
+
+CUT_REASON = "max_articles"
+
+
+def _left_out(session: Session, edition_id: int) -> tuple[tuple[Drop, ...], tuple[Cut, ...]]:
+    """The stories an edition left out, as recorded when it was built (articles removed since are gone)."""
+    kept = aliased(Article)
+    rows = session.exec(
+        select(EditionLeftOut, Article, kept)
+        .join(Article, col(Article.id) == EditionLeftOut.article_id)
+        .outerjoin(kept, col(kept.id) == EditionLeftOut.kept_id)
+        .where(EditionLeftOut.edition_id == edition_id)
+        .order_by(col(EditionLeftOut.position))
+    ).all()
+    drops = tuple(
+        Drop(saved_id(k), k.title, k.source, saved_id(a), a.title, a.source, row.reason)
+        for row, a, k in rows
+        if row.kept_id is not None and k is not None
+    )
+    cut = tuple(Cut(saved_id(a), a.title, a.source) for row, a, _ in rows if row.kept_id is None)
+    return drops, cut
 
 
 def find_edition(session: Session, digest: str, slot: str) -> Edition | None:
@@ -111,6 +147,14 @@ def store_edition(engine: Engine, edition: Edition, content: EditionContent) -> 
                 session.add(
                     EditionArticle(
                         edition_id=edition_id, article_id=story.id, position=pos, section=content.section_of[story.id]
+                    )
+                )
+            left_out: list[tuple[int, int | None, str]] = [(d.dropped_id, d.kept_id, d.reason) for d in content.drops]
+            left_out += [(c.id, None, CUT_REASON) for c in content.cut]
+            for pos, (article_id, kept_id, reason) in enumerate(left_out):
+                session.add(
+                    EditionLeftOut(
+                        edition_id=edition_id, article_id=article_id, kept_id=kept_id, reason=reason[:200], position=pos
                     )
                 )
         return edition

@@ -17,7 +17,7 @@ from zoneinfo import ZoneInfo
 
 from digest.core.settings import DigestConfig
 from digest.core.text import is_breaking_category
-from digest.edition.dedup import Drop, deduplicate, plain_text
+from digest.edition.dedup import Cut, Drop, deduplicate, plain_text
 from digest.store.models import Article, saved_id
 
 WORDS_PER_MINUTE = 230
@@ -121,10 +121,14 @@ class EditionContent:
     ranked: tuple[Story, ...] = ()
     section_of: dict[int, str] = field(default_factory=dict)
     section_order: tuple[str, ...] = ()
-    # Known only when the edition is built (a stored edition keeps its articles, not its drops).
+    # Repeats of kept stories left out (stored with the edition: a later send lists them too).
     drops: tuple[Drop, ...] = ()
-    # Fresh articles left out because the edition was full (``max_articles``).
-    over_limit: int = 0
+    # Fresh articles left out because the edition was full (``max_articles``), named.
+    cut: tuple[Cut, ...] = ()
+
+    @property
+    def over_limit(self) -> int:
+        return len(self.cut)
 
     @property
     def article_ids(self) -> list[int]:
@@ -304,5 +308,5 @@ def select_articles(
         section_of=section_of,
         section_order=tuple(order),
         drops=tuple(result.drops),
-        over_limit=result.over_limit,
+        cut=tuple(Cut(saved_id(a), a.title, a.source) for a in result.cut),
     )

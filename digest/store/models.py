@@ -205,6 +205,24 @@ class EditionArticle(SQLModel, table=True):
     section: str = Field(default="", max_length=200)
 
 
+class EditionLeftOut(SQLModel, table=True):
+    """A fresh story an edition left out, and why: a repeat of ``kept_id``, or the edition was full.
+
+    Stored with the edition so every later send, resend or preview of it reports the
+    same stories as the run that built it. Article ids carry no foreign key: removing
+    an article (``digest articles remove``) deletes its rows here explicitly.
+    """
+
+    __tablename__ = "edition_left_out"
+
+    edition_id: int = Field(foreign_key="edition.id", primary_key=True)
+    article_id: int = Field(primary_key=True)
+    # The kept story it repeats; None: left out because the edition was full (max_articles).
+    kept_id: int | None = Field(default=None)
+    reason: str = Field(default="", max_length=200)
+    position: int = Field(default=0)
+
+
 class Delivery(SQLModel, table=True):
     """One edition to one subscriber: the outbox row and its outcome."""
 
