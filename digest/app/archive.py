@@ -26,7 +26,7 @@ from digest.core.settings import Settings
 from digest.edition.build import edition_content
 from digest.store.articles import edition_article_ids
 from digest.store.db import session_scope
-from digest.store.models import Article, Edition, EditionStatus
+from digest.store.models import Article, Edition, EditionKind, EditionStatus
 
 
 class Archive:
@@ -51,7 +51,8 @@ class Archive:
 
     def _find(self, **where: Any) -> Edition | None:
         with session_scope(self.engine) as session:
-            stmt = select(Edition)
+            # Alerts are mail only: the archive shows digests.
+            stmt = select(Edition).where(Edition.kind == EditionKind.DIGEST)
             for k, v in where.items():
                 stmt = stmt.where(getattr(Edition, k) == v)
             return session.exec(stmt).first()
@@ -107,7 +108,11 @@ def past_editions(engine: Engine, settings: Settings, limit: int = 200) -> list[
     with session_scope(engine) as session:
         stmt = (
             select(Edition)
-            .where(col(Edition.status).in_(went_out), col(Edition.digest).in_(list(settings.digests)))
+            .where(
+                col(Edition.status).in_(went_out),
+                col(Edition.digest).in_(list(settings.digests)),
+                Edition.kind == EditionKind.DIGEST,
+            )
             .order_by(col(Edition.built_at).desc(), col(Edition.id).desc())
             .limit(limit)
         )

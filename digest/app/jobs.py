@@ -52,6 +52,12 @@ def job_specs(settings: Settings) -> list[JobSpec]:
         ),
         JobSpec("feeds", IntervalTrigger(seconds=tick, timezone=UTC), True, f"poll due feeds, every {tick:g}s"),
         JobSpec(
+            "alerts",
+            IntervalTrigger(seconds=svc.alerts_interval.total_seconds(), timezone=UTC),
+            True,
+            f"queue breaking alerts, every {svc.alerts_interval.total_seconds():g}s",
+        ),
+        JobSpec(
             "outbox",
             IntervalTrigger(seconds=svc.outbox_interval.total_seconds(), timezone=UTC),
             False,

@@ -43,6 +43,7 @@ from digest.store.db import session_scope
 from digest.store.models import (
     Delivery,
     Edition,
+    EditionKind,
     EditionStatus,
     SlotClaim,
     Subscriber,
@@ -202,7 +203,11 @@ def run_due(engine: Engine, settings: Settings, name: str, clock: Clock) -> list
             for e in session.exec(select(Edition).where(Edition.digest == name, col(Edition.slot).in_(slots))).all()
         }
         started = set(
-            session.exec(select(func.substr(Edition.slot, 11)).where(Edition.digest == name).distinct()).all()
+            session.exec(
+                select(func.substr(Edition.slot, 11))
+                .where(Edition.digest == name, Edition.kind == EditionKind.DIGEST)
+                .distinct()
+            ).all()
         )
     outcomes: list[SlotOutcome] = []
     for series in sorted(groups, key=lambda x: (x.send_time or "", x.zone, -1 if x.weekday is None else x.weekday)):

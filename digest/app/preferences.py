@@ -31,6 +31,7 @@ from digest.store.subscribers import (
     erase_subscriber,
     subscriber_data,
     validate_locale,
+    validate_quiet_hours,
     validate_send_time,
     validate_timezone,
 )
@@ -52,6 +53,11 @@ class Preferences:
     breaking: bool | None = True
     # BCP 47 tag of their language; None: the digest's.
     locale: str | None = None
+    # Breaking alerts by email, and the local quiet hours without them; alerts None: the
+    # form did not show them, the stored choices stay.
+    alerts: bool | None = None
+    quiet_start: str | None = None
+    quiet_end: str | None = None
 
 
 def subscriber_for_preferences(engine: Engine, settings: Settings, clock: Clock, token: str) -> Subscriber:
@@ -103,6 +109,9 @@ def current_preferences(sub: Subscriber) -> Preferences:
         weekday=sub.weekday,
         breaking=sub.breaking,
         locale=sub.locale,
+        alerts=sub.alerts,
+        quiet_start=sub.quiet_start,
+        quiet_end=sub.quiet_end,
     )
 
 
@@ -116,6 +125,9 @@ def parse_preferences(
     weekday: str | None,
     breaking: bool | None = None,
     locale: str | None = None,
+    alerts: bool | None = None,
+    quiet_start: str | None = None,
+    quiet_end: str | None = None,
 ) -> Preferences:
     """Validate raw form values; InputError names the offending field.
 
@@ -128,6 +140,7 @@ def parse_preferences(
         except ValueError:
             day = -1
     freq, day = parse_frequency(frequency, day)
+    quiet = validate_quiet_hours(quiet_start, quiet_end, "quiet_start")
     return Preferences(
         topics=clean_topics(settings, topics),
         timezone=validate_timezone(timezone, "timezone"),
@@ -136,6 +149,9 @@ def parse_preferences(
         weekday=day,
         breaking=breaking,
         locale=validate_locale(locale, "locale"),
+        alerts=alerts,
+        quiet_start=quiet[0],
+        quiet_end=quiet[1],
     )
 
 
@@ -169,6 +185,9 @@ def update_preferences(engine: Engine, settings: Settings, clock: Clock, token: 
         if prefs.breaking is not None:
             sub.breaking = prefs.breaking
         sub.locale = prefs.locale
+        if prefs.alerts is not None:
+            sub.alerts = prefs.alerts
+            sub.quiet_start, sub.quiet_end = prefs.quiet_start, prefs.quiet_end
         sub.updated_at = now
         session.add(sub)
         record_event(session, sub, SubscriberEventKind.PREFERENCES, now, source="web")

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from datetime import datetime
 
 from sqlalchemy import and_, exists, false, func, or_, true
@@ -36,13 +36,14 @@ from digest.edition.build import (
     find_edition,
     get_or_build_edition,
 )
-from digest.edition.dedup import Drop
-from digest.edition.select import edition_slot
+from digest.edition.dedup import Cut, Drop
+from digest.edition.select import alert_marks, edition_slot
 from digest.outbox.drain import send_edition
 from digest.outbox.journal import worker_id as worker_id
 from digest.outbox.ledger import delivery_counts, finish_edition
 from digest.outbox.loader import edition_variants
 from digest.outbox.sender import SendReport
+from digest.store.alerts import alerted_among
 from digest.store.db import session_scope
 from digest.store.models import (
     Delivery,
@@ -68,6 +69,14 @@ log = logging.getLogger(__name__)
 # ---------------------------------------------------------------- sending
 
 
+@dataclass
+class DigestSendReport(SendReport):
+    """What :func:`send_digest` did: the engine's report, and the stories the edition left
+    out because it was full, by name (``over_limit`` counts them)."""
+
+    cut: list[Cut] = field(default_factory=list)
+
+
 def send_digest(
     engine: Engine,
     settings: Settings,
@@ -83,7 +92,7 @@ def send_digest(
     processes: int | None = None,
     should_stop: Callable[[], bool] = lambda: False,
     also_served: bool = False,
-) -> SendReport:
+) -> DigestSendReport:
     """Build (or find) the current edition of a digest and deliver it to every active subscriber.
 
     ``transport`` None sends over the configured pool (see :func:`send_edition`).
@@ -99,8 +108,8 @@ def send_digest(
     now = clock.now()
     edition, content, _ = get_or_build_edition(engine, settings, name, now)
     edition_id = saved_id(edition)
-    report = SendReport(edition_id=edition_id, slot=edition.slot)
-    report.drops, report.over_limit = list(content.drops), content.over_limit
+    report = DigestSendReport(edition_id=edition_id, slot=edition.slot)
+    report.drops, report.over_limit, report.cut = list(content.drops), content.over_limit, list(content.cut)
     if edition.status == EditionStatus.EMPTY:
         report.empty = True
         return report
@@ -136,7 +145,9 @@ def send_digest(
     result.served_today = report.served_today
     result.queued = due
     result.drops, result.over_limit = report.drops, report.over_limit
-    return result
+    done = DigestSendReport(**{f.name: getattr(result, f.name) for f in fields(SendReport)})
+    done.cut = report.cut
+    return done
 
 
 def find_edition_ref(engine: Engine, settings: Settings, ref: str) -> Edition:
@@ -207,6 +218,7 @@ class TrialReport:
     warnings: list[str] = field(default_factory=list)
     drops: list[Drop] = field(default_factory=list)
     over_limit: int = 0
+    cut: list[Cut] = field(default_factory=list)
 
 
 @dataclass
@@ -283,12 +295,18 @@ def send_test(
         warnings=check_stories(content.ranked),
         drops=list(content.drops),
         over_limit=content.over_limit,
+        cut=list(content.cut),
     )
     checked: set[int] = set()
     for email in emails:
         sub = find_subscriber(session, email)
         recipient = recipient_for(settings, sub) if sub else test_recipient(settings, email)
-        prepared = variants.for_topics(sub.topics, sub.breaking, sub.locale) if sub else variants.for_topics(())
+        if sub:
+            # What the real copy leaves out: the stories this reader already got as alerts.
+            marks = alert_marks(*alerted_among(session.connection(), saved_id(sub), content.article_ids))
+            prepared = variants.for_topics([*sub.topics, *marks], sub.breaking, sub.locale)
+        else:
+            prepared = variants.for_topics(())
         if prepared is None:
             report.skipped += 1
             continue
@@ -314,6 +332,7 @@ class PreviewResult:
     warnings: list[str]
     drops: list[Drop] = field(default_factory=list)
     over_limit: int = 0
+    cut: list[Cut] = field(default_factory=list)
 
 
 def preview_message(
@@ -352,4 +371,5 @@ def preview_message(
         warnings=report.warnings,
         drops=report.drops,
         over_limit=report.over_limit,
+        cut=report.cut,
     )

@@ -22,7 +22,7 @@ from digest.core.logs import mask_url
 from digest.core.settings import DigestConfig, Settings
 from digest.edition.schedule import next_fire, upcoming_fire
 from digest.store.db import session_scope
-from digest.store.models import Delivery, DeliveryStatus, Edition, Feed, ServiceNode, saved_id
+from digest.store.models import Delivery, DeliveryStatus, Edition, EditionKind, Feed, ServiceNode, saved_id
 from digest.store.pauses import paused_digests
 
 
@@ -109,7 +109,9 @@ def _digest_status(session: Session, name: str, cfg: DigestConfig, now: datetime
             upcoming.append({"series": series.describe(), "next_run": _iso(fire)})
     upcoming.sort(key=lambda u: u["next_run"] or "")
     last = session.exec(
-        select(Edition).where(Edition.digest == name).order_by(col(Edition.built_at).desc(), col(Edition.id).desc())
+        select(Edition)
+        .where(Edition.digest == name, Edition.kind == EditionKind.DIGEST)
+        .order_by(col(Edition.built_at).desc(), col(Edition.id).desc())
     ).first()
     last_info = None
     if last is not None:

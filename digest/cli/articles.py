@@ -71,7 +71,9 @@ def articles_add(
     source: Annotated[str, typer.Option(help="Publisher name.")] = "",
     published: Annotated[str | None, typer.Option(help="ISO 8601 time with offset (default now).")] = None,
     breaking: Annotated[bool, typer.Option(help="Breaking news.")] = False,
-    priority: Annotated[int, typer.Option(help="Higher ranks first.")] = 0,
+    priority: Annotated[
+        int, typer.Option(help="Higher ranks first; breaking with priority >= alert_priority: an alert.")
+    ] = 0,
 ) -> None:
     """Add one article."""
     from digest.ingest.records import draft_from_record

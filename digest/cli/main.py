@@ -25,6 +25,7 @@ from digest.cli import (  # noqa: F401
     subscribers,
     db,
     send,
+    alerts,
     tools,
     delivery,
     service,

@@ -15,8 +15,8 @@ from digest.core.clock import Clock
 from digest.core.errors import DeliveryError, InputError, SmtpUnavailableError, TemporaryFailure
 
 if TYPE_CHECKING:
+    from digest.app.send import DigestSendReport
     from digest.compose.dkim import DkimSigner
-    from digest.outbox.sender import SendReport
 
 
 @app.command()
@@ -88,9 +88,9 @@ def send(
     _print_sent(st, name, report, also_served)
 
 
-def _print_sent(st: State, name: str, report: SendReport, also_served: bool) -> None:
+def _print_sent(st: State, name: str, report: DigestSendReport, also_served: bool) -> None:
     """What a real send did, in one summary; then the next step when something waits or failed."""
-    _print_left_out(report.drops, report.over_limit)
+    _print_left_out(report.drops, report.cut)
     if report.empty:
         out.print(f"{name} {report.slot}: no new articles; nothing sent (set send_empty to send anyway)")
         return
@@ -169,7 +169,7 @@ def _send_copies(
     transport.close()
     for w in res.warnings:
         err.print(f"[yellow]warning[/yellow]: {escape(w)}", highlight=False, soft_wrap=True)
-    _print_left_out(res.drops, res.over_limit)
+    _print_left_out(res.drops, res.cut)
     if plan is None:
         out.print(
             f"{name} {res.slot}: {'would send' if dry_run else 'sent'} test copy to {res.sent} message(s) "
@@ -187,14 +187,16 @@ def _send_copies(
     )
 
 
-def _print_left_out(drops: Sequence[Any], over_limit: int) -> None:
-    """Stories the edition left out, each with its reason: none is dropped silently."""
+def _print_left_out(drops: Sequence[Any], cut: Sequence[Any]) -> None:
+    """Stories the edition left out, each named with its reason: none is dropped silently."""
     if drops:
         out.print(f"{len(drops)} duplicate(s) left out:", highlight=False)
         for drop in drops:
             out.print(f"  {escape(drop.describe())}", highlight=False, soft_wrap=True)
-    if over_limit:
-        out.print(f"{over_limit} more article(s) left out: the edition is full (max_articles)", highlight=False)
+    if cut:
+        out.print(f"{len(cut)} more article(s) left out: the edition is full (max_articles)", highlight=False)
+        for story in cut:
+            out.print(f"  {escape(story.describe())}", highlight=False, soft_wrap=True)
 
 
 @app.command()
@@ -221,8 +223,8 @@ def preview(
     payload = {"eml": result.data, "html": result.html.encode(), "text": result.text.encode()}[fmt]
     for drop in result.drops:
         err.print(f"left out: {escape(drop.describe())}", highlight=False, soft_wrap=True)
-    if result.over_limit:
-        err.print(f"left out: {result.over_limit} more article(s), the edition is full (max_articles)", highlight=False)
+    for story in result.cut:
+        err.print(f"{escape(story.describe())}", highlight=False, soft_wrap=True)
     for w in result.warnings:
         err.print(f"[yellow]warning[/yellow]: {escape(w)}", highlight=False, soft_wrap=True)
     if output is None and open_:

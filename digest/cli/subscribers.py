@@ -67,6 +67,18 @@ def subscribers_add(
         str | None,
         typer.Option("--locale", help="Their language, a BCP 47 tag such as de, fr or pt-BR (default: the digest's)."),
     ] = None,
+    alerts: Annotated[
+        bool,
+        typer.Option("--alerts/--no-alerts", help="Breaking news alerts by email (alert_priority, alerts_per_day)."),
+    ] = False,
+    quiet_start: Annotated[
+        str | None,
+        typer.Option("--quiet-start", help="Local time HH:MM from which no alert is sent (with --quiet-end)."),
+    ] = None,
+    quiet_end: Annotated[
+        str | None,
+        typer.Option("--quiet-end", help="Local time HH:MM until which no alert is sent (22:00-07:00 works)."),
+    ] = None,
 ) -> None:
     """Add an active subscriber (a suppressed address is refused without --allow-suppressed)."""
     from digest.app.preferences import parse_frequency
@@ -102,6 +114,9 @@ def subscribers_add(
             allow_suppressed=allow_suppressed,
             breaking=breaking,
             locale=tag,
+            alerts=alerts,
+            quiet_start=quiet_start,
+            quiet_end=quiet_end,
         )
         out.print(f"added {escape(sub.email)}")
 
@@ -146,10 +161,13 @@ def subscribers_import(
         bool, typer.Option("--allow-suppressed", help="Import suppressed addresses too (you hold fresh consent).")
     ] = False,
 ) -> None:
-    """Import subscribers from CSV (columns: email, name, timezone, topics, status, send_time, breaking, locale).
+    """Import subscribers from CSV (columns: email, name, timezone, topics, status, send_time, breaking, locale,
+    alerts, quiet_start, quiet_end).
 
     ``breaking`` (true/false, default true): breaking stories outside the topics too.
     ``locale``: their language (de, fr, pt-BR ...); empty = the digest's.
+    ``alerts`` (true/false, default false): breaking news alerts by email; ``quiet_start``
+    and ``quiet_end`` (local HH:MM, both or neither): no alerts in between.
 
     A suppressed address (unsubscribed, complained, bounced) is a rejected row unless
     --allow-suppressed.

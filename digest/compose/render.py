@@ -223,7 +223,8 @@ def story_meta(
     """
     t = translations or gettext.NullTranslations()
     by = t.gettext("By %(author)s") % {"author": story.author} if author and story.author else ""
-    parts = [story.category if topic else "", story.source, by]
+    updated = t.gettext("Updated since our alert") if story.updated_since_alert else ""
+    parts = [updated, story.category if topic else "", story.source, by]
     if story.reading_minutes:
         n = story.reading_minutes
         parts.append(t.ngettext("%(num)d min read", "%(num)d min read", n) % {"num": n})

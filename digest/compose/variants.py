@@ -42,6 +42,8 @@ class Variants:
     content: EditionContent
     env: jinja2.Environment
     inline: Callable[[str], str] = inline_css
+    # "View in browser" of a message with no archive page (an alert: the story itself).
+    browser_url: str | None = None
     _cache: dict[tuple[tuple[str, ...], str], PreparedMessage | None] = field(default_factory=dict)
     _keys: dict[tuple[tuple[str, ...], bool], tuple[str, ...]] = field(default_factory=dict)
 
@@ -76,7 +78,7 @@ class Variants:
         )  # fmt: skip
 
     def _context(self, view: DigestView, markers: Markers, locale: str) -> dict[str, Any]:
-        return build_context(
+        context = build_context(
             digest_name=self.name,
             digest_title=self.cfg.title,
             edition_date=edition_date(self.cfg, self.when),
@@ -87,6 +89,9 @@ class Variants:
             markers=markers,
             language=locale,
         )
+        if self.browser_url:
+            context["edition"]["archive_url"] = self.browser_url
+        return context
 
     def web_copy(self) -> str:
         """The public "view in browser" page of the full edition: inlined HTML with no personal data.

@@ -154,6 +154,9 @@ class ServiceSettings(BaseModel):
     outbox_interval: Duration = Field(
         timedelta(seconds=5), description="How often every process looks for deliveries to send."
     )
+    alerts_interval: Duration = Field(
+        timedelta(minutes=1), description="How often the leader looks for breaking articles to send alerts for."
+    )
     leader_interval: Duration = Field(
         timedelta(seconds=2), description="How often a process tries to take (or confirms it holds) the scheduler role."
     )
@@ -434,6 +437,22 @@ class Settings(BaseSettings):
         IMPORT_MAX_BYTES,
         ge=1,
         description="Largest file, stdin or URL response `articles import` and `subscribers import` read, in bytes.",
+    )
+    alert_priority: int = Field(
+        5,
+        description="An article marked breaking with at least this priority is sent at once as an alert email to "
+        "the subscribers who opted in to alerts.",
+    )
+    alerts_per_day: int = Field(
+        3, ge=0, description="Most alerts one subscriber gets in one of their local days (0: no alerts at all)."
+    )
+    alert_max_age: Duration = Field(
+        timedelta(hours=6),
+        description="An alert not sent within this long after the article was published (the subscriber's quiet "
+        "hours, the daily limit) is dropped: the next digest carries the story instead.",
+    )
+    alerts_digest: str | None = Field(
+        None, description="The digest whose sender, List-Id and title alerts go out under; unset = the first digest."
     )
     service: ServiceSettings = Field(default_factory=ServiceSettings, description="The service (digest serve).")
     delivery: DeliverySettings = Field(default_factory=DeliverySettings, description="The delivery engine.")

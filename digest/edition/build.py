@@ -12,16 +12,27 @@ from datetime import datetime
 
 from sqlalchemy.engine import Engine
 from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import aliased
 from sqlmodel import Session, col, select
 
 from digest.core.logs import event
 from digest.core.settings import DigestConfig, Settings
+from digest.edition.alerts import alert_config, alert_content, alert_slot
+from digest.edition.dedup import Cut, Drop
 from digest.edition.schedule import Series, default_series, parse_slot
 from digest.edition.select import EditionContent, edition_slot, select_articles, to_story, window
 from digest.edition.series import edition_config, series_carried
 from digest.store.articles import recent_articles
 from digest.store.db import session_scope
-from digest.store.models import Article, Edition, EditionArticle, EditionStatus
+from digest.store.models import (
+    Article,
+    Edition,
+    EditionArticle,
+    EditionKind,
+    EditionLeftOut,
+    EditionStatus,
+    saved_id,
+)
 
 log = logging.getLogger(__name__)
 
@@ -45,6 +56,9 @@ def compute_content(
         event(log, "edition.duplicate_dropped", digest=name, slot=slot, dropped=drop.dropped_title,
               dropped_source=drop.dropped_source, kept=drop.kept_title, kept_source=drop.kept_source,
               reason=drop.reason)  # fmt: skip
+    for cut in content.cut:
+        event(log, "edition.over_limit", digest=name, slot=slot, left_out=cut.title, source=cut.source,
+              max_articles=cfg.max_articles)  # fmt: skip
     return content
 
 
@@ -61,7 +75,30 @@ def load_content(session: Session, settings: Settings, cfg: DigestConfig, editio
     order = list(dict.fromkeys(ea.section for ea, _ in rows))
     if cfg.sections:
         order = [s for s in cfg.sections if s in order] + [s for s in order if s not in cfg.sections]
-    return EditionContent(ranked=stories, section_of=section_of, section_order=tuple(order))
+    drops, cut = _left_out(session, saved_id(edition))
+    return EditionContent(ranked=stories, section_of=section_of, section_order=tuple(order), drops=drops, cut=cut)
+
+
+CUT_REASON = "max_articles"
+
+
+def _left_out(session: Session, edition_id: int) -> tuple[tuple[Drop, ...], tuple[Cut, ...]]:
+    """The stories an edition left out, as recorded when it was built (articles removed since are gone)."""
+    kept = aliased(Article)
+    rows = session.exec(
+        select(EditionLeftOut, Article, kept)
+        .join(Article, col(Article.id) == EditionLeftOut.article_id)
+        .outerjoin(kept, col(kept.id) == EditionLeftOut.kept_id)
+        .where(EditionLeftOut.edition_id == edition_id)
+        .order_by(col(EditionLeftOut.position))
+    ).all()
+    drops = tuple(
+        Drop(saved_id(k), k.title, k.source, saved_id(a), a.title, a.source, row.reason)
+        for row, a, k in rows
+        if row.kept_id is not None and k is not None
+    )
+    cut = tuple(Cut(saved_id(a), a.title, a.source) for row, a, _ in rows if row.kept_id is None)
+    return drops, cut
 
 
 def find_edition(session: Session, digest: str, slot: str) -> Edition | None:
@@ -82,16 +119,27 @@ def build_edition(
         if existing is not None:
             return existing, load_content(session, settings, cfg, existing), False
         content = compute_content(session, settings, name, series, slot, now)
+    empty = not content.ranked and not cfg.send_empty
+    status = EditionStatus.EMPTY if empty else EditionStatus.READY
+    edition = Edition(digest=name, slot=slot, built_at=now, article_count=len(content.ranked), status=status)
+    stored = store_edition(engine, edition, content)
+    if stored is not None:
+        return stored, content, True
+    with session_scope(engine) as session:
+        existing = find_edition(session, name, slot)
+        if existing is None:  # the conflict was not the slot: a real error
+            raise RuntimeError(f"edition {name} {slot}: insert conflicted, yet no such edition exists")
+        return existing, load_content(session, settings, cfg, existing), False
+
+
+def store_edition(engine: Engine, edition: Edition, content: EditionContent) -> Edition | None:
+    """Insert ``edition`` with its article list; None when its (digest, slot) already has one.
+
+    The unique (digest, slot) constraint settles a race between two processes: the
+    loser gets None and reads the winner's row.
+    """
     try:
         with session_scope(engine) as session:
-            empty = not content.ranked and not cfg.send_empty
-            edition = Edition(
-                digest=name,
-                slot=slot,
-                built_at=now,
-                article_count=len(content.ranked),
-                status=EditionStatus.EMPTY if empty else EditionStatus.READY,
-            )
             session.add(edition)
             session.flush()
             edition_id = _id(edition)
@@ -101,13 +149,43 @@ def build_edition(
                         edition_id=edition_id, article_id=story.id, position=pos, section=content.section_of[story.id]
                     )
                 )
-        return edition, content, True
+            left_out: list[tuple[int, int | None, str]] = [(d.dropped_id, d.kept_id, d.reason) for d in content.drops]
+            left_out += [(c.id, None, CUT_REASON) for c in content.cut]
+            for pos, (article_id, kept_id, reason) in enumerate(left_out):
+                session.add(
+                    EditionLeftOut(
+                        edition_id=edition_id, article_id=article_id, kept_id=kept_id, reason=reason[:200], position=pos
+                    )
+                )
+        return edition
     except IntegrityError:
         with session_scope(engine) as session:
-            existing = find_edition(session, name, slot)
-            if existing is None:  # the conflict was not the slot: a real error
+            if find_edition(session, edition.digest, edition.slot) is None:
                 raise
-            return existing, load_content(session, settings, cfg, existing), False
+        return None
+
+
+def build_alert(engine: Engine, settings: Settings, name: str, article: Article, now: datetime) -> tuple[Edition, bool]:
+    """The alert edition of ``article`` under digest ``name``: found, or built at ``now``.
+
+    Returns ``(edition, created)``. One per article and digest, ever (the slot is the
+    article's): an alert is never built, so never sent, twice.
+    """
+    slot = alert_slot(saved_id(article))
+    with session_scope(engine) as session:
+        existing = find_edition(session, name, slot)
+    if existing is not None:
+        return existing, False
+    content = alert_content(article, settings.base_url)
+    edition = Edition(digest=name, slot=slot, kind=EditionKind.ALERT, built_at=now, article_count=1)
+    stored = store_edition(engine, edition, content)
+    if stored is not None:
+        return stored, True
+    with session_scope(engine) as session:
+        found = find_edition(session, name, slot)
+    if found is None:
+        raise RuntimeError(f"alert {name} {slot}: insert conflicted, yet no such edition exists")
+    return found, False
 
 
 def get_or_build_edition(
@@ -147,8 +225,11 @@ def edition_content(
         edition = session.get(Edition, edition_id)
         if edition is None or edition.digest not in settings.digests:
             return None
-        _, series = parse_slot(edition.slot)
-        cfg = edition_config(settings.digests[edition.digest], series)
+        if edition.kind == EditionKind.ALERT:
+            cfg = alert_config(settings.digests[edition.digest])
+        else:
+            _, series = parse_slot(edition.slot)
+            cfg = edition_config(settings.digests[edition.digest], series)
         return edition, cfg, load_content(session, settings, cfg, edition)
 
 

@@ -6,7 +6,7 @@ import html
 import re
 import unicodedata
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from difflib import SequenceMatcher
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
@@ -47,6 +47,19 @@ class Drop:
         )
 
 
+@dataclass(frozen=True)
+class Cut:
+    """A fresh story left out because the edition was full (``max_articles``)."""
+
+    id: int
+    title: str
+    source: str
+
+    def describe(self) -> str:
+        """One line for reports and logs, naming the story."""
+        return f"left out {self.title!r} ({self.source or 'no source'}): the edition is full (max_articles)"
+
+
 def normalise_title(title: str) -> str:
     t = unicodedata.normalize("NFKD", title).casefold()
     t = re.sub(r"[^\w\s]", " ", t)
@@ -78,7 +91,11 @@ class Deduplicated:
     kept: list[Article]
     drops: list[Drop]
     # Articles never looked at because ``limit`` was reached.
-    over_limit: int = 0
+    cut: list[Article] = field(default_factory=list)
+
+    @property
+    def over_limit(self) -> int:
+        return len(self.cut)
 
 
 @dataclass(frozen=True)
@@ -147,7 +164,7 @@ def deduplicate(articles: Sequence[Article], limit: int | None = None) -> Dedupl
     drops: list[Drop] = []
     for n, a in enumerate(articles):
         if limit is not None and len(kept) >= limit:
-            return Deduplicated([k for k, _ in kept], drops, len(articles) - n)
+            return Deduplicated([k for k, _ in kept], drops, list(articles[n:]))
         fp = _Fingerprint.of(a)
         reason = None
         for k, kfp in kept:

@@ -11,13 +11,13 @@ import math
 import re
 import unicodedata
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import date, datetime
 from zoneinfo import ZoneInfo
 
 from digest.core.settings import DigestConfig
 from digest.core.text import is_breaking_category
-from digest.edition.dedup import Drop, deduplicate, plain_text
+from digest.edition.dedup import Cut, Drop, deduplicate, plain_text
 from digest.store.models import Article, saved_id
 
 WORDS_PER_MINUTE = 230
@@ -32,6 +32,10 @@ OTHER_SECTION = "More news"
 NO_BREAKING = "\x00no-breaking"
 # Sections of one story each are folded into this one when there are at least two.
 BRIEF_SECTION = "In brief"
+# In a topic list or variant key: the subscriber got an alert for the article (left out),
+# or got it and the article was updated since (shown, marked "Updated since our alert").
+ALERTED = "\x00alerted:"
+UPDATED = "\x00updated:"
 
 
 @dataclass(frozen=True)
@@ -57,6 +61,33 @@ class Story:
     # Declared pixel size of the image; None = the source did not say.
     image_width: int | None = None
     image_height: int | None = None
+    # The reader got an alert for this story and it changed since: say so.
+    updated_since_alert: bool = False
+
+
+def alert_marks(alerted: Iterable[int] = (), updated: Iterable[int] = ()) -> list[str]:
+    """Topic-list entries saying which stories a reader already got as alerts.
+
+    ``alerted``: left out of their digest; ``updated``: shown with "Updated since our
+    alert". They ride along with the topics (as :data:`NO_BREAKING` does), so the
+    variant key of a reader carries them and readers with the same set share a render.
+    """
+    return [f"{ALERTED}{i}" for i in sorted(set(alerted))] + [f"{UPDATED}{i}" for i in sorted(set(updated))]
+
+
+def _split_marks(topics: Iterable[str]) -> tuple[list[str], set[int], set[int]]:
+    """``(topics, alerted ids, updated ids)`` of a topic list that may carry alert marks."""
+    plain: list[str] = []
+    alerted: set[int] = set()
+    updated: set[int] = set()
+    for t in topics:
+        if t.startswith(ALERTED):
+            alerted.add(int(t[len(ALERTED) :]))
+        elif t.startswith(UPDATED):
+            updated.add(int(t[len(UPDATED) :]))
+        else:
+            plain.append(t)
+    return plain, alerted, updated
 
 
 @dataclass(frozen=True)
@@ -90,10 +121,14 @@ class EditionContent:
     ranked: tuple[Story, ...] = ()
     section_of: dict[int, str] = field(default_factory=dict)
     section_order: tuple[str, ...] = ()
-    # Known only when the edition is built (a stored edition keeps its articles, not its drops).
+    # Repeats of kept stories left out (stored with the edition: a later send lists them too).
     drops: tuple[Drop, ...] = ()
-    # Fresh articles left out because the edition was full (``max_articles``).
-    over_limit: int = 0
+    # Fresh articles left out because the edition was full (``max_articles``), named.
+    cut: tuple[Cut, ...] = ()
+
+    @property
+    def over_limit(self) -> int:
+        return len(self.cut)
 
     @property
     def article_ids(self) -> list[int]:
@@ -105,14 +140,17 @@ class EditionContent:
         Breaking stories reach every subscriber, whatever their topics: breaking is a
         flag on a story, shown in the section of its own topic. A subscriber who opted
         out (``breaking=False``) gets only their topics. ``topics`` may be a
-        :meth:`variant_key`, which carries the opt-out.
+        :meth:`variant_key`, which carries the opt-out, and :func:`alert_marks`: stories
+        the reader got as alerts are left out, or marked when updated since.
         """
-        wanted = {t.casefold() for t in topics}
+        plain, alerted, updated = _split_marks(topics)
+        wanted = {t.casefold() for t in plain}
         breaking = breaking and NO_BREAKING not in wanted
         allowed = [
-            s
+            replace(s, updated_since_alert=True) if s.id in updated else s
             for s in self.ranked
-            if not wanted or (breaking and s.breaking) or self.section_of[s.id].casefold() in wanted
+            if s.id not in alerted
+            and (not wanted or (breaking and s.breaking) or self.section_of[s.id].casefold() in wanted)
         ]
         if not allowed:
             return DigestView(None, ())
@@ -128,9 +166,11 @@ class EditionContent:
         """Subscribers with the same key see the same content: render once per key.
 
         The opt-out of breaking stories (``breaking=False``) is part of the key only
-        when it changes what is shown: a breaking story outside the topics exists.
+        when it changes what is shown: a breaking story outside the topics exists. So
+        are alert marks (:func:`alert_marks`) of stories in this edition.
         """
-        wanted = {t.casefold() for t in topics}
+        plain, alerted, updated = _split_marks(topics)
+        wanted = {t.casefold() for t in plain}
         present = {n.casefold(): n for n in self.section_order}
         key = tuple(sorted(present[t] for t in wanted if t in present))
         # Topics that match no section at all still restrict to nothing shown.
@@ -138,7 +178,9 @@ class EditionContent:
             key = ("\x00none",)
         if not breaking and wanted and any(s.breaking and self.section_of[s.id] not in key for s in self.ranked):
             key = (*key, NO_BREAKING)
-        return key
+        ids = {s.id for s in self.ranked}
+        marks = alert_marks(alerted & ids, (updated - alerted) & ids)
+        return (*key, *marks) if marks else key
 
 
 def edition_date(cfg: DigestConfig, now: datetime) -> date:
@@ -266,5 +308,5 @@ def select_articles(
         section_of=section_of,
         section_order=tuple(order),
         drops=tuple(result.drops),
-        over_limit=result.over_limit,
+        cut=tuple(Cut(saved_id(a), a.title, a.source) for a in result.cut),
     )

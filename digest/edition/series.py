@@ -16,7 +16,7 @@ from sqlmodel import Session, and_, col, select
 from digest.core.logs import event
 from digest.core.settings import DigestConfig
 from digest.edition.schedule import Series, check_send_time, default_series
-from digest.store.models import Article, Edition, EditionArticle, Subscriber, SubscriberStatus
+from digest.store.models import Article, Edition, EditionArticle, EditionKind, Subscriber, SubscriberStatus
 
 log = logging.getLogger(__name__)
 
@@ -81,7 +81,12 @@ def series_carried(session: Session, digest: str, series: Series, slot: str) -> 
         select(EditionArticle.article_id, Article.url)
         .join(Edition, col(Edition.id) == EditionArticle.edition_id)
         .join(Article, col(Article.id) == EditionArticle.article_id)
-        .where(Edition.digest == digest, Edition.slot != slot, func.substr(Edition.slot, 11) == series.suffix)
+        .where(
+            Edition.digest == digest,
+            Edition.kind == EditionKind.DIGEST,
+            Edition.slot != slot,
+            func.substr(Edition.slot, 11) == series.suffix,
+        )
     ).all()
     return {r[0] for r in rows}, {r[1] for r in rows if r[1]}
 

@@ -117,6 +117,12 @@ def upsert_articles(
                 report.updated += 1
             if draft.url is None:
                 values.pop("url")  # a draft without a link never erases the link the article has
+            # A feed polled again brings the same items: updated_at moves only when the story
+            # changed (an alerted story is "Updated since our alert" only then).
+            if all(getattr(existing, k) == v for k, v in values.items() if k != "updated_at") and (
+                draft.published_at is None or draft.published_at == existing.published_at
+            ):
+                values.pop("updated_at")
             for k, v in values.items():
                 setattr(existing, k, v)
             if draft.published_at is not None:

@@ -29,6 +29,8 @@ from sqlalchemy.sql.elements import ColumnElement
 from sqlmodel import Session, col
 
 from digest.core.settings import Settings
+from digest.edition.select import alert_marks
+from digest.store.alerts import alerted_stories
 from digest.store.bounces import count_permanent_bounce, count_soft_bounce, reset_soft_bounces
 from digest.store.db import session_scope
 from digest.store.models import (
@@ -67,6 +69,9 @@ class Claimed:
     email_key: str
     name: str
     status: str
+    # With alert marks (digest.edition.select.alert_marks) of the edition's stories the
+    # subscriber already got as alerts: the sender passes topics on, and the variant
+    # key of the edition leaves those stories out (or marks them updated).
     topics: list[str]
     # On the suppression list: never sent, whatever the subscriber's status says.
     suppressed: bool = False
@@ -122,6 +127,7 @@ def claim_batch(
             )
         }
         held = suppressed_hashes(conn, [s.email_key for s in subs.values()])
+        alerted = alerted_stories(conn, {r.edition_id for r in rows}, set(subs))
     out = []
     for r in sorted(rows, key=lambda r: r.id):
         s = subs.get(r.subscriber_id)
@@ -136,7 +142,9 @@ def claim_batch(
                 email_key=s.email_key if s else "",
                 name=s.name if s else "",
                 status=s.status if s else SubscriberStatus.UNSUBSCRIBED,
-                topics=list(s.topics or []) if s else [],
+                topics=[*(s.topics or []), *alert_marks(*alerted.get((r.edition_id, r.subscriber_id), ((), ())))]
+                if s
+                else [],
                 suppressed=s is not None and email_hash(s.email_key) in held,
                 breaking=bool(s.breaking) if s else True,
                 locale=s.locale if s else None,

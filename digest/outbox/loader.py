@@ -12,6 +12,7 @@ from digest.compose.render import make_environment
 from digest.compose.variants import Variants
 from digest.core.settings import Settings
 from digest.edition.build import edition_content
+from digest.store.models import EditionKind
 
 log = logging.getLogger(__name__)
 
@@ -39,8 +40,10 @@ def edition_variants(
                 cache[edition_id] = None
                 return None
             edition, cfg, content = found
+            # An alert has no archive page: its "view in browser" is the story.
+            browser = content.ranked[0].link if edition.kind == EditionKind.ALERT and content.ranked else None
             cache[edition_id] = Variants(
-                settings, edition.digest, cfg, edition.slot, edition.built_at, content, env, inline
+                settings, edition.digest, cfg, edition.slot, edition.built_at, content, env, inline, browser
             )
         return cache[edition_id]
 

@@ -14,6 +14,7 @@ job id             trigger                 what it does
 ``slots``          every tick              (leader) local-time slots, catch-up after
                                            downtime, editions a dead leader left half done
 ``feeds``          every tick              (leader) poll the feeds that are due
+``alerts``         every alerts_interval   (leader) queue breaking alerts (digest.app.alerts)
 ``outbox``         every outbox_interval   (every process) send queued deliveries
 ``webhooks``       every [webhooks]        (every process) POST the webhook events due
                    interval                (claimed with a lease: each goes out once)
@@ -48,6 +49,7 @@ from sqlalchemy import delete
 from sqlalchemy.engine import Engine
 from sqlmodel import col
 
+from digest.app.alerts import queue_alerts
 from digest.app.jobs import JobSpec, job_specs
 from digest.app.metrics import serve_metrics
 from digest.app.planner import run_due
@@ -192,6 +194,12 @@ class Service:
                 return
             self.run_digest(name)
 
+    def run_alerts(self) -> None:
+        """Queue the breaking alerts due now; every process's outbox job sends them."""
+        run = queue_alerts(self.engine, self.settings, self.clock.now())
+        if run.queued:
+            self.wake("outbox")
+
     def poll_feeds(self) -> None:
         poll_due(self.engine, self.settings.service, self.clock, should_stop=self.stopping.is_set)
 
@@ -247,6 +255,7 @@ class Service:
             fn = {
                 "slots": self.run_slots,
                 "feeds": self.poll_feeds,
+                "alerts": self.run_alerts,
                 "outbox": self.send,
                 "webhooks": self.send_webhooks,
             }[spec.id]

@@ -5,11 +5,11 @@ from __future__ import annotations
 from collections.abc import Sequence
 from datetime import datetime
 
-from sqlalchemy import delete
+from sqlalchemy import delete, or_
 from sqlmodel import Session, col, select
 
 from digest.core.errors import NotFoundError
-from digest.store.models import Article, EditionArticle
+from digest.store.models import Article, EditionArticle, EditionLeftOut
 
 
 def recent_articles(
@@ -55,6 +55,11 @@ def remove_articles(session: Session, ids: Sequence[int]) -> list[int]:
     """Delete the articles ``ids`` and their places in stored editions; returns their ids."""
     _existing(session, ids)
     session.execute(delete(EditionArticle).where(col(EditionArticle.article_id).in_(list(ids))))
+    session.execute(
+        delete(EditionLeftOut).where(
+            or_(col(EditionLeftOut.article_id).in_(list(ids)), col(EditionLeftOut.kept_id).in_(list(ids)))
+        )
+    )
     session.execute(delete(Article).where(col(Article.id).in_(list(ids))))
     return sorted(set(ids))
 

@@ -102,6 +102,13 @@ class DeliveryStatus(StrEnum):
     PENDING = nonmember((QUEUED, CLAIMED, FAILED_TEMPORARY))
 
 
+class EditionKind(StrEnum):
+    """What an edition is: a scheduled digest, or a breaking alert carrying one article."""
+
+    DIGEST = "digest"
+    ALERT = "alert"
+
+
 class EditionStatus(StrEnum):
     READY = "ready"
     SENDING = "sending"
@@ -156,6 +163,12 @@ class Subscriber(SQLModel, table=True):
     breaking: bool = Field(default=True)
     # BCP 47 tag of the language their copies and pages are in; None: the digest's ``language``.
     locale: str | None = Field(default=None, max_length=35)
+    # Breaking alerts by email (``alert_priority``, ``alerts_per_day``); off unless asked for.
+    alerts: bool = Field(default=False)
+    # Local "HH:MM" times (their timezone) between which no alert is sent; None: no quiet hours.
+    # start > end spans midnight (22:00-07:00).
+    quiet_start: str | None = Field(default=None, max_length=5)
+    quiet_end: str | None = Field(default=None, max_length=5)
     send_time: str | None = Field(default=None, max_length=5)
     frequency: str = Field(default="daily", max_length=10)
     weekday: int | None = Field(default=None)
@@ -176,6 +189,8 @@ class Edition(SQLModel, table=True):
     digest: str = Field(max_length=100, index=True)
     slot: str = Field(max_length=64)
     status: str = Field(default=EditionStatus.READY, max_length=20)
+    # An alert edition's slot is ``alert-ARTICLE_ID``: one alert per article and digest, ever.
+    kind: str = Field(default=EditionKind.DIGEST, max_length=10)
     built_at: datetime = Field(sa_column=Column(UTCDateTime(), nullable=False))
     sent_at: datetime | None = Field(default=None, sa_column=Column(UTCDateTime(), nullable=True))
     article_count: int = Field(default=0)
@@ -190,6 +205,24 @@ class EditionArticle(SQLModel, table=True):
     article_id: int = Field(foreign_key="article.id", primary_key=True, index=True)
     position: int
     section: str = Field(default="", max_length=200)
+
+
+class EditionLeftOut(SQLModel, table=True):
+    """A fresh story an edition left out, and why: a repeat of ``kept_id``, or the edition was full.
+
+    Stored with the edition so every later send, resend or preview of it reports the
+    same stories as the run that built it. Article ids carry no foreign key: removing
+    an article (``digest articles remove``) deletes its rows here explicitly.
+    """
+
+    __tablename__ = "edition_left_out"
+
+    edition_id: int = Field(foreign_key="edition.id", primary_key=True)
+    article_id: int = Field(primary_key=True)
+    # The kept story it repeats; None: left out because the edition was full (max_articles).
+    kept_id: int | None = Field(default=None)
+    reason: str = Field(default="", max_length=200)
+    position: int = Field(default=0)
 
 
 class Delivery(SQLModel, table=True):

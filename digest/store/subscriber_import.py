@@ -32,7 +32,7 @@ from digest.core.errors import InputError
 from digest.core.text import mask_email, one_line
 from digest.store.bulk import RowEncoder, insert_rows, rows_in
 from digest.store.models import Subscriber, SubscriberStatus
-from digest.store.subscribers import SUPPRESSING, Checked, KnownTopics, SubscriberCheck
+from digest.store.subscribers import SUPPRESSING, Checked, KnownTopics, SubscriberCheck, validate_quiet_hours
 from digest.store.suppressions import T as SUPPRESSIONS
 from digest.store.suppressions import email_hash, reasons_of_hashes, suppress_many
 
@@ -40,16 +40,23 @@ log = logging.getLogger(__name__)
 
 S = Subscriber.__table__  # type: ignore[attr-defined]
 
-CSV_COLUMNS = ("email", "name", "timezone", "topics", "status", "send_time", "breaking", "locale")
+CSV_COLUMNS = (
+    "email", "name", "timezone", "topics", "status", "send_time", "breaking", "locale", "alerts", "quiet_start",
+    "quiet_end",
+)  # fmt: skip
 _YES = ("true", "yes", "1")
 _NO = ("false", "no", "0")
 # Rows validated, then written, together: large enough that a statement's overhead
 # is spread thin, small enough for one IN (...) list and a few MB of memory.
 CHUNK_ROWS = 5000
 # The columns an import sets on an existing subscriber.
-_UPDATED = ("name", "timezone", "topics", "send_time", "locale", "breaking", "status", "updated_at")
+_UPDATED = (
+    "name", "timezone", "topics", "send_time", "locale", "quiet_start", "quiet_end", "breaking", "alerts", "status",
+    "updated_at",
+)  # fmt: skip
 _INSERTED = (
-    "email", "email_key", "name", "status", "timezone", "topics", "breaking", "send_time", "locale", "frequency",
+    "email", "email_key", "name", "status", "timezone", "topics", "breaking", "send_time", "locale", "alerts",
+    "quiet_start", "quiet_end", "frequency",
     "bounce_count", "soft_bounce_streak", "created_at", "updated_at",
 )  # fmt: skip
 
@@ -72,7 +79,8 @@ def _yes_no(raw: str | None, where: str, column: str) -> bool | None:
 
 
 # A valid row: where it is (file:line), its checked fields, its breaking cell (None: empty).
-_Row = tuple[str, Checked, bool | None]
+# A valid row's breaking and alerts cells (None: empty, the stored choice stays).
+_Row = tuple[str, Checked, bool | None, bool | None]
 
 
 def import_csv(
@@ -126,10 +134,14 @@ def import_csv(
             if len(row) != width:
                 row = (row + [""] * width)[:width]
             row.append("")
-            email, name, timezone, topics, status, send_time, breaking, locale = cells(row)
+            email, name, timezone, topics, status, send_time, breaking, locale, alerts, quiet_start, quiet_end = cells(
+                row
+            )
             where = f"{source}:{start}"
             try:
                 yes = _yes_no(breaking, where, "breaking") if breaking else None
+                alerted = _yes_no(alerts, where, "alerts") if alerts else None
+                quiet = validate_quiet_hours(quiet_start or None, quiet_end or None, where)
                 checked = check(
                     email.strip(),
                     name=name,
@@ -143,7 +155,9 @@ def import_csv(
             except InputError as exc:
                 report.problems.append(exc)
             else:
-                chunk.append((where, checked, yes))
+                if quiet[0] is not None:
+                    checked.values.update(quiet_start=quiet[0], quiet_end=quiet[1])
+                chunk.append((where, checked, yes, alerted))
             if len(chunk) >= chunk_rows:
                 writer.submit(chunk)
                 chunk = []
@@ -202,7 +216,7 @@ class _ChunkWriter:
     def write(self, rows: list[_Row]) -> None:
         if not rows:
             return
-        hashes = {c.key: email_hash(c.key) for _, c, _ in rows}
+        hashes = {c.key: email_hash(c.key) for _, c, _, _ in rows}
         found = rows_in(self.conn, "SELECT id, email_key, status FROM subscriber WHERE email_key {in}", list(hashes))
         # The chunk's subscribers as they stand, then as the rows leave them: the status of
         # an existing one (and what the rows change), the whole row of a new one.
@@ -215,7 +229,7 @@ class _ChunkWriter:
         added: dict[str, tuple[str, str]] = {}  # hash -> (address, reason) the rows put on the list
         new: dict[str, dict[str, Any]] = {}
         changes: dict[str, dict[str, Any]] = {}
-        for where, c, breaking in rows:
+        for where, c, breaking, alerts in rows:
             h = hashes[c.key]
             if (c.status or status.get(c.key, SubscriberStatus.ACTIVE)) == SubscriberStatus.ACTIVE:
                 reason = listed.get(h)
@@ -243,6 +257,7 @@ class _ChunkWriter:
                     "email": c.email,
                     "status": status[c.key],
                     "breaking": True if breaking is None else breaking,
+                    "alerts": bool(alerts),
                 }
                 self.report.added += 1
                 continue
@@ -251,6 +266,8 @@ class _ChunkWriter:
             change.update({k: v for k, v in c.values.items() if v})
             if breaking is not None:
                 change["breaking"] = breaking
+            if alerts is not None:
+                change["alerts"] = alerts
             if c.status is not None:
                 change["status"] = status[c.key] = c.status
             self.report.updated += 1
@@ -262,7 +279,8 @@ class _ChunkWriter:
             _INSERTED,
             (
                 (v["email"], key, v["name"], v["status"], v["timezone"], v["topics"], v["breaking"],
-                 v["send_time"], v["locale"], "daily", 0, 0, now, now)
+                 v["send_time"], v["locale"], v["alerts"], v.get("quiet_start"), v.get("quiet_end"), "daily", 0, 0,
+                 now, now)
                 for key, v in new.items()
             ),
         )  # fmt: skip

@@ -187,6 +187,24 @@ def validate_send_time(value: str | None, where: str) -> str | None:
     return f"{at.hour:02d}:{at.minute:02d}"
 
 
+def validate_quiet_hours(start: str | None, end: str | None, where: str) -> tuple[str | None, str | None]:
+    """Quiet hours as stored: both local ``HH:MM`` times zero-padded (they compare as text), or neither."""
+    start, end = (start or "").strip() or None, (end or "").strip() or None
+    if (start is None) != (end is None):
+        raise InputError(where, "quiet hours need both a start and an end (HH:MM), or neither")
+    times = []
+    for name, value in (("quiet_start", start), ("quiet_end", end)):
+        if value is None:
+            return None, None
+        try:
+            times.append(parse_hhmm(value).strftime("%H:%M"))
+        except ValueError:
+            raise InputError(where, f"{name} must be a local time HH:MM, got {one_line(value)[:20]!r}") from None
+    if times[0] == times[1]:
+        raise InputError(where, "quiet hours must not start and end at the same time")
+    return times[0], times[1]
+
+
 def find_subscriber(session: Session, email: str) -> Subscriber | None:
     return session.exec(select(Subscriber).where(Subscriber.email_key == email.strip().casefold())).first()
 
@@ -292,6 +310,9 @@ def add_subscriber(
     allow_suppressed: bool = False,
     breaking: bool | None = None,
     locale: str | None = None,
+    alerts: bool | None = None,
+    quiet_start: str | None = None,
+    quiet_end: str | None = None,
 ) -> tuple[Subscriber, bool]:
     """Add a subscriber (or, with ``update``, change an existing one).
 
@@ -302,7 +323,9 @@ def add_subscriber(
     ``frequency`` and ``weekday`` (0 = Monday) are stored as given, when given.
     ``breaking``: breaking stories outside the topics too (a new subscriber's default:
     yes); None keeps an existing subscriber's choice. ``locale``: their language (BCP 47, validated
-    here); None keeps an existing subscriber's and gives a new one the digest's language.
+    here); None keeps an existing subscriber's and gives a new one the digest's language. ``alerts``
+    (breaking alerts by email, a new subscriber's default: no) likewise; quiet hours (no alerts between
+    ``quiet_start`` and ``quiet_end``, local times) are set when both are given.
 
     An address on the suppression list is not made active (InputError) unless
     ``allow_suppressed``: the operator then vouches for a fresh confirmation, and the
@@ -319,6 +342,9 @@ def add_subscriber(
         where=where,
     )
     addr, key, values = checked.email, checked.key, checked.values
+    quiet = validate_quiet_hours(quiet_start, quiet_end, where)
+    if quiet[0] is not None:
+        values.update(quiet_start=quiet[0], quiet_end=quiet[1])
     if frequency is not None:  # validated by the caller (digest.app.subscriptions.parse_frequency)
         values.update(frequency=frequency, weekday=weekday)
     existing = find_subscriber(session, key)
@@ -347,6 +373,8 @@ def add_subscriber(
                 setattr(existing, k, v)
         if breaking is not None:
             existing.breaking = breaking
+        if alerts is not None:
+            existing.alerts = alerts
         if status is not None:
             existing.status = status
         existing.updated_at = now
@@ -357,6 +385,8 @@ def add_subscriber(
     sub = Subscriber(email=addr, email_key=key, status=status, created_at=now, updated_at=now, **values)
     if breaking is not None:
         sub.breaking = breaking
+    if alerts is not None:
+        sub.alerts = alerts
     session.add(sub)
     session.flush()
     return sub, True

@@ -69,6 +69,9 @@ class PreferencesFields:
     weekday: str | None
     breaking: bool | None = None
     locale: str | None = None
+    alerts: bool | None = None
+    quiet_start: str | None = None
+    quiet_end: str | None = None
 
     @classmethod
     def read(cls, form: FormData) -> PreferencesFields:
@@ -80,6 +83,9 @@ class PreferencesFields:
             weekday=text_field(form, "weekday", 2) or None,
             breaking=checkbox_field(form, "breaking"),
             locale=text_field(form, "locale", 35) or None,
+            alerts=checkbox_field(form, "alerts"),
+            quiet_start=text_field(form, "quiet_start", 5) or None,
+            quiet_end=text_field(form, "quiet_end", 5) or None,
         )
 
     def validate(self, settings: Settings) -> Preferences:
@@ -93,6 +99,9 @@ class PreferencesFields:
             weekday=self.weekday,
             breaking=self.breaking,
             locale=self.locale,
+            alerts=self.alerts,
+            quiet_start=self.quiet_start,
+            quiet_end=self.quiet_end,
         )
 
     def as_entered(self) -> Preferences:
@@ -105,4 +114,7 @@ class PreferencesFields:
             weekday=int(self.weekday) if self.weekday and self.weekday.isdigit() else None,
             breaking=self.breaking,
             locale=self.locale,
+            alerts=self.alerts,
+            quiet_start=self.quiet_start,
+            quiet_end=self.quiet_end,
         )

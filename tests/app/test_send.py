@@ -319,3 +319,20 @@ def test_send_plan_names_exactly_whom_send_then_reaches(engine: Engine, settings
     assert (before.emails, before.served_today) == (["ben@example.org"], 1)
     assert [m.rcpt_tos[0] for m in sink.messages[1:]] == before.emails
     assert (after.emails, after.already_sent, after.served_today) == ([], 1, 1)
+
+
+def test_a_later_send_of_the_same_slot_still_names_what_the_edition_left_out(
+    engine: Engine, settings: Settings, sink: SmtpSink, clock: FixedClock
+) -> None:
+    settings.digests["daily"] = settings.digests["daily"].model_copy(update={"max_articles": 3})
+    repeat = draft("Harbour cities agree storm warning pact", 25, url="https://other.example.net/pact",
+                   source="Other Wire", summary="Summary of Harbour cities agree storm warning pact.")  # fmt: skip
+    seed(engine, [*STANDARD_DRAFTS, repeat], SUBSCRIBERS)
+
+    first = send_digest(engine, settings, "daily", None, clock)
+    second = send_digest(engine, settings, "daily", None, clock)
+
+    assert second.sent == 0
+    assert [d.describe() for d in second.drops] == [d.describe() for d in first.drops] != []
+    assert [c.title for c in second.cut] == [c.title for c in first.cut]
+    assert [c.title for c in second.cut] == ["Volunteers map new asteroids"] and second.over_limit == 1

@@ -41,7 +41,7 @@ def test_status_shows_jobs_next_editions_last_edition_counts_feeds_and_the_outbo
     info = collect_status(engine, settings, NOW)
 
     jobs = {j["id"]: j for j in info["jobs"]}
-    assert set(jobs) == {"leader", "digest:daily", "slots", "feeds", "outbox", "webhooks"}
+    assert set(jobs) == {"leader", "digest:daily", "slots", "feeds", "alerts", "outbox", "webhooks"}
     assert jobs["digest:daily"]["next_run"] == "2026-11-26T06:00:00Z"  # Thursday 07:00 Berlin
     (daily,) = info["digests"]
     assert {"series": "schedule", "next_run": "2026-11-26T06:00:00Z"} in daily["upcoming"]

@@ -367,6 +367,8 @@ def test_send_reports_each_duplicate_left_out_with_both_titles(run: Run, ready: 
     assert "1 duplicate(s) left out:" in proc.stdout
     assert f"dropped '{TITLES[0]}!' (Other Wire): same title and summary as '{TITLES[0]}' (Example Wire)" in proc.stdout
     assert "edition.duplicate_dropped" in proc.stderr and "Other Wire" in proc.stderr
+    again = run("send")  # the same slot: the stored edition still says what it left out
+    assert f"dropped '{TITLES[0]}!' (Other Wire): same title and summary" in again.stdout
 
 
 def test_preview_reports_each_duplicate_left_out(run: Run, ready: Engine, tmp_path: Path) -> None:

@@ -129,9 +129,15 @@ def test_every_drop_is_recorded_with_both_titles_and_reason() -> None:
     assert "'Russia withdraws troops from Kursk' (A)" in drop.describe()
 
 
-def test_articles_over_the_maximum_are_counted() -> None:
+def test_articles_over_the_maximum_are_named() -> None:
     arts = [art(i, f"Story {w}", i) for i, w in enumerate(["alpha", "beta", "gamma", "delta"], 1)]
-    assert select_articles(arts, DigestConfig(max_articles=3), NOW, base_url=BASE).over_limit == 1
+
+    content = select_articles(arts, DigestConfig(max_articles=3), NOW, base_url=BASE)
+
+    assert content.over_limit == 1
+    assert [c.describe() for c in content.cut] == [
+        "left out 'Story delta' (no source): the edition is full (max_articles)"
+    ]
 
 
 def test_ranking_is_breaking_then_priority_then_recency() -> None:

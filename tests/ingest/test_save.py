@@ -83,3 +83,17 @@ def test_language_and_declared_image_size_are_stored(engine: Engine) -> None:
         upsert_articles(s, [d], NOW)
     row = _rows(engine)[0]
     assert (row.language, row.image_width, row.image_height) == ("ur", 460, 259)
+
+
+def test_updated_at_moves_only_when_the_story_changed(engine: Engine) -> None:
+    def save(story: object, at: object) -> None:
+        with session_scope(engine) as s:
+            upsert_articles(s, [story], at)  # type: ignore[list-item, arg-type]
+
+    story = draft("Dam breach upstream", 10)
+    save(story, NOW)
+    save(story, NOW + timedelta(minutes=15))  # the feed polled again, same item
+    assert [a.updated_at for a in _rows(engine)] == [NOW]
+
+    save(draft("Dam breach upstream", 10, summary="Water levels are falling."), NOW + timedelta(minutes=30))
+    assert [a.updated_at for a in _rows(engine)] == [NOW + timedelta(minutes=30)]

@@ -8,10 +8,16 @@ from zoneinfo import ZoneInfo
 
 import pytest
 from apscheduler.triggers.cron import CronTrigger
+from sqlalchemy.engine import Engine
 
 from digest.app.jobs import job_specs
+from digest.core.clock import FixedClock
 from digest.core.settings import DigestConfig, Settings
-from digest.service.runner import sd_notify
+from digest.service.runner import Service, sd_notify
+from digest.store.db import session_scope
+from digest.store.subscribers import add_subscriber
+from digest.transport.sink import SmtpSink
+from tests.conftest import NOW, draft, seed
 
 
 def test_jobs_have_fixed_ids_and_every_trigger_an_explicit_timezone() -> None:
@@ -25,7 +31,7 @@ def test_jobs_have_fixed_ids_and_every_trigger_an_explicit_timezone() -> None:
     specs = job_specs(settings)
 
     assert [s.id for s in specs] == [
-        "leader", "digest:morning", "digest:evening", "slots", "feeds", "outbox", "webhooks",
+        "leader", "digest:morning", "digest:evening", "slots", "feeds", "alerts", "outbox", "webhooks",
     ]  # fmt: skip
     assert [s.id for s in job_specs(settings)] == [s.id for s in specs]  # the same on every start
     crons = {s.id: s.trigger for s in specs if isinstance(s.trigger, CronTrigger)}
@@ -44,3 +50,19 @@ def test_sd_notify_tells_systemd_we_are_ready(tmp_path: Path, monkeypatch: pytes
         sd_notify("READY=1")
 
         assert server.recv(100) == b"READY=1"
+
+
+def test_the_alerts_job_queues_an_alert_that_the_outbox_job_sends(
+    engine: Engine, settings: Settings, sink: SmtpSink, clock: FixedClock
+) -> None:
+    seed(engine, [draft("Dam breach upstream", 5, breaking=True, priority=9)], [])
+    with session_scope(engine) as session:
+        add_subscriber(session, "ana@example.org", NOW, alerts=True)
+    service = Service(settings, engine, clock=clock)
+
+    service.run_alerts()
+    service.send()
+    service.run_alerts()
+    service.send()
+
+    assert [m.rcpt_tos for m in sink.messages] == [["ana@example.org"]]

@@ -273,3 +273,22 @@ def test_normalise_email_gives_email_validators_verdict(address: str) -> None:
         assert info.value.problem == problem
     else:
         assert normalise_email(address) == (expected, expected.casefold())
+
+
+@pytest.mark.parametrize(
+    ("start", "end", "problem"),
+    [("22:00", None, "need both a start and an end"), ("25:00", "07:00", "quiet_start must be a local time HH:MM"),
+     ("07:00", "7:00", "must not start and end at the same time")],
+)  # fmt: skip
+def test_quiet_hours_are_both_valid_times_or_none(start: str, end: str | None, problem: str) -> None:
+    from digest.store.subscribers import validate_quiet_hours
+
+    with pytest.raises(InputError, match=problem):
+        validate_quiet_hours(start, end, "--quiet-start")
+
+
+def test_quiet_hours_are_stored_zero_padded() -> None:
+    from digest.store.subscribers import validate_quiet_hours
+
+    assert validate_quiet_hours("22:00", "7:05", "x") == ("22:00", "07:05")
+    assert validate_quiet_hours(" ", None, "x") == (None, None)

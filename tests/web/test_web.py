@@ -383,6 +383,27 @@ def test_ticking_breaking_news_again_is_saved_through_the_form(client: httpx.Cli
     assert subscriber(engine, "ana@example.org").breaking is True  # type: ignore[union-attr]
 
 
+def test_alerts_and_quiet_hours_are_saved_through_the_form(client: httpx.Client, engine: Engine) -> None:
+    ana = active(engine, "ana@example.org")
+    url = f"/preferences/{token('preferences', ana)}"
+    page = client.get(url).text
+    assert 'name="alerts" value="yes">' in page  # off until asked for
+
+    data = {
+        "csrf": csrf_of(page),
+        "action": "save",
+        "alerts": ["no", "yes"],
+        "quiet_start": "22:00",
+        "quiet_end": "06:30",
+    }
+    answer = client.post(url, data=data)
+
+    assert answer.status_code == 200 and "Saved" in answer.text
+    sub = subscriber(engine, "ana@example.org")
+    assert sub is not None and (sub.alerts, sub.quiet_start, sub.quiet_end) == (True, "22:00", "06:30")
+    assert 'name="alerts" value="yes" checked' in answer.text
+
+
 def test_invalid_preferences_are_shown_back_with_the_problem(client: httpx.Client, engine: Engine) -> None:
     ana = active(engine, "ana@example.org", timezone="Europe/Paris")
     url = f"/preferences/{token('preferences', ana)}"
