@@ -46,6 +46,8 @@ from digest.store.subscribers import (
     find_subscriber,
     known_topics,
     normalise_email,
+    validate_locale,
+    validate_quiet_hours,
     validate_send_time,
     validate_timezone,
 )
@@ -197,11 +199,15 @@ class SubscriberFields:
     frequency: str | None = None
     weekday: int | None = None
     breaking: bool | None = None
+    locale: str | None = None
+    alerts: bool | None = None
+    quiet_start: str | None = None
+    quiet_end: str | None = None
     consent: dict[str, Any] | None = None
 
 
 # What a pending subscriber's request may carry: the rest they choose once they confirmed.
-PENDING_FIELDS = frozenset({"email", "name", "topics", "timezone", "consent"})
+PENDING_FIELDS = frozenset({"email", "name", "topics", "timezone", "locale", "consent"})
 
 
 def subscriber_view(sub: Subscriber) -> dict[str, Any]:
@@ -217,6 +223,10 @@ def subscriber_view(sub: Subscriber) -> dict[str, Any]:
         "frequency": sub.frequency,
         "weekday": sub.weekday,
         "breaking": sub.breaking,
+        "locale": sub.locale,
+        "alerts": sub.alerts,
+        "quiet_start": sub.quiet_start,
+        "quiet_end": sub.quiet_end,
         "created_at": _iso(sub.created_at),
         "updated_at": _iso(sub.updated_at),
     }
@@ -256,7 +266,13 @@ def create_subscriber(
         with session_scope(engine) as session:
             _topics(session, settings, fields.topics)
             existed = find_subscriber(session, key) is not None
-        form = SubscribeForm(email=email, name=fields.name, topics=fields.topics, timezone=fields.timezone)
+        form = SubscribeForm(
+            email=email,
+            name=fields.name,
+            topics=fields.topics,
+            timezone=fields.timezone,
+            locale=validate_locale(fields.locale, "locale"),
+        )
         request_subscription(engine, settings, clock, form, mailer, source="api")
         with session_scope(engine) as session:
             sub = find_subscriber(session, key)
@@ -287,6 +303,10 @@ def create_subscriber(
             weekday=weekday,
             update=True,
             breaking=fields.breaking,
+            locale=fields.locale,
+            alerts=fields.alerts,
+            quiet_start=fields.quiet_start,
+            quiet_end=fields.quiet_end,
         )
         record_event(session, sub, SubscriberEventKind.CONFIRMED, now, source="api", ref="consent", detail=detail)
         log.info("subscriber %s %s with consent given through the API", sub.id, "added" if created else "activated")
@@ -350,6 +370,16 @@ def update_subscriber(
             sub.breaking = fields.breaking
         if "name" in given:
             sub.name = fields.name.strip()[:200]
+        if "locale" in given:
+            sub.locale = validate_locale(fields.locale, "locale")
+        if "alerts" in given and fields.alerts is not None:
+            sub.alerts = fields.alerts
+        if "quiet_start" in given or "quiet_end" in given:
+            sub.quiet_start, sub.quiet_end = validate_quiet_hours(
+                fields.quiet_start if "quiet_start" in given else sub.quiet_start,
+                fields.quiet_end if "quiet_end" in given else sub.quiet_end,
+                "quiet_start",
+            )
         sub.updated_at = now
         session.add(sub)
         record_event(session, sub, SubscriberEventKind.PREFERENCES, now, source="api")

@@ -154,6 +154,12 @@ class SubscriberPrefs(BaseModel):
     frequency: Literal["daily", "weekly"] | None = None
     weekday: int | None = Field(None, ge=0, le=6, description="Day of a weekly digest, 0 = Monday.")
     breaking: bool | None = Field(None, description="Breaking stories outside the topics too.")
+    locale: str | None = Field(
+        None, description="Their language, a BCP 47 tag such as de, fr or pt-BR; null: the digest's language."
+    )
+    alerts: bool | None = Field(None, description="Breaking news alerts by email (off for a new subscriber).")
+    quiet_start: str | None = Field(None, description="Local HH:MM from which no alert is sent (with quiet_end).")
+    quiet_end: str | None = Field(None, description="Local HH:MM until which no alert is sent (with quiet_start).")
 
 
 class SubscriberIn(SubscriberPrefs):
@@ -179,6 +185,10 @@ class SubscriberOut(BaseModel):
     frequency: str
     weekday: int | None
     breaking: bool
+    locale: str | None
+    alerts: bool
+    quiet_start: str | None
+    quiet_end: str | None
     created_at: datetime
     updated_at: datetime
 

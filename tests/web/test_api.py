@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import email
+import email.policy
 import json
 from collections.abc import Callable, Iterator
 
@@ -201,6 +203,32 @@ def test_preferences_unsubscribe_and_erase(client: Client, engine: Engine) -> No
     with session_scope(engine) as session:
         kept = session.exec(select(Suppression)).one()
     assert (kept.email_hash, kept.email) == (email_hash("cy@example.org"), "")
+
+
+def test_a_pending_subscriber_gets_the_confirmation_mail_in_their_locale(client: Client, sink: SmtpSink) -> None:
+    response = client().post("/subscribers", json={"email": "de@example.org", "locale": "de"})
+
+    mail = email.message_from_bytes(sink.messages[0].data, policy=email.policy.default)
+    assert (response.status_code, response.json()["locale"]) == (201, "de")
+    assert str(mail["Subject"]).startswith("Bestätigen Sie Ihr Abonnement")
+
+
+def test_locale_alerts_and_quiet_hours_are_preferences_of_the_api(client: Client) -> None:
+    cms = client()
+    sub = cms.post(
+        "/subscribers", json={"email": "ar@example.org", "consent": {"source": "cms"}, "locale": "ar"}
+    ).json()
+
+    changed = cms.patch(
+        f"/subscribers/{sub['id']}", json={"locale": "fr", "alerts": True, "quiet_start": "22:00", "quiet_end": "7:00"}
+    ).json()
+    bad = cms.patch(f"/subscribers/{sub['id']}", json={"locale": "klingon"})
+
+    assert sub["locale"] == "ar"
+    assert (changed["locale"], changed["alerts"], changed["quiet_start"], changed["quiet_end"]) == (
+        "fr", True, "22:00", "07:00",
+    )  # fmt: skip
+    assert (bad.status_code, bad.json()["detail"][0]["loc"]) == (422, ["body", "locale"])
 
 
 # ---------------------------------------------------------------- editions
