@@ -28,3 +28,10 @@ def test_subscriber_table_matches_the_model(engine: Engine) -> None:
         diffs = compare_metadata(MigrationContext.configure(conn), SQLModel.metadata)
 
     assert [d for d in diffs if "'subscriber'" in repr(d) or "subscriber." in repr(d)] == []
+
+
+def test_delivery_table_matches_the_model(engine: Engine) -> None:
+    with engine.connect() as conn:
+        diffs = compare_metadata(MigrationContext.configure(conn), SQLModel.metadata)
+
+    assert [d for d in diffs if "'delivery'" in repr(d) or "delivery." in repr(d)] == []
