@@ -37,10 +37,10 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import func, select
+from sqlalchemy import func, select, text
 from sqlalchemy.engine import Engine
 
-from bench.send import database
+from bench.send import create_subscribers, database
 from digest.outbox.ledger import queue_deliveries
 from digest.store.bulk import RowEncoder
 from digest.store.db import make_engine, session_scope, upgrade
@@ -95,20 +95,26 @@ def write_config(path: Path, url: str, max_bytes: int) -> Path:
     return path
 
 
-def run_import(config: Path, csv_path: Path) -> tuple[float, float, int]:
-    """Seconds, peak RSS (MB) and exit code of ``digest subscribers import`` in a child process."""
+TIME = shutil.which("time", path="/usr/bin:/bin")
+
+
+def run_import(config: Path, csv_path: Path, workdir: Path) -> tuple[float, float, int]:
+    """Seconds, peak RSS (MB) and exit code of ``digest subscribers import`` in a child process.
+
+    The peak RSS comes from GNU time when installed: a child's own ``ru_maxrss`` starts
+    at its parent's size (fork before exec), and this process is not small.
+    """
     env = {k: v for k, v in os.environ.items() if not k.startswith("DIGEST_")}
+    report = workdir / "rss.txt"
+    cmd = [DIGEST, "--config", str(config), "subscribers", "import", str(csv_path)]
+    if TIME:
+        cmd = [TIME, "-f", "%M", "-o", str(report), *cmd]
     t0 = time.perf_counter()
-    proc = subprocess.Popen(
-        [DIGEST, "--config", str(config), "subscribers", "import", str(csv_path)],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-        env=env,
-    )
+    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env)
     _, status, usage = os.wait4(proc.pid, 0)
     seconds = time.perf_counter() - t0
-    proc.returncode = os.waitstatus_to_exitcode(status)
-    return seconds, usage.ru_maxrss / 1024, proc.returncode
+    rss = int(report.read_text().split()[-1]) / 1024 if TIME else usage.ru_maxrss / 1024
+    return seconds, rss, os.waitstatus_to_exitcode(status)
 
 
 def valid_rows(csv_path: Path, now: datetime, limit: int | None = None) -> list[dict[str, Any]]:
@@ -174,8 +180,13 @@ def row_by_row_rate(engine: Engine, csv_path: Path, sample: int, now: datetime) 
     return len(rows) / (time.perf_counter() - t0)
 
 
-def queue_seconds(engine: Engine, now: datetime) -> tuple[float, int]:
-    """Seconds to queue one edition for every active subscriber (``queue_deliveries``, one transaction)."""
+def queue_seconds(engine: Engine, now: datetime) -> tuple[float, int, float]:
+    """Seconds to queue one edition for every active subscriber (``queue_deliveries``, one transaction).
+
+    Also the reference, in the same run: the statement as it was before (INSERT ...
+    SELECT ... ON CONFLICT DO NOTHING) into a table with the delivery table's former
+    schema (two foreign keys, six indexes).
+    """
     with session_scope(engine) as session:
         edition = Edition(digest="daily", slot="bench", built_at=now, article_count=0)
         session.add(edition)
@@ -189,29 +200,66 @@ def queue_seconds(engine: Engine, now: datetime) -> tuple[float, int]:
     with engine.connect() as conn:
         stored = conn.execute(select(func.count()).select_from(Delivery.__table__)).scalar_one()  # type: ignore[attr-defined]
     assert stored == queued, (stored, queued)
-    return seconds, queued
+    pg = engine.dialect.name == "postgresql"
+    stamp, key = ("TIMESTAMPTZ", "SERIAL PRIMARY KEY") if pg else ("DATETIME", "INTEGER PRIMARY KEY")
+    with engine.begin() as conn:
+        conn.exec_driver_sql(
+            f"CREATE TABLE delivery_before (id {key}, edition_id INTEGER NOT NULL REFERENCES edition (id), "
+            "subscriber_id INTEGER NOT NULL REFERENCES subscriber (id), status VARCHAR(20) NOT NULL, "
+            "attempts INTEGER NOT NULL, last_response VARCHAR(1000), message_id VARCHAR(300), "
+            f"claimed_by VARCHAR(200), lease_until {stamp}, next_attempt_at {stamp}, sent_at {stamp}, "
+            f"created_at {stamp} NOT NULL, CONSTRAINT uq_before UNIQUE (edition_id, subscriber_id))"
+        )
+        for i, cols in enumerate(("edition_id", "subscriber_id", "status, next_attempt_at")):
+            conn.exec_driver_sql(f"CREATE INDEX ix_before_{i} ON delivery_before ({cols})")
+        conn.exec_driver_sql(
+            "CREATE INDEX ix_before_pending ON delivery_before (edition_id, id) "
+            "WHERE status IN ('queued', 'claimed', 'failed_temporary')"
+        )
+    t0 = time.perf_counter()
+    with engine.begin() as conn:
+        conn.execute(
+            text(
+                "INSERT INTO delivery_before (edition_id, subscriber_id, status, attempts, created_at) "
+                "SELECT :e, id, 'queued', 0, :now FROM subscriber WHERE status = 'active' "
+                "ON CONFLICT (edition_id, subscriber_id) DO NOTHING"
+            ),
+            {"e": edition_id, "now": now if pg else now.replace(tzinfo=None).isoformat(sep=" ")},
+        )
+    return seconds, queued, time.perf_counter() - t0
+
+
+def queue_only(url: str | None, n: int, workdir: Path) -> dict[str, Any]:
+    """The queue measurement alone, on ``n`` subscribers made in one statement."""
+    now = datetime.now(UTC).replace(microsecond=0)
+    with database(url, workdir / f"queue-{n}") as db:
+        engine = make_engine(db)
+        upgrade(engine)
+        create_subscribers(engine, n, now)
+        seconds, queued, before = queue_seconds(engine, now)
+        engine.dispose()
+    return {"backend": engine.dialect.name, "subscribers": n, "queued": queued, "queue_s": round(seconds, 2),
+            "queue_before_s": round(before, 2), "speed_up": round(before / seconds, 2)}  # fmt: skip
 
 
 def measure(url: str | None, rows: int, args: argparse.Namespace, workdir: Path, queue: bool) -> dict[str, Any]:
     now = datetime.now(UTC).replace(microsecond=0)
     csv_path = workdir / f"subscribers-{rows}.csv"
-    if not csv_path.exists():
-        write_csv(csv_path, rows)
-    valid = sum(1 for r in valid_rows(csv_path, now))
+    valid = write_csv(csv_path, rows)
     result: dict[str, Any] = {"rows": rows, "valid": valid, "csv_mb": round(csv_path.stat().st_size / 1e6, 1)}
     with database(url, workdir / f"import-{rows}") as db:
         engine = make_engine(db)
         upgrade(engine)
         config = write_config(workdir / "digest.toml", db, max(50_000_000, 2 * csv_path.stat().st_size))
-        seconds, rss, code = run_import(config, csv_path)
+        seconds, rss, code = run_import(config, csv_path, workdir)
         with engine.connect() as conn:
             stored = conn.execute(select(func.count()).select_from(Subscriber.__table__)).scalar_one()  # type: ignore[attr-defined]
         assert stored == valid and code == 3, f"stored {stored} of {valid} valid rows, exit {code}"
         result.update(backend=engine.dialect.name, import_s=round(seconds, 2), rows_per_s=round(rows / seconds),
                       peak_rss_mb=round(rss, 1))  # fmt: skip
         if queue:
-            result["queue_s"], result["queued"] = queue_seconds(engine, now)
-            result["queue_s"] = round(result["queue_s"], 2)
+            seconds, result["queued"], before = queue_seconds(engine, now)
+            result["queue_s"], result["queue_before_s"] = round(seconds, 2), round(before, 2)
         engine.dispose()
     with database(url, workdir / f"ref-{rows}") as db:
         engine = make_engine(db)
@@ -236,11 +284,20 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--database-url", action="append", help="PostgreSQL URL (repeat; default: SQLite)")
     parser.add_argument("--sqlite", action="store_true", help="SQLite as well as the --database-url ones")
     parser.add_argument("--sample", type=int, default=10_000, help="rows for the row-by-row reference (0: skip)")
+    parser.add_argument("--queue-only", type=int, metavar="N", help="only queue an edition for N subscribers")
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args(argv)
     urls: list[str | None] = list(args.database_url or [])
     if not urls or args.sqlite:
         urls.insert(0, None)
+    if args.queue_only:
+        workdir = Path(tempfile.mkdtemp(prefix="digest-bench-queue-"))
+        try:
+            for url in urls:
+                print(json.dumps(queue_only(url, args.queue_only, workdir)), flush=True)
+        finally:
+            shutil.rmtree(workdir, ignore_errors=True)
+        return 0
     counts = [int(n) for n in args.rows.split(",")]
     workdir = Path(tempfile.mkdtemp(prefix="digest-bench-import-"))
     results = []
@@ -256,12 +313,12 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     print(f"load average: {' '.join(f'{x:.1f}' for x in os.getloadavg())} ({os.cpu_count()} cores)")
     header = ["backend", "rows", "import s", "rows/s", "peak RSS MB", "executemany rows/s", "x executemany",
-              "row-by-row rows/s", "x row-by-row", "queue 1 edition s"]  # fmt: skip
+              "row-by-row rows/s", "x row-by-row", "queue s", "queue before s"]  # fmt: skip
     print(" | ".join(header))
     for r in results:
         cells = [r["backend"], f"{r['rows']:,}", r["import_s"], f"{r['rows_per_s']:,}", r["peak_rss_mb"],
                  f"{r['executemany_rows_per_s']:,}", r["vs_executemany"], f"{r.get('row_by_row_rows_per_s', 0):,}",
-                 r.get("vs_row_by_row", ""), r.get("queue_s", "")]  # fmt: skip
+                 r.get("vs_row_by_row", ""), r.get("queue_s", ""), r.get("queue_before_s", "")]  # fmt: skip
         print(" | ".join(str(c) for c in cells))
     return 0
 

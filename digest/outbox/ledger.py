@@ -23,10 +23,10 @@ from typing import Any
 
 from sqlalchemy import and_, bindparam, func, insert, literal, or_, select, update
 from sqlalchemy import select as sa_select
-from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.dialects import sqlite
 from sqlalchemy.engine import Connection, Engine
 from sqlalchemy.sql.elements import ColumnElement
-from sqlmodel import Session, col
+from sqlmodel import Session
 
 from digest.core.settings import Settings
 from digest.edition.select import alert_marks
@@ -353,41 +353,46 @@ def requeue_failed(engine: Engine, edition_id: int) -> int:
     return n
 
 
+# The advisory lock (first key) that serialises queueing one edition on PostgreSQL.
+_QUEUE_LOCK = 0x71756575
+
+
 def queue_deliveries(
     session: Session, edition_id: int, now: datetime, *, only: ColumnElement[bool] | None = None
 ) -> int:
-    """Create a queued Delivery for every active subscriber, in one statement.
+    """Create a queued Delivery for every active subscriber, in one statement; return how many.
 
-    Existing deliveries are left alone (ON CONFLICT DO NOTHING on the unique
-    (edition, subscriber) pair), so this is safe to run again and concurrently.
-    ``only`` restricts the subscribers further (a condition on Subscriber rows), e.g.
-    to those whose local send time the edition is for.
+    Existing deliveries are left alone, so this is safe to run again and concurrently:
+    SQLite serialises writers and skips them with ON CONFLICT DO NOTHING on the unique
+    (edition, subscriber) pair; PostgreSQL queues one edition in one transaction at a
+    time (an advisory lock) and leaves them out in the SELECT, so each row is a plain
+    insert rather than ON CONFLICT's speculative one. ``only`` restricts the
+    subscribers further (a condition on Subscriber rows), e.g. to those whose local
+    send time the edition is for.
     """
-    dialect = session.get_bind().dialect.name
-    ins = postgresql.insert if dialect == "postgresql" else sqlite.insert if dialect == "sqlite" else insert
+    columns = ["edition_id", "subscriber_id", "status", "attempts", "created_at"]
     source = sa_select(
         literal(edition_id),
-        col(Subscriber.id),
+        S.c.id,
         literal(DeliveryStatus.QUEUED),
         literal(0),
-        literal(now, type_=Delivery.__table__.c.created_at.type),  # type: ignore[attr-defined]
-    ).where(col(Subscriber.status) == SubscriberStatus.ACTIVE)
+        literal(now, type_=D.c.created_at.type),
+    ).where(S.c.status == SubscriberStatus.ACTIVE)
     if only is not None:
         source = source.where(only)
-    stmt = ins(Delivery.__table__).from_select(  # type: ignore[attr-defined]
-        ["edition_id", "subscriber_id", "status", "attempts", "created_at"], source
+    if session.get_bind().dialect.name == "postgresql":
+        session.execute(sa_select(func.pg_advisory_xact_lock(_QUEUE_LOCK, edition_id)))
+        # Taken after the lock, this statement's snapshot sees what an earlier queuer committed.
+        queued = sa_select(D.c.id).where(D.c.edition_id == edition_id, D.c.subscriber_id == S.c.id)
+        # Counted in the server: the driver reports no row count for INSERT ... SELECT.
+        inserted = insert(D).from_select(columns, source.where(~queued.exists())).returning(D.c.id).cte("inserted")
+        return int(session.execute(sa_select(func.count()).select_from(inserted)).scalar_one())
+    stmt = (
+        sqlite.insert(D)
+        .from_select(columns, source)
+        .on_conflict_do_nothing(index_elements=["edition_id", "subscriber_id"])
     )
-    if hasattr(stmt, "on_conflict_do_nothing"):
-        stmt = stmt.on_conflict_do_nothing(index_elements=["edition_id", "subscriber_id"])
-    # psycopg reports no rowcount (-1) for a compiled INSERT ... SELECT, so the number
-    # created is measured; under concurrent queueing it includes the others' rows.
-    before = _count_deliveries(session, edition_id)
-    session.execute(stmt)
-    return _count_deliveries(session, edition_id) - before
-
-
-def _count_deliveries(session: Session, edition_id: int) -> int:
-    return int(session.execute(select(func.count()).select_from(D).where(D.c.edition_id == edition_id)).scalar_one())
+    return max(session.connection().execute(stmt).rowcount or 0, 0)
 
 
 def delivery_counts(session: Session, edition_id: int) -> dict[str, int]:

@@ -222,7 +222,11 @@ def test_permanent_failure_is_recorded_and_counts_towards_bouncing(
         report = send_digest(engine, settings, "daily", t, clock)
     assert (report.sent, report.failed_permanent) == (1, 1)
     with session_scope(engine) as s:
-        d = s.exec(select(Delivery).join(Subscriber).where(Subscriber.email_key == "ana@example.org")).one()
+        d = s.exec(
+            select(Delivery)
+            .join(Subscriber, Subscriber.id == Delivery.subscriber_id)  # type: ignore[arg-type]
+            .where(Subscriber.email_key == "ana@example.org")
+        ).one()
         sub = s.exec(select(Subscriber).where(Subscriber.email_key == "ana@example.org")).one()
     assert d.status == DeliveryStatus.FAILED_PERMANENT and d.last_response.startswith("550")  # type: ignore[union-attr]
     assert sub.status == SubscriberStatus.BOUNCED

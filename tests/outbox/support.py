@@ -17,10 +17,10 @@ def readers(n: int) -> list[tuple[str, str, str | None]]:
 
 def rows(engine: Engine) -> dict[str, Delivery]:
     with session_scope(engine) as s:
-        found = s.exec(select(Delivery, Subscriber).join(Subscriber)).all()  # type: ignore[call-overload]
+        found = s.exec(select(Delivery, Subscriber).join(Subscriber, Subscriber.id == Delivery.subscriber_id)).all()  # type: ignore[call-overload,arg-type]
         return {sub.email: d for d, sub in found}
 
 
 def subscriber(engine: Engine, email_addr: str) -> Subscriber:
     with session_scope(engine) as s:
-        return s.exec(select(Subscriber).where(Subscriber.email_key == email_addr)).scalars().one()  # type: ignore[call-overload]
+        return s.exec(select(Subscriber).where(Subscriber.email_key == email_addr)).scalars().one()  # type: ignore[call-overload,arg-type]

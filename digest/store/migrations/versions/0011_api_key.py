@@ -1,7 +1,7 @@
 """API keys of the REST API (only their hashes)
 
 Revision ID: 0011
-Revises: 0009
+Revises: 0010
 Create Date: 2026-12-01 17:00:00.000000
 """
 
@@ -13,7 +13,7 @@ from alembic import op
 import digest.store.models
 
 revision = "0011"
-down_revision = "0009"
+down_revision = "0010"
 branch_labels = None
 depends_on = None
 
