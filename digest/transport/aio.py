@@ -274,7 +274,8 @@ class AsyncSMTP:
                     if replies[-1][0] not in (250, 251, 354):
                         break
         except (OSError, TimeoutError) as exc:
-            raise _NotHandedOver(f"connection lost before DATA: {type(exc).__name__}: {str(exc) or 'timed out'}") from None
+            why = f"{type(exc).__name__}: {str(exc) or 'timed out'}"
+            raise _NotHandedOver(f"connection lost before DATA: {why}") from None
         throttled = next(((c, t) for c, t in replies if is_throttling(c, t)), None)
         if throttled is None:
             for code, text in replies:
