@@ -21,6 +21,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import math
+import sys
 import threading
 import time
 from collections import deque
@@ -369,6 +370,11 @@ class Dispatcher:
         self.in_flight = 0
         blocking = sum(1 for _, t in lanes if not isinstance(t, AsyncSMTP))
         self._executor = ThreadPoolExecutor(max_workers=blocking, thread_name_prefix="smtp") if blocking else None
+        # The loop thread releases the GIL at every socket call and must get it back at
+        # once: with the default 5 ms switch interval a busy main thread (claiming,
+        # building jobs, recording) held every connection up to 5 ms a write (measured:
+        # send 159 -> 278 msg/s on one process). The sender processes are ours to tune.
+        sys.setswitchinterval(min(sys.getswitchinterval(), 0.0005))
         self._loop = asyncio.new_event_loop()
         self._queue: asyncio.Queue[Job] | None = None
         self._started = threading.Event()
