@@ -16,6 +16,7 @@ from digest.core.settings import (
     DeliverySettings,
     DigestConfig,
     DkimSettings,
+    ProviderLimits,
     ServiceSettings,
     Settings,
     WebSettings,
@@ -273,7 +274,15 @@ def documented_keys() -> set[str]:
     ("model", "name"),
     [
         (model, n)
-        for model in (Settings, DigestConfig, ServiceSettings, DeliverySettings, WebSettings, DkimSettings)
+        for model in (
+            Settings,
+            DigestConfig,
+            ServiceSettings,
+            DeliverySettings,
+            ProviderLimits,
+            WebSettings,
+            DkimSettings,
+        )
         for n in model.model_fields
     ],
     ids=lambda v: v if isinstance(v, str) else v.__name__,
@@ -324,7 +333,7 @@ def test_nested_section_is_read_from_its_table_and_the_environment(
     write_config: WriteConfig, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     path = write_config(
-        '[web]\nenabled = true\nport = 8100\n'
+        "[web]\nenabled = true\nport = 8100\n"
         '[dkim]\nselector = "s1"\ndomain = "example.com"\nprivate_key_file = "k.pem"\nfeedback_id = "d:x"\n'
     )
     monkeypatch.setenv("DIGEST_WEB__PORT", "8200")
@@ -345,3 +354,19 @@ def test_dkim_needs_selector_domain_and_key_together(write_config: WriteConfig) 
 
     assert error.key == "dkim"
     assert "set together" in str(error)
+
+
+def test_a_provider_table_overrides_the_published_defaults_key_by_key(write_config: WriteConfig) -> None:
+    path = write_config("[delivery.providers.yahoo]\nper_minute = 30\n")
+
+    providers = load_settings(path).delivery.providers
+
+    assert (providers["yahoo"].per_minute, providers["yahoo"].max_per_connection) == (30, 20)
+    assert providers["google"].deferral_pause == timedelta(minutes=10)
+
+
+def test_an_unknown_provider_is_an_error_naming_the_known_ones(write_config: WriteConfig) -> None:
+    error = config_error(write_config("[delivery.providers.gmail]\nper_minute = 30\n"))
+
+    assert error.key == "delivery.providers"
+    assert "'gmail'" in str(error) and "google" in str(error)
