@@ -31,6 +31,10 @@ ROOT = Path(__file__).resolve().parent.parent
 SAMPLES = ROOT.parent / "shared" / "samples"
 PG_URL = os.environ.get("DIGEST_TEST_DATABASE_URL")
 NOW = datetime(2026, 11, 25, 6, 0, tzinfo=UTC)
+# Tests never reach outside 127.0.0.1: recipients' domains are not looked up in the
+# host's DNS (in this process and the CLI processes tests start); the MX tests pass
+# their own resolver, pointed at tests/dnsserver.py.
+os.environ.setdefault("DIGEST_DELIVERY__MX_LOOKUP", "false")
 
 BACKENDS = [
     pytest.param("sqlite", id="sqlite"),
