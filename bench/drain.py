@@ -12,16 +12,15 @@ it. Each runs on a fresh database; the rates and their ratio are printed.
 from __future__ import annotations
 
 import argparse
-import asyncio
 import json
 import shutil
 import tempfile
-import threading
 import time
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from bench.proxy import DelayProxy
 from bench.send import CATEGORIES, Sink, create_subscribers, database, drafts
 from digest.app.planner import run_due
 from digest.app.send import send_digest
@@ -30,68 +29,6 @@ from digest.core.settings import DeliverySettings, DigestConfig, Settings
 from digest.ingest.save import upsert_articles
 from digest.service.runner import Service
 from digest.store.db import make_engine, session_scope, upgrade
-from digest.transport.sink import free_port
-
-
-class DelayProxy:
-    """A TCP proxy on loopback that holds every chunk ``delay`` seconds in each direction.
-
-    The kernel here has no netem: this is the network latency of a relay that far away
-    (bandwidth is not limited; order within a connection is kept).
-    """
-
-    def __init__(self, target_port: int, delay: float) -> None:
-        self.target_port = target_port
-        self.delay = delay
-        self.port = free_port()
-        self._loop = asyncio.new_event_loop()
-        self._thread = threading.Thread(target=self._loop.run_forever, daemon=True)
-
-    @property
-    def url(self) -> str:
-        return f"smtp://127.0.0.1:{self.port}"
-
-    def start(self) -> DelayProxy:
-        self._thread.start()
-        asyncio.run_coroutine_threadsafe(self._serve(), self._loop).result(10)
-        return self
-
-    async def _serve(self) -> None:
-        self._server = await asyncio.start_server(self._client, "127.0.0.1", self.port)
-
-    async def _client(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        up_reader, up_writer = await asyncio.open_connection("127.0.0.1", self.target_port)
-        await asyncio.gather(self._pipe(reader, up_writer), self._pipe(up_reader, writer))
-
-    async def _pipe(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        queue: asyncio.Queue[tuple[float, bytes]] = asyncio.Queue()
-
-        async def deliver() -> None:
-            while True:
-                due, chunk = await queue.get()
-                wait = due - self._loop.time()
-                if wait > 0:
-                    await asyncio.sleep(wait)
-                if not chunk:
-                    writer.close()
-                    return
-                writer.write(chunk)
-                await writer.drain()
-
-        task = asyncio.ensure_future(deliver())
-        try:
-            while True:
-                chunk = await reader.read(65536)
-                queue.put_nowait((self._loop.time() + self.delay, chunk))
-                if not chunk:
-                    break
-            await task
-        except (ConnectionError, OSError):
-            task.cancel()
-
-    def stop(self) -> None:
-        self._loop.call_soon_threadsafe(self._server.close)
-        self._loop.call_soon_threadsafe(self._loop.stop)
 
 
 def settings_for(url: str, smtp_url: str, workdir: Path, args: argparse.Namespace) -> Settings:
@@ -106,8 +43,10 @@ def settings_for(url: str, smtp_url: str, workdir: Path, args: argparse.Namespac
                 title="The Briefing", sections=CATEGORIES, max_articles=12, schedule="0 7 * * *", timezone="UTC"
             )
         },
+        # None: the defaults (what an untuned installation gets).
         delivery=DeliverySettings(
-            connections=args.connections, processes=args.processes, journal_dir=str(workdir / "journal")
+            journal_dir=str(workdir / "journal"),
+            **{k: v for k, v in (("connections", args.connections), ("processes", args.processes)) if v is not None},
         ),
     )
 
@@ -147,8 +86,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--subscribers", type=int, default=5000)
     p.add_argument("--database-url", default=None, help="default: a SQLite file in a temporary directory")
     p.add_argument("--delay-ms", type=float, default=5.0, help="added latency each way (default 5: a 10 ms RTT)")
-    p.add_argument("--processes", type=int, default=1)
-    p.add_argument("--connections", type=int, default=4)
+    p.add_argument("--processes", type=int, default=None, help="default: [delivery] processes (one per core)")
+    p.add_argument("--connections", type=int, default=None, help="per server, all processes (default: [delivery])")
     p.add_argument("--sink", choices=("auto", "postfix", "aiosmtpd"), default="auto")
     p.add_argument("--rounds", type=int, default=2, help="alternating send/serve rounds (the median is kept)")
     p.add_argument("--json", action="store_true")
@@ -166,7 +105,7 @@ def main(argv: list[str] | None = None) -> int:
     result = {
         "subscribers": args.subscribers,
         "rtt_ms": 2 * args.delay_ms,
-        "pool": f"{args.processes} process(es) x {args.connections} connections",
+        "pool": f"{args.processes or 'default'} process(es), {args.connections or 'default'} connections",
         "sink": sink.kind,
         "runs": runs,
         "send_msgs_per_s": rate["send"],

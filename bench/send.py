@@ -338,7 +338,9 @@ def _run(args: argparse.Namespace, url: str, sink: Sink, workdir: Path) -> dict[
         batch_size=args.batch_size,
         digests={"daily": DigestConfig(title="The Briefing", sections=CATEGORIES, max_articles=args.articles)},
         delivery=DeliverySettings(
-            connections=args.connections, processes=args.processes, journal_dir=str(workdir / "journal")
+            processes=args.processes,
+            journal_dir=str(workdir / "journal"),
+            **({"connections": args.connections} if args.connections else {}),
         ),
     )
     engine = make_engine(url)
@@ -383,7 +385,7 @@ def _run(args: argparse.Namespace, url: str, sink: Sink, workdir: Path) -> dict[
         "sink": "postfix smtp-sink" if sink.kind == "postfix" else "aiosmtpd",
         "subscribers": args.subscribers,
         "processes": args.processes,
-        "connections_per_process": args.connections,
+        "connections_per_server": settings.delivery.connections,
         "message_bytes": size,
         "variants": variants.prepared_count,
         "seed_s": round(seed_s, 2),
@@ -432,7 +434,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--subscribers", type=int, default=100_000)
     p.add_argument("--database-url", default=None, help="default: a SQLite file in a temporary directory")
     p.add_argument("--processes", type=int, default=2, help="sender processes (default 2: both cores)")
-    p.add_argument("--connections", type=int, default=4, help="SMTP connections per process")
+    p.add_argument("--connections", type=int, default=0, help="SMTP connections, all processes (default: [delivery])")
     p.add_argument("--batch-size", type=int, default=1000)
     p.add_argument("--articles", type=int, default=12, help="articles in the edition (12: a ~33 KB message)")
     p.add_argument("--sample", type=int, default=200, help="messages in the naive baseline")

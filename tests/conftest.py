@@ -99,7 +99,7 @@ def settings(db_url: str, sink: SmtpSink, tmp_path: Path) -> Settings:
         from_addr="The Briefing <briefing@news.example.com>",
         postal_address="Example News, 1 Harbour Road, Springfield",
         digests={"daily": DigestConfig(title="The Briefing", sections=["World", "Business", "Science"])},
-        delivery=DeliverySettings(journal_dir=str(tmp_path / "journal")),
+        delivery=DeliverySettings(journal_dir=str(tmp_path / "journal"), processes=1),
     )
 
 

@@ -3,7 +3,8 @@
 It is a real SMTP server on loopback (aiosmtpd), told per recipient how to
 misbehave: reply 421/451/452/550 at RCPT, 552 at the end of DATA, drop the
 connection after DATA, stall; and per connection: close after N messages (421
-at the next MAIL, as Postfix does), advertise PIPELINING.
+at the next MAIL, as Postfix does), advertise PIPELINING. :class:`CrowdedServer`
+is a relay that turns away extra connections and throttles bursts.
 """
 
 from __future__ import annotations
@@ -11,6 +12,8 @@ from __future__ import annotations
 import asyncio
 import datetime as dt
 import ssl
+import threading
+import time
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -151,3 +154,105 @@ def self_signed(directory: Path, host: str = "127.0.0.1") -> tuple[ssl.SSLContex
     context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
     context.load_cert_chain(cert_path, key_path)
     return context, cert_path
+
+
+class CrowdedServer:
+    """A raw asyncio SMTP server that behaves like a busy relay: it turns away and throttles.
+
+    It answers ``421 4.7.0 too many connections`` to every connection beyond
+    ``max_connections`` open at once, and ``454 4.7.0 Throttling failure`` (as Amazon
+    SES does) to a MAIL beyond ``burst`` messages within ``window`` seconds. It
+    offers PIPELINING and keeps every message it accepts.
+    """
+
+    def __init__(self, max_connections: int, burst: int, window: float = 0.25) -> None:
+        self.port = free_port()
+        self.max_connections = max_connections
+        self.burst = burst
+        self.window = window
+        self.open = 0
+        self.most_open = 0
+        self.refused = 0
+        self.throttled = 0
+        self.messages: list[tuple[str, bytes]] = []
+        self._recent: list[float] = []
+        self._loop = asyncio.new_event_loop()
+        self._thread = threading.Thread(target=self._loop.run_forever, daemon=True)
+
+    @property
+    def url(self) -> str:
+        return f"smtp://127.0.0.1:{self.port}"
+
+    def __enter__(self) -> CrowdedServer:
+        self._thread.start()
+        future = asyncio.run_coroutine_threadsafe(
+            asyncio.start_server(self._client, "127.0.0.1", self.port), self._loop
+        )
+        self._server = future.result(5)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._loop.call_soon_threadsafe(self._server.close)
+        self._loop.call_soon_threadsafe(self._loop.stop)
+        self._thread.join(5)
+
+    def _burst_exceeded(self) -> bool:
+        now = time.monotonic()
+        self._recent = [t for t in self._recent if now - t < self.window]
+        if len(self._recent) >= self.burst:
+            return True
+        self._recent.append(now)
+        return False
+
+    async def _client(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        if self.open >= self.max_connections:
+            self.refused += 1
+            writer.write(b"421 4.7.0 too many connections from your host\r\n")
+            writer.close()
+            return
+        self.open += 1
+        self.most_open = max(self.most_open, self.open)
+        try:
+            await self._session(reader, writer)
+        except (ConnectionError, OSError):
+            pass
+        finally:
+            self.open -= 1
+            writer.close()
+
+    async def _session(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        writer.write(b"220 crowded ESMTP\r\n")
+        rcpt, ok = "", False
+        while line := await reader.readline():
+            verb = line[:4].upper()
+            if verb in (b"EHLO", b"HELO"):
+                writer.write(b"250-crowded\r\n250-PIPELINING\r\n250 8BITMIME\r\n")
+            elif verb == b"MAIL":
+                ok = not self._burst_exceeded()
+                if not ok:
+                    self.throttled += 1
+                writer.write(
+                    b"250 OK\r\n" if ok else b"454 4.7.0 Throttling failure: Maximum sending rate exceeded\r\n"
+                )
+            elif verb == b"RCPT":
+                rcpt = line[9:].strip().strip(b"<>").decode()
+                writer.write(b"250 OK\r\n" if ok else b"503 5.5.1 MAIL first\r\n")
+            elif verb == b"DATA":
+                if not ok:
+                    writer.write(b"554 5.5.1 no valid recipients\r\n")
+                    continue
+                writer.write(b"354 go ahead\r\n")
+                data = bytearray()
+                while (chunk := await reader.readline()) != b".\r\n":
+                    if not chunk:
+                        return
+                    data += chunk[1:] if chunk.startswith(b"..") else chunk
+                self.messages.append((rcpt, bytes(data)))
+                writer.write(b"250 2.0.0 queued\r\n")
+            elif verb == b"RSET":
+                writer.write(b"250 OK\r\n")
+            elif verb == b"QUIT":
+                writer.write(b"221 bye\r\n")
+                return
+            else:
+                writer.write(b"502 5.5.2 unknown command\r\n")

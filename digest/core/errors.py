@@ -110,10 +110,18 @@ class TemporaryFailure(DeliveryError):
 
     ``connection_level`` marks failures of the server rather than of the recipient
     (cannot connect, 421, dropped or stalled connection): they feed the circuit breaker.
+    ``throttled`` marks a relay's "slow down" (SES 454 4.7.0, Gmail 421 4.7.28, 451
+    4.7.1): the message is put back without counting an attempt and the server rests.
     """
 
     def __init__(
-        self, message: str, code: int | None = None, *, connection_level: bool = False, maybe_delivered: bool = False
+        self,
+        message: str,
+        code: int | None = None,
+        *,
+        connection_level: bool = False,
+        maybe_delivered: bool = False,
+        throttled: bool = False,
     ) -> None:
         super().__init__(message)
         self.code = code
@@ -121,6 +129,7 @@ class TemporaryFailure(DeliveryError):
         # True when the connection died after the whole message was handed over:
         # the server may have accepted it, so it must not be re-sent at once elsewhere.
         self.maybe_delivered = maybe_delivered
+        self.throttled = throttled
 
 
 class PermanentFailure(DeliveryError):

@@ -253,14 +253,25 @@ class DeliverySettings(BaseModel):
         description="SMTP server URLs to spread sending over; empty = smtp_url alone. A URL may carry its own "
         "?connections=, ?rate=, ?hourly= and ?max_per_connection= overriding the keys below.",
     )
-    connections: int = Field(4, ge=1, le=64, description="Persistent SMTP connections per server and process.")
+    connections: int = Field(
+        32,
+        ge=1,
+        le=512,
+        description="Persistent SMTP connections per server for one send (or serve drain), divided among its "
+        "processes; fewer are used while the server turns connections away or throttles (AIMD).",
+    )
     processes: int = Field(
-        1, ge=0, le=64, description="Sender processes, each claiming from the outbox; 0 = one per CPU core."
+        0, ge=0, le=64, description="Sender processes, each claiming from the outbox; 0 = one per CPU core."
     )
     rate_per_second: float = Field(0, ge=0, description="Most messages a second per server (0 = no limit).")
     rate_per_hour: int = Field(0, ge=0, description="Most messages an hour per server (0 = no limit).")
     max_per_connection: int = Field(
         0, ge=0, description="Reconnect after this many messages on one connection (0 = never by choice)."
+    )
+    throttle_pause: Duration = Field(
+        timedelta(seconds=30),
+        description="How long a server that throttles (454 4.7.0, 421 4.7.28, 451 4.7.1) rests before sending "
+        "resumes with half its connections; the message waits without counting an attempt.",
     )
     breaker_failures: int = Field(
         3, ge=1, description="Consecutive connection failures after which a server is paused (circuit breaker)."

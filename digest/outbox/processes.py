@@ -67,7 +67,7 @@ def run_send(
     if n > 1 and pending_count(engine, edition_ids) <= settings.batch_size:
         n = 1  # a few retries are not worth starting processes for (the service drains often)
     if n <= 1:
-        lanes = make_lanes(settings, transport, transport_factory)
+        lanes = make_lanes(settings, transport, transport_factory, processes=1)
         sender = Sender(
             engine, settings, clock, lanes, variants_for,
             worker=worker, signer=signer, should_stop=should_stop, progress=progress,
@@ -104,6 +104,7 @@ def _run_processes(
         "transport_factory": transport_factory,
         "signer": signer,
         "rate_share": 1.0 / n,
+        "processes": n,
         "parent": os.getpid(),
         "logging": current_config(settings),
     }
@@ -180,7 +181,7 @@ def _child_main(spec: dict[str, Any], stop: Any, results: Any, counter: Any) -> 
         return stop.is_set() or os.getppid() != parent
 
     try:
-        lanes = make_lanes(settings, None, spec["transport_factory"])
+        lanes = make_lanes(settings, None, spec["transport_factory"], processes=spec["processes"])
         sender = Sender(
             engine,
             settings,

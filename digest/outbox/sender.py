@@ -1,8 +1,9 @@
 """The send loop: claim batches from the outbox, hand them to the SMTP lanes, record.
 
 One :class:`Sender` per process. Its main thread claims a batch, builds each job
-(variant lookup, recipient values) and queues it; the lanes (one thread per SMTP
-connection, :mod:`digest.transport.pool`) fill, sign and send; when a batch is done the
+(variant lookup, recipient values) and queues it; the lanes (one coroutine per SMTP
+connection in the dispatcher's event-loop thread, :mod:`digest.transport.pool`)
+fill, sign and send; when a batch is done the
 main thread records it in one statement. Two batches are kept in flight so the
 connections never wait for the database.
 
@@ -33,7 +34,16 @@ from digest.outbox.journal import BatchJournal, Journal, worker_id
 from digest.outbox.ledger import Bounce, Claimed, claim_batch, extend_leases, record, release
 from digest.outbox.retry import backoff
 from digest.store.models import DeliveryStatus, SubscriberStatus
-from digest.transport.pool import Dispatcher, Job, Server, TransportFactory, configured_servers, smtp_transport
+from digest.transport.aio import AsyncSMTP
+from digest.transport.pool import (
+    Dispatcher,
+    Job,
+    Lane,
+    Server,
+    TransportFactory,
+    configured_servers,
+    per_process,
+)
 from digest.transport.smtp import SMTPTransport, Transport
 
 log = logging.getLogger(__name__)
@@ -114,7 +124,7 @@ class Sender:
         engine: Engine,
         settings: Settings,
         clock: Clock,
-        lanes: list[tuple[Server, Transport]],
+        lanes: list[Lane],
         variants_for: VariantsFor,
         *,
         worker: str | None = None,
@@ -253,25 +263,23 @@ class Sender:
         msgid = prepared.message_id(recipient)
         clock, signer, journal = self.clock, self.signer, batch.journal
 
-        def send(transport: Transport) -> str:
+        def prepare() -> bytes:
             data = prepared.fill(recipient, clock.now(), msgid)
-            if signer is not None:
-                data = signer.sign(data)
-            answer = transport.send(prepared.envelope_from_for(recipient), recipient.email, data)
-            # The server said 250: from here on the message is sent, whatever fails next.
+            return signer.sign(data) if signer is not None else data
+
+        def accepted(job: Job) -> None:
+            # The server said 250. Before this connection sends its next message's
+            # data: what makes a kill -9 cost at most one duplicate per connection.
             try:
-                # Before this lane takes its next message: what makes a kill -9 cost at
-                # most one duplicate per connection.
                 journal.note(row.delivery_id, msgid, clock.now())
             except Exception as exc:  # noqa: BLE001 - any failure to journal stops sending, never retries
                 self._journal_failed(exc)
-            return answer
 
         def done(job: Job) -> None:
             self._outcome(batch, row, result, msgid, job)
             batch.one_done()
 
-        return Job(row.delivery_id, send, done)
+        return Job(row.delivery_id, prepared.envelope_from_for(recipient), recipient.email, prepare, done, accepted)
 
     def _journal_failed(self, exc: Exception) -> None:
         """Stop every lane before its next message: one more could not be journalled either."""
@@ -357,17 +365,27 @@ def transport_name(transport: Transport) -> str:
 
 
 def make_lanes(
-    settings: Settings, transport: Transport | None = None, transport_factory: TransportFactory | None = None
-) -> list[tuple[Server, Transport]]:
-    """The connections of one process: ``transport`` alone, or the configured servers' pool."""
+    settings: Settings,
+    transport: Transport | None = None,
+    transport_factory: TransportFactory | None = None,
+    processes: int = 1,
+) -> list[Lane]:
+    """The connections of one of ``processes`` processes: ``transport`` alone, or its share of the pool.
+
+    Without ``transport_factory`` each connection is the engine's own
+    :class:`~digest.transport.aio.AsyncSMTP`; a factory's (blocking) transports run in
+    worker threads of the same dispatcher.
+    """
     d = settings.delivery
     if transport is not None:
         server = Server(transport_name(transport), None, 1, d.rate_per_second, d.rate_per_hour, d.max_per_connection)
         return [(server, transport)]
-    factory = transport_factory or smtp_transport
-    return [
-        (server, factory(server.config, server.max_per_connection))
-        for server in configured_servers(settings)
-        if server.config is not None  # always, for configured servers
-        for _ in range(server.connections)
-    ]
+    lanes: list[Lane] = []
+    for server in configured_servers(settings):
+        assert server.config is not None  # always, for configured servers
+        for _ in range(per_process(server.connections, processes)):
+            if transport_factory is None:
+                lanes.append((server, AsyncSMTP(server.config, max_messages=server.max_per_connection)))
+            else:
+                lanes.append((server, transport_factory(server.config, server.max_per_connection)))
+    return lanes

@@ -94,11 +94,26 @@ def _code_of(reply: str) -> int | None:
     return int(m.group(1)) if m else None
 
 
+def is_throttling(code: int, text: str) -> bool:
+    """Is this reply a relay asking the client to slow down (not a failure of the recipient)?
+
+    Amazon SES "454 4.7.0 Throttling failure", Gmail "421 4.7.28 ... unusual rate",
+    "451 4.7.1" (rate or reputation limit, try later), and any 421/451/454 that says
+    throttling or rate limit.
+    """
+    t = text.lstrip().lower()
+    if code == 421 and t.startswith("4.7.28"):
+        return True
+    if code == 451 and re.match(r"4\.7\.1\b", t):
+        return True
+    return code in (421, 451, 454) and ("throttl" in t or "rate limit" in t)
+
+
 def classify(code: int, text: str) -> TemporaryFailure | PermanentFailure:
     """5xx is permanent; 4xx (and anything unintelligible) temporary (RFC 5321 section 4.2.1)."""
     reply = f"{code} {text}".strip()
     if 400 <= code < 500 or not 500 <= code < 600:
-        return TemporaryFailure(reply, code)
+        return TemporaryFailure(reply, code, throttled=is_throttling(code, text))
     return PermanentFailure(reply, code)
 
 

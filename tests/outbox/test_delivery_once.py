@@ -478,7 +478,7 @@ def test_serve_after_a_database_outage_records_what_it_sent_and_sends_it_never_a
         base_url="https://news.example.com",
         from_addr="The Briefing <briefing@news.example.com>",
         digests={"daily": DigestConfig(title="The Briefing", sections=["World", "Business", "Science"])},
-        delivery=DeliverySettings(journal_dir=str(tmp_path / "journal")),
+        delivery=DeliverySettings(journal_dir=str(tmp_path / "journal"), processes=1),
     )
     direct = make_engine(pg_url)
     upgrade(direct)

@@ -1,0 +1,113 @@
+"""Delivery to a relay some milliseconds away: ``digest send`` and ``digest serve`` against Postfix's ``smtp-source``.
+
+For each round-trip time (``--rtt-ms``, default 10 and 50; 0 = loopback, no
+proxy) it starts the delay proxy (:mod:`bench.proxy`) in front of Postfix's
+``smtp-sink``, and measures in the same run, through the same proxy:
+
+- the reference: ``smtp-source -d -s 128`` (and ``-s 16``), Postfix's C client,
+  sending messages of the digest's size over reused sessions;
+- ``send``: ``send_digest`` (what ``digest send`` runs), building the edition and
+  draining it, with DEFAULT ``[delivery]`` settings;
+- ``serve``: the planner queueing the edition and the service's ``outbox`` job
+  draining it (``Service.send``), default settings too.
+
+It prints msg/s and each rate's ratio to ``smtp-source -s 128`` (at 0 ms, to
+``smtp-source -s 16``, the loopback reference).
+
+    python -m bench.relay [--rtt-ms 10 --rtt-ms 50] [--subscribers 20000] [--database-url URL]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import subprocess
+import time
+from pathlib import Path
+from typing import Any
+
+from bench.drain import one_run
+from bench.proxy import DelayProxy
+from bench.send import Sink
+
+SMTP_SOURCE = shutil.which("smtp-source") or (
+    "/usr/sbin/smtp-source" if Path("/usr/sbin/smtp-source").exists() else None
+)
+TARGETS = {10.0: 0.7, 50.0: 0.5, 0.0: 0.9}  # share of the reference to reach, by RTT
+
+
+def smtp_source(port: int, sessions: int, messages: int, size: int, sink: Sink) -> float:
+    """Messages a second of ``smtp-source -d -s SESSIONS`` (reused sessions) into ``port``."""
+    assert SMTP_SOURCE is not None
+    cmd = [
+        SMTP_SOURCE, "-d", "-s", str(sessions), "-m", str(messages), "-l", str(size),
+        "-f", "bench@news.example.com", "-t", "reader@example.org", f"127.0.0.1:{port}",
+    ]  # fmt: skip
+    before = sink.received
+    t0 = time.perf_counter()
+    subprocess.run(cmd, check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    seconds = time.perf_counter() - t0
+    received = sink.received - before
+    if received < messages:
+        raise SystemExit(f"smtp-source: the sink got {received} of {messages} messages")
+    return messages / seconds
+
+
+def one_rtt(rtt: float, args: argparse.Namespace, sink: Sink) -> dict[str, Any]:
+    proxy = DelayProxy(sink.port, rtt / 2000).start() if rtt else None
+    port = proxy.port if proxy else sink.port
+    url = f"smtp://127.0.0.1:{port}"
+    try:
+        result: dict[str, Any] = {"rtt_ms": rtt}
+        if SMTP_SOURCE and sink.kind == "postfix":
+            n = args.reference_messages or args.subscribers
+            result["smtp_source_16"] = round(smtp_source(port, 16, n, args.message_bytes, sink), 1)
+            result["smtp_source_128"] = round(smtp_source(port, 128, n, args.message_bytes, sink), 1)
+        for mode in ("send", "serve"):
+            run = one_run(mode, args, url, sink)
+            result[mode] = run["msgs_per_s"]
+            result[f"{mode}_seconds"] = run["seconds"]
+            if run["received"] != args.subscribers:
+                result[f"{mode}_problem"] = f"{run['received']} of {args.subscribers} received"
+    finally:
+        if proxy:
+            proxy.stop()
+    reference = result.get("smtp_source_16" if not rtt else "smtp_source_128")
+    if reference:
+        for mode in ("send", "serve"):
+            result[f"{mode}_ratio"] = round(result[mode] / reference, 3)
+        result["target_ratio"] = TARGETS.get(rtt)
+    return result
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(prog="python -m bench.relay", description=__doc__.split("\n\n")[0])
+    p.add_argument("--rtt-ms", type=float, action="append", help="round trip to the relay (repeatable; default 10, 50)")
+    p.add_argument("--subscribers", type=int, default=20_000)
+    p.add_argument("--reference-messages", type=int, default=0, help="smtp-source messages (default: --subscribers)")
+    p.add_argument("--message-bytes", type=int, default=35_000, help="smtp-source message size (the digest's)")
+    p.add_argument("--database-url", default=None, help="default: a SQLite file in a temporary directory")
+    p.add_argument("--processes", type=int, default=None, help="default: [delivery] processes (one per core)")
+    p.add_argument("--connections", type=int, default=None, help="default: [delivery] connections")
+    p.add_argument("--json", action="store_true")
+    args = p.parse_args(argv)
+    sink = Sink("auto").start()
+    try:
+        results = [one_rtt(rtt, args, sink) for rtt in (args.rtt_ms or [10.0, 50.0])]
+    finally:
+        sink.stop()
+    load = [round(x, 2) for x in os.getloadavg()]
+    out = {"sink": sink.kind, "subscribers": args.subscribers, "load_after": load, "runs": results}
+    if args.json:
+        print(json.dumps(out, indent=2))
+    else:
+        print(f"sink: {sink.kind}, subscribers: {args.subscribers}, load average after: {out['load_after']}")
+        for r in results:
+            print("  ".join(f"{k}={v}" for k, v in r.items()))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
