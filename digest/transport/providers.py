@@ -29,7 +29,8 @@ import cachetools
 import dns.exception
 import dns.resolver
 
-from digest.core.settings import PROVIDERS, ProviderLimits
+from digest.core.dns import make_resolver
+from digest.core.settings import PROVIDERS, ProviderLimits, Settings
 
 log = logging.getLogger(__name__)
 
@@ -202,6 +203,21 @@ class ProviderMap:
         hosts = [r.exchange.to_text() for r in sorted(answer, key=lambda r: r.preference)]  # type: ignore[attr-defined]
         ttl = min(self.max_ttl, max(self.min_ttl, float(answer.rrset.ttl if answer.rrset is not None else 0)))
         return provider_of_mx(hosts), ttl, False
+
+
+# The cache lives as long as the process (a service drains every few seconds).
+_MAPS: dict[tuple[bool, float], ProviderMap] = {}
+_MAPS_LOCK = threading.Lock()
+
+
+def provider_map(settings: Settings) -> ProviderMap:
+    """The process-wide :class:`ProviderMap` of ``[delivery] mx_lookup`` (the system's resolver)."""
+    d = settings.delivery
+    key = (d.mx_lookup, d.mx_lookup_timeout)
+    with _MAPS_LOCK:
+        if key not in _MAPS:
+            _MAPS[key] = ProviderMap(make_resolver(timeout=d.mx_lookup_timeout) if d.mx_lookup else None)
+        return _MAPS[key]
 
 
 # ---------------------------------------------------------------- what a provider's reply means

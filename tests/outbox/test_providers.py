@@ -1,0 +1,80 @@
+"""Per-provider shaping end to end: a relay (aiosmtpd) passing on Gmail's and Microsoft's answers.
+
+The relay answers ``421 4.7.28`` (Gmail's rate limit) for @gmail.com recipients and
+``550 5.7.515`` (Microsoft's authentication requirement) for @outlook.com ones, as a
+relay that passes the provider's answer on at RCPT does. Gmail pauses, Microsoft
+pauses, everyone else is sent to, and nobody is bounced.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from datetime import timedelta
+
+import pytest
+from sqlalchemy.engine import Engine
+
+from digest.app.send import send_digest
+from digest.core.clock import FixedClock
+from digest.core.settings import Settings
+from digest.outbox.drain import drain_outbox
+from digest.store.models import DeliveryStatus, SubscriberStatus
+from digest.transport import pool as pool_module
+from tests.conftest import NOW, STANDARD_DRAFTS, seed
+from tests.outbox.support import rows, subscriber
+from tests.smtp_script import ScriptedSink
+
+GMAIL_RATE = "421 4.7.28 Our system has detected an unusual rate of unsolicited mail originating from your IP"
+MS_AUTH = "550 5.7.515 Access denied, sending domain news.example.com does not meet the required authentication level"
+
+
+@pytest.fixture(autouse=True)
+def fresh_providers() -> Iterator[None]:
+    """Provider pauses live as long as the process: no other test may inherit this one's."""
+    pool_module._SHAPERS.clear()
+    yield
+    pool_module._SHAPERS.clear()
+
+
+def test_a_deferral_pauses_its_provider_only_and_a_policy_rejection_bounces_nobody(
+    engine: Engine, pool: Settings, script: ScriptedSink, clock: FixedClock
+) -> None:
+    gmail = [f"g{i}@gmail.com" for i in range(4)]
+    outlook = [f"o{i}@outlook.com" for i in range(3)]
+    others = [f"r{i}@example.org" for i in range(5)] + ["y0@yahoo.com"]
+    seed(engine, STANDARD_DRAFTS, [(a, a, None) for a in gmail + outlook + others])
+    script.handler.rcpt_replies.update({a: GMAIL_RATE for a in gmail} | {a: MS_AUTH for a in outlook})
+
+    report = send_digest(engine, pool, "daily", None, clock)
+
+    found = rows(engine)
+    assert sorted(script.handler.count()) == sorted(others)
+    assert (report.sent, report.failed_permanent) == (len(others), 0)
+    for a in gmail:  # back to the outbox until Gmail's pause ends, no attempt counted
+        assert (found[a].status, found[a].attempts) == (DeliveryStatus.FAILED_TEMPORARY, 0)
+        assert found[a].next_attempt_at is not None
+        assert NOW + timedelta(minutes=9) < found[a].next_attempt_at <= NOW + timedelta(minutes=10)
+    tried = [a for a in outlook if found[a].attempts == 1]
+    assert tried and all("5.7.515" in (found[a].last_response or "") for a in tried)
+    for a in outlook:  # a temporary failure, retried after Microsoft's policy pause
+        assert found[a].status == DeliveryStatus.FAILED_TEMPORARY
+        assert found[a].next_attempt_at is not None and found[a].next_attempt_at > NOW + timedelta(minutes=59)
+    for a in gmail + outlook:  # no bounce, no soft bounce: the address is fine
+        sub = subscriber(engine, a)
+        assert (sub.status, sub.bounce_count, sub.soft_bounce_streak) == (SubscriberStatus.ACTIVE, 0, 0)
+
+
+def test_a_paused_provider_is_not_sent_to_by_the_next_drain(
+    engine: Engine, pool: Settings, script: ScriptedSink, clock: FixedClock
+) -> None:
+    seed(engine, STANDARD_DRAFTS, [("g0@gmail.com", "G", None)])
+    script.handler.rcpt_replies["g0@gmail.com"] = GMAIL_RATE
+    send_digest(engine, pool, "daily", None, clock)
+    del script.handler.rcpt_replies["g0@gmail.com"]
+
+    # Due again by the database's clock, but Gmail still rests in this process.
+    clock.advance(timedelta(minutes=11))
+    report = drain_outbox(engine, pool, clock=clock)
+
+    assert (report.sent, report.held) == (0, 1)
+    assert script.handler.count() == {}
