@@ -6,7 +6,7 @@ import pytest
 from pydantic import ValidationError
 
 from digest.core.errors import ConfigError
-from digest.core.settings import DeliverySettings, Settings
+from digest.core.settings import Settings
 from digest.transport.pool import configured_servers
 from digest.transport.sink import SmtpSink
 from digest.transport.smtp import parse_smtp_url, smtp_from_settings
@@ -44,7 +44,7 @@ def test_a_connection_refuses_a_url_that_is_not_smtp() -> None:
 
 def test_pool_servers_take_the_same_timeout() -> None:
     urls = ["smtp://a.example.com:2525", "smtps://b.example.com"]
-    settings = settings_for("smtp://unused.example.com", delivery=DeliverySettings(servers=urls))
+    settings = settings_for("smtp://unused.example.com", delivery={"servers": urls})
 
     servers = configured_servers(settings)
 
