@@ -52,3 +52,13 @@ def test_pool_servers_take_the_same_timeout() -> None:
         ("a.example.com:2525", 7.5),
         ("b.example.com:465", 7.5),
     ]
+
+
+def test_a_server_that_is_a_providers_own_mx_takes_its_messages_per_connection() -> None:
+    urls = ["smtp://gmail-smtp-in.l.google.com", "smtp://mx-aol.mail.gm0.yahoodns.net?max_per_connection=7"]
+    settings = settings_for("smtp://relay.example.com", delivery={"servers": urls})
+
+    limits = [s.max_per_connection for s in configured_servers(settings)]
+    relay = configured_servers(settings_for("smtp://relay.example.com"))[0].max_per_connection
+
+    assert (limits, relay) == ([50, 7], 0)
