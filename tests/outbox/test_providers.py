@@ -8,8 +8,10 @@ pauses, everyone else is sent to, and nobody is bounced.
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterator
 from datetime import timedelta
+from typing import Any
 
 import pytest
 from sqlalchemy.engine import Engine
@@ -78,3 +80,30 @@ def test_a_paused_provider_is_not_sent_to_by_the_next_drain(
 
     assert (report.sent, report.held) == (0, 1)
     assert script.handler.count() == {}
+
+
+def test_a_provider_at_its_cap_holds_only_its_own_messages_back(
+    engine: Engine, pool: Settings, script: ScriptedSink, clock: FixedClock
+) -> None:
+    gmail = [f"g{i}@gmail.com" for i in range(4)]
+    others = [f"r{i}@example.org" for i in range(6)]
+    seed(engine, STANDARD_DRAFTS, [(a, a, None) for a in gmail + others])
+    pool.delivery.providers["google"].connections = 1  # one Gmail message in flight at a time
+    script.handler.stall.update({a: 0.3 for a in gmail})  # each Gmail RCPT takes 0.3 s
+    arrived: list[tuple[float, str]] = []
+    handle_data = script.handler.handle_DATA
+
+    async def timed(server: Any, session: Any, envelope: Any) -> str:
+        arrived.append((time.monotonic(), envelope.rcpt_tos[0]))
+        return await handle_data(server, session, envelope)
+
+    script.handler.handle_DATA = timed  # type: ignore[method-assign]
+
+    report = send_digest(engine, pool, "daily", None, clock)
+
+    assert report.sent == len(gmail + others)
+    at = [t for t, a in arrived if a in gmail]
+    # Two connections, but never two Gmail messages at once: each one's RCPT starts after the last one's data.
+    assert all(later - earlier >= 0.29 for earlier, later in zip(at, at[1:], strict=False))
+    # Meanwhile the other connection carried everyone else.
+    assert max(i for i, (_, a) in enumerate(arrived) if a in others) < len(arrived) - 1
