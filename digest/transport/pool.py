@@ -388,8 +388,12 @@ class Dispatcher:
     ) -> None:
         self.states: dict[str, ServerState] = {s.name: server_state(s, settings, rate_share) for s, _ in lanes}
         self.shaper = shaper or provider_shaper(settings)
-        # Jobs waiting for their provider's slot, off the queue so other providers' jobs go first.
+        # Jobs waiting for their provider, off the queue so other providers' jobs go first:
+        # until a time (its rate, the end of a short pause), or until one of its messages
+        # in flight finishes (its cap; also woken every second, in case a slot was freed elsewhere).
         self._parked: dict[int, tuple[Job, asyncio.TimerHandle]] = {}
+        self._waiting: dict[str, deque[Job]] = {}
+        self._wake_timers: dict[str, asyncio.TimerHandle] = {}
         for name, state in self.states.items():
             state.window.fit(sum(1 for s, _ in lanes if s.name == name))
         self.on_sent = on_sent
@@ -515,14 +519,20 @@ class Dispatcher:
         if job.slot:
             job.slot = False
             self.shaper.finished(job.provider)
+            if threading.current_thread() is self._thread:
+                self._wake_one(job.provider)
 
     def _provider_admits(self, job: Job) -> bool:
-        """Take a slot of the job's provider; else park the job (a short wait) or send it back (a pause)."""
+        """Take a slot of the job's provider; else park the job (its cap, its rate) or send it back (a pause)."""
         admission = self.shaper.admit(job.provider)
         if admission.kind == "go":
             job.slot = True
             return True
-        if admission.kind == "wait":
+        if admission.kind == "full":
+            self._waiting.setdefault(job.provider, deque()).append(job)
+            if job.provider not in self._wake_timers:
+                self._wake_timers[job.provider] = self._loop.call_later(1.0, self._wake_all, job.provider)
+        elif admission.kind == "wait":
             handle = self._loop.call_later(max(admission.seconds, 0.01), self._unpark, id(job))
             self._parked[id(job)] = (job, handle)
         else:
@@ -530,6 +540,16 @@ class Dispatcher:
             job.error = TemporaryFailure(f"{job.provider} paused: {admission.reason}"[:1000])
             job.done(job)
         return False
+
+    def _wake_one(self, provider: str) -> None:
+        waiting = self._waiting.get(provider)
+        if waiting:
+            self._requeue(waiting.popleft())
+
+    def _wake_all(self, provider: str) -> None:
+        self._wake_timers.pop(provider, None)
+        for job in self._waiting.pop(provider, ()):
+            self._requeue(job)
 
     def _unpark(self, key: int) -> None:
         parked = self._parked.pop(key, None)
@@ -542,6 +562,12 @@ class Dispatcher:
             handle.cancel()
             jobs.append(job)
         self._parked.clear()
+        for handle in self._wake_timers.values():
+            handle.cancel()
+        self._wake_timers.clear()
+        for waiting in self._waiting.values():
+            jobs.extend(waiting)
+        self._waiting.clear()
         return jobs
 
     def _provider_reply(self, state: ServerState, job: Job, exc: TemporaryFailure | PermanentFailure) -> bool:

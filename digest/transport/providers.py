@@ -314,11 +314,12 @@ def classify_reply(provider: str, code: int, text: str) -> Verdict:
 
 @dataclass(frozen=True)
 class Admission:
-    """May a message to a provider start? ``go`` (a slot is taken: call ``finished`` after), ``wait``
-    ``seconds`` (at its cap or its rate: try again then) or ``defer`` it ``seconds`` (paused that long:
-    back to the outbox, no attempt counted)."""
+    """May a message to a provider start? ``go`` (a slot is taken: call ``finished`` after), ``full``
+    (at its cap: try again when one of its messages finishes), ``wait`` ``seconds`` (its rate, or the
+    end of a short pause) or ``defer`` it ``seconds`` (paused that long: back to the outbox, no
+    attempt counted)."""
 
-    kind: Literal["go", "wait", "defer"]
+    kind: Literal["go", "full", "wait", "defer"]
     seconds: float = 0.0
     reason: str = ""
 
@@ -368,7 +369,7 @@ class ProviderShaper:
                 return Admission("wait" if left <= self.hold else "defer", left, st.reason)
             lim = st.limits
             if lim.connections and st.in_flight >= lim.connections:
-                return Admission("wait", 0.05, "at its limit of messages in flight")
+                return Admission("full", 0.0, "at its limit of messages in flight")
             if now < st.next_at:
                 return Admission("wait", st.next_at - now, "at its rate")
             if lim.per_minute:

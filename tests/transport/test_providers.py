@@ -171,7 +171,7 @@ def test_a_provider_at_its_cap_waits_until_a_message_finishes() -> None:
     kinds = [s.admit("yahoo").kind for _ in range(3)]
     s.finished("yahoo")
 
-    assert kinds == ["go", "go", "wait"]
+    assert kinds == ["go", "go", "full"]
     assert s.admit("yahoo").kind == "go"
 
 
