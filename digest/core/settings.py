@@ -299,7 +299,10 @@ class DeliverySettings(BaseModel):
         "domain is google); off: such domains are other.",
     )
     mx_lookup_timeout: float = Field(
-        2.0, gt=0, description="Seconds one MX lookup may take; a failed or slow lookup makes the domain other."
+        2.0,
+        gt=0,
+        description="Seconds the MX lookups of one claimed batch may take in all; a domain whose lookup fails or "
+        "is not done by then is other (for this batch: a late answer is cached for the next).",
     )
 
 

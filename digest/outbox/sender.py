@@ -234,7 +234,10 @@ class Sender:
             raise
         self._batches.append(batch)
         jobs: list[Job] = []
-        provider_of = self.providers.providers(r.email for r in rows if r.status == SubscriberStatus.ACTIVE)
+        provider_of = self.providers.providers(
+            (r.email for r in rows if r.status == SubscriberStatus.ACTIVE),
+            budget=self.settings.delivery.mx_lookup_timeout,
+        )
         for row in rows:
             result: dict[str, object] = {"id": row.delivery_id, "claimed_by": None, "lease_until": None}
             batch.results.append(result)

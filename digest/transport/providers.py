@@ -21,7 +21,7 @@ import re
 import threading
 import time
 from collections.abc import Callable, Iterable, Mapping
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import ThreadPoolExecutor, wait
 from dataclasses import dataclass
 from typing import Literal
 
@@ -134,9 +134,12 @@ class ProviderMap:
         failure_ttl: float = 300,
         failures: int = 3,
         cooldown: float = 60,
+        workers: int = 8,
         now: Callable[[], float] = time.monotonic,
     ) -> None:
         self.resolver = resolver
+        self.workers = workers
+        self._pool: ThreadPoolExecutor | None = None
         self.min_ttl, self.max_ttl, self.failure_ttl = min_ttl, max_ttl, failure_ttl
         self.failures, self.cooldown = failures, cooldown
         self._now = now
@@ -148,9 +151,8 @@ class ProviderMap:
         self._resting_until = 0.0
         self.lookups = 0  # MX queries asked (tests and status)
 
-    def provider(self, address_or_domain: str) -> str:
-        """The provider of an address (or a bare domain)."""
-        domain = domain_of(address_or_domain)
+    def _without_dns(self, domain: str) -> str | None:
+        """The provider if known without asking DNS now (table, reserved name, cache, resting), else None."""
         known = known_provider(domain)
         if known is not None:
             return known
@@ -162,6 +164,14 @@ class ProviderMap:
                 return cached[0]
             if self._now() < self._resting_until:
                 return OTHER
+        return None
+
+    def provider(self, address_or_domain: str) -> str:
+        """The provider of an address (or a bare domain); may wait for one MX lookup."""
+        domain = domain_of(address_or_domain)
+        found = self._without_dns(domain)
+        if found is not None:
+            return found
         provider, ttl, failed = self._lookup(domain)
         with self._lock:
             self._cache[domain] = (provider, ttl)
@@ -177,15 +187,30 @@ class ProviderMap:
                     )
         return provider
 
-    def providers(self, addresses: Iterable[str], workers: int = 8) -> dict[str, str]:
-        """The provider of each address, the MX lookups of different domains made side by side."""
+    def providers(self, addresses: Iterable[str], budget: float = 2.0) -> dict[str, str]:
+        """The provider of each address, waiting at most ``budget`` seconds for DNS in all.
+
+        The MX lookups of different domains run side by side (``workers`` threads); a
+        domain whose lookup is not done in time counts as other for this batch, and
+        its answer, when it comes, is cached for the next.
+        """
         addresses = list(addresses)
-        domains = sorted({domain_of(a) for a in addresses})
-        if len(domains) > 1 and self.resolver is not None:
-            with ThreadPoolExecutor(max_workers=min(workers, len(domains)), thread_name_prefix="mx") as pool:
-                by_domain = dict(zip(domains, pool.map(self.provider, domains), strict=True))
-        else:
-            by_domain = {d: self.provider(d) for d in domains}
+        by_domain: dict[str, str] = {}
+        todo: list[str] = []
+        for domain in {domain_of(a) for a in addresses}:
+            found = self._without_dns(domain)
+            if found is None:
+                todo.append(domain)
+            else:
+                by_domain[domain] = found
+        if todo:
+            with self._lock:
+                if self._pool is None:
+                    self._pool = ThreadPoolExecutor(max_workers=self.workers, thread_name_prefix="mx")
+            futures = {self._pool.submit(self.provider, d): d for d in todo}
+            done, _ = wait(futures, timeout=budget)
+            for future, domain in futures.items():
+                by_domain[domain] = future.result() if future in done else OTHER
         return {a: by_domain[domain_of(a)] for a in addresses}
 
     def _lookup(self, domain: str) -> tuple[str, float, bool]:

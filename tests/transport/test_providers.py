@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import socket
 import time
 from collections.abc import Iterator
 from datetime import timedelta
@@ -12,7 +13,6 @@ import pytest
 from digest.core.dns import make_resolver
 from digest.core.settings import ProviderLimits, Settings
 from digest.transport.providers import ProviderMap, ProviderShaper, Verdict, classify_reply, known_provider
-from digest.transport.sink import free_port
 from tests.dnsserver import Zone, dns_server
 
 
@@ -111,16 +111,33 @@ def test_reserved_names_are_never_looked_up(mx_port: int) -> None:
     assert (found, providers.lookups) == ({"other"}, 0)
 
 
-def test_a_dead_resolver_costs_three_timeouts_then_nothing() -> None:
-    # Nothing answers on this port: each lookup times out.
-    providers = ProviderMap(make_resolver("127.0.0.1", free_port(), timeout=0.2), failures=3, cooldown=60)
+@pytest.fixture
+def silent_port() -> Iterator[int]:
+    """A UDP port on loopback that takes queries and never answers: every lookup times out."""
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        yield sock.getsockname()[1]
+
+
+def test_a_dead_resolver_costs_three_timeouts_then_nothing(silent_port: int) -> None:
+    providers = ProviderMap(make_resolver("127.0.0.1", silent_port, timeout=0.2), failures=3, cooldown=60)
 
     started = time.monotonic()
     found = {providers.provider(f"a@domain{i}.org") for i in range(20)}
 
     assert found == {"other"}
     assert providers.lookups == 3
-    assert time.monotonic() - started < 2.0
+    assert time.monotonic() - started < 3 * 0.2 + 1.0
+
+
+def test_a_batch_waits_for_dns_no_longer_than_its_budget(silent_port: int) -> None:
+    providers = ProviderMap(make_resolver("127.0.0.1", silent_port, timeout=2.0))
+
+    started = time.monotonic()
+    found = providers.providers(["a@slow-one.org", "b@slow-two.org", "c@gmail.com"], budget=0.2)
+
+    assert found == {"a@slow-one.org": "other", "b@slow-two.org": "other", "c@gmail.com": "google"}
+    assert time.monotonic() - started < 1.0
 
 
 # ---------------------------------------------------------------- replies
