@@ -18,11 +18,14 @@ from sqlalchemy.engine import Engine
 
 from digest.app.send import send_digest
 from digest.core.clock import FixedClock
+from digest.core.dns import make_resolver
 from digest.core.settings import Settings
 from digest.outbox.drain import drain_outbox
 from digest.store.models import DeliveryStatus, SubscriberStatus
 from digest.transport import pool as pool_module
+from digest.transport import providers as providers_module
 from tests.conftest import NOW, STANDARD_DRAFTS, seed
+from tests.dnsserver import Zone, dns_server
 from tests.outbox.support import rows, subscriber
 from tests.smtp_script import ScriptedSink
 
@@ -107,3 +110,24 @@ def test_a_provider_at_its_cap_holds_only_its_own_messages_back(
     assert all(later - earlier >= 0.29 for earlier, later in zip(at, at[1:], strict=False))
     # Meanwhile the other connection carried everyone else.
     assert max(i for i, (_, a) in enumerate(arrived) if a in others) < len(arrived) - 1
+
+
+def test_a_domain_hosted_by_google_is_shaped_as_gmail(
+    engine: Engine, pool: Settings, script: ScriptedSink, clock: FixedClock, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    seed(engine, STANDARD_DRAFTS, [("ceo@workspace-shop.org", "CEO", None), ("r0@example.org", "R", None)])
+    script.handler.rcpt_replies["ceo@workspace-shop.org"] = GMAIL_RATE
+    pool.delivery.mx_lookup = True
+    zone = Zone().mx("workspace-shop.org", "aspmx.l.google.com")
+    with dns_server(zone) as port:
+        # The process-wide map of these settings, asking the DNS server on loopback.
+        resolver = make_resolver("127.0.0.1", port, timeout=2.0)
+        monkeypatch.setitem(
+            providers_module._MAPS, (True, pool.delivery.mx_lookup_timeout), providers_module.ProviderMap(resolver)
+        )
+        report = send_digest(engine, pool, "daily", None, clock)
+
+    d = rows(engine)["ceo@workspace-shop.org"]
+    assert (report.sent, report.held) == (1, 1)
+    assert (d.status, d.attempts) == (DeliveryStatus.FAILED_TEMPORARY, 0)
+    assert d.next_attempt_at is not None and d.next_attempt_at > NOW + timedelta(minutes=9)
