@@ -317,13 +317,18 @@ class Sender:
                 result.update(status=DeliveryStatus.QUEUED)
                 self.report.released += 1
             elif job.outcome == "deferred":
-                # The recipient's provider asked us to slow down: not an attempt, not their fault.
+                # The recipient's provider asked us to slow down: not an attempt, not their fault;
+                # but a provider that never lets it through still gives up on it after retry_max_age.
+                too_old = now - row.created_at > self.settings.retry_max_age
                 result.update(
-                    status=DeliveryStatus.FAILED_TEMPORARY,
+                    status=DeliveryStatus.FAILED_PERMANENT if too_old else DeliveryStatus.FAILED_TEMPORARY,
                     last_response=str(job.error)[:1000],
-                    next_attempt_at=now + timedelta(seconds=job.retry_in),
+                    next_attempt_at=None if too_old else now + timedelta(seconds=job.retry_in),
                 )
-                self.report.held += 1
+                if too_old:
+                    self.report.failed_permanent += 1
+                else:
+                    self.report.held += 1
             elif job.outcome == "sent":
                 result.update(
                     status=DeliveryStatus.SENT,

@@ -85,6 +85,21 @@ def test_a_paused_provider_is_not_sent_to_by_the_next_drain(
     assert script.handler.count() == {}
 
 
+def test_a_message_a_provider_keeps_deferring_gives_up_after_retry_max_age_without_a_bounce(
+    engine: Engine, pool: Settings, script: ScriptedSink, clock: FixedClock
+) -> None:
+    seed(engine, STANDARD_DRAFTS, [("g0@gmail.com", "G", None)])
+    script.handler.rcpt_replies["g0@gmail.com"] = GMAIL_RATE
+    send_digest(engine, pool, "daily", None, clock)
+
+    clock.advance(pool.retry_max_age + timedelta(minutes=1))
+    drain_outbox(engine, pool, clock=clock)
+
+    d, sub = rows(engine)["g0@gmail.com"], subscriber(engine, "g0@gmail.com")
+    assert (d.status, d.attempts) == (DeliveryStatus.FAILED_PERMANENT, 0)
+    assert (sub.status, sub.bounce_count) == (SubscriberStatus.ACTIVE, 0)
+
+
 def test_a_provider_at_its_cap_holds_only_its_own_messages_back(
     engine: Engine, pool: Settings, script: ScriptedSink, clock: FixedClock
 ) -> None:
