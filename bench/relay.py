@@ -95,7 +95,11 @@ def main(argv: list[str] | None = None) -> int:
     args = p.parse_args(argv)
     sink = Sink("auto").start()
     try:
-        results = [one_rtt(rtt, args, sink) for rtt in (args.rtt_ms or [10.0, 50.0])]
+        results = []
+        for rtt in args.rtt_ms or [10.0, 50.0]:
+            results.append(one_rtt(rtt, args, sink))
+            if not args.json:  # as it goes: a run takes minutes
+                print("  ".join(f"{k}={v}" for k, v in results[-1].items()), flush=True)
     finally:
         sink.stop()
     load = [round(x, 2) for x in os.getloadavg()]
@@ -104,8 +108,6 @@ def main(argv: list[str] | None = None) -> int:
         print(json.dumps(out, indent=2))
     else:
         print(f"sink: {sink.kind}, subscribers: {args.subscribers}, load average after: {out['load_after']}")
-        for r in results:
-            print("  ".join(f"{k}={v}" for k, v in r.items()))
     return 0
 
 
