@@ -20,7 +20,7 @@ from sqlalchemy import create_engine, text
 from sqlalchemy.engine import Engine
 
 from digest.core.clock import FixedClock
-from digest.core.settings import DeliverySettings, DigestConfig, Settings
+from digest.core.settings import DigestConfig, Settings
 from digest.ingest import ArticleDraft
 from digest.ingest.save import upsert_articles
 from digest.store.db import make_engine, session_scope, upgrade
@@ -31,6 +31,10 @@ ROOT = Path(__file__).resolve().parent.parent
 SAMPLES = ROOT.parent / "shared" / "samples"
 PG_URL = os.environ.get("DIGEST_TEST_DATABASE_URL")
 NOW = datetime(2026, 11, 25, 6, 0, tzinfo=UTC)
+# Tests never reach outside 127.0.0.1: recipients' domains are not looked up in the
+# host's DNS (in this process and the CLI processes tests start); the MX tests pass
+# their own resolver, pointed at tests/dnsserver.py.
+os.environ.setdefault("DIGEST_DELIVERY__MX_LOOKUP", "false")
 
 BACKENDS = [
     pytest.param("sqlite", id="sqlite"),
@@ -97,7 +101,8 @@ def settings(db_url: str, sink: SmtpSink, tmp_path: Path) -> Settings:
         from_addr="The Briefing <briefing@news.example.com>",
         postal_address="Example News, 1 Harbour Road, Springfield",
         digests={"daily": DigestConfig(title="The Briefing", sections=["World", "Business", "Science"])},
-        delivery=DeliverySettings(journal_dir=str(tmp_path / "journal"), processes=1),
+        # A table, not a DeliverySettings: DIGEST_DELIVERY__* variables merge into a table only.
+        delivery={"journal_dir": str(tmp_path / "journal"), "processes": 1},  # type: ignore[arg-type]
     )
 
 

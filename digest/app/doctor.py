@@ -26,9 +26,10 @@ import dns.resolver
 import dns.reversename
 import httpx
 
-from digest.app.spf import Dns, DnsFailure, check_host, make_resolver
+from digest.app.spf import Dns, DnsFailure, check_host
 from digest.compose.dkim import public_key_b64
 from digest.compose.message import address_domain
+from digest.core.dns import make_resolver
 from digest.core.settings import DEFAULT_SECRET_KEY, Settings
 from digest.transport.smtp import SMTPConfig, smtp_config
 

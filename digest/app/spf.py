@@ -24,19 +24,6 @@ SPF_LOOKUP_LIMIT = 10
 SPF_MX_LIMIT = 10
 
 
-def make_resolver(nameserver: str | None = None, port: int = 53, timeout: float = 5.0) -> dns.resolver.Resolver:
-    """The system's resolver, or one asking only ``nameserver`` on ``port``."""
-    if nameserver is None:
-        resolver = dns.resolver.Resolver()
-    else:
-        resolver = dns.resolver.Resolver(configure=False)
-        resolver.nameservers = [nameserver]
-        resolver.port = port
-    resolver.lifetime = timeout
-    resolver.timeout = timeout
-    return resolver
-
-
 class Dns:
     """The few lookups the checks make; an absent name or type is an empty answer, not an error."""
 

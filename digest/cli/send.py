@@ -104,6 +104,11 @@ def _print_sent(st: State, name: str, report: DigestSendReport, also_served: boo
         f"({report.failed_temporary} will be retried), skipped {skipped} "
         f"({report.already_sent} already sent, {report.skipped} with nothing new in their topics{served})"
     )
+    if report.held:
+        out.print(
+            f"{report.held} held back while their mailbox provider rests (no attempt counted; "
+            "they go out when its pause ends)"
+        )
     if report.pending_after:
         out.print(
             f"{report.pending_after} still pending (retries not yet due, or held by another sender): "

@@ -196,6 +196,71 @@ class ServiceSettings(BaseModel):
         return v.lower()
 
 
+# The mailbox providers recipients are grouped by (digest.transport.providers); "other" is everyone else.
+PROVIDERS = ("google", "yahoo", "microsoft", "apple", "other")
+
+
+class ProviderLimits(BaseModel):
+    """``[delivery.providers.NAME]``: how fast one mailbox provider is sent to (0 = no limit)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    connections: int = Field(
+        0,
+        ge=0,
+        description="Most messages to this provider in flight at once, over all connections of a sender process "
+        "(0 = only the server limits).",
+    )
+    max_per_connection: int = Field(
+        0,
+        ge=0,
+        description="Reconnect after this many messages to this provider on one connection; counts only on "
+        "connections to the provider's own servers (sending directly), not through a relay (0 = no limit).",
+    )
+    per_minute: int = Field(
+        0,
+        ge=0,
+        description="Most messages a minute to this provider per sender process, evenly spaced (0 = no limit).",
+    )
+    deferral_pause: Duration = Field(
+        timedelta(minutes=5),
+        description="How long the provider rests after it defers for rate or reputation (Gmail 421 4.7.28, Yahoo "
+        "[TSS04], Microsoft 451 4.7.5xx); its messages wait without counting an attempt, other providers go on.",
+    )
+    policy_pause: Duration = Field(
+        timedelta(hours=1),
+        description="How long the provider rests after a policy rejection (Microsoft 550 5.7.515, 5.7.26 DMARC, "
+        "a block list): the message is retried later and counts as no bounce; logged once per pause.",
+    )
+
+
+# Published practice (docs/deliverability.md has the sources); a [delivery.providers.NAME]
+# table overrides these key by key.
+PROVIDER_DEFAULTS: dict[str, dict[str, Any]] = {
+    "google": {"connections": 5, "max_per_connection": 50, "per_minute": 600, "deferral_pause": "10m"},
+    "yahoo": {"connections": 10, "max_per_connection": 20, "deferral_pause": "2h"},
+    "microsoft": {"connections": 5, "max_per_connection": 50, "deferral_pause": "30m"},
+    "apple": {"connections": 10, "max_per_connection": 5, "deferral_pause": "15m"},
+    "other": {},
+}
+
+
+def _provider_limits(value: Any) -> Any:
+    """Every provider's limits: the built-in defaults, overridden key by key by the given tables."""
+    if not isinstance(value, dict):
+        return value
+    unknown = sorted(set(value) - set(PROVIDERS))
+    if unknown:
+        raise ValueError(f"unknown provider {unknown[0]!r} (known: {', '.join(PROVIDERS)})")
+    merged: dict[str, Any] = {}
+    for name in PROVIDERS:
+        given = value.get(name, {})
+        if isinstance(given, ProviderLimits):
+            given = given.model_dump(exclude_unset=True)
+        merged[name] = {**PROVIDER_DEFAULTS[name], **given} if isinstance(given, dict) else given
+    return merged
+
+
 class DeliverySettings(BaseModel):
     """``[delivery]``: the delivery engine (SMTP pool, rate limits, workers)."""
 
@@ -239,6 +304,23 @@ class DeliverySettings(BaseModel):
         "var/journal",
         description="Where each sender process notes every accepted message before recording it in the "
         "database; a restart on the same host reads it so a killed sender causes no duplicates.",
+    )
+    providers: Annotated[dict[str, ProviderLimits], BeforeValidator(_provider_limits)] = Field(
+        default_factory=dict,
+        validate_default=True,
+        description="Limits per mailbox provider (google, yahoo, microsoft, apple, other), each a "
+        "[delivery.providers.NAME] table overriding the built-in defaults key by key.",
+    )
+    mx_lookup: bool = Field(
+        True,
+        description="Group a recipient domain that is not a well-known one by its MX hosts (a Google-hosted "
+        "domain is google); off: such domains are other.",
+    )
+    mx_lookup_timeout: float = Field(
+        2.0,
+        gt=0,
+        description="Seconds the MX lookups of one claimed batch may take in all; a domain whose lookup fails or "
+        "is not done by then is other (for this batch: a late answer is cached for the next).",
     )
 
 

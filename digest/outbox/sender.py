@@ -19,6 +19,7 @@ import time
 from collections import deque
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from datetime import timedelta
 from typing import Any
 
 from sqlalchemy.engine import Engine
@@ -44,6 +45,7 @@ from digest.transport.pool import (
     configured_servers,
     per_process,
 )
+from digest.transport.providers import ProviderMap, provider_map
 from digest.transport.smtp import SMTPTransport, Transport
 
 log = logging.getLogger(__name__)
@@ -69,6 +71,7 @@ class SendReport:
     empty: bool = False
     variants: int = 0
     released: int = 0
+    held: int = 0  # sent back to the outbox while their mailbox provider rests (no attempt counted)
     paused: str = ""  # why sending stopped early: every SMTP server paused by its circuit breaker
     server_error: str = ""  # the last failure of a server itself (cannot connect, login refused), not of a recipient
     recovered: int = 0  # deliveries recorded from the journal of a killed sender
@@ -85,7 +88,7 @@ class SendReport:
         return self.failed_temporary + self.failed_permanent
 
     def add(self, other: SendReport) -> None:
-        for name in ("sent", "failed_temporary", "failed_permanent", "skipped", "released", "recovered"):
+        for name in ("sent", "failed_temporary", "failed_permanent", "skipped", "released", "held", "recovered"):
             setattr(self, name, getattr(self, name) + getattr(other, name))
         self.variants = max(self.variants, other.variants)
         self.paused = self.paused or other.paused
@@ -132,6 +135,7 @@ class Sender:
         should_stop: Callable[[], bool] = lambda: False,
         progress: Callable[[int], None] | None = None,
         rate_share: float = 1.0,
+        providers: ProviderMap | None = None,
     ) -> None:
         self.engine = engine
         self.settings = settings
@@ -141,6 +145,8 @@ class Sender:
         # that their process is gone; a caller's label is kept after it.
         self.worker = worker_id() if not worker or worker == worker_id() else f"{worker_id()}:{worker}"[:200]
         self.signer = signer
+        # Each recipient's mailbox provider: the dispatcher shapes traffic by it.
+        self.providers = providers if providers is not None else provider_map(settings)
         self.should_stop = should_stop
         self.progress = progress
         self.report = SendReport()
@@ -228,6 +234,10 @@ class Sender:
             raise
         self._batches.append(batch)
         jobs: list[Job] = []
+        provider_of = self.providers.providers(
+            (r.email for r in rows if r.status == SubscriberStatus.ACTIVE),
+            budget=self.settings.delivery.mx_lookup_timeout,
+        )
         for row in rows:
             result: dict[str, object] = {"id": row.delivery_id, "claimed_by": None, "lease_until": None}
             batch.results.append(result)
@@ -250,7 +260,7 @@ class Sender:
                 result.update(status=DeliveryStatus.SKIPPED, last_response="nothing new in the subscriber's topics")
                 self.report.skipped += 1
                 continue
-            jobs.append(self._job(batch, row, result, prepared))
+            jobs.append(self._job(batch, row, result, prepared, provider_of[row.email]))
         batch.waiting = len(jobs)
         if not jobs:
             batch.finished.set()
@@ -258,7 +268,9 @@ class Sender:
             self.dispatcher.submit(job)
         return batch
 
-    def _job(self, batch: _Batch, row: Claimed, result: dict[str, object], prepared: PreparedMessage) -> Job:
+    def _job(
+        self, batch: _Batch, row: Claimed, result: dict[str, object], prepared: PreparedMessage, provider: str
+    ) -> Job:
         recipient: Recipient = recipient_values(self.settings, row.subscriber_id, row.email, row.email_key, row.name)
         msgid = prepared.message_id(recipient)
         clock, signer, journal = self.clock, self.signer, batch.journal
@@ -279,7 +291,15 @@ class Sender:
             self._outcome(batch, row, result, msgid, job)
             batch.one_done()
 
-        return Job(row.delivery_id, prepared.envelope_from_for(recipient), recipient.email, prepare, done, accepted)
+        return Job(
+            row.delivery_id,
+            prepared.envelope_from_for(recipient),
+            recipient.email,
+            prepare,
+            done,
+            accepted,
+            provider=provider,
+        )
 
     def _journal_failed(self, exc: Exception) -> None:
         """Stop every lane before its next message: one more could not be journalled either."""
@@ -296,6 +316,19 @@ class Sender:
             if job.outcome == "released":
                 result.update(status=DeliveryStatus.QUEUED)
                 self.report.released += 1
+            elif job.outcome == "deferred":
+                # The recipient's provider asked us to slow down: not an attempt, not their fault;
+                # but a provider that never lets it through still gives up on it after retry_max_age.
+                too_old = now - row.created_at > self.settings.retry_max_age
+                result.update(
+                    status=DeliveryStatus.FAILED_PERMANENT if too_old else DeliveryStatus.FAILED_TEMPORARY,
+                    last_response=str(job.error)[:1000],
+                    next_attempt_at=None if too_old else now + timedelta(seconds=job.retry_in),
+                )
+                if too_old:
+                    self.report.failed_permanent += 1
+                else:
+                    self.report.held += 1
             elif job.outcome == "sent":
                 result.update(
                     status=DeliveryStatus.SENT,
@@ -321,12 +354,14 @@ class Sender:
                 log.warning("delivery %s failed permanently: %s", row.delivery_id, job.error)
             else:
                 too_old = now - row.created_at > self.settings.retry_max_age
+                # A policy rejection waits at least for its provider's pause.
+                wait = max(backoff(self.settings, attempts), timedelta(seconds=job.retry_in))
                 result.update(
                     status=DeliveryStatus.FAILED_PERMANENT if too_old else DeliveryStatus.FAILED_TEMPORARY,
                     attempts=attempts,
                     message_id=msgid,
                     last_response=str(job.error)[:1000],
-                    next_attempt_at=None if too_old else now + backoff(self.settings, attempts),
+                    next_attempt_at=None if too_old else now + wait,
                 )
                 if too_old:
                     self.report.failed_permanent += 1
@@ -334,6 +369,8 @@ class Sender:
                     self.report.failed_temporary += 1
                 if getattr(job.error, "connection_level", False):
                     self.report.server_error = str(job.error)
+                elif job.outcome == "policy":
+                    pass  # refused for the sender's setup or reputation: says nothing of the address
                 elif row.attempts == 0:
                     # Only this recipient was deferred: a soft bounce. A server outage says nothing of them,
                     # and the retries of one delivery count once (the rule counts deliveries, not attempts).

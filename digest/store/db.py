@@ -122,7 +122,8 @@ def database_error(exc: BaseException, url: str, source: str | None = None) -> D
         password = None
     if password:  # drivers do not quote it today; a future one must not leak it either
         cause = cause.replace(str(password), "***")
-    if "unable to open database file" in cause:
+    if "unable to open database file" in cause or "readonly database" in cause:
+        # SQLite says one or the other for a read-only disk, depending on whether it had to create its WAL files.
         cause += " (is its directory writable, the disk not read-only?)"
     if any(fault in cause.lower() for fault in _CONFIG_FAULTS):
         return ConfigError("database_url", f"{redact(url)}: {cause}", source)

@@ -35,6 +35,7 @@ from digest.core.errors import ConfigError, PermanentFailure, TemporaryFailure
 from digest.core.metrics import SMTP_SEND_SECONDS
 from digest.core.settings import Settings
 from digest.transport.aio import AsyncSMTP, ConnectFailure
+from digest.transport.providers import OTHER, ProviderShaper, classify_reply, provider_of_mx
 from digest.transport.smtp import SMTPConfig, Transport, smtp_config
 
 log = logging.getLogger(__name__)
@@ -75,13 +76,19 @@ def parse_server(url: str, settings: Settings, key: str = "delivery.servers") ->
             raise ConfigError(key, f"?{name}= of {config.host}:{config.port} is negative")
         return value
 
+    # A server that is a mailbox provider's own MX (sending directly): that provider's
+    # messages-per-connection limit is the server's, unless its URL says otherwise.
+    direct = provider_of_mx([config.host])
+    per_connection = d.max_per_connection
+    if direct != OTHER and d.providers[direct].max_per_connection:
+        per_connection = d.providers[direct].max_per_connection
     return Server(
         name=f"{config.host}:{config.port}",
         config=config,
         connections=max(1, number("connections", d.connections, int)),
         rate_per_second=number("rate", d.rate_per_second, float),
         rate_per_hour=number("hourly", d.rate_per_hour, int),
-        max_per_connection=number("max_per_connection", d.max_per_connection, int),
+        max_per_connection=number("max_per_connection", per_connection, int),
     )
 
 
@@ -299,9 +306,15 @@ class Job:
     done: Callable[[Job], None]
     accepted: Callable[[Job], None] = lambda job: None
     tried: set[str] = field(default_factory=set)
-    outcome: str = ""  # "sent", "temporary", "permanent", "released"
+    # "sent", "temporary", "permanent", "released"; "deferred": its provider rests, back to
+    # the outbox for ``retry_in`` s without counting an attempt; "policy": the provider
+    # refused our mail for policy, not the address (temporary, no bounce; ``retry_in``: its pause).
+    outcome: str = ""
     answer: str = ""
     error: TemporaryFailure | PermanentFailure | None = None
+    provider: str = OTHER  # the recipient's mailbox provider (digest.transport.providers)
+    retry_in: float = 0.0
+    slot: bool = False  # holds one of its provider's in-flight slots
 
 
 @dataclass
@@ -345,6 +358,20 @@ def breaker_states() -> dict[str, bool]:
     return found
 
 
+# Like the servers' states: a provider paused by a drain stays paused for the next one.
+_SHAPERS: dict[str, ProviderShaper] = {}
+
+
+def provider_shaper(settings: Settings) -> ProviderShaper:
+    """The process-wide :class:`ProviderShaper` of the configured provider limits."""
+    limits = settings.delivery.providers
+    key = repr(sorted((name, lim.model_dump()) for name, lim in limits.items()))
+    with _STATES_LOCK:
+        if key not in _SHAPERS:
+            _SHAPERS[key] = ProviderShaper(limits)
+        return _SHAPERS[key]
+
+
 Lane = tuple[Server, "Transport | AsyncSMTP"]
 """One connection: an :class:`AsyncSMTP` (the engine's own) or any blocking :class:`Transport`."""
 
@@ -368,8 +395,16 @@ class Dispatcher:
         rate_share: float = 1.0,
         on_sent: Callable[[Job], None] = lambda job: None,
         should_stop: Callable[[], bool] = lambda: False,
+        shaper: ProviderShaper | None = None,
     ) -> None:
         self.states: dict[str, ServerState] = {s.name: server_state(s, settings, rate_share) for s, _ in lanes}
+        self.shaper = shaper or provider_shaper(settings)
+        # Jobs waiting for their provider, off the queue so other providers' jobs go first:
+        # until a time (its rate, the end of a short pause), or until one of its messages
+        # in flight finishes (its cap; also woken every second, in case a slot was freed elsewhere).
+        self._parked: dict[int, tuple[Job, asyncio.TimerHandle]] = {}
+        self._waiting: dict[str, deque[Job]] = {}
+        self._wake_timers: dict[str, asyncio.TimerHandle] = {}
         for name, state in self.states.items():
             state.window.fit(sum(1 for s, _ in lanes if s.name == name))
         self.on_sent = on_sent
@@ -399,6 +434,13 @@ class Dispatcher:
 
     def submit(self, job: Job) -> None:
         assert self._queue is not None
+        done = job.done
+
+        def finish(j: Job) -> None:
+            self._free(j)  # whatever the outcome, its provider's slot is free again
+            done(j)
+
+        job.done = finish
         self._loop.call_soon_threadsafe(self._queue.put_nowait, job)
 
     def all_paused(self) -> bool:
@@ -447,6 +489,8 @@ class Dispatcher:
             tasks.append(asyncio.ensure_future(self._lane(state, i, transport)))
         self._started.set()
         await self._stop.wait()
+        for job in self._unpark_all():
+            self._release(job)
         # Wake the lanes waiting for work: they see _closing and leave.
         for _ in tasks:
             self._queue.put_nowait(None)  # type: ignore[arg-type]
@@ -457,7 +501,7 @@ class Dispatcher:
 
     async def _take_all(self) -> list[Job]:
         assert self._queue is not None
-        taken: list[Job] = []
+        taken: list[Job] = self._unpark_all()
         while not self._queue.empty():
             job = self._queue.get_nowait()
             if job is not None:
@@ -469,6 +513,7 @@ class Dispatcher:
 
     def _requeue(self, job: Job) -> None:
         assert self._queue is not None
+        self._free(job)
         if self._stopping():
             self._release(job)
         else:
@@ -478,6 +523,84 @@ class Dispatcher:
     def _release(job: Job) -> None:
         job.outcome = "released"
         job.done(job)
+
+    # ------------------------------------------------------------ mailbox providers
+
+    def _free(self, job: Job) -> None:
+        if job.slot:
+            job.slot = False
+            self.shaper.finished(job.provider)
+            if threading.current_thread() is self._thread:
+                self._wake_one(job.provider)
+
+    def _provider_admits(self, job: Job) -> bool:
+        """Take a slot of the job's provider; else park the job (its cap, its rate) or send it back (a pause)."""
+        admission = self.shaper.admit(job.provider)
+        if admission.kind == "go":
+            job.slot = True
+            return True
+        if admission.kind == "full":
+            self._waiting.setdefault(job.provider, deque()).append(job)
+            if job.provider not in self._wake_timers:
+                self._wake_timers[job.provider] = self._loop.call_later(1.0, self._wake_all, job.provider)
+        elif admission.kind == "wait":
+            handle = self._loop.call_later(max(admission.seconds, 0.01), self._unpark, id(job))
+            self._parked[id(job)] = (job, handle)
+        else:
+            job.outcome, job.retry_in = "deferred", admission.seconds
+            job.error = TemporaryFailure(f"{job.provider} paused: {admission.reason}"[:1000])
+            job.done(job)
+        return False
+
+    def _wake_one(self, provider: str) -> None:
+        waiting = self._waiting.get(provider)
+        if waiting:
+            self._requeue(waiting.popleft())
+
+    def _wake_all(self, provider: str) -> None:
+        self._wake_timers.pop(provider, None)
+        for job in self._waiting.pop(provider, ()):
+            self._requeue(job)
+
+    def _unpark(self, key: int) -> None:
+        parked = self._parked.pop(key, None)
+        if parked is not None:
+            self._requeue(parked[0])
+
+    def _unpark_all(self) -> list[Job]:
+        jobs = []
+        for job, handle in self._parked.values():
+            handle.cancel()
+            jobs.append(job)
+        self._parked.clear()
+        for handle in self._wake_timers.values():
+            handle.cancel()
+        self._wake_timers.clear()
+        for waiting in self._waiting.values():
+            jobs.extend(waiting)
+        self._waiting.clear()
+        return jobs
+
+    def _provider_reply(self, state: ServerState, job: Job, exc: TemporaryFailure | PermanentFailure) -> bool:
+        """Handle a reply that concerns the recipient's provider, not the recipient or the server.
+
+        A throttling deferral rests that provider (its other messages wait, the other
+        providers go on) and sends this message back without counting an attempt; a
+        policy rejection rests it too and makes the failure temporary with no bounce.
+        """
+        if exc.code is None or (getattr(exc, "connection_level", False) and exc.code != 421):
+            return False  # the server's own trouble (greeting, login, dropped line): not the provider's
+        reply = str(exc)
+        text = reply[4:] if reply[:3] == str(exc.code) else reply
+        verdict = classify_reply(job.provider, exc.code, text)
+        if verdict.action == "normal":
+            return False
+        state.breaker.success()  # the server answered: it is the provider that objects
+        job.retry_in = self.shaper.react(job.provider, verdict, reply)
+        job.outcome = "deferred" if verdict.action == "throttle" else "policy"
+        job.error = exc if isinstance(exc, TemporaryFailure) else TemporaryFailure(reply, exc.code)
+        job.done(job)
+        return True
 
     def _others_open(self, job: Job) -> bool:
         return any(name not in job.tried and not st.breaker.is_open for name, st in self.states.items())
@@ -512,8 +635,11 @@ class Dispatcher:
                         transport.drop()
                     self._release(job)
                     continue
+                if not job.slot and not self._provider_admits(job):
+                    continue  # parked until its provider has room, or back to the outbox: take the next
                 if not state.breaker.allow():
                     # Paused meanwhile, or another lane is probing it: leave the job to others.
+                    self._free(job)
                     self._queue.put_nowait(job)
                     await asyncio.sleep(0.05)
                     continue
@@ -550,9 +676,10 @@ class Dispatcher:
         ):
             return None
         nxt = self._queue.get_nowait()
-        if nxt is None or state.server.name in nxt.tried:
+        if nxt is None or state.server.name in nxt.tried or self.shaper.admit(nxt.provider).kind != "go":
             self._queue.put_nowait(nxt)
             return None
+        nxt.slot = True
         return nxt
 
     async def _run(self, state: ServerState, transport: Transport | AsyncSMTP, job: Job) -> Job | None:
@@ -577,12 +704,14 @@ class Dispatcher:
                 job.answer = await self._loop.run_in_executor(self._executor, _send_blocking, transport, job)
         except TemporaryFailure as exc:
             SMTP_SEND_SECONDS.labels(name, "temporary").observe(time.monotonic() - started)
-            self._temporary(state, transport, job, exc)
+            if not self._provider_reply(state, job, exc):
+                self._temporary(state, transport, job, exc)
         except PermanentFailure as exc:
             SMTP_SEND_SECONDS.labels(name, "permanent").observe(time.monotonic() - started)
-            state.breaker.success()
-            job.outcome, job.error = "permanent", exc
-            job.done(job)
+            if not self._provider_reply(state, job, exc):
+                state.breaker.success()
+                job.outcome, job.error = "permanent", exc
+                job.done(job)
         except Exception as exc:  # noqa: BLE001 - a bug in one message must not stop the lane
             log.exception("delivery %s failed unexpectedly", job.delivery_id)
             state.breaker.abandon()

@@ -18,6 +18,7 @@ from digest.core.settings import (
     DigestConfig,
     DkimSettings,
     MetricsSettings,
+    ProviderLimits,
     ServiceSettings,
     Settings,
     WebhooksSettings,
@@ -281,6 +282,7 @@ def documented_keys() -> set[str]:
             DigestConfig,
             ServiceSettings,
             DeliverySettings,
+            ProviderLimits,
             WebSettings,
             DkimSettings,
             ApiSettings,
@@ -358,3 +360,19 @@ def test_dkim_needs_selector_domain_and_key_together(write_config: WriteConfig) 
 
     assert error.key == "dkim"
     assert "set together" in str(error)
+
+
+def test_a_provider_table_overrides_the_published_defaults_key_by_key(write_config: WriteConfig) -> None:
+    path = write_config("[delivery.providers.yahoo]\nper_minute = 30\n")
+
+    providers = load_settings(path).delivery.providers
+
+    assert (providers["yahoo"].per_minute, providers["yahoo"].max_per_connection) == (30, 20)
+    assert providers["google"].deferral_pause == timedelta(minutes=10)
+
+
+def test_an_unknown_provider_is_an_error_naming_the_known_ones(write_config: WriteConfig) -> None:
+    error = config_error(write_config("[delivery.providers.gmail]\nper_minute = 30\n"))
+
+    assert error.key == "delivery.providers"
+    assert "'gmail'" in str(error) and "google" in str(error)

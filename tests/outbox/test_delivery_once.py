@@ -32,7 +32,7 @@ import digest.outbox.sender as sender_module
 from digest.app.send import send_digest
 from digest.core.clock import FixedClock
 from digest.core.errors import JournalError
-from digest.core.settings import DeliverySettings, DigestConfig, Settings
+from digest.core.settings import DigestConfig, Settings
 from digest.edition.build import get_or_build_edition
 from digest.outbox.journal import BatchJournal, Journal, recover_journals, worker_id
 from digest.outbox.ledger import claim_batch, queue_deliveries
@@ -478,7 +478,8 @@ def test_serve_after_a_database_outage_records_what_it_sent_and_sends_it_never_a
         base_url="https://news.example.com",
         from_addr="The Briefing <briefing@news.example.com>",
         digests={"daily": DigestConfig(title="The Briefing", sections=["World", "Business", "Science"])},
-        delivery=DeliverySettings(journal_dir=str(tmp_path / "journal"), processes=1),
+        # A table, not a DeliverySettings: DIGEST_DELIVERY__* variables merge into a table only.
+        delivery={"journal_dir": str(tmp_path / "journal"), "processes": 1},  # type: ignore[arg-type]
     )
     direct = make_engine(pg_url)
     upgrade(direct)

@@ -56,6 +56,8 @@ def test_webhooks_survive_a_restart_and_the_metrics_port_shows_the_sender(
     port = free_port()
     text = config.read_text(encoding="utf-8").replace('lease = "4s"', 'lease = "60s"')  # a loaded machine is slow
     text += f'[webhooks]\ninterval = "1s"\nretry_base = "1s"\nretry_max = "2s"\n[metrics]\nport = {port}\n'
+    # The latency histogram is per process: with one sender process it is the one serve shows.
+    text += "[delivery]\nprocesses = 1\n"
     config.write_text(text, encoding="utf-8")
     metrics_url = f"http://127.0.0.1:{port}/metrics"
 

@@ -6,7 +6,7 @@ import pytest
 from pydantic import ValidationError
 
 from digest.core.errors import ConfigError
-from digest.core.settings import DeliverySettings, Settings
+from digest.core.settings import Settings
 from digest.transport.pool import configured_servers
 from digest.transport.sink import SmtpSink
 from digest.transport.smtp import parse_smtp_url, smtp_from_settings
@@ -44,7 +44,7 @@ def test_a_connection_refuses_a_url_that_is_not_smtp() -> None:
 
 def test_pool_servers_take_the_same_timeout() -> None:
     urls = ["smtp://a.example.com:2525", "smtps://b.example.com"]
-    settings = settings_for("smtp://unused.example.com", delivery=DeliverySettings(servers=urls))
+    settings = settings_for("smtp://unused.example.com", delivery={"servers": urls})
 
     servers = configured_servers(settings)
 
@@ -52,3 +52,13 @@ def test_pool_servers_take_the_same_timeout() -> None:
         ("a.example.com:2525", 7.5),
         ("b.example.com:465", 7.5),
     ]
+
+
+def test_a_server_that_is_a_providers_own_mx_takes_its_messages_per_connection() -> None:
+    urls = ["smtp://gmail-smtp-in.l.google.com", "smtp://mx-aol.mail.gm0.yahoodns.net?max_per_connection=7"]
+    settings = settings_for("smtp://relay.example.com", delivery={"servers": urls})
+
+    limits = [s.max_per_connection for s in configured_servers(settings)]
+    relay = configured_servers(settings_for("smtp://relay.example.com"))[0].max_per_connection
+
+    assert (limits, relay) == ([50, 7], 0)

@@ -1,0 +1,453 @@
+"""Mailbox providers: which one a recipient is at, what its replies mean, and how fast it is sent to.
+
+- :class:`ProviderMap`: recipient domain -> provider (``google``, ``yahoo``,
+  ``microsoft``, ``apple``, ``other``). Well-known domains come from a built-in
+  table; any other domain is grouped by its MX hosts (a Google Workspace domain is
+  ``google``), through an injected dnspython resolver, cached for the answer's TTL.
+  A failed or slow lookup is ``other``: classification never holds sending up for
+  more than one short timeout, and not at all while lookups keep failing.
+- :func:`classify_reply`: a provider's SMTP reply -> what to do (slow that provider
+  down, a policy rejection that is no bad address, or nothing special). Pure,
+  table-driven.
+- :class:`ProviderShaper`: per-provider limits (messages in flight, messages a
+  minute evenly spaced, messages per connection) and pauses, shared by every
+  connection of a process.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+import threading
+import time
+from collections.abc import Callable, Iterable, Mapping
+from concurrent.futures import ThreadPoolExecutor, wait
+from dataclasses import dataclass
+from typing import Literal
+
+import cachetools
+import dns.exception
+import dns.resolver
+
+from digest.core.dns import make_resolver
+from digest.core.settings import PROVIDERS, ProviderLimits, Settings
+
+log = logging.getLogger(__name__)
+
+OTHER = "other"
+
+# Domains whose provider is known without DNS. A family name ("yahoo") covers its
+# country domains too (yahoo.co.uk, hotmail.fr, live.com.au): see _family.
+_DOMAINS = {
+    "gmail.com": "google",
+    "googlemail.com": "google",
+    "google.com": "google",
+    "ymail.com": "yahoo",
+    "rocketmail.com": "yahoo",
+    "aim.com": "yahoo",
+    "msn.com": "microsoft",
+    "windowslive.com": "microsoft",
+    "passport.com": "microsoft",
+    "icloud.com": "apple",
+    "me.com": "apple",
+    "mac.com": "apple",
+}
+_FAMILIES = {"yahoo": "yahoo", "aol": "yahoo", "outlook": "microsoft", "hotmail": "microsoft", "live": "microsoft"}
+# Same name, another company's mail (Yahoo Japan has its own servers).
+_NOT_FAMILY = {"yahoo.co.jp"}
+
+# MX host suffix -> provider (the MX rollup).
+_MX_SUFFIXES = (
+    (".google.com", "google"),
+    (".googlemail.com", "google"),
+    (".yahoodns.net", "yahoo"),
+    (".protection.outlook.com", "microsoft"),
+    (".outlook.com", "microsoft"),
+    (".mx.microsoft", "microsoft"),
+    (".icloud.com", "apple"),
+)
+
+# RFC 2606 / RFC 6761 names: never in anyone's DNS, never looked up.
+_RESERVED = ("example", "test", "invalid", "localhost", "local")
+_RESERVED_DOMAINS = ("example.com", "example.net", "example.org")
+
+
+def _family(domain: str) -> str | None:
+    """``hotmail.co.uk`` -> microsoft: a family name followed by a country or generic suffix only."""
+    first, _, rest = domain.partition(".")
+    if first not in _FAMILIES or domain in _NOT_FAMILY or not rest:
+        return None
+    labels = rest.split(".")
+    if len(labels) > 2 or any(len(label) > 3 for label in labels):
+        return None
+    return _FAMILIES[first]
+
+
+def known_provider(domain: str) -> str | None:
+    """The provider of a well-known mailbox domain, or None when only DNS can tell."""
+    domain = domain.strip().rstrip(".").lower()
+    return _DOMAINS.get(domain) or _family(domain)
+
+
+def provider_of_mx(hosts: Iterable[str]) -> str:
+    """The provider whose servers the MX hosts are (the first host that matches decides), else other."""
+    for host in hosts:
+        name = "." + host.strip().rstrip(".").lower()
+        for suffix, provider in _MX_SUFFIXES:
+            if name.endswith(suffix):
+                return provider
+    return OTHER
+
+
+def _reserved(domain: str) -> bool:
+    last = domain.rsplit(".", 1)[-1]
+    return (
+        "." not in domain
+        or last in _RESERVED
+        or domain.startswith("[")  # an address literal
+        or any(domain == d or domain.endswith("." + d) for d in _RESERVED_DOMAINS)
+    )
+
+
+def domain_of(address: str) -> str:
+    """The domain of an e-mail address, lower case, without a trailing dot."""
+    return address.rpartition("@")[2].strip().rstrip(".").lower()
+
+
+class ProviderMap:
+    """Recipient domain -> mailbox provider, with MX lookups through ``resolver`` (None: no lookups).
+
+    Answers are cached (LRU, each for its DNS TTL between ``min_ttl`` and ``max_ttl``;
+    a failure for ``failure_ttl``). After ``failures`` lookups in a row failed (the
+    resolver is down or slow) no lookup is made for ``cooldown`` seconds: unknown
+    domains are ``other`` meanwhile, so a dead resolver costs sending almost nothing.
+    Thread-safe.
+    """
+
+    def __init__(
+        self,
+        resolver: dns.resolver.Resolver | None,
+        *,
+        size: int = 10_000,
+        min_ttl: float = 300,
+        max_ttl: float = 86_400,
+        failure_ttl: float = 300,
+        failures: int = 3,
+        cooldown: float = 60,
+        workers: int = 8,
+        now: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.resolver = resolver
+        self.workers = workers
+        self._pool: ThreadPoolExecutor | None = None
+        self.min_ttl, self.max_ttl, self.failure_ttl = min_ttl, max_ttl, failure_ttl
+        self.failures, self.cooldown = failures, cooldown
+        self._now = now
+        self._cache: cachetools.TLRUCache[str, tuple[str, float]] = cachetools.TLRUCache(
+            size, ttu=lambda _key, value, at: at + value[1], timer=now
+        )
+        self._lock = threading.Lock()
+        self._failed = 0
+        self._resting_until = 0.0
+        self.lookups = 0  # MX queries asked (tests and status)
+
+    def _without_dns(self, domain: str) -> str | None:
+        """The provider if known without asking DNS now (table, reserved name, cache, resting), else None."""
+        known = known_provider(domain)
+        if known is not None:
+            return known
+        if self.resolver is None or _reserved(domain):
+            return OTHER
+        with self._lock:
+            cached = self._cache.get(domain)
+            if cached is not None:
+                return cached[0]
+            if self._now() < self._resting_until:
+                return OTHER
+        return None
+
+    def provider(self, address_or_domain: str) -> str:
+        """The provider of an address (or a bare domain); may wait for one MX lookup."""
+        domain = domain_of(address_or_domain)
+        found = self._without_dns(domain)
+        if found is not None:
+            return found
+        provider, ttl, failed = self._lookup(domain)
+        with self._lock:
+            self._cache[domain] = (provider, ttl)
+            if not failed:
+                self._failed = 0
+            else:
+                self._failed += 1
+                if self._failed >= self.failures:
+                    self._resting_until = self._now() + self.cooldown
+                    self._failed = 0
+                    log.warning(
+                        "MX lookups failing: recipients of unknown domains count as other for %.0fs", self.cooldown
+                    )
+        return provider
+
+    def providers(self, addresses: Iterable[str], budget: float = 2.0) -> dict[str, str]:
+        """The provider of each address, waiting at most ``budget`` seconds for DNS in all.
+
+        The MX lookups of different domains run side by side (``workers`` threads); a
+        domain whose lookup is not done in time counts as other for this batch, and
+        its answer, when it comes, is cached for the next.
+        """
+        addresses = list(addresses)
+        by_domain: dict[str, str] = {}
+        todo: list[str] = []
+        for domain in {domain_of(a) for a in addresses}:
+            found = self._without_dns(domain)
+            if found is None:
+                todo.append(domain)
+            else:
+                by_domain[domain] = found
+        if todo:
+            with self._lock:
+                if self._pool is None:
+                    self._pool = ThreadPoolExecutor(max_workers=self.workers, thread_name_prefix="mx")
+            futures = {self._pool.submit(self.provider, d): d for d in todo}
+            done, _ = wait(futures, timeout=budget)
+            for future, domain in futures.items():
+                by_domain[domain] = future.result() if future in done else OTHER
+        return {a: by_domain[domain_of(a)] for a in addresses}
+
+    def _lookup(self, domain: str) -> tuple[str, float, bool]:
+        """(provider, seconds to keep the answer, whether the lookup failed)."""
+        assert self.resolver is not None
+        with self._lock:
+            self.lookups += 1
+        try:
+            answer = self.resolver.resolve(domain, "MX", search=False)
+        except (dns.resolver.NXDOMAIN, dns.resolver.NoAnswer):
+            return OTHER, self.max_ttl, False
+        except dns.exception.DNSException as exc:
+            log.info("MX lookup of %s failed (%s): counted as other", domain, type(exc).__name__)
+            return OTHER, self.failure_ttl, True
+        hosts = [r.exchange.to_text() for r in sorted(answer, key=lambda r: r.preference)]  # type: ignore[attr-defined]
+        ttl = min(self.max_ttl, max(self.min_ttl, float(answer.rrset.ttl if answer.rrset is not None else 0)))
+        return provider_of_mx(hosts), ttl, False
+
+
+# The cache lives as long as the process (a service drains every few seconds).
+_MAPS: dict[tuple[bool, float], ProviderMap] = {}
+_MAPS_LOCK = threading.Lock()
+
+
+def provider_map(settings: Settings) -> ProviderMap:
+    """The process-wide :class:`ProviderMap` of ``[delivery] mx_lookup`` (the system's resolver)."""
+    d = settings.delivery
+    key = (d.mx_lookup, d.mx_lookup_timeout)
+    with _MAPS_LOCK:
+        if key not in _MAPS:
+            _MAPS[key] = ProviderMap(make_resolver(timeout=d.mx_lookup_timeout) if d.mx_lookup else None)
+        return _MAPS[key]
+
+
+# ---------------------------------------------------------------- what a provider's reply means
+
+Action = Literal["throttle", "policy", "normal"]
+
+
+@dataclass(frozen=True)
+class Verdict:
+    """What a reply asks for: ``throttle`` (slow the provider down; the message waits, no attempt
+    counted), ``policy`` (rejected for the sender's setup or reputation, not the address: retried
+    later, no bounce), or ``normal`` (the usual 4xx/5xx handling)."""
+
+    action: Action
+    rule: str = ""
+
+
+@dataclass(frozen=True)
+class _Rule:
+    action: Action
+    providers: frozenset[str]  # empty: any provider
+    codes: tuple[int, int]  # basic reply code range, inclusive
+    enhanced: str = ""  # regex that the whole enhanced status code must match
+    text: str = ""  # regex searched in the reply text (case-insensitive)
+    name: str = ""
+
+
+def _rule(
+    action: Action, providers: str, codes: tuple[int, int], enhanced: str = "", text: str = "", name: str = ""
+) -> _Rule:
+    return _Rule(action, frozenset(providers.split()), codes, enhanced, text, name)
+
+
+# First match wins. Sources: docs/deliverability.md.
+REPLY_RULES: tuple[_Rule, ...] = (
+    # Gmail: "421 4.7.28 ... unusual rate of unsolicited mail" and "421 4.7.0 ... try again later".
+    _rule("throttle", "google", (400, 499), r"4\.7\.28", name="gmail rate limit"),
+    _rule("throttle", "google", (400, 499), r"4\.7\.0", r"unusual rate|try again later", "gmail deferral"),
+    # Yahoo/AOL: "421 4.7.0 [TSS04] Messages from x temporarily deferred due to unexpected volume or user complaints".
+    _rule("throttle", "yahoo", (400, 499), "", r"\[(TSS?0\d|IPTS0\d)\]", "yahoo deferral"),
+    # Microsoft: "451 4.7.650 ... temporarily rate limited due to IP reputation", "451 4.7.500 Server busy".
+    _rule("throttle", "microsoft", (400, 499), r"4\.7\.[56]\d\d", name="microsoft throttling"),
+    _rule("throttle", "microsoft", (400, 499), "", r"\(S3150\)|\(S3140\)|\(S775\)|\(S843\)", "microsoft deferral"),
+    # iCloud: "421 [HCM1] Your mail from x was deferred", "451 [BS02] Temporary server error".
+    _rule("throttle", "apple", (400, 499), "", r"\[(HCM\d|BS0\d)\]", "icloud deferral"),
+    # Microsoft's high-volume sender requirements (May 2025): "550 5.7.515 Access denied, sending
+    # domain does not meet the required authentication level"; banned sending IP 5.7.606-649; S3150 block list.
+    _rule("policy", "", (500, 599), r"5\.7\.515", name="microsoft authentication requirement"),
+    _rule("policy", "microsoft", (500, 599), r"5\.7\.6[0-4]\d", name="microsoft banned sending IP"),
+    _rule("policy", "microsoft", (500, 599), "", r"\(S3150\)|\(S3140\)|block ?list", "microsoft block list"),
+    # RFC 7372 authentication failures (5.7.20-5.7.26: no valid DKIM, SPF, reverse DNS, DMARC),
+    # Gmail's 5.7.27 (SPF) and its sender requirements 5.7.30 and 5.7.32 (alignment).
+    _rule("policy", "", (500, 599), r"5\.7\.(2[0-7]|30|32)", name="sender authentication"),
+    # 5.7.1 with a reputation or policy text (Gmail "likely unsolicited", Yahoo "[BL21] ... Spamhaus",
+    # iCloud "[CS01] ... local policy"); Yahoo "554 5.7.9 Message not accepted for policy reasons".
+    _rule("policy", "google yahoo microsoft apple", (500, 599), r"5\.7\.9", name="policy reasons"),
+    _rule(
+        "policy",
+        "google yahoo microsoft apple",
+        (500, 599),
+        r"5\.7\.1",
+        r"unsolicited|reputation|spamhaus|\[BL\d+\]|\[CS\d+\]|polic(y|ies)|block|spam",
+        "policy rejection",
+    ),
+)
+
+_ENHANCED = re.compile(r"^\s*([245]\.\d{1,3}\.\d{1,3})\b")
+
+
+def enhanced_code(text: str) -> str:
+    """The enhanced status code (RFC 3463) the reply text starts with, or ''."""
+    m = _ENHANCED.match(text)
+    return m.group(1) if m else ""
+
+
+def classify_reply(provider: str, code: int, text: str) -> Verdict:
+    """What a reply from (or relayed for) ``provider`` asks the sender to do; ``text`` follows the code."""
+    enhanced = enhanced_code(text)
+    for rule in REPLY_RULES:
+        if rule.providers and provider not in rule.providers:
+            continue
+        if not rule.codes[0] <= code <= rule.codes[1]:
+            continue
+        if rule.enhanced and not re.fullmatch(rule.enhanced, enhanced):
+            continue
+        if rule.text and not re.search(rule.text, text, re.IGNORECASE):
+            continue
+        return Verdict(rule.action, rule.name)
+    return Verdict("normal")
+
+
+# ---------------------------------------------------------------- per-provider limits and pauses
+
+
+@dataclass(frozen=True)
+class Admission:
+    """May a message to a provider start? ``go`` (a slot is taken: call ``finished`` after), ``full``
+    (at its cap: try again when one of its messages finishes), ``wait`` ``seconds`` (its rate, or the
+    end of a short pause) or ``defer`` it ``seconds`` (paused that long: back to the outbox, no
+    attempt counted)."""
+
+    kind: Literal["go", "full", "wait", "defer"]
+    seconds: float = 0.0
+    reason: str = ""
+
+
+@dataclass
+class _State:
+    limits: ProviderLimits
+    in_flight: int = 0
+    next_at: float = 0.0
+    paused_until: float = 0.0
+    reason: str = ""
+
+
+class ProviderShaper:
+    """Each provider's limits and pause, shared by every connection of a process (thread-safe).
+
+    ``hold`` is how long a paused provider's message is kept waiting in memory;
+    longer pauses send it back to the outbox until the pause ends (the batch it came
+    in must not wait for it).
+    """
+
+    def __init__(
+        self,
+        limits: Mapping[str, ProviderLimits],
+        *,
+        hold: float = 5.0,
+        now: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self._now = now
+        self.hold = hold
+        self._states = {name: _State(limits.get(name, ProviderLimits())) for name in (*PROVIDERS, *limits)}
+        self._lock = threading.Lock()
+
+    def _state(self, provider: str) -> _State:
+        return self._states.get(provider) or self._states[OTHER]
+
+    def limits(self, provider: str) -> ProviderLimits:
+        return self._state(provider).limits
+
+    def admit(self, provider: str) -> Admission:
+        """Take a slot for one message to ``provider`` if its pause, cap and rate allow it now."""
+        with self._lock:
+            st = self._state(provider)
+            now = self._now()
+            if now < st.paused_until:
+                left = st.paused_until - now
+                return Admission("wait" if left <= self.hold else "defer", left, st.reason)
+            lim = st.limits
+            if lim.connections and st.in_flight >= lim.connections:
+                return Admission("full", 0.0, "at its limit of messages in flight")
+            if now < st.next_at:
+                return Admission("wait", st.next_at - now, "at its rate")
+            if lim.per_minute:
+                st.next_at = max(now, st.next_at) + 60.0 / lim.per_minute
+            st.in_flight += 1
+            return Admission("go")
+
+    def finished(self, provider: str) -> None:
+        """A message admitted by :meth:`admit` is done (whatever its outcome)."""
+        with self._lock:
+            st = self._state(provider)
+            st.in_flight = max(0, st.in_flight - 1)
+
+    def paused(self, provider: str) -> float:
+        """Seconds left of the provider's pause (0: not paused)."""
+        with self._lock:
+            return max(0.0, self._state(provider).paused_until - self._now())
+
+    def react(self, provider: str, verdict: Verdict, reply: str) -> float:
+        """Pause ``provider`` as ``verdict`` asks (never ``other``: that is many unrelated domains).
+
+        Returns the seconds it is paused for from now (0: not paused). A pause is
+        logged once, a policy rejection as an error: someone must fix the setup.
+        """
+        if verdict.action == "normal" or provider not in self._states or provider == OTHER:
+            return 0.0
+        with self._lock:
+            st = self._states[provider]
+            pause = st.limits.deferral_pause if verdict.action == "throttle" else st.limits.policy_pause
+            now = self._now()
+            was_paused = now < st.paused_until
+            st.paused_until = max(st.paused_until, now + pause.total_seconds())
+            st.reason = f"{provider} {verdict.rule}: {reply}"[:300]
+            left = st.paused_until - now
+        if was_paused:
+            return left
+        if verdict.action == "policy":
+            log.error(
+                "%s rejects our mail for policy (%s), not for bad addresses: no bounce counted, "
+                "%s paused %.0fs; fix the sending setup (`digest doctor`): %s",
+                provider,
+                verdict.rule,
+                provider,
+                left,
+                reply,
+            )
+        else:
+            log.warning(
+                "%s defers (%s): %s paused %.0fs, other providers go on: %s",
+                provider,
+                verdict.rule,
+                provider,
+                left,
+                reply,
+            )
+        return left
