@@ -23,7 +23,7 @@ demo: $(STAMP)
 test: $(STAMP)
 	$(BIN)/ruff check .
 	$(BIN)/mypy digest
-	$(BIN)/pytest -q
+	$(BIN)/pytest -q -n 3
 
 bench: $(STAMP)
 	$(BIN)/python -m bench.send --subscribers $(SUBSCRIBERS) $(if $(BENCH_DATABASE_URL),--database-url $(BENCH_DATABASE_URL))
