@@ -32,7 +32,7 @@ from digest.core.errors import InputError
 from digest.core.text import mask_email, one_line
 from digest.store.bulk import RowEncoder, insert_rows, rows_in
 from digest.store.models import Subscriber, SubscriberStatus
-from digest.store.subscribers import SUPPRESSING, Checked, KnownTopics, SubscriberCheck, validate_quiet_hours
+from digest.store.subscribers import SUPPRESSING, Checked, KnownTopics, SubscriberCheck
 from digest.store.suppressions import T as SUPPRESSIONS
 from digest.store.suppressions import email_hash, reasons_of_hashes, suppress_many
 
@@ -141,7 +141,6 @@ def import_csv(
             try:
                 yes = _yes_no(breaking, where, "breaking") if breaking else None
                 alerted = _yes_no(alerts, where, "alerts") if alerts else None
-                quiet = validate_quiet_hours(quiet_start or None, quiet_end or None, where)
                 checked = check(
                     email.strip(),
                     name=name,
@@ -150,13 +149,13 @@ def import_csv(
                     status=status.strip().lower() or None,
                     send_time=send_time or None,
                     locale=locale or None,
+                    quiet_start=quiet_start or None,
+                    quiet_end=quiet_end or None,
                     where=where,
                 )
             except InputError as exc:
                 report.problems.append(exc)
             else:
-                if quiet[0] is not None:
-                    checked.values.update(quiet_start=quiet[0], quiet_end=quiet[1])
                 chunk.append((where, checked, yes, alerted))
             if len(chunk) >= chunk_rows:
                 writer.submit(chunk)

@@ -214,7 +214,7 @@ class Checked(NamedTuple):
 
     email: str
     key: str
-    # name, timezone, topics, send_time, locale: an empty one leaves an existing subscriber's as it is.
+    # name, timezone, topics, send_time, locale, quiet hours: an empty one leaves an existing subscriber's as it is.
     values: dict[str, Any]
     status: str | None
 
@@ -250,6 +250,8 @@ class SubscriberCheck:
         status: str | None = None,
         send_time: str | None = None,
         locale: str | None = None,
+        quiet_start: str | None = None,
+        quiet_end: str | None = None,
         where: str = "email",
     ) -> Checked:
         addr, key = normalise_email(email, where)
@@ -263,6 +265,9 @@ class SubscriberCheck:
         at = self._remembered(self._times, send_time, where, validate_send_time) if send_time else None
         tag = self._remembered(self._locales, locale, where, validate_locale) if locale else None
         values = {"name": one_line(name)[:200], "timezone": tz, "topics": wanted, "send_time": at, "locale": tag}
+        quiet = validate_quiet_hours(quiet_start, quiet_end, where)
+        if quiet[0] is not None:  # set when both are given; none keeps an existing subscriber's
+            values.update(quiet_start=quiet[0], quiet_end=quiet[1])
         return Checked(addr, key, values, status)
 
     def _topics(self, raw: str | Sequence[str] | None, where: str) -> tuple[str, ...]:
@@ -339,12 +344,11 @@ def add_subscriber(
         status=status,
         send_time=send_time,
         locale=locale,
+        quiet_start=quiet_start,
+        quiet_end=quiet_end,
         where=where,
     )
     addr, key, values = checked.email, checked.key, checked.values
-    quiet = validate_quiet_hours(quiet_start, quiet_end, where)
-    if quiet[0] is not None:
-        values.update(quiet_start=quiet[0], quiet_end=quiet[1])
     if frequency is not None:  # validated by the caller (digest.app.subscriptions.parse_frequency)
         values.update(frequency=frequency, weekday=weekday)
     existing = find_subscriber(session, key)
