@@ -105,27 +105,35 @@ def test_answer_time_does_not_depend_on_the_address_or_on_smtp(
     slow = SmtpSink()
     slow.handler = SlowHandler(delay=delay)
     slow.controller = Controller(slow.handler, hostname=slow.host, port=slow.port, decode_data=False)
-    settings = web_settings.model_copy(update={"smtp_url": SecretStr(slow.url)})
+    # Nine subscribe posts from one client: above the fixture's limit of five a window.
+    web = web_settings.web.model_copy(update={"subscribe_limit": 20})
+    settings = web_settings.model_copy(update={"smtp_url": SecretStr(slow.url), "web": web})
     active(engine, "known@example.org")
     app = make_app(settings, engine, clock)
+    # The least of a few rounds: one request can be slowed by whatever else the machine runs
+    # (the suite's other workers), but an SMTP wait would slow every round of its label.
     timings: dict[str, float] = {}
     with slow, WebServer(app, settings, "127.0.0.1", web_port) as srv, httpx.Client(base_url=srv.url) as c:
-        for label, address in [
-            ("new", "ana@example.org"),
-            ("resend", "ana@example.org"),
-            ("active", "known@example.org"),
-        ]:
-            form = {"csrf": csrf_of(c.get("/").text), "email": address}
-            started = time.perf_counter()
-            answer = c.post("/subscribe", data=form)
-            timings[label] = time.perf_counter() - started
-            assert answer.status_code == 200 and "Check your inbox" in answer.text
+        c.get("/")  # the first request pays for the app's own start-up, whatever the address
+        for n in range(3):
+            for label, address in [
+                ("new", f"ana{n}@example.org"),
+                ("resend", f"ana{n}@example.org"),
+                ("active", "known@example.org"),
+            ]:
+                form = {"csrf": csrf_of(c.get("/").text), "email": address}
+                started = time.perf_counter()
+                answer = c.post("/subscribe", data=form)
+                elapsed = time.perf_counter() - started
+                timings[label] = min(timings.get(label, elapsed), elapsed)
+                assert answer.status_code == 200 and "Check your inbox" in answer.text
         app.state.web.mailer.drain()
 
     # Before: a first request waited for SMTP (~1.0 s), a throttled one did not (~0.01 s).
     assert max(timings.values()) < delay / 2, timings
     assert max(timings.values()) - min(timings.values()) < delay / 4, timings
-    assert len(slow.messages) == 2  # the confirmation and the already-subscribed notice still went out
+    # Three confirmations and one already-subscribed notice (throttled per address) still went out.
+    assert len(slow.messages) == 4
 
 
 def test_answer_never_reveals_whether_the_address_is_subscribed(client: httpx.Client, engine: Engine) -> None:
