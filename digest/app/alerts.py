@@ -38,8 +38,9 @@ from digest.edition.alerts import alert_candidates
 from digest.edition.build import build_alert
 from digest.edition.series import local_zone
 from digest.outbox.drain import drain_outbox
-from digest.outbox.ledger import editions_with_work, finish_edition, queue_deliveries
+from digest.outbox.ledger import editions_with_work, finish_edition
 from digest.outbox.sender import SendReport
+from digest.outbox.warmup import queue_capped
 from digest.store.alerts import alerts_since, got_story
 from digest.store.db import session_scope
 from digest.store.models import Edition, EditionStatus, Subscriber, saved_id
@@ -112,7 +113,9 @@ def queue_alerts(engine: Engine, settings: Settings, now: datetime) -> AlertRun:
         run.articles.append((saved_id(article), article.title))
         # One article at a time: its queued copies count against alerts_per_day for the next.
         with session_scope(engine) as session:
-            queued = queue_deliveries(session, edition_id, now, only=_eligible(settings, zones, saved_id(article), now))
+            eligible = _eligible(settings, zones, saved_id(article), now)
+            # Within the warm-up cap: those left out are held, as in quiet hours, until a later day.
+            queued = queue_capped(session, settings.delivery.warmup, edition_id, now, only=eligible).queued
             if queued:
                 # Queued again after it was done (a reader's quiet hours ended): sending again.
                 session.execute(

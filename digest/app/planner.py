@@ -23,7 +23,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from sqlalchemy import and_, exists, false, func, literal, or_
+from sqlalchemy import and_, delete, exists, false, func, literal, or_
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Engine
 from sqlalchemy.exc import IntegrityError
@@ -38,7 +38,8 @@ from digest.edition.build import (
 )
 from digest.edition.schedule import Decision, Series, cron_trigger, decide
 from digest.edition.series import local_zone, members, series_groups
-from digest.outbox.ledger import finish_edition, queue_deliveries
+from digest.outbox.ledger import finish_edition
+from digest.outbox.warmup import Queued, queue_capped
 from digest.store.db import session_scope
 from digest.store.models import (
     Delivery,
@@ -64,6 +65,7 @@ class SlotOutcome:
     edition_id: int | None = None
     queued: int = 0
     reason: str = ""
+    waiting: int = 0  # left for a later day by the warm-up cap
 
 
 # ---------------------------------------------------------------- series of subscribers
@@ -74,26 +76,47 @@ class SlotOutcome:
 
 def claim_and_queue(
     engine: Engine,
-    cfg: DigestConfig,
+    settings: Settings,
     name: str,
     series: Series,
     zones: set[str],
     edition_id: int,
     fire: datetime,
     now: datetime,
-) -> int:
+) -> Queued:
     """Claim each member's local day for the edition and queue their deliveries, atomically.
 
     A member whose local day another edition of the digest already claimed is not
-    queued: nobody gets two editions for the same day in their own timezone.
+    queued: nobody gets two editions for the same day in their own timezone. Members
+    the warm-up cap leaves out keep no claim: a later edition may serve them.
     """
+    cfg = settings.digests[name]
     zones = set(zones) | ({series.zone} if series.send_time is not None else set())
     with session_scope(engine) as session:
         for zone in sorted(zones):
             local_day = fire.astimezone(ZoneInfo(zone)).date().isoformat()
             _claim(session, name, edition_id, local_day, now, members(cfg, series, zone))
         claimed = select(SlotClaim.subscriber_id).where(SlotClaim.edition_id == edition_id)
-        return queue_deliveries(session, edition_id, now, only=col(Subscriber.id).in_(claimed))
+        queued = queue_capped(session, settings.delivery.warmup, edition_id, now, only=col(Subscriber.id).in_(claimed))
+        _unclaim_unqueued(session, edition_id, queued)
+        return queued
+
+
+def _unclaim_unqueued(session: Session, edition_id: int, queued: Queued) -> None:
+    """Drop the edition's claims of subscribers the warm-up cap left without a delivery.
+
+    A claim says "served today"; someone who got nothing must stay free for the next edition.
+    """
+    if queued.warmup is None or not queued.warmup.waiting:
+        return
+    session.execute(
+        delete(SlotClaim).where(
+            col(SlotClaim.edition_id) == edition_id,
+            ~exists().where(
+                col(Delivery.edition_id) == edition_id, col(Delivery.subscriber_id) == SlotClaim.subscriber_id
+            ),
+        )
+    )
 
 
 def _claim(
@@ -152,15 +175,17 @@ def served_elsewhere(cfg: DigestConfig, name: str, edition_id: int | None, days:
 
 
 def claim_today_and_queue(
-    engine: Engine, cfg: DigestConfig, name: str, edition_id: int, now: datetime, *, also_served: bool = False
-) -> tuple[int, int]:
+    engine: Engine, settings: Settings, name: str, edition_id: int, now: datetime, *, also_served: bool = False
+) -> tuple[Queued, int]:
     """A manual send's queueing: claim each active subscriber's local day at ``now`` for the edition.
 
     Subscribers whose day another edition of the digest already claimed (the service's
     local-time edition, say) are not queued unless ``also_served``: nobody gets two
-    editions for one day by accident. Returns ``(queued, served)``: how many deliveries
-    were created, and how many subscribers without one were already served today.
+    editions for one day by accident. Returns ``(queued, served)``: the deliveries
+    created (within the warm-up cap, if any), and how many subscribers without one
+    were already served today.
     """
+    cfg = settings.digests[name]
     with session_scope(engine) as session:
         days = local_days(session, cfg, now)
         served = served_elsewhere(cfg, name, edition_id, days)
@@ -171,7 +196,8 @@ def claim_today_and_queue(
         ).one()
         for zone, day in days.items():
             _claim(session, name, edition_id, day, now, local_zone(cfg) == zone)
-        queued = queue_deliveries(session, edition_id, now, only=None if also_served else ~served)
+        queued = queue_capped(session, settings.delivery.warmup, edition_id, now, only=None if also_served else ~served)
+        _unclaim_unqueued(session, edition_id, queued)
     return queued, int(n_served)
 
 
@@ -242,10 +268,11 @@ def run_due(engine: Engine, settings: Settings, name: str, clock: Clock) -> list
             continue
         if edition.status != EditionStatus.READY:
             continue
-        queued = claim_and_queue(engine, cfg, name, series, groups[series], edition_id, d.fire, now)
+        queued = claim_and_queue(engine, settings, name, series, groups[series], edition_id, d.fire, now)
         finish_edition(engine, edition_id, now)
-        event(log, "edition.queued", digest=name, slot=d.slot, edition=edition_id, queued=queued)
-        outcomes.append(SlotOutcome(name, d.slot, "queued", edition_id, queued, d.reason))
+        event(log, "edition.queued", digest=name, slot=d.slot, edition=edition_id, queued=queued.queued)
+        waiting = queued.warmup.waiting if queued.warmup else 0
+        outcomes.append(SlotOutcome(name, d.slot, "queued", edition_id, queued.queued, d.reason, waiting))
     return outcomes
 
 

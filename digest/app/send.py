@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, field, fields, replace
 from datetime import datetime
 
 from sqlalchemy import and_, exists, false, func, or_, true
@@ -43,6 +43,7 @@ from digest.outbox.journal import worker_id as worker_id
 from digest.outbox.ledger import delivery_counts, finish_edition
 from digest.outbox.loader import edition_variants
 from digest.outbox.sender import SendReport
+from digest.outbox.warmup import WarmupUse, warmup_today
 from digest.store.alerts import alerted_among
 from digest.store.db import session_scope
 from digest.store.models import (
@@ -75,6 +76,8 @@ class DigestSendReport(SendReport):
     out because it was full, by name (``over_limit`` counts them)."""
 
     cut: list[Cut] = field(default_factory=list)
+    # Today in the warm-up schedule, as this send's queueing left it; None: no cap today.
+    warmup: WarmupUse | None = None
 
 
 def send_digest(
@@ -97,7 +100,8 @@ def send_digest(
 
     ``transport`` None sends over the configured pool (see :func:`send_edition`).
     Subscribers whose local day another edition already claimed are skipped and
-    counted in ``served_today`` (sent to anyway with ``also_served``).
+    counted in ``served_today`` (sent to anyway with ``also_served``). During the
+    warm-up schedule only today's allowance is queued (``warmup`` says how it stands).
     DigestPaused when the digest is paused (too many complaints): nothing is built or sent.
     """
     name, cfg = settings.digest(name)
@@ -113,7 +117,10 @@ def send_digest(
     if edition.status == EditionStatus.EMPTY:
         report.empty = True
         return report
-    _, report.served_today = claim_today_and_queue(engine, cfg, name, edition_id, now, also_served=also_served)
+    queued, report.served_today = claim_today_and_queue(
+        engine, settings, name, edition_id, now, also_served=also_served
+    )
+    report.warmup = queued.warmup
     with session_scope(engine) as session:
         counts = delivery_counts(session, edition_id)
     already = counts.get(DeliveryStatus.SENT, 0)
@@ -146,7 +153,7 @@ def send_digest(
     result.queued = due
     result.drops, result.over_limit = report.drops, report.over_limit
     done = DigestSendReport(**{f.name: getattr(result, f.name) for f in fields(SendReport)})
-    done.cut = report.cut
+    done.cut, done.warmup = report.cut, report.warmup
     return done
 
 
@@ -229,6 +236,8 @@ class SendPlan:
     already_sent: int = 0
     served_today: int = 0
     empty: bool = False  # the edition is stored as empty: send sends nothing
+    # Today in the warm-up schedule as the send would leave it (used and waiting); None: no cap.
+    warmup: WarmupUse | None = None
 
 
 def send_plan(session: Session, settings: Settings, name: str, now: datetime, *, also_served: bool = False) -> SendPlan:
@@ -256,15 +265,28 @@ def send_plan(session: Session, settings: Settings, name: str, now: datetime, *,
             col(Delivery.status).in_(DeliveryStatus.PENDING),
         )
         already = delivery_counts(session, edition_id).get(DeliveryStatus.SENT, 0)
-    wanted = or_(pending, fresh if also_served else and_(fresh, ~served))
-    emails = session.exec(select(Subscriber.email).where(active, wanted).order_by(col(Subscriber.id))).all()
+    new = fresh if also_served else and_(fresh, ~served)
     n_served = session.exec(select(func.count()).select_from(Subscriber).where(active, fresh, served)).one()
-    return SendPlan(
-        emails=list(emails),
+    plan = SendPlan(
+        emails=[],
         already_sent=already,
         served_today=int(n_served),
         empty=edition is not None and edition.status == EditionStatus.EMPTY,
     )
+    warmup = warmup_today(session.connection(), settings.delivery.warmup, now)
+    if warmup is None:
+        wanted = or_(pending, new)
+        plan.emails = list(session.exec(select(Subscriber.email).where(active, wanted).order_by(col(Subscriber.id))))
+        return plan
+    # Queued already: counted in today's use. New ones: as many as today allows, longest-subscribed first.
+    plan.emails = list(session.exec(select(Subscriber.email).where(active, pending).order_by(col(Subscriber.id))))
+    newcomers = session.exec(
+        select(Subscriber.email).where(active, new).order_by(col(Subscriber.created_at), col(Subscriber.id))
+    ).all()
+    room = warmup.left
+    plan.emails += newcomers[:room]
+    plan.warmup = replace(warmup, used=warmup.used + min(room, len(newcomers)), waiting=max(len(newcomers) - room, 0))
+    return plan
 
 
 def send_test(

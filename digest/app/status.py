@@ -21,6 +21,7 @@ from digest.app.send import delivery_counts
 from digest.core.logs import mask_url
 from digest.core.settings import DigestConfig, Settings
 from digest.edition.schedule import next_fire, upcoming_fire
+from digest.outbox.warmup import warmup_today
 from digest.store.db import session_scope
 from digest.store.models import Delivery, DeliveryStatus, Edition, EditionKind, Feed, ServiceNode, saved_id
 from digest.store.pauses import paused_digests
@@ -57,6 +58,7 @@ def collect_status(engine: Engine, settings: Settings, now: datetime) -> dict[st
             pause = pauses.get(d["name"])
             d["paused"] = {"reason": pause.reason, "since": _iso(pause.paused_at)} if pause else None
         outbox = _outbox_status(session, now)
+        warmup = _warmup_status(session, settings, now)
         feeds = [feed_row(f) for f in session.exec(select(Feed).order_by(col(Feed.id))).all()]
         nodes = [
             {
@@ -75,6 +77,27 @@ def collect_status(engine: Engine, settings: Settings, now: datetime) -> dict[st
         "digests": digests,
         "feeds": feeds,
         "outbox": outbox,
+        "warmup": warmup,
+    }
+
+
+def _warmup_status(session: Session, settings: Settings, now: datetime) -> dict[str, Any] | None:
+    """Today in the warm-up schedule: its day, cap and use; ``done`` once the schedule is over; None when off."""
+    cfg = settings.delivery.warmup
+    if not cfg.enabled or cfg.start_date is None:
+        return None
+    today = warmup_today(session.connection(), cfg, now)
+    info: dict[str, Any] = {"start_date": cfg.start_date.isoformat(), "days": cfg.days, "timezone": cfg.timezone}
+    if today is None:
+        return {**info, "done": True}
+    return {
+        **info,
+        "done": False,
+        "day": today.day,
+        "date": today.date,
+        "cap": today.cap,
+        "used": today.used,
+        "left": today.left,
     }
 
 

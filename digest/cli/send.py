@@ -17,6 +17,7 @@ from digest.core.errors import DeliveryError, InputError, SmtpUnavailableError, 
 if TYPE_CHECKING:
     from digest.app.send import DigestSendReport
     from digest.compose.dkim import DkimSigner
+    from digest.outbox.warmup import WarmupUse
 
 
 @app.command()
@@ -95,8 +96,10 @@ def _print_sent(st: State, name: str, report: DigestSendReport, also_served: boo
         out.print(f"{name} {report.slot}: no new articles; nothing sent (set send_empty to send anyway)")
         return
     served = _served_note(report.served_today, also_served)
-    if report.queued == 0 and report.already_sent and not report.served_today:
+    waiting = report.warmup.waiting if report.warmup else 0
+    if report.queued == 0 and report.already_sent and not report.served_today and not waiting:
         out.print(f"{name} {report.slot}: already sent to all {report.already_sent} subscriber(s); nothing to send")
+        _print_warmup(report.warmup)
         return
     skipped = report.skipped + report.already_sent + (0 if also_served else report.served_today)
     out.print(
@@ -104,6 +107,7 @@ def _print_sent(st: State, name: str, report: DigestSendReport, also_served: boo
         f"({report.failed_temporary} will be retried), skipped {skipped} "
         f"({report.already_sent} already sent, {report.skipped} with nothing new in their topics{served})"
     )
+    _print_warmup(report.warmup)
     if report.held:
         out.print(
             f"{report.held} held back while their mailbox provider rests (no attempt counted; "
@@ -132,6 +136,19 @@ def stop_for_retry(st: State, problem: str, edition_id: int, ref: str) -> NoRetu
         when = f"the service retries at {first:%Y-%m-%d %H:%M} UTC, or "
     step = f"{waiting} queued for retry: {when}run digest resend {ref}" if waiting else f"run digest resend {ref}"
     raise SmtpUnavailableError(f"{key} (in {st.source(key)}): {mask_url(problem)}; {step}")
+
+
+def _print_warmup(use: WarmupUse | None, *, would: bool = False) -> None:
+    """Where today stands in the warm-up schedule, and how many wait for a later day; nothing without a cap."""
+    if use is None:
+        return
+    wait = "would wait" if would else "wait"
+    rest = f"{use.waiting:,} {wait} for a later day" if use.waiting else "nobody waits"
+    out.print(
+        f"warm-up day {use.day} of {use.days}: {use.used:,} of today's cap of {use.cap:,} "
+        f"{'would be ' if would else ''}used; {rest}",
+        highlight=False,
+    )
 
 
 def _served_note(served: int, also_served: bool) -> str:
@@ -190,6 +207,7 @@ def _send_copies(
         f"({plan.already_sent} already sent, {res.skipped} with nothing new in their topics"
         f"{_served_note(plan.served_today, also_served)})"
     )
+    _print_warmup(plan.warmup, would=True)
 
 
 def _print_left_out(drops: Sequence[Any], cut: Sequence[Any]) -> None:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 from rich.markup import escape
@@ -131,6 +131,22 @@ def status(
         else ""
     )
     out.print(f"outbox: {ob['pending']} pending{age}")
+    _print_warmup(info["warmup"])
+
+
+def _print_warmup(w: dict[str, Any] | None) -> None:
+    """The warm-up line of ``digest status``; nothing when warm-up is off."""
+    if w is None:
+        return
+    if w["done"]:
+        over = f"warm-up: the {w['days']}-day schedule from {w['start_date']} is over; no daily cap"
+        out.print(over, highlight=False)
+        return
+    out.print(
+        f"warm-up: day {w['day']} of {w['days']} ({w['date']}, {w['timezone']}): today's cap {w['cap']:,}, "
+        f"used {w['used']:,}, left {w['left']:,}",
+        highlight=False,
+    )
 
 
 def _feeds_table(feeds: list[dict[str, object]]) -> None:

@@ -12,7 +12,7 @@ from __future__ import annotations
 import os
 import re
 import tomllib
-from datetime import timedelta
+from datetime import date, timedelta
 from difflib import get_close_matches
 from pathlib import Path
 from typing import Annotated, Any, get_args
@@ -27,6 +27,7 @@ from pydantic import (
     Field,
     SecretStr,
     ValidationError,
+    ValidationInfo,
     field_validator,
     model_validator,
 )
@@ -261,6 +262,47 @@ def _provider_limits(value: Any) -> Any:
     return merged
 
 
+class WarmupSettings(BaseModel):
+    """``[delivery.warmup]``: a daily cap on the mail of a new sending domain, growing day by day."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    enabled: bool = Field(
+        False,
+        description="Cap how many messages (digest copies and alerts) are queued each day while a new sending "
+        "domain warms up; the rest wait for a later day, the longest-subscribed first.",
+    )
+    start_date: date | None = Field(
+        None,
+        validate_default=True,
+        description="Day 1 of the schedule (an ISO date, e.g. 2026-12-01): the day the domain started sending; "
+        "required when enabled. Earlier days count as day 1.",
+    )
+    start: int = Field(200, ge=1, description="The cap on day 1: most messages queued that day.")
+    days: int = Field(
+        30, ge=1, le=365, description="Length of the schedule in days; from the day after its last day, no cap."
+    )
+    full: int = Field(
+        0,
+        ge=0,
+        description="The cap on the last day; the caps in between grow by the same factor each day. "
+        "0 = the number of active subscribers at the time of queueing.",
+    )
+    timezone: str = Field("UTC", description="IANA timezone whose midnight starts a new warm-up day.")
+
+    _tz = field_validator("timezone")(classmethod(lambda cls, v: check_timezone(v)))
+
+    @field_validator("start_date")
+    @classmethod
+    def _start_date_when_enabled(cls, value: date | None, info: ValidationInfo) -> date | None:
+        if value is None and info.data.get("enabled"):
+            raise ValueError(
+                "required when delivery.warmup.enabled is true: the ISO date the sending domain started (e.g. "
+                "start_date = 2026-12-01)"
+            )
+        return value
+
+
 class DeliverySettings(BaseModel):
     """``[delivery]``: the delivery engine (SMTP pool, rate limits, workers)."""
 
@@ -310,6 +352,11 @@ class DeliverySettings(BaseModel):
         validate_default=True,
         description="Limits per mailbox provider (google, yahoo, microsoft, apple, other), each a "
         "[delivery.providers.NAME] table overriding the built-in defaults key by key.",
+    )
+    warmup: WarmupSettings = Field(
+        default_factory=WarmupSettings,
+        description="The warm-up schedule of a new sending domain, a [delivery.warmup] table: a daily cap on the "
+        "messages queued, growing from start to full over days.",
     )
     mx_lookup: bool = Field(
         True,

@@ -358,7 +358,12 @@ _QUEUE_LOCK = 0x71756575
 
 
 def queue_deliveries(
-    session: Session, edition_id: int, now: datetime, *, only: ColumnElement[bool] | None = None
+    session: Session,
+    edition_id: int,
+    now: datetime,
+    *,
+    only: ColumnElement[bool] | None = None,
+    limit: int | None = None,
 ) -> int:
     """Create a queued Delivery for every active subscriber, in one statement; return how many.
 
@@ -368,8 +373,11 @@ def queue_deliveries(
     time (an advisory lock) and leaves them out in the SELECT, so each row is a plain
     insert rather than ON CONFLICT's speculative one. ``only`` restricts the
     subscribers further (a condition on Subscriber rows), e.g. to those whose local
-    send time the edition is for.
+    send time the edition is for. ``limit`` (the warm-up's allowance) queues at most that
+    many, the longest-subscribed first (created_at, then id).
     """
+    if limit is not None and limit <= 0:
+        return 0
     columns = ["edition_id", "subscriber_id", "status", "attempts", "created_at"]
     source = sa_select(
         literal(edition_id),
@@ -380,12 +388,17 @@ def queue_deliveries(
     ).where(S.c.status == SubscriberStatus.ACTIVE)
     if only is not None:
         source = source.where(only)
+    queued = sa_select(D.c.id).where(D.c.edition_id == edition_id, D.c.subscriber_id == S.c.id)
+    if limit is not None:
+        # Left out before the LIMIT, so the allowance goes to subscribers still without a copy.
+        source = source.where(~queued.exists()).order_by(S.c.created_at, S.c.id).limit(limit)
     if session.get_bind().dialect.name == "postgresql":
         session.execute(sa_select(func.pg_advisory_xact_lock(_QUEUE_LOCK, edition_id)))
         # Taken after the lock, this statement's snapshot sees what an earlier queuer committed.
-        queued = sa_select(D.c.id).where(D.c.edition_id == edition_id, D.c.subscriber_id == S.c.id)
         # Counted in the server: the driver reports no row count for INSERT ... SELECT.
-        inserted = insert(D).from_select(columns, source.where(~queued.exists())).returning(D.c.id).cte("inserted")
+        if limit is None:
+            source = source.where(~queued.exists())
+        inserted = insert(D).from_select(columns, source).returning(D.c.id).cte("inserted")
         return int(session.execute(sa_select(func.count()).select_from(inserted)).scalar_one())
     stmt = (
         sqlite.insert(D)

@@ -312,6 +312,22 @@ class ServiceNode(SQLModel, table=True):
     seen_at: datetime = Field(sa_column=Column(UTCDateTime(), nullable=False))
 
 
+class WarmupDay(SQLModel, table=True):
+    """How many deliveries were queued on one day of the warm-up schedule (``[delivery.warmup]``).
+
+    Counted in the transaction that queues them: today's use is one primary-key read
+    however many million deliveries there are, and the row's lock keeps two processes
+    queueing at once within the day's cap.
+    """
+
+    __tablename__ = "warmup_day"
+
+    # The ISO date of the warm-up day, in ``delivery.warmup.timezone``.
+    day: str = Field(sa_column=Column(String(10), primary_key=True))
+    queued: int = Field(default=0)
+    updated_at: datetime = Field(sa_column=Column(UTCDateTime(), nullable=False))
+
+
 # ---------------------------------------------------------------- delivery engine
 
 # The outbox's work list: only deliveries still to be sent are in it, so claiming

@@ -6,7 +6,7 @@ import os
 import re
 import tomllib
 from collections.abc import Callable
-from datetime import timedelta
+from datetime import date, timedelta
 from pathlib import Path
 
 import pytest
@@ -21,6 +21,7 @@ from digest.core.settings import (
     ProviderLimits,
     ServiceSettings,
     Settings,
+    WarmupSettings,
     WebhooksSettings,
     WebSettings,
     load_settings,
@@ -283,6 +284,7 @@ def documented_keys() -> set[str]:
             ServiceSettings,
             DeliverySettings,
             ProviderLimits,
+            WarmupSettings,
             WebSettings,
             DkimSettings,
             ApiSettings,
@@ -376,3 +378,36 @@ def test_an_unknown_provider_is_an_error_naming_the_known_ones(write_config: Wri
 
     assert error.key == "delivery.providers"
     assert "'gmail'" in str(error) and "google" in str(error)
+
+
+# ---------------------------------------------------------------- warm-up
+
+
+def test_warmup_table_is_read_with_a_toml_date(write_config: WriteConfig) -> None:
+    path = write_config("[delivery.warmup]\nenabled = true\nstart_date = 2026-12-01\nstart = 50\ndays = 10\n")
+
+    warmup = load_settings(path).delivery.warmup
+
+    assert (warmup.enabled, warmup.start_date, warmup.start, warmup.days, warmup.full) == (
+        True, date(2026, 12, 1), 50, 10, 0,
+    )  # fmt: skip
+
+
+def test_warmup_start_date_comes_from_the_environment_as_text(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("DIGEST_DELIVERY__WARMUP__ENABLED", "true")
+    monkeypatch.setenv("DIGEST_DELIVERY__WARMUP__START_DATE", "2026-12-01")
+
+    assert load_settings().delivery.warmup.start_date == date(2026, 12, 1)
+
+
+def test_warmup_enabled_without_start_date_names_the_key(write_config: WriteConfig) -> None:
+    path = write_config("[delivery.warmup]\nenabled = true\n")
+
+    error = config_error(path)
+
+    assert error.key == "delivery.warmup.start_date"
+    assert "required when delivery.warmup.enabled is true" in error.problem and error.source == str(path)
+
+
+def test_warmup_off_needs_no_start_date() -> None:
+    assert WarmupSettings().start_date is None

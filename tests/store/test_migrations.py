@@ -49,3 +49,10 @@ def test_webhook_tables_match_the_models(engine: Engine) -> None:
         diffs = compare_metadata(MigrationContext.configure(conn), SQLModel.metadata)
 
     assert [d for d in diffs if "webhook" in repr(d)] == []
+
+
+def test_warmup_day_table_matches_the_model(engine: Engine) -> None:
+    with engine.connect() as conn:
+        diffs = compare_metadata(MigrationContext.configure(conn), SQLModel.metadata)
+
+    assert [d for d in diffs if "warmup" in repr(d)] == []
