@@ -115,7 +115,8 @@ def queue_capped(
 
     Today's row is taken first (locked until the caller's transaction commits), so two
     processes queueing different editions at once still stay under the cap together.
-    The subscribers left out are counted (``waiting``) and logged as ``warmup.capped``.
+    The subscribers left out are counted (``waiting``) and logged as ``warmup.capped``
+    (at DEBUG when the day's cap was spent before: nothing new to say).
     """
     today = schedule_day(cfg, now)
     if today is None:
@@ -131,9 +132,10 @@ def queue_capped(
     waiting = _unqueued(conn, edition_id, only) if n == room else 0
     use = WarmupUse(day, cfg.days, date, cap, used + n, waiting)
     if waiting:
+        # The cap reached by this queueing is news; the alerts job finding it spent every minute is not.
         event(
-            log, "warmup.capped", edition=edition_id, day=day, days=cfg.days, cap=cap, used=use.used,
-            queued=n, waiting=waiting,
+            log, "warmup.capped", logging.INFO if n else logging.DEBUG, edition=edition_id, day=day, days=cfg.days,
+            cap=cap, used=use.used, queued=n, waiting=waiting,
         )  # fmt: skip
     return Queued(n, use)
 

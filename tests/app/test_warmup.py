@@ -184,6 +184,7 @@ def test_a_capped_queueing_is_logged_with_counts_and_no_addresses(
 
     with caplog.at_level(logging.INFO, logger="digest.outbox.warmup"):
         send_on(engine, warm(settings), sink, 1)
+        send_digest(engine, settings, "daily", None, FixedClock(NOW + timedelta(hours=1)))  # spent: DEBUG only
 
     (record,) = [r for r in caplog.records if getattr(r, "event", "") == "warmup.capped"]
     assert record.fields == {"edition": 1, "day": 1, "days": 3, "cap": 2, "used": 2, "queued": 2, "waiting": 4}  # type: ignore[attr-defined]
