@@ -159,6 +159,7 @@ def article_view(a: Article) -> dict[str, Any]:
         "breaking": a.breaking,
         "priority": a.priority,
         "hidden": a.hidden,
+        "lead": a.lead,
         "updated_at": _iso(a.updated_at),
     }
 

@@ -1,4 +1,4 @@
-"""``digest articles``: import, add, list, hide and remove articles."""
+"""``digest articles``: import, add, list, hide, lead and remove articles."""
 
 from __future__ import annotations
 
@@ -160,6 +160,33 @@ def _set_hidden(ctx: typer.Context, ids: list[int], hidden: bool) -> None:
         out.print(f"hid {len(done)} article(s) ({listed}): kept out of new editions and the archive")
     else:
         out.print(f"unhid {len(done)} article(s) ({listed})")
+
+
+@articles_app.command("lead")
+def articles_lead(
+    ctx: typer.Context,
+    article_id: Annotated[int, typer.Argument(help="Article id (see digest articles list).")],
+    text: Annotated[
+        str | None, typer.Argument(help="The lead-in: one line of plain text, at most 280 characters.")
+    ] = None,
+    clear: Annotated[
+        bool, typer.Option("--clear", help="Remove the lead-in: the summary's first sentence stands in.")
+    ] = False,
+) -> None:
+    """Write the lead-in of an article: the bold opening line it gets among the top stories (lead_ins)."""
+    from digest.ingest.records import clean_lead
+    from digest.store.articles import set_lead
+    from digest.store.db import session_scope
+
+    if clear == (text is not None):
+        raise InputError("articles lead", "give the lead-in text, or --clear (not both)")
+    lead = "" if clear else clean_lead(text or "", f"article {article_id}")
+    if not clear and not lead:
+        raise InputError(f"article {article_id}", "lead is empty; use --clear to remove a lead-in")
+    st = state(ctx)
+    with session_scope(st.engine) as session:
+        set_lead(session, article_id, lead, st.clock.now())
+    out.print(f"cleared the lead-in of article {article_id}" if clear else f"lead-in of article {article_id} set")
 
 
 @articles_app.command("remove")

@@ -31,7 +31,7 @@ from babel.numbers import format_decimal
 
 from digest.compose.i18n import babel_locale, catalog_dirs, catalog_path, long_date, text_direction, translations
 from digest.core.errors import TemplateError
-from digest.core.text import one_line
+from digest.core.text import one_line, split_first_sentence
 from digest.edition.select import DigestView, Story
 
 PERSONAL_FIELDS = ("greeting", "name", "email", "unsubscribe_url", "preferences_url")
@@ -48,6 +48,9 @@ MIN_IMAGE_HEIGHT = 50
 # shorter edition is its own overview).
 OVERVIEW_COUNT = 5
 OVERVIEW_MIN = 4
+# A summary's first sentence longer than this is a paragraph, not a lead-in: such a
+# story opens without one (a bold block of 300 characters reads as shouting).
+AUTO_LEAD_MAX_CHARS = 200
 
 
 def builtin_templates_dir() -> Path:
@@ -232,6 +235,37 @@ def story_meta(
 
 
 @dataclass(frozen=True)
+class LeadIn:
+    """How a story opens: ``lead`` in bold, then ``rest`` (the summary, less the lead when it came from it)."""
+
+    lead: str
+    rest: str
+
+
+def lead_in(story: Story) -> LeadIn | None:
+    """The lead-in of ``story``: the editor's, followed by the whole summary; else the summary's
+    first sentence, followed by the rest of it (never the sentence twice); None when neither fits."""
+    if story.lead:
+        return LeadIn(story.lead, story.summary)
+    if not story.summary:
+        return None
+    first, rest = split_first_sentence(story.summary)
+    if len(first) > AUTO_LEAD_MAX_CHARS:
+        return None
+    return LeadIn(first, rest)
+
+
+def lead_ins(stories: list[Story], count: int) -> dict[int, LeadIn]:
+    """Lead-ins of the first ``count`` of ``stories`` (in reading order), by story id."""
+    found: dict[int, LeadIn] = {}
+    for story in stories[: max(count, 0)]:
+        lead = lead_in(story)
+        if lead is not None:
+            found[story.id] = lead
+    return found
+
+
+@dataclass(frozen=True)
 class Markers:
     """Opaque per-render placeholders for the personal fields.
 
@@ -320,8 +354,13 @@ def build_context(
     postal_address: str,
     markers: Markers,
     language: str = "en",
+    lead_in_count: int = 0,
 ) -> dict[str, Any]:
-    """The documented render context (see docs/templates.md)."""
+    """The documented render context (see docs/templates.md).
+
+    ``lead_in_count``: how many stories, the top story first, open with a lead-in (the
+    digest's ``lead_ins``).
+    """
     stories = ([view.top_story] if view.top_story else []) + [s for sec in view.sections for s in sec.stories]
     preheader = " · ".join(s.title for s in stories[:3])
     return {
@@ -345,6 +384,7 @@ def build_context(
         "top_story": view.top_story,
         "sections": view.sections,
         "story_count": view.story_count,
+        "lead_ins": lead_ins(stories, lead_in_count),
         "overview": stories[:OVERVIEW_COUNT] if len(stories) >= OVERVIEW_MIN else [],
         "reading_minutes": sum(s.reading_minutes or 0 for s in stories),
         "preheader": preheader,

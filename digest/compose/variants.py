@@ -88,6 +88,7 @@ class Variants:
             postal_address=self.settings.postal_address,
             markers=markers,
             language=locale,
+            lead_in_count=self.cfg.lead_ins,
         )
         if self.browser_url:
             context["edition"]["archive_url"] = self.browser_url

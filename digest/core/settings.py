@@ -116,6 +116,13 @@ class DigestConfig(BaseModel):
     timezone: str = Field("UTC", description="IANA timezone of the schedule and of the edition date.")
     lookback: Duration = Field(timedelta(hours=24), description="Only articles published this recently.")
     max_articles: int = Field(20, ge=1, le=500, description="Most articles in one edition.")
+    lead_ins: int = Field(
+        3,
+        ge=0,
+        le=500,
+        description="Stories that open with a bold lead-in (the top story, then the next in order): the "
+        "editor's lead, else the summary's first sentence. 0 = none.",
+    )
     sections: list[str] = Field(
         default_factory=list,
         description="Sections (article categories) in order; empty = every category, busiest first.",

@@ -63,6 +63,8 @@ class Story:
     image_height: int | None = None
     # The reader got an alert for this story and it changed since: say so.
     updated_since_alert: bool = False
+    # The editor's lead-in (plain text); "" = none written.
+    lead: str = ""
 
 
 def alert_marks(alerted: Iterable[int] = (), updated: Iterable[int] = ()) -> list[str]:
@@ -263,6 +265,7 @@ def to_story(a: Article, base_url: str) -> Story:
         language=a.language,
         image_width=a.image_width,
         image_height=a.image_height,
+        lead=a.lead,
     )
 
 

@@ -36,6 +36,8 @@ class ArticleDraft:
     published_at: datetime | None = None  # aware; None = undated: "now" at first upsert
     breaking: bool = False
     priority: int = 0
+    # The editor's lead-in; None: the source says nothing of it, the stored one stays.
+    lead: str | None = None
     origin: str = ""  # "file:line" or "file[index]", for error messages
 
 

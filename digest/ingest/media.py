@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from html.parser import HTMLParser
 from urllib.parse import urljoin
 
+from digest.core.text import split_first_sentence
 from digest.ingest.sanitize import clean_text, truncate_words
 from digest.ingest.urls import check_http_url
 
@@ -26,7 +27,6 @@ MIN_DECLARED_SIDE = 100
 DERIVED_TITLE_MAX_CHARS = 100
 
 _LANG_RE = re.compile(r"^[A-Za-z]{2,8}(?:[-_][A-Za-z0-9]{1,8})*$")
-_SENTENCE_RE = re.compile(r"^(.+?[.!?。！？])(?:\s|$)")
 
 
 @dataclass(frozen=True)
@@ -124,9 +124,8 @@ def images_in_html(html_text: str, limit: int = 20) -> list[Image]:
 def title_from_text(text: str) -> str:
     """A headline for an untitled post: its first sentence (or words), at most ~100 characters."""
     text = clean_text(text)
-    match = _SENTENCE_RE.match(text)
-    first = match.group(1) if match and len(match.group(1)) <= DERIVED_TITLE_MAX_CHARS else text
-    return truncate_words(first, DERIVED_TITLE_MAX_CHARS)
+    first = split_first_sentence(text)[0]
+    return truncate_words(first if len(first) <= DERIVED_TITLE_MAX_CHARS else text, DERIVED_TITLE_MAX_CHARS)
 
 
 # Scripts that name their language well enough to stand in for a missing or wrong tag.

@@ -25,6 +25,8 @@ Fields (anything else is an error naming the field; ``null`` counts as absent)
                    (alias ``published``); a value without a timezone is an error
 ``breaking``       ``true``/``false``
 ``priority``       integer
+``lead``           plain text, at most 280 characters: the editor's lead-in, the bold opening
+                   line of a top story (``""`` clears it; absent keeps the stored one)
 =================  ==========================================================================
 
 Problems are reported per record, and good records of the same file are kept. A
@@ -50,10 +52,12 @@ FIELDS: frozenset[str] = frozenset(
     {
         "title", "url", "guid", "source", "summary", "body", "category", "tags", "author",
         "image_url", "image_alt", "image_width", "image_height", "language", "published_at",
-        "breaking", "priority",
+        "breaking", "priority", "lead",
     }
 )  # fmt: skip
 ALIASES: dict[str, str] = {"section": "category", "published": "published_at"}
+# An editor's lead-in is one line, not a second summary: about the length of a tweet.
+LEAD_MAX_CHARS = 280
 # The json module recurses once per level of [ and {; a hostile file (100,000 x "[")
 # exhausts the interpreter's recursion limit (about 1,000 levels) instead.
 TOO_DEEP = "invalid JSON: nested too deeply (more than about 1,000 levels of [ and {)"
@@ -196,6 +200,12 @@ def draft_from_record(obj: Any, where: str, *, default_category: str = "") -> Ar
         if not language:
             raise InputError(where, f"language {declared!r} is not a BCP 47 tag such as 'en', 'fa' or 'pt-BR'")
 
+    lead = None
+    if "lead" in rec:
+        if not isinstance(rec["lead"], str):
+            raise InputError(where, f"lead must be a string, got {_json_type(rec['lead'])}")
+        lead = clean_lead(rec["lead"], where)
+
     return ArticleDraft(
         title=title,
         language=language or language_from_text(title) or language_from_text(f"{title} {summary}"),
@@ -214,8 +224,18 @@ def draft_from_record(obj: Any, where: str, *, default_category: str = "") -> Ar
         published_at=parse_datetime(rec.get("published_at"), where),
         breaking=breaking,
         priority=priority,
+        lead=lead,
         origin=where,
     )
+
+
+def clean_lead(value: str, where: str) -> str:
+    """An editor's lead-in as stored: one line of plain text (markup stripped), at most
+    :data:`LEAD_MAX_CHARS`; InputError naming the field otherwise."""
+    lead = clean_text(value)
+    if len(lead) > LEAD_MAX_CHARS:
+        raise InputError(where, f"lead is {len(lead)} characters; at most {LEAD_MAX_CHARS}")
+    return lead
 
 
 def parse_datetime(value: Any, where: str) -> datetime | None:

@@ -91,6 +91,8 @@ def upsert_articles(
             "word_count": len(_words(draft.body or draft.summary)),
             "updated_at": now,
         }
+        if draft.lead is not None:  # feeds carry no lead-in: the editor's stays
+            values["lead"] = draft.lead
         if existing is None:
             row = Article(
                 **values,

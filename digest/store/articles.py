@@ -51,6 +51,16 @@ def set_hidden(session: Session, ids: Sequence[int], hidden: bool, now: datetime
     return sorted(set(ids))
 
 
+def set_lead(session: Session, article_id: int, lead: str, now: datetime) -> Article:
+    """Store the editor's lead-in of article ``article_id`` (``""``: none, the summary's first
+    sentence stands in); ``lead`` is already clean (``digest.ingest.records.clean_lead``)."""
+    (article,) = _existing(session, [article_id])
+    article.lead = lead
+    article.updated_at = now
+    session.add(article)
+    return article
+
+
 def remove_articles(session: Session, ids: Sequence[int]) -> list[int]:
     """Delete the articles ``ids`` and their places in stored editions; returns their ids."""
     _existing(session, ids)

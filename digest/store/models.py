@@ -147,6 +147,9 @@ class Article(SQLModel, table=True):
     dated: bool = Field(default=True)
     # Kept out of new editions, of the stored editions' pages and resends (``digest articles hide``).
     hidden: bool = Field(default=False)
+    # The editor's lead-in (plain text): the bold opening line of a top story; "" = none,
+    # the summary's first sentence stands in (``digest articles lead``).
+    lead: str = Field(default="", sa_column=Column(Text, nullable=False, default=""))
 
 
 class Subscriber(SQLModel, table=True):

@@ -86,6 +86,12 @@ class ArticleIn(BaseModel):
     published: str | None = Field(None, description="Another name of published_at.")
     breaking: bool | None = None
     priority: int | None = None
+    lead: str | None = Field(
+        None,
+        max_length=280,
+        description="The editor's lead-in (plain text): the bold opening line of a top story. "
+        '"" clears it; absent keeps the stored one.',
+    )
 
 
 ARTICLE_SCHEMA = ArticleIn.model_json_schema()
@@ -134,6 +140,7 @@ class ArticleOut(BaseModel):
     breaking: bool
     priority: int
     hidden: bool
+    lead: str = Field(description="The editor's lead-in; empty: the summary's first sentence stands in.")
     updated_at: datetime
 
 

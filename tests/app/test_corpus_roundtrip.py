@@ -74,19 +74,30 @@ def test_every_corpus_item_reaches_the_email_intact_or_is_reported(db_url: str, 
     assert missing == [], "neither in the e-mail nor reported as left out:\n" + "\n".join(missing)
 
 
-def test_a_right_to_left_feed_keeps_its_language_and_direction_in_the_email(
-    db_url: str, sink: SmtpSink, tmp_path: Path
+def text_of(body: str) -> str:
+    """The words of an HTML body, tags dropped (a lead-in's <strong> splits its summary), spaces collapsed."""
+    return " ".join(re.sub(r"<[^>]+>", " ", body).split())
+
+
+@pytest.mark.parametrize("language", ["fa", "ar", "he", "zh-CN", "ko"])
+def test_a_right_to_left_or_cjk_feed_keeps_title_summary_language_and_direction_in_the_email(
+    language: str, db_url: str, sink: SmtpSink, tmp_path: Path
 ) -> None:
-    persian = [feed for feed in corpus() if feed.language == "fa"]
-    assert persian, "the corpus has a Persian feed"
+    feeds = [feed for feed in corpus() if feed.language == language]
+    assert feeds, f"the corpus has a feed in {language}"
     config = write_config(tmp_path, db_url, sink.url)
-    assert import_corpus(db_url, persian, tmp_path).returncode == 0
+    assert import_corpus(db_url, feeds, tmp_path).returncode == 0
     assert digest(config, "subscribers", "add", "ana@example.org").returncode == 0
 
     assert digest(config, "send", "daily").returncode == 0
 
     body = html_of(sink.messages[0].data)
-    for item in persian[0].stored:
-        story = re.search(r'<[^>]*lang="fa"[^>]*>(?:(?!</table>).)*?' + re.escape(item.title.split()[0]), body, re.S)
-        assert story is not None, f"{item.title!r} has no lang=fa story around it"
+    words = text_of(body)
+    for item in (item for feed in feeds for item in feed.stored):
+        story = re.search(
+            rf'<[^>]*lang="{language}"[^>]*>(?:(?!</table>).)*?' + re.escape(item.title.split()[0]), body, re.S
+        )
+        assert story is not None, f"{item.title!r} has no lang={language} story around it"
+        assert " ".join(item.title.split()) in words
+        assert " ".join(item.summary.split()) in words, f"summary of {item.title!r} not intact"
     assert 'dir="auto"' in body

@@ -83,6 +83,7 @@ STORE_COMMANDS: dict[str, list[str]] = {
     "articles list": ["articles", "list"],
     "articles hide": ["articles", "hide", "1"],
     "articles unhide": ["articles", "unhide", "1"],
+    "articles lead": ["articles", "lead", "1", "Why it matters: one warning."],
     "articles remove": ["articles", "remove", "1"],
     "subscribers add": ["subscribers", "add", "ana@example.org"],
     "subscribers import": ["subscribers", "import", "people.csv"],

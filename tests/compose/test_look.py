@@ -25,6 +25,7 @@ import pytest
 
 from digest.compose.inline import inline_css
 from digest.compose.render import Markers, build_context, make_environment, render_variant
+from digest.core.settings import DigestConfig
 from digest.edition.select import EditionContent, Story
 
 pytestmark = pytest.mark.browser
@@ -291,7 +292,8 @@ def urdu_edition() -> EditionContent:
     stories = (
         story(1, "کراچی میں شدید بارش، 24 گھنٹوں میں 120 ملی میٹر ریکارڈ", "محکمہ موسمیات کے مطابق "
               "بارش کا سلسلہ جمعرات تک جاری رہے گا؛ شہر کے کئی علاقوں میں بجلی معطل ہے۔", "روزنامہ جنگ",
-              "پاکستان", author="عائشہ خان", breaking=True, reading_minutes=4, **ur),
+              "پاکستان", author="عائشہ خان", breaking=True, reading_minutes=4, lead="بارش جمعرات تک جاری رہے گی۔",
+              **ur),
         story(2, "اسٹیٹ بینک نے شرح سود 12 فیصد پر برقرار رکھی", "مرکزی بینک کا کہنا ہے کہ مہنگائی "
               "میں کمی کا رجحان برقرار ہے۔", "ڈان نیوز", "کاروبار", reading_minutes=3, **ur),
         story(3, "پی ایس ایل 10: لاہور قلندرز نے فائنل جیت لیا", "قلندرز نے آخری اوور میں 8 رنز "
@@ -338,6 +340,7 @@ def render_page(content: EditionContent, language: str = "en", strip_style: bool
         digest_name="daily", digest_title="The Morning Briefing", edition_date=date(2026, 11, 25),
         slot="2026-11-25", view=content.view(), base_url="https://digest.example.com",
         postal_address="Example News Ltd, 1 Example Street, Springfield 12345", markers=markers, language=language,
+        lead_in_count=DigestConfig().lead_ins,
     )  # fmt: skip
     html = inline_css(render_variant(make_environment(), "daily", "{{ digest.title }}", context, markers).html)
     for name in ("greeting", "name", "email", "unsubscribe_url", "preferences_url"):
@@ -378,6 +381,16 @@ def test_screenshot_right_to_left_edition(browser: Any, width: int) -> None:
         "[...document.querySelectorAll('h2.top-headline, h3.item-headline')].map(e => getComputedStyle(e).direction)"
     )
     assert directions.count("rtl") == 4 and directions.count("ltr") == 1
+    # Each bold lead-in opens its paragraph on the paragraph's own start side: the right for
+    # Urdu, the left for the English story among them.
+    leads = page.evaluate(
+        """[...document.querySelectorAll('strong.lead-in')].map(s => {
+             const p = s.parentElement, a = s.getClientRects()[0], b = p.getBoundingClientRect();
+             const rtl = getComputedStyle(p).direction === 'rtl';
+             return [getComputedStyle(p).direction, Math.round(rtl ? b.right - a.right : a.left - b.left)];
+           })"""
+    )
+    assert [d for d, _ in leads] == ["rtl", "rtl", "ltr"] and all(gap <= 1 for _, gap in leads), leads
     page.close()
 
 

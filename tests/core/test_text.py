@@ -7,7 +7,7 @@ from datetime import time
 import pytest
 
 from digest.core.errors import InputError
-from digest.core.text import mask_email, one_line, parse_hhmm
+from digest.core.text import mask_email, one_line, parse_hhmm, split_first_sentence
 from digest.edition.schedule import check_send_time
 from digest.store.subscribers import validate_send_time
 
@@ -50,3 +50,24 @@ def test_one_line_drops_control_characters_and_folds_space() -> None:
 )
 def test_an_address_keeps_only_its_first_character_and_domain(address: str, masked: str) -> None:
     assert mask_email(address) == masked
+
+
+@pytest.mark.parametrize(
+    ("text", "first", "rest"),
+    [
+        ("Dr. Smith flew to Washington. He was late.", "Dr. Smith flew to Washington.", "He was late."),
+        ("The U.S. economy grew 3.5% in Q3. Stocks rose.", "The U.S. economy grew 3.5% in Q3.", "Stocks rose."),
+        ("J. K. Rowling spoke. Fans cheered.", "J. K. Rowling spoke.", "Fans cheered."),
+        ("About approx. five came. Then rain.", "About approx. five came.", "Then rain."),
+        ('He said "Stop." Then he left.', 'He said "Stop."', "Then he left."),
+        ("Wait... what? Yes.", "Wait... what?", "Yes."),
+        ("北京今天下雨。明天会放晴。", "北京今天下雨。", "明天会放晴。"),
+        ("서울에 눈이 왔다. 내일은 맑다.", "서울에 눈이 왔다.", "내일은 맑다."),
+        ("هل تمطر غدا؟ نعم.", "هل تمطر غدا؟", "نعم."),
+        ("یہ پہلا جملہ ہے۔ یہ دوسرا ہے۔", "یہ پہلا جملہ ہے۔", "یہ دوسرا ہے۔"),
+        ("One sentence, no stop", "One sentence, no stop", ""),
+        ("Only one.", "Only one.", ""),
+    ],
+)
+def test_split_first_sentence(text: str, first: str, rest: str) -> None:
+    assert split_first_sentence(text) == (first, rest)

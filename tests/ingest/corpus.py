@@ -273,6 +273,32 @@ _CORPUS: tuple[CorpusFeed, ...] = (
         ),
     ),
     CorpusFeed(
+        "jsyoo5b-korean.rss",
+        language="ko",
+        items=(
+            Item(
+                "Tucker의 Go 언어 프로그래밍 16장 요약",
+                "https://devlog.jsyoo5b.net/ko/posts/golang/musthave/ch16/",
+                "『Tucker의 Go 언어 프로그래밍』 스터디 요약 노트입니다. 16장. 패키지",
+            ),
+            Item(
+                "[iamroot] 1주차 스터디 회고 (리눅스 커널 내부구조)",
+                "https://devlog.jsyoo5b.net/ko/posts/linux-kernel/iamroot/week1-lki/",
+                "iamroot 17기 스터디를 다행히 아직 참여하고 있다.",
+            ),
+            Item(
+                "내 첫 리눅스 커널 기여",
+                "https://devlog.jsyoo5b.net/ko/posts/linux-kernel/my-first-commit/",
+                "리눅스 커널 소스에 첫 기여를 한 기념으로",
+            ),
+            Item(
+                "[책 리뷰] 조엘 온 소프트웨어",
+                "https://devlog.jsyoo5b.net/ko/posts/review/book-joel-on-software/",
+                "본 리뷰는 조엘 온 소프트웨어 책에 대한 리뷰입니다.",
+            ),
+        ),
+    ),
+    CorpusFeed(
         "matcha-photos.json",
         language="",
         items=(
@@ -346,6 +372,32 @@ _CORPUS: tuple[CorpusFeed, ...] = (
         ),
     ),
     CorpusFeed(
+        "noureddin-arabic.atom",
+        language="ar",  # no xml:lang: told by the script
+        items=(
+            Item(
+                "كف عن محاولة جعل الشبكات الاجتماعية «تنجح»",  # its RLE/PDF controls dropped
+                "https://noureddin.github.io/w/network-success",
+                "جدّت أمور كثيرة مع سقوط تويتر وريدت (Reddit)، وظهور بلوسكاي (Bluesky)",
+            ),
+            Item(
+                "Syncthing: الأستاذ في إزالة تكرار البيانات",
+                "https://noureddin.github.io/w/syncthing-deduplication",
+                "Syncthing هو برنامج حر ومفتوح المصدر للمزامنة المعمّاة",
+            ),
+            Item(
+                "نهاية شركة لبري (LBRY Inc)",
+                "https://noureddin.github.io/w/lbry-end",
+                "شركة لبري ستموت لا محالة. فقد خسرت قضية",
+            ),
+            Item(
+                "كيف تقتل شبكة لامركزية (مثل العالم الاتحادي Fediverse)",
+                "https://noureddin.github.io/w/kill-fediverse",
+                "نحن في عام ٢٠٢٣م. كل الإنترنت في يد إمبراطورية GAFAM. كله؟",
+            ),
+        ),
+    ),
+    CorpusFeed(
         "peertube-tchncs.rss",
         language="",
         items=(
@@ -360,6 +412,28 @@ _CORPUS: tuple[CorpusFeed, ...] = (
         "picofeed-iso8859-15.rss",
         language="",
         items=(Item("RSS Tutorial", "https://www.google.com", "éàùç€@ïî"),),
+    ),
+    CorpusFeed(
+        "qq-news-gb2312.rss",
+        language="zh-CN",
+        items=(
+            Item(
+                "最高法：适时出台防卫过当的认定标准 鼓励正当防卫",
+                "http://news.qq.com/a/20180918/006660.htm",
+                "中新网客户端9月18日电(记者阚枫)最高人民法院日前发布《关于在司法解释中",
+            ),
+            Item(
+                "1至8月，全国共查办“假记者”刑事案件80多起",
+                "http://news.qq.com/a/20180918/000817.htm",
+                "针对基层干部群众深恶痛绝的“假媒体、假记者站、假记者”",
+            ),
+            Item(
+                '【风从海上来】宁波：为海洋经济发展"打样"',
+                "http://news.qq.com/a/20180917/013656.htm",
+                "这是一座古老而充满活力的城市，这是一座美丽而宜居的城市，",
+            ),
+            Item("2018国家网络安全宣传周宣传片", "http://news.qq.com/a/20180917/012928.htm", ""),
+        ),
     ),
     CorpusFeed(
         "redblobgames.atom",
@@ -385,6 +459,23 @@ _CORPUS: tuple[CorpusFeed, ...] = (
                 "Are there any 1u cases that are ATX and support 2 3.5” hard drives?",
                 "https://ud.reddit.com/r/homelab/comments/157knaz/are_there_any_1u_cases_that_are_atx_and_support_2/",
                 "Hi i’m looking to build a server that i ",
+            ),
+        ),
+    ),
+    CorpusFeed(
+        "roimor-hebrew.rss",
+        language="he",
+        items=(
+            Item("למה להתבונן?", "https://blog.roi-mor.com/he/post/2026-03-31-why-meditate/", ""),
+            Item(
+                "יפה ולא-מושלם",
+                "https://blog.roi-mor.com/he/post/2025-09-26-zen-aesthetics/",
+                "זה לא אנושי לא להתחרט על חלוף החיים. ובאותה מידה",
+            ),
+            Item(
+                "אודות",
+                "https://blog.roi-mor.com/he/about/",
+                "שמי רועי מור. אחרי שנים בהייטק ובסטארטאפים ישראליים,",
             ),
         ),
     ),

@@ -160,6 +160,24 @@ def test_priority_must_be_an_integer(tmp_path: Path) -> None:
     assert "priority must be an integer" in problem
 
 
+def test_lead_is_read_as_plain_text_and_absent_is_none(tmp_path: Path) -> None:
+    given = _only_draft(_read_one(tmp_path, {"title": "T", "lead": "Why it <b>matters</b>:\n  one warning."}))
+    absent = _only_draft(_read_one(tmp_path, {"title": "T", "lead": None}))
+    assert (given.lead, absent.lead) == ("Why it matters: one warning.", None)
+
+
+def test_a_too_long_lead_is_one_line_naming_the_field_and_the_record(tmp_path: Path) -> None:
+    lines = [json.dumps({"title": "T1"}), json.dumps({"title": "T2", "lead": "word " * 60})]
+    path = _write(tmp_path, "feed.ndjson", "\n".join(lines) + "\n")
+    result = read_source(str(path))
+    assert [d.title for d in result.drafts] == ["T1"]
+    assert [str(p) for p in result.problems] == [f"{path}:2: lead is 299 characters; at most 280"]
+
+
+def test_lead_must_be_a_string(tmp_path: Path) -> None:
+    assert "lead must be a string, got a number" in _only_problem(_read_one(tmp_path, {"title": "T", "lead": 5}))
+
+
 def test_null_optional_fields_count_as_absent(tmp_path: Path) -> None:
     draft = _only_draft(_read_one(tmp_path, {"title": "T", "url": None, "tags": None, "breaking": None}))
     assert (draft.url, draft.tags, draft.breaking) == (None, [], False)

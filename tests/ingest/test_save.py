@@ -97,3 +97,18 @@ def test_updated_at_moves_only_when_the_story_changed(engine: Engine) -> None:
 
     save(draft("Dam breach upstream", 10, summary="Water levels are falling."), NOW + timedelta(minutes=30))
     assert [a.updated_at for a in _rows(engine)] == [NOW + timedelta(minutes=30)]
+
+
+URL = "https://x.example/post/1"
+
+
+def test_the_editors_lead_survives_a_feed_polled_again_and_an_empty_one_clears_it(engine: Engine) -> None:
+    with session_scope(engine) as s:
+        upsert_articles(s, [draft("Entry One", url=URL, lead="Why it matters: one warning.")], NOW)
+    with session_scope(engine) as s:
+        upsert_articles(s, [draft("Entry One, fixed", url=URL)], NOW)  # a feed: no lead at all
+    kept = [(a.title, a.lead) for a in _rows(engine)]
+    with session_scope(engine) as s:
+        upsert_articles(s, [draft("Entry One, fixed", url=URL, lead="")], NOW)
+    assert kept == [("Entry One, fixed", "Why it matters: one warning.")]
+    assert [a.lead for a in _rows(engine)] == [""]

@@ -129,6 +129,31 @@ def test_a_batch_holds_at_most_500_articles(client: Client) -> None:
     assert "at most 500" in response.json()["detail"][0]["msg"]
 
 
+def test_lead_is_stored_shown_kept_by_a_post_without_it_and_cleared_by_an_empty_one(
+    client: Client, engine: Engine
+) -> None:
+    cms = client()
+    posted = cms.post("/articles", json=story(1, lead="Why it matters: one <b>warning</b>."))
+    cms.post("/articles", json=story(1, title="Story 1, updated"))
+    listed = cms.get("/articles", params={"since": "2026-11-24T00:00:00Z"}).json()["articles"]
+    cms.post("/articles", json=story(1, lead=""))
+
+    assert posted.status_code == 200, posted.text
+    assert [a["lead"] for a in listed] == ["Why it matters: one warning."]
+    with session_scope(engine) as session:
+        assert session.get(Article, posted.json()["articles"][0]["id"]).lead == ""  # type: ignore[union-attr]
+
+
+def test_a_too_long_lead_is_a_422_naming_the_field(client: Client, engine: Engine) -> None:
+    response = client().post("/articles", json=[story(1), story(2, lead="x" * 281)])
+
+    assert response.status_code == 422
+    assert response.json()["detail"] == [
+        {"loc": ["body", 1, "lead"], "msg": "lead is 281 characters; at most 280", "type": "value_error"}
+    ]
+    assert count(engine, Article) == 0
+
+
 def test_delete_hides_the_article(client: Client, engine: Engine) -> None:
     cms = client()
     article_id = cms.post("/articles", json=story(1)).json()["articles"][0]["id"]
