@@ -244,13 +244,15 @@ class LeadIn:
 
 def lead_in(story: Story) -> LeadIn | None:
     """The lead-in of ``story``: the editor's, followed by the whole summary; else the summary's
-    first sentence, followed by the rest of it (never the sentence twice); None when neither fits."""
+    first sentence, followed by the rest of it (never the sentence twice); None when neither fits
+    (no summary, a summary of one sentence, or a first sentence too long to be a lead)."""
     if story.lead:
         return LeadIn(story.lead, story.summary)
     if not story.summary:
         return None
     first, rest = split_first_sentence(story.summary)
-    if len(first) > AUTO_LEAD_MAX_CHARS:
+    if not rest or len(first) > AUTO_LEAD_MAX_CHARS:
+        # A one-sentence summary in bold is a bold paragraph, not a lead-in.
         return None
     return LeadIn(first, rest)
 

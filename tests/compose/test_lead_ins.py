@@ -69,6 +69,12 @@ def test_without_one_the_first_sentence_is_the_lead_and_is_not_repeated() -> Non
     assert r.text.count("31 new objects") == 1
 
 
+def test_a_summary_of_one_sentence_gets_no_automatic_lead_in() -> None:
+    r = render(view(make_story(1, "Asteroids mapped", "World", summary=FIRST)))
+    assert leads(r) == []
+    assert lxml.html.document_fromstring(r.html).xpath("//p[@class='top-summary']")[0].text_content() == FIRST
+
+
 def test_the_top_story_and_the_next_ones_up_to_lead_ins_get_one() -> None:
     r = render(view(*stories(5)), lead_ins=3)
     doc = lxml.html.document_fromstring(r.html)

@@ -295,11 +295,11 @@ def urdu_edition() -> EditionContent:
               "پاکستان", author="عائشہ خان", breaking=True, reading_minutes=4, lead="بارش جمعرات تک جاری رہے گی۔",
               **ur),
         story(2, "اسٹیٹ بینک نے شرح سود 12 فیصد پر برقرار رکھی", "مرکزی بینک کا کہنا ہے کہ مہنگائی "
-              "میں کمی کا رجحان برقرار ہے۔", "ڈان نیوز", "کاروبار", reading_minutes=3, **ur),
+              "میں کمی کا رجحان برقرار ہے۔ اگلا اجلاس جنوری میں ہوگا۔", "ڈان نیوز", "کاروبار", reading_minutes=3, **ur),
         story(3, "پی ایس ایل 10: لاہور قلندرز نے فائنل جیت لیا", "قلندرز نے آخری اوور میں 8 رنز "
               "بنا کر میچ اپنے نام کیا۔", "جیو", "کھیل", reading_minutes=None, **ur),
-        story(4, "Markets rally as oil falls below $70", "An English story inside the Urdu edition: "
-              "it keeps its own direction.", "Reuters", "کاروبار", reading_minutes=2, language="en"),
+        story(4, "Markets rally as oil falls below $70", "An English story inside the Urdu edition. "
+              "It keeps its own direction.", "Reuters", "کاروبار", reading_minutes=2, language="en"),
         story(5, "سائنسدانوں نے نیا سیارچہ دریافت کر لیا", "یہ سیارچہ زمین سے 3 کروڑ کلومیٹر دور ہے۔",
               "", "سائنس", reading_minutes=None, **ur),
     )  # fmt: skip
