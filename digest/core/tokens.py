@@ -170,21 +170,30 @@ class TokenMaker:
         self._keys = {
             p: hashlib.sha1(f"digest.{p}".encode() + b"signer" + secret_key.encode()).digest() for p in PURPOSES
         }
+        self._last: tuple[int, str, bytes] | None = None
 
     def make(self, purpose: str, subscriber_id: int, email_key: str, timestamp: int | None = None) -> str:
+        value = self._payload(int(subscriber_id), email_key)
+        if purpose in TIMED:
+            ts = int(time.time()) if timestamp is None else timestamp
+            value = value + b"." + _b64(ts.to_bytes(8, "big").lstrip(b"\x00"))
+        signature = hmac.new(self._keys[purpose], value, hashlib.sha1).digest()
+        return (value + b"." + _b64(signature)).decode("ascii")
+
+    def _payload(self, subscriber_id: int, email_key: str) -> bytes:
+        """The encoded ``[id, hash]`` payload; a copy's tokens (unsubscribe, preferences) share it."""
+        last = self._last  # one read: other threads may replace it meanwhile
+        if last is not None and last[0] == subscriber_id and last[1] == email_key:
+            return last[2]
         # Compact JSON of [int, hex string], as itsdangerous writes it.
-        raw = f'[{int(subscriber_id)},"{address_hash(email_key)}"]'.encode()
+        raw = f'[{subscriber_id},"{address_hash(email_key)}"]'.encode()
         body = _b64(raw)
         if len({raw[i : i + 3] for i in range(len(raw) - 2)}) < len(raw) - 2:
             compressed = zlib.compress(raw)
             if len(compressed) < len(raw) - 1:
                 body = b"." + _b64(compressed)
-        value = body
-        if purpose in TIMED:
-            ts = int(time.time()) if timestamp is None else timestamp
-            value = body + b"." + _b64(ts.to_bytes(8, "big").lstrip(b"\x00"))
-        signature = hmac.new(self._keys[purpose], value, hashlib.sha1).digest()
-        return (value + b"." + _b64(signature)).decode("ascii")
+        self._last = (subscriber_id, email_key, body)
+        return body
 
 
 def _b64(data: bytes) -> bytes:

@@ -111,18 +111,27 @@ class AsyncSMTP:
     # ------------------------------------------------------------ the wire
 
     async def _reply(self) -> tuple[int, str]:
+        async with asyncio.timeout(self.config.timeout):
+            return await self._read_reply()
+
+    async def _replies(self, n: int) -> list[tuple[int, str]]:
+        """``n`` pipelined replies within one timeout: the server sends them together (RFC 2920
+        section 3.2), and a timer per reply cost more than the rest of reading them."""
+        async with asyncio.timeout(self.config.timeout):
+            return [await self._read_reply() for _ in range(n)]
+
+    async def _read_reply(self) -> tuple[int, str]:
         reader = self._reader
         if reader is None:
             raise ConnectionResetError(errno.ECONNRESET, "connection closed")
         lines: list[str] = []
-        async with asyncio.timeout(self.config.timeout):
-            while True:
-                line = await reader.readline()
-                if not line.endswith(b"\n"):
-                    raise ConnectionResetError(errno.ECONNRESET, "connection closed by the server")
-                lines.append(line[4:].strip().decode("utf-8", "replace"))
-                if line[3:4] != b"-":
-                    break
+        while True:
+            line = await reader.readline()
+            if not line.endswith(b"\n"):
+                raise ConnectionResetError(errno.ECONNRESET, "connection closed by the server")
+            lines.append(line[4:].strip().decode("utf-8", "replace"))
+            if line[3:4] != b"-":
+                break
         try:
             code = int(line[:3])
         except ValueError:
@@ -262,10 +271,10 @@ class AsyncSMTP:
         replies: list[tuple[int, str]] = []
         try:
             if ahead is not None:
-                replies = [await self._reply() for _ in range(3)]
+                replies = await self._replies(3)
             elif self.pipelining:
                 self._writer.write(envelope(envelope_from, recipient, utf8))
-                replies = [await self._reply() for _ in range(3)]
+                replies = await self._replies(3)
             else:
                 enc = "utf-8" if utf8 else "ascii"
                 mail = b"MAIL FROM:<" + envelope_from.encode(enc) + (b"> SMTPUTF8" if utf8 else b">")

@@ -748,6 +748,16 @@ class Dispatcher:
             state.window.shrink(str(exc))
             self._requeue(job)
             return
+        if isinstance(exc, ConnectFailure) and exc.code == 421 and name not in job.tried:
+            # A 421 greeting with none of ours open: the server may still count the
+            # connections we just closed. Nothing was handed over and the server spoke,
+            # so the job goes back once (the breaker counts the refusal: one that
+            # keeps refusing still pauses the send).
+            state.breaker.failure(str(exc))
+            state.window.shrink(str(exc))
+            job.tried.add(name)
+            self._requeue(job)
+            return
         if exc.connection_level:
             state.breaker.failure(str(exc))
         else:
