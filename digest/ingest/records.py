@@ -19,12 +19,12 @@ Fields (anything else is an error naming the field; ``null`` counts as absent)
 ``author``         string
 ``image_url``      absolute ``http``/``https`` URL
 ``image_alt``      string
-``image_width``    positive integer (pixels); also ``image_height``
+``image_width``    whole number of pixels, 1 to 100,000; also ``image_height``
 ``language``       BCP 47 tag (``pt_br`` is written ``pt-BR``); else told by the script
 ``published_at``   ISO 8601 with a timezone, e.g. ``2025-03-14T08:30:00+01:00`` or ``...Z``
                    (alias ``published``); a value without a timezone is an error
 ``breaking``       ``true``/``false``
-``priority``       integer
+``priority``       integer, -1,000,000 to 1,000,000 (higher comes first)
 ``lead``           plain text, at most 280 characters: the editor's lead-in, the bold opening
                    line of a top story (``""`` clears it; absent keeps the stored one)
 =================  ==========================================================================
@@ -192,6 +192,8 @@ def draft_from_record(obj: Any, where: str, *, default_category: str = "") -> Ar
         priority = 0
     if isinstance(priority, bool) or not isinstance(priority, int):
         raise InputError(where, f"priority must be an integer, got {_json_type(priority)}")
+    if abs(priority) > MAX_PRIORITY:
+        raise InputError(where, f"priority must be between -{MAX_PRIORITY:,} and {MAX_PRIORITY:,}, got {priority:,}")
 
     language = ""
     if rec.get("language") is not None:
@@ -269,11 +271,16 @@ def _http_url(value: Any, name: str, where: str) -> str | None:
     return value
 
 
+# Bounds the database columns can hold (32-bit integers on PostgreSQL) with room to spare.
+MAX_PRIORITY = 1_000_000
+MAX_PIXELS = 100_000
+
+
 def _pixels(value: Any, name: str, where: str) -> int | None:
     if value is None:
         return None
-    if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
-        raise InputError(where, f"{name} must be a positive integer (pixels), got {value!r}")
+    if isinstance(value, bool) or not isinstance(value, int) or not 0 < value <= MAX_PIXELS:
+        raise InputError(where, f"{name} must be a whole number of pixels from 1 to {MAX_PIXELS:,}, got {value!r}")
     return value
 
 

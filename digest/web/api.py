@@ -31,6 +31,7 @@ from digest.core.clock import Clock
 from digest.core.errors import ApiKeyError, InputError, InvalidFields, NotFoundError, RateLimited, ScopeError
 from digest.core.logs import mask_emails
 from digest.core.settings import Settings
+from digest.ingest.records import MAX_PIXELS, MAX_PRIORITY
 
 log = logging.getLogger(__name__)
 
@@ -79,13 +80,13 @@ class ArticleIn(BaseModel):
     author: str | None = None
     image_url: str | None = None
     image_alt: str | None = None
-    image_width: int | None = Field(None, ge=1)
-    image_height: int | None = Field(None, ge=1)
+    image_width: int | None = Field(None, ge=1, le=MAX_PIXELS)
+    image_height: int | None = Field(None, ge=1, le=MAX_PIXELS)
     language: str | None = Field(None, description="BCP 47 tag, e.g. en, pt-BR.")
     published_at: str | None = Field(None, description="ISO 8601 with a timezone, e.g. 2026-03-14T08:30:00Z.")
     published: str | None = Field(None, description="Another name of published_at.")
     breaking: bool | None = None
-    priority: int | None = None
+    priority: int | None = Field(None, ge=-MAX_PRIORITY, le=MAX_PRIORITY)
     lead: str | None = Field(
         None,
         max_length=280,

@@ -394,4 +394,10 @@ def test_a_language_that_is_no_tag_is_a_problem_naming_the_field(tmp_path: Path)
 
 def test_image_width_must_be_a_positive_integer(tmp_path: Path) -> None:
     problem = _only_problem(_read_one(tmp_path, {"title": "Rain", "image_width": "460px"}))
-    assert problem.endswith("image_width must be a positive integer (pixels), got '460px'")
+    assert problem.endswith("image_width must be a whole number of pixels from 1 to 100,000, got '460px'")
+
+
+def test_a_priority_the_database_cannot_hold_is_a_problem_naming_the_field(tmp_path: Path) -> None:
+    # Before: stored as is, SQLite raised OverflowError ("int too large") and the API answered 500.
+    problem = _only_problem(_read_one(tmp_path, {"title": "Rain", "priority": 2**63}))
+    assert problem.endswith("priority must be between -1,000,000 and 1,000,000, got 9,223,372,036,854,775,808")
