@@ -142,15 +142,18 @@ def claim_batch(
                 email_key=s.email_key if s else "",
                 name=s.name if s else "",
                 status=s.status if s else SubscriberStatus.UNSUBSCRIBED,
-                topics=[*(s.topics or []), *alert_marks(*alerted.get((r.edition_id, r.subscriber_id), ((), ())))]
-                if s
-                else [],
+                topics=_topics(s.topics, alerted.get((r.edition_id, r.subscriber_id))) if s else [],
                 suppressed=s is not None and email_hash(s.email_key) in held,
                 breaking=bool(s.breaking) if s else True,
                 locale=s.locale if s else None,
             )
         )
     return out
+
+
+def _topics(topics: list[str] | None, alerted: tuple[set[int], set[int]] | None) -> list[str]:
+    """A claimed reader's topics, with the marks of stories they got as alerts (mostly none)."""
+    return [*(topics or []), *alert_marks(*alerted)] if alerted else list(topics or [])
 
 
 def extend_leases(engine: Engine, worker: str, now: datetime, lease: timedelta) -> None:

@@ -71,12 +71,11 @@ def envelope(envelope_from: str, recipient: str, utf8: bool) -> bytes:
 
 def dot_stuffed(message: bytes) -> bytes:
     """The message as DATA content, terminating dot included (RFC 5321 4.5.2)."""
-    body = message.replace(b"\r\n.", b"\r\n..")
+    # Looked for before replacing: mostly there is none, and a search copies nothing.
+    body = message.replace(b"\r\n.", b"\r\n..") if b"\n." in message else message
     if body.startswith(b"."):
         body = b"." + body
-    if not body.endswith(b"\r\n"):
-        body += b"\r\n"
-    return body + b".\r\n"
+    return body + (b".\r\n" if body.endswith(b"\r\n") else b"\r\n.\r\n")
 
 
 class AsyncSMTP:
