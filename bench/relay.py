@@ -14,7 +14,10 @@ proxy) it starts the delay proxy (:mod:`bench.proxy`) in front of Postfix's
 It prints msg/s and each rate's ratio to ``smtp-source -s 128`` (at 0 ms, to
 ``smtp-source -s 16``, the loopback reference).
 
-    python -m bench.relay [--rtt-ms 10 --rtt-ms 50] [--subscribers 20000] [--database-url URL]
+    python -m bench.relay [--rtt-ms 10 --rtt-ms 50] [--subscribers 20000] [--database-url URL] [--dkim]
+
+``--dkim`` adds a third run, ``send`` with an RSA-2048 DKIM key (as ``[dkim]`` configures
+it), and prints ``dkim_ratio``: its rate over the unsigned ``send`` of the same run.
 """
 
 from __future__ import annotations
@@ -24,6 +27,7 @@ import json
 import os
 import shutil
 import subprocess
+import tempfile
 import time
 from pathlib import Path
 from typing import Any
@@ -65,12 +69,15 @@ def one_rtt(rtt: float, args: argparse.Namespace, sink: Sink) -> dict[str, Any]:
             n = args.reference_messages or args.subscribers
             result["smtp_source_16"] = round(smtp_source(port, 16, n, args.message_bytes, sink), 1)
             result["smtp_source_128"] = round(smtp_source(port, 128, n, args.message_bytes, sink), 1)
-        for mode in ("send", "serve"):
-            run = one_run(mode, args, url, sink)
+        for mode in ("send", "serve", *(("send_dkim",) if args.dkim else ())):
+            signed = argparse.Namespace(**{**vars(args), "dkim_key": args.dkim_key if mode == "send_dkim" else None})
+            run = one_run(mode.removesuffix("_dkim"), signed, url, sink)
             result[mode] = run["msgs_per_s"]
             result[f"{mode}_seconds"] = run["seconds"]
             if run["received"] != args.subscribers:
                 result[f"{mode}_problem"] = f"{run['received']} of {args.subscribers} received"
+        if args.dkim:
+            result["dkim_ratio"] = round(result["send_dkim"] / result["send"], 3)
     finally:
         if proxy:
             proxy.stop()
@@ -82,6 +89,19 @@ def one_rtt(rtt: float, args: argparse.Namespace, sink: Sink) -> dict[str, Any]:
     return result
 
 
+def _dkim_key() -> str:
+    """A fresh RSA-2048 key in a temporary PEM file (the bench signs; nobody verifies against DNS)."""
+    from cryptography.hazmat.primitives import serialization
+    from cryptography.hazmat.primitives.asymmetric import rsa
+
+    key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+    pem = key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption())
+    fd, path = tempfile.mkstemp(prefix="digest-bench-dkim-", suffix=".pem")
+    with os.fdopen(fd, "wb") as f:
+        f.write(pem)
+    return path
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m bench.relay", description=__doc__.split("\n\n")[0])
     p.add_argument("--rtt-ms", type=float, action="append", help="round trip to the relay (repeatable; default 10, 50)")
@@ -91,8 +111,10 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--database-url", default=None, help="default: a SQLite file in a temporary directory")
     p.add_argument("--processes", type=int, default=None, help="default: [delivery] processes (one per core)")
     p.add_argument("--connections", type=int, default=None, help="default: [delivery] connections")
+    p.add_argument("--dkim", action="store_true", help="also send signed (RSA-2048): the signed/unsigned rate ratio")
     p.add_argument("--json", action="store_true")
     args = p.parse_args(argv)
+    args.dkim_key = _dkim_key() if args.dkim else None
     sink = Sink("auto").start()
     try:
         results = []
