@@ -25,6 +25,7 @@ from digest.outbox.warmup import warmup_today
 from digest.store.db import session_scope
 from digest.store.models import Delivery, DeliveryStatus, Edition, EditionKind, Feed, ServiceNode, saved_id
 from digest.store.pauses import paused_digests
+from digest.store.provider_pauses import active_provider_pauses
 
 
 def feed_row(f: Feed) -> dict[str, Any]:
@@ -59,6 +60,10 @@ def collect_status(engine: Engine, settings: Settings, now: datetime) -> dict[st
             d["paused"] = {"reason": pause.reason, "since": _iso(pause.paused_at)} if pause else None
         outbox = _outbox_status(session, now)
         warmup = _warmup_status(session, settings, now)
+        providers = [
+            {"provider": p.provider, "until": _iso(p.paused_until.replace(microsecond=0)), "reason": p.reason}
+            for p in active_provider_pauses(session.connection(), now)
+        ]
         feeds = [feed_row(f) for f in session.exec(select(Feed).order_by(col(Feed.id))).all()]
         nodes = [
             {
@@ -78,6 +83,7 @@ def collect_status(engine: Engine, settings: Settings, now: datetime) -> dict[st
         "feeds": feeds,
         "outbox": outbox,
         "warmup": warmup,
+        "provider_pauses": providers,
     }
 
 

@@ -132,6 +132,12 @@ def status(
     )
     out.print(f"outbox: {ob['pending']} pending{age}")
     _print_warmup(info["warmup"])
+    for p in info["provider_pauses"]:
+        out.print(
+            f"provider paused: {escape(p['provider'])} until {p['until']}: {escape(p['reason'])}",
+            highlight=False,
+            soft_wrap=True,
+        )
 
 
 def _print_warmup(w: dict[str, Any] | None) -> None:

@@ -35,6 +35,7 @@ from digest.outbox.journal import BatchJournal, Journal, worker_id
 from digest.outbox.ledger import Bounce, Claimed, claim_batch, extend_leases, record, release
 from digest.outbox.retry import backoff
 from digest.store.models import DeliveryStatus, SubscriberStatus
+from digest.store.provider_pauses import active_provider_pauses, record_provider_pause
 from digest.transport.aio import AsyncSMTP
 from digest.transport.pool import (
     Dispatcher,
@@ -52,6 +53,8 @@ log = logging.getLogger(__name__)
 
 # Batches claimed ahead of the one being recorded: the lanes never wait for the database.
 BATCHES_IN_FLIGHT = 2
+# How often a sender reads the provider pauses other processes recorded (seconds).
+PAUSES_EVERY = 2.0
 
 
 @dataclass
@@ -155,6 +158,7 @@ class Sender:
         self.journal_error: JournalError | None = None
         self._batches: list[_Batch] = []
         self.dispatcher = Dispatcher(lanes, settings, rate_share=rate_share, should_stop=should_stop)
+        self._pauses_read = -PAUSES_EVERY
         self.lock = threading.Lock()
         self._variants_seen: set[int] = set()
         # A batch must be sendable well within its lease even at the configured rate.
@@ -169,6 +173,7 @@ class Sender:
         self.report.editions = list(edition_ids)
         try:
             while True:
+                self._share_pauses()
                 stopping = self.should_stop() or self.dispatcher.all_paused() or self.journal_error is not None
                 if not stopping and len(inflight) < BATCHES_IN_FLIGHT:
                     rows = claim_batch(
@@ -199,6 +204,10 @@ class Sender:
             raise
         finally:
             self.dispatcher.close()
+            try:
+                self._share_pauses(read=False)
+            except Exception:  # noqa: BLE001 - the run's own outcome matters more than a pause not shared
+                log.exception("could not record a provider pause")
             # After the lanes are gone: nothing appends any more. A journal still open
             # here belongs to a batch that could not be recorded: its file stays for
             # recover_journals (of this process's next send, or of the next process).
@@ -210,6 +219,27 @@ class Sender:
             self.report.paused = self.dispatcher.pause_reason() or "every SMTP server is paused"
         self.report.variants = sum(getattr(self.variants_for(e), "prepared_count", 0) for e in self._variants_seen)
         return self.report
+
+    def _share_pauses(self, read: bool = True) -> None:
+        """Record the provider pauses replies caused here; every PAUSES_EVERY seconds apply everyone's.
+
+        In the main thread, between batches: the lanes never wait for the database.
+        Each process's shaper counts in monotonic seconds, the table in the clock's time.
+        """
+        shaper = self.dispatcher.shaper
+        taken = shaper.take_pauses()
+        if taken:
+            now = self.clock.now()
+            with self.engine.begin() as conn:
+                for provider, seconds, reason in taken:
+                    record_provider_pause(conn, provider, now + timedelta(seconds=seconds), reason, now)
+        if read and time.monotonic() - self._pauses_read >= PAUSES_EVERY:
+            now = self.clock.now()
+            with self.engine.connect() as conn:
+                active = active_provider_pauses(conn, now)
+            for p in active:
+                shaper.pause(p.provider, (p.paused_until - now).total_seconds(), p.reason)
+            self._pauses_read = time.monotonic()
 
     def _wind_down(self, inflight: deque[_Batch]) -> None:
         """Release every job no lane has started, wait for those in flight, record all."""

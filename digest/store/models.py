@@ -479,6 +479,22 @@ class DigestPause(SQLModel, table=True):
     paused_at: datetime = Field(sa_column=Column(UTCDateTime(), nullable=False))
 
 
+class ProviderPause(SQLModel, table=True):
+    """A mailbox provider that deferred or refused our mail, paused for every sender process.
+
+    The sender that got the reply writes it; every sender reads the active ones
+    between batches, and ``digest status`` shows them.
+    """
+
+    __tablename__ = "provider_pause"
+
+    provider: str = Field(sa_column=Column(String(50), primary_key=True))
+    paused_until: datetime = Field(sa_column=Column(UTCDateTime(), nullable=False))
+    # The rule and the server's reply, addresses masked.
+    reason: str = Field(default="", max_length=300)
+    updated_at: datetime = Field(sa_column=Column(UTCDateTime(), nullable=False))
+
+
 # ---------------------------------------------------------------- API keys
 
 

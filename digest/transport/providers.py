@@ -377,6 +377,8 @@ class ProviderShaper:
         self.hold = hold
         self._states = {name: _State(limits.get(name, ProviderLimits())) for name in (*PROVIDERS, *limits)}
         self._lock = threading.Lock()
+        # Pauses a reply caused here, not yet handed to :meth:`take_pauses` (to be shared).
+        self._news: set[str] = set()
 
     def _state(self, provider: str) -> _State:
         return self._states.get(provider) or self._states[OTHER]
@@ -429,6 +431,7 @@ class ProviderShaper:
             st.paused_until = max(st.paused_until, now + pause.total_seconds())
             st.reason = f"{provider} {verdict.rule}: {reply}"[:300]
             left = st.paused_until - now
+            self._news.add(provider)
         if was_paused:
             return left
         if verdict.action == "policy":
@@ -451,3 +454,37 @@ class ProviderShaper:
                 reply,
             )
         return left
+
+    def take_pauses(self) -> list[tuple[str, float, str]]:
+        """The pauses replies caused here since the last call: (provider, seconds left, reason).
+
+        For the caller to share with other processes; a pause learnt through
+        :meth:`pause` is not returned.
+        """
+        with self._lock:
+            if not self._news:
+                return []
+            now = self._now()
+            taken = [(p, self._states[p].paused_until - now, self._states[p].reason) for p in sorted(self._news)]
+            self._news.clear()
+        return [t for t in taken if t[1] > 0]
+
+    def pause(self, provider: str, seconds: float, reason: str) -> bool:
+        """Pause ``provider`` for ``seconds`` from now, as another process was told to; never shortens a pause.
+
+        Returns True when this made it pause longer (the first time: logged once).
+        """
+        if seconds <= 0 or provider not in self._states or provider == OTHER:
+            return False
+        with self._lock:
+            st = self._states[provider]
+            now = self._now()
+            # Within a second: the same pause read again (its end went through a wall clock and back).
+            if now + seconds <= st.paused_until + 1.0:
+                return False
+            was_paused = now < st.paused_until
+            st.paused_until = now + seconds
+            st.reason = reason[:300]
+        if not was_paused:
+            log.info("%s paused %.0fs, as another sender was told: %s", provider, seconds, reason)
+        return True

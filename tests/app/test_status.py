@@ -18,6 +18,7 @@ from digest.core.settings import DigestConfig, Settings
 from digest.ingest.feeds import add_feed
 from digest.store.db import session_scope
 from digest.store.models import ServiceNode
+from digest.store.provider_pauses import record_provider_pause
 from digest.store.subscribers import add_subscriber
 from tests.conftest import STANDARD_DRAFTS, seed
 
@@ -123,3 +124,50 @@ def test_bad_schedule_stops_serve_with_the_key_named(tmp_path: Path) -> None:
 
     assert result.returncode == 2
     assert "digests.daily.schedule" in result.stderr and "5 fields" in result.stderr
+
+
+GMAIL_REPLY = "421 4.7.28 Unusual rate of unsolicited mail from your IP to gina.rossi@gmail.com"
+
+
+def test_status_lists_the_providers_paused_now_and_not_the_expired(db_url: str, engine: Engine) -> None:
+    with engine.begin() as conn:
+        record_provider_pause(
+            conn, "google", NOW + timedelta(minutes=10), f"google gmail rate limit: {GMAIL_REPLY}", NOW
+        )
+        record_provider_pause(conn, "yahoo", NOW - timedelta(seconds=1), "yahoo deferral: 421 [TSS04]", NOW)
+
+    pauses = collect_status(engine, Settings(database_url=db_url), NOW)["provider_pauses"]
+
+    assert pauses == [
+        {
+            "provider": "google",
+            "until": "2026-11-25T07:10:30Z",
+            "reason": "google gmail rate limit: 421 4.7.28 Unusual rate of unsolicited mail from your IP "
+            "to g***@gmail.com",
+        }
+    ]
+    assert collect_status(engine, Settings(database_url=db_url), NOW + timedelta(minutes=10))["provider_pauses"] == []
+
+
+def test_status_prints_a_line_per_paused_provider_through_the_cli(db_url: str, engine: Engine, tmp_path: Path) -> None:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("DIGEST_")}
+    env.update(DIGEST_DATABASE_URL=db_url, COLUMNS="200")
+    cmd = [sys.executable, "-m", "digest.cli.main", "status"]
+    before = subprocess.run(cmd, env=env, cwd=tmp_path, capture_output=True, text=True, timeout=60)
+    now = datetime.now(UTC)
+    with engine.begin() as conn:
+        record_provider_pause(
+            conn, "google", now + timedelta(minutes=10), f"google gmail rate limit: {GMAIL_REPLY}", now
+        )
+
+    after = subprocess.run(cmd, env=env, cwd=tmp_path, capture_output=True, text=True, timeout=60)
+
+    assert before.returncode == 0 and after.returncode == 0, before.stderr + after.stderr
+    assert "provider paused" not in before.stdout
+    until = (now + timedelta(minutes=10)).replace(microsecond=0).isoformat().replace("+00:00", "Z")
+    line = (
+        f"provider paused: google until {until}: google gmail rate limit: 421 4.7.28 Unusual rate of unsolicited "
+        "mail from your IP to g***@gmail.com"
+    )
+    assert line in after.stdout.splitlines(), after.stdout
+    assert "gina.rossi" not in after.stdout

@@ -10,18 +10,20 @@ from __future__ import annotations
 
 import time
 from collections.abc import Iterator
-from datetime import timedelta
+from datetime import datetime, timedelta
 from typing import Any
 
 import pytest
+from sqlalchemy import update
 from sqlalchemy.engine import Engine
 
 from digest.app.send import send_digest
+from digest.app.status import collect_status
 from digest.core.clock import FixedClock
 from digest.core.dns import make_resolver
 from digest.core.settings import Settings
 from digest.outbox.drain import drain_outbox
-from digest.store.models import DeliveryStatus, SubscriberStatus
+from digest.store.models import Delivery, DeliveryStatus, SubscriberStatus
 from digest.transport import pool as pool_module
 from digest.transport import providers as providers_module
 from tests.conftest import NOW, STANDARD_DRAFTS, seed
@@ -146,3 +148,70 @@ def test_a_domain_hosted_by_google_is_shaped_as_gmail(
     assert (report.sent, report.held) == (1, 1)
     assert (d.status, d.attempts) == (DeliveryStatus.FAILED_TEMPORARY, 0)
     assert d.next_attempt_at is not None and d.next_attempt_at > NOW + timedelta(minutes=9)
+
+
+def _due_again(engine: Engine, clock: FixedClock) -> None:
+    """Every delivery waiting for a retry is due now, pause or not (as another sender's may be)."""
+    with engine.begin() as conn:
+        conn.execute(
+            update(Delivery)
+            .where(Delivery.status == DeliveryStatus.FAILED_TEMPORARY)  # type: ignore[arg-type]
+            .values(next_attempt_at=clock.now())
+        )
+
+
+def _deferred_by_gmail_then_a_new_process(
+    engine: Engine, pool: Settings, script: ScriptedSink, clock: FixedClock
+) -> None:
+    """g0@gmail.com deferred (Gmail pauses), r0@example.org refused once (no pause); then both are
+    due again, the relay takes everything, and this process forgets its pauses like a second process."""
+    seed(engine, STANDARD_DRAFTS, [("g0@gmail.com", "G", None), ("r0@example.org", "R", None)])
+    script.handler.rcpt_replies.update({"g0@gmail.com": GMAIL_RATE, "r0@example.org": "451 4.3.0 Try again later"})
+    first = send_digest(engine, pool, "daily", None, clock)
+    assert (first.sent, first.held, first.failed_temporary) == (0, 1, 1)
+    script.handler.rcpt_replies.clear()
+    _due_again(engine, clock)
+    pool_module._SHAPERS.clear()
+
+
+def test_a_pause_one_sender_was_told_holds_back_a_sender_that_never_saw_the_deferral(
+    engine: Engine, pool: Settings, script: ScriptedSink, clock: FixedClock
+) -> None:
+    _deferred_by_gmail_then_a_new_process(engine, pool, script, clock)
+
+    report = drain_outbox(engine, pool, clock=clock)
+
+    found = rows(engine)
+    assert (report.sent, report.held) == (1, 1)
+    assert script.handler.count() == {"r0@example.org": 1}
+    assert (found["g0@gmail.com"].status, found["g0@gmail.com"].attempts) == (DeliveryStatus.FAILED_TEMPORARY, 0)
+    assert found["r0@example.org"].status == DeliveryStatus.SENT
+
+
+def test_an_expired_shared_pause_is_ignored(
+    engine: Engine, pool: Settings, script: ScriptedSink, clock: FixedClock
+) -> None:
+    _deferred_by_gmail_then_a_new_process(engine, pool, script, clock)
+    clock.advance(timedelta(minutes=11))  # Gmail's 10-minute pause is over by the database's clock
+
+    report = drain_outbox(engine, pool, clock=clock)
+
+    assert (report.sent, report.held) == (2, 0)
+    assert script.handler.count() == {"g0@gmail.com": 1, "r0@example.org": 1}
+    assert collect_status(engine, pool, clock.now())["provider_pauses"] == []
+
+
+def test_status_shows_a_providers_pause_until_when_and_why_without_the_address(
+    engine: Engine, pool: Settings, script: ScriptedSink, clock: FixedClock
+) -> None:
+    seed(engine, STANDARD_DRAFTS, [("gina.rossi@gmail.com", "G", None)])
+    script.handler.rcpt_replies["gina.rossi@gmail.com"] = f"{GMAIL_RATE} to gina.rossi@gmail.com"
+    send_digest(engine, pool, "daily", None, clock)
+
+    (pause,) = collect_status(engine, pool, NOW)["provider_pauses"]
+
+    assert pause["provider"] == "google"
+    until = datetime.fromisoformat(pause["until"])
+    assert NOW + timedelta(minutes=9) < until <= NOW + timedelta(minutes=10)
+    assert pause["reason"].startswith("google gmail rate limit: 421 4.7.28 Our system has detected an unusual rate")
+    assert "g***@gmail.com" in pause["reason"] and "gina.rossi" not in pause["reason"]

@@ -56,3 +56,10 @@ def test_warmup_day_table_matches_the_model(engine: Engine) -> None:
         diffs = compare_metadata(MigrationContext.configure(conn), SQLModel.metadata)
 
     assert [d for d in diffs if "warmup" in repr(d)] == []
+
+
+def test_provider_pause_table_matches_the_model(engine: Engine) -> None:
+    with engine.connect() as conn:
+        diffs = compare_metadata(MigrationContext.configure(conn), SQLModel.metadata)
+
+    assert [d for d in diffs if "provider_pause" in repr(d)] == []

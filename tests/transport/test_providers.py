@@ -236,3 +236,29 @@ def test_a_policy_rejection_is_logged_as_an_error_once_per_pause(caplog: pytest.
     assert first == 1800
     assert [r.levelno for r in caplog.records] == [logging.ERROR]
     assert "digest doctor" in caplog.records[0].getMessage()
+
+
+def test_a_pause_a_reply_caused_is_taken_once_for_sharing() -> None:
+    clock = FakeTime()
+    s = shaper(clock)
+    s.react("google", classify_reply("google", 421, "4.7.28 unusual rate"), "421 4.7.28 unusual rate")
+    clock.t += 100
+
+    assert s.take_pauses() == [("google", 500, "google gmail rate limit: 421 4.7.28 unusual rate")]
+    assert s.take_pauses() == []
+
+
+def test_a_pause_learnt_from_elsewhere_holds_back_only_that_provider_and_is_not_shared_again() -> None:
+    clock = FakeTime()
+    s = shaper(clock)
+
+    assert s.pause("google", 300, "google gmail rate limit: 421 4.7.28")
+
+    assert (s.admit("google").kind, s.admit("google").seconds) == ("defer", 300)
+    assert s.admit("google").reason == "google gmail rate limit: 421 4.7.28"
+    assert s.admit("yahoo").kind == "go"
+    assert s.take_pauses() == []
+    assert not s.pause("google", 100, "shorter")  # never shortens a pause
+    assert s.paused("google") == 300
+    assert not s.pause("other", 300, "other is many unrelated domains")
+    assert s.admit("other").kind == "go"
