@@ -91,24 +91,47 @@ def insert_rows(
 ) -> None:
     """INSERT ``rows`` (values of ``columns``, in order) into ``table``, in the caller's transaction.
 
-    ``encoded``: the rows' values are already as the driver takes them (see :func:`insert_encoder`).
+    ``encoded``: the rows are tuples of values already as the driver takes them (see :func:`insert_encoder`).
     """
     names = ", ".join(f'"{c}"' for c in columns)
-    encode = (lambda row: row) if encoded else insert_encoder(conn, table, columns).encode
+    if not encoded:
+        rows = map(insert_encoder(conn, table, columns).encode, rows)
     if conn.dialect.name == "postgresql":
-        sql = f'COPY "{table.name}" ({names}) FROM STDIN'
+        types = _binary_types(conn, table, columns)
+        sql = f'COPY "{table.name}" ({names}) FROM STDIN' + (" (FORMAT BINARY)" if types else "")
         cursor = conn.connection.cursor()
         try:
             with cursor.copy(sql) as copy:  # type: ignore[attr-defined]
+                if types:
+                    copy.set_types(types)
                 write = copy.write_row
                 for row in rows:
-                    write(encode(row))
+                    write(row)
         except conn.dialect.loaded_dbapi.Error as exc:
             raise DBAPIError.instance(sql, None, exc, conn.dialect.loaded_dbapi.Error, dialect=conn.dialect) from None
         finally:
             cursor.close()
         return
     marks = ", ".join("?" for _ in columns)
-    values = [tuple(row) for row in rows] if encoded else [encode(row) for row in rows]
+    values = list(rows)
     if values:
         conn.exec_driver_sql(f'INSERT INTO "{table.name}" ({names}) VALUES ({marks})', values)
+
+
+# The binary form of COPY each column type takes, by its DDL name (a JSON column's is its
+# text). A third of the client's time of the text form, and less of the server's.
+_BINARY = {
+    "VARCHAR": "text", "TEXT": "text", "JSON": "text", "INTEGER": "int4", "BIGINT": "int8", "SMALLINT": "int2",
+    "BOOLEAN": "bool", "TIMESTAMP WITH TIME ZONE": "timestamptz", "TIMESTAMP WITHOUT TIME ZONE": "timestamp",
+}  # fmt: skip
+
+
+def _binary_types(conn: Connection, table: Table, columns: Sequence[str]) -> list[str] | None:
+    """The types of a binary ``COPY`` of ``columns``; None when one is not in :data:`_BINARY` (text ``COPY``)."""
+    types = []
+    for name in columns:
+        ddl = table.c[name].type.compile(dialect=conn.dialect).partition("(")[0]
+        if ddl not in _BINARY:
+            return None
+        types.append(_BINARY[ddl])
+    return types

@@ -241,7 +241,7 @@ class _ChunkWriter:
         status = {key: st for key, (_, st) in ids.items()}
         listed = dict(held)
         added: dict[str, tuple[str, str]] = {}  # key -> (address, reason) the rows put on the list
-        new: dict[str, list[Any]] = {}
+        new: dict[str, tuple[Any, ...]] = {}
         changes: dict[str, dict[str, Any]] = {}
         topics, flag, tail, allowed = self._topics, self._flag, self._tail, self.allow_suppressed
         for row in rows:
@@ -269,17 +269,16 @@ class _ChunkWriter:
             if was is None:
                 status[key] = st = st or _ACTIVE
                 name, tz, wanted, at, tag, quiet_start, quiet_end = values
-                new[key] = [
+                new[key] = (
                     email, key, st, name, tz, topics(wanted), at, tag, quiet_start, quiet_end,
                     flag[True if breaking is None else breaking], flag[bool(alerts)], *tail,
-                ]  # fmt: skip
-                self.report.added += 1
+                )  # fmt: skip
                 continue
             # As add_subscriber(update=True): what a row gives replaces, what it leaves empty stays.
             if st is not None:
                 status[key] = st
-            earlier = new.get(key)
-            if earlier is not None:  # added by an earlier row of this chunk: its row to insert changes
+            if key in new:  # added by an earlier row of this chunk: its row to insert changes
+                earlier = list(new[key])
                 for i, value in enumerate(values, _FIELDS):
                     if value:
                         earlier[i] = topics(value) if i == _TOPICS else value
@@ -289,6 +288,7 @@ class _ChunkWriter:
                     earlier[_ALERTS] = flag[alerts]
                 if st is not None:
                     earlier[_STATUS] = st
+                new[key] = tuple(earlier)
             else:
                 change = changes.setdefault(key, {})
                 change.update((c, v) for c, v in zip(FIELD_COLUMNS, values, strict=True) if v)
@@ -299,6 +299,7 @@ class _ChunkWriter:
                 if st is not None:
                     change["status"] = st
             self.report.updated += 1
+        self.report.added += len(new)
         self._suppressions(held, listed, added)
         insert_rows(self.conn, S, _INSERTED, new.values(), encoded=True)
         if changes:

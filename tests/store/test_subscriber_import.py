@@ -101,7 +101,7 @@ def test_a_later_row_for_a_new_address_sets_every_column_it_gives(engine: Engine
         "email,name,timezone,topics,status,send_time,breaking,locale,alerts,quiet_start,quiet_end\n"
         "ana@example.org,Ana,Europe/Berlin,World,pending,,,,,,\n"
         "ANA@example.org,,Asia/Tokyo,Science,active,7:30,false,pt_br,yes,22:00,6:00\n"
-        "ana@example.org,Ana Lima,,,,,,,,,\n"
+        "ana@example.org,Ána Lima,,,,,,,,,\n"
     )
 
     report = run(engine, text, chunk_rows)
@@ -112,7 +112,7 @@ def test_a_later_row_for_a_new_address_sets_every_column_it_gives(engine: Engine
         assert ana is not None
         assert (ana.email, ana.name, ana.timezone, ana.topics, ana.status, ana.send_time) == (
             "ana@example.org",
-            "Ana Lima",
+            "Ána Lima",
             "Asia/Tokyo",
             ["Science"],
             SubscriberStatus.ACTIVE,
