@@ -6,12 +6,17 @@ For each database (SQLite when no ``--database-url`` is given; repeat the option
 for several) and each row count it writes a CSV of realistic rows (varied domains,
 names, timezones, topics, some status and breaking cells, one row in a thousand
 invalid), imports it into an empty database through the real command (a child
-process: its peak RSS is read with ``wait4``), and checks what was stored. In the
-same run, on the same rows, it measures two references:
+process: its CPU time and peak RSS are read from GNU time), and checks what was
+stored. In the same run, on the same rows, it measures these references:
 
-- ``executemany``: the same valid rows inserted by the driver's executemany, 5,000
-  a call, values encoded beforehand, no validation at all (the floor of an import
-  through INSERT statements);
+- ``bulk``: the same valid rows written by the import's own bulk insert
+  (``digest.store.bulk.insert_rows``: binary ``COPY`` on PostgreSQL, the driver's
+  executemany on SQLite), 5,000 a call, values encoded beforehand, no validation and
+  no lookups at all: the floor of the write;
+- ``check``: the CPU time of reading the file and checking every row
+  (``SubscriberCheck.fields``), no database: the floor of the validation;
+- ``email-validator``: ``validate_email`` (no DNS) alone on each address of the first
+  20,000 rows, no cache: what the address check would cost without the fast path;
 - ``row by row``: the previous import, one ``add_subscriber`` per row (a lookup, a
   suppression query and an INSERT each), on the first ``--sample`` rows.
 
@@ -37,15 +42,17 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from email_validator import EmailNotValidError, validate_email
 from sqlalchemy import func, select, text
 from sqlalchemy.engine import Engine
 
 from bench.send import create_subscribers, database
+from digest.core.errors import InputError
 from digest.outbox.ledger import queue_deliveries
-from digest.store.bulk import RowEncoder
+from digest.store.bulk import insert_encoder, insert_rows
 from digest.store.db import make_engine, session_scope, upgrade
 from digest.store.models import Delivery, Edition, Subscriber
-from digest.store.subscribers import add_subscriber, known_topics
+from digest.store.subscribers import KnownTopics, SubscriberCheck, add_subscriber, known_topics
 
 DIGEST = str(Path(sys.executable).parent / "digest")
 SECTIONS = ["World", "Business", "Science", "Technology", "Culture", "Sport"]
@@ -98,23 +105,27 @@ def write_config(path: Path, url: str, max_bytes: int) -> Path:
 TIME = shutil.which("time", path="/usr/bin:/bin")
 
 
-def run_import(config: Path, csv_path: Path, workdir: Path) -> tuple[float, float, int]:
-    """Seconds, peak RSS (MB) and exit code of ``digest subscribers import`` in a child process.
+def run_import(config: Path, csv_path: Path, workdir: Path) -> tuple[float, float, float, int]:
+    """Seconds, CPU seconds (user + system), peak RSS (MB) and exit code of ``digest subscribers import``.
 
-    The peak RSS comes from GNU time when installed: a child's own ``ru_maxrss`` starts
-    at its parent's size (fork before exec), and this process is not small.
+    In a child process. The peak RSS comes from GNU time when installed: a child's own
+    ``ru_maxrss`` starts at its parent's size (fork before exec), and this process is not small.
     """
     env = {k: v for k, v in os.environ.items() if not k.startswith("DIGEST_")}
     report = workdir / "rss.txt"
     cmd = [DIGEST, "--config", str(config), "subscribers", "import", str(csv_path)]
     if TIME:
-        cmd = [TIME, "-f", "%M", "-o", str(report), *cmd]
+        cmd = [TIME, "-f", "%M %U %S", "-o", str(report), *cmd]
     t0 = time.perf_counter()
     proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env)
     _, status, usage = os.wait4(proc.pid, 0)
     seconds = time.perf_counter() - t0
-    rss = int(report.read_text().split()[-1]) / 1024 if TIME else usage.ru_maxrss / 1024
-    return seconds, rss, os.waitstatus_to_exitcode(status)
+    if TIME:
+        kb, user, system = report.read_text().split()[-3:]
+        rss, cpu = int(kb) / 1024, float(user) + float(system)
+    else:
+        rss, cpu = usage.ru_maxrss / 1024, usage.ru_utime + usage.ru_stime
+    return seconds, cpu, rss, os.waitstatus_to_exitcode(status)
 
 
 def valid_rows(csv_path: Path, now: datetime, limit: int | None = None) -> list[dict[str, Any]]:
@@ -145,24 +156,55 @@ def valid_rows(csv_path: Path, now: datetime, limit: int | None = None) -> list[
     return out
 
 
-def executemany_rate(engine: Engine, rows: list[dict[str, Any]]) -> float:
-    """Rows/s of the driver's executemany of ``rows`` (values encoded beforehand), 5,000 a call, one transaction.
+def bulk_rate(engine: Engine, rows: list[dict[str, Any]]) -> float:
+    """Rows/s of the import's bulk insert of ``rows`` (values encoded beforehand), 5,000 a call, one transaction.
 
-    No validation, no lookups, no SQLAlchemy in the loop: the floor of any import that
-    goes through INSERT statements.
+    Binary ``COPY`` on PostgreSQL, executemany on SQLite; no validation, no lookups:
+    the floor of the import's writing.
     """
     table = Subscriber.__table__  # type: ignore[attr-defined]
     columns = list(rows[0])
     with engine.connect() as conn:
-        encoder = RowEncoder(conn, table, columns)
+        encoder = insert_encoder(conn, table, columns)
         encoded = [encoder.encode([r[c] for c in columns]) for r in rows]
-    mark = "?" if engine.dialect.name == "sqlite" else "%s"
-    sql = f"INSERT INTO subscriber ({', '.join(columns)}) VALUES ({', '.join(mark for _ in columns)})"
     t0 = time.perf_counter()
     with engine.begin() as conn:
         for i in range(0, len(encoded), CHUNK):
-            conn.exec_driver_sql(sql, encoded[i : i + CHUNK])
+            insert_rows(conn, table, columns, encoded[i : i + CHUNK], encoded=True)
     return len(rows) / (time.perf_counter() - t0)
+
+
+def check_rate(csv_path: Path) -> float:
+    """Rows per CPU second of reading ``csv_path`` and checking each row as the import does, no database."""
+    check = SubscriberCheck(KnownTopics(tuple(SECTIONS))).fields
+    t0 = time.process_time()
+    rows = bad = 0
+    with csv_path.open(encoding="utf-8", newline="") as fh:
+        reader = csv.reader(fh)
+        next(reader)
+        for email, name, zone, topics, status, _breaking in reader:
+            rows += 1
+            try:
+                check(email.strip(), name, zone or None, topics or None, status or None, None, None, None, None, "")
+            except InputError:
+                bad += 1
+    return rows / (time.process_time() - t0)
+
+
+def email_validator_rate(csv_path: Path, limit: int = 20_000) -> float:
+    """Addresses per CPU second of email-validator itself (no DNS, nothing remembered), on the first ``limit``."""
+    with csv_path.open(encoding="utf-8", newline="") as fh:
+        reader = csv.reader(fh)
+        next(reader)
+        addresses = [row[0] for _, row in zip(range(limit), reader, strict=False)]
+    t0 = time.process_time()
+    bad = 0
+    for address in addresses:
+        try:
+            validate_email(address, check_deliverability=False, allow_smtputf8=False)
+        except EmailNotValidError:
+            bad += 1
+    return len(addresses) / (time.process_time() - t0)
 
 
 def row_by_row_rate(engine: Engine, csv_path: Path, sample: int, now: datetime) -> float:
@@ -251,12 +293,12 @@ def measure(url: str | None, rows: int, args: argparse.Namespace, workdir: Path,
         engine = make_engine(db)
         upgrade(engine)
         config = write_config(workdir / "digest.toml", db, max(50_000_000, 2 * csv_path.stat().st_size))
-        seconds, rss, code = run_import(config, csv_path, workdir)
+        seconds, cpu, rss, code = run_import(config, csv_path, workdir)
         with engine.connect() as conn:
             stored = conn.execute(select(func.count()).select_from(Subscriber.__table__)).scalar_one()  # type: ignore[attr-defined]
         assert stored == valid and code == 3, f"stored {stored} of {valid} valid rows, exit {code}"
         result.update(backend=engine.dialect.name, import_s=round(seconds, 2), rows_per_s=round(rows / seconds),
-                      peak_rss_mb=round(rss, 1))  # fmt: skip
+                      cpu_s=round(cpu, 2), peak_rss_mb=round(rss, 1))  # fmt: skip
         if queue:
             seconds, result["queued"], before = queue_seconds(engine, now)
             result["queue_s"], result["queue_before_s"] = round(seconds, 2), round(before, 2)
@@ -264,15 +306,17 @@ def measure(url: str | None, rows: int, args: argparse.Namespace, workdir: Path,
     with database(url, workdir / f"ref-{rows}") as db:
         engine = make_engine(db)
         upgrade(engine)
-        result["executemany_rows_per_s"] = round(executemany_rate(engine, valid_rows(csv_path, now)))
+        result["bulk_rows_per_s"] = round(bulk_rate(engine, valid_rows(csv_path, now)))
         engine.dispose()
+    result["check_rows_per_cpu_s"] = round(check_rate(csv_path))
+    result["email_validator_per_cpu_s"] = round(email_validator_rate(csv_path))
     if args.sample:
         with database(url, workdir / f"old-{rows}") as db:
             engine = make_engine(db)
             upgrade(engine)
             result["row_by_row_rows_per_s"] = round(row_by_row_rate(engine, csv_path, args.sample, now))
             engine.dispose()
-    result["vs_executemany"] = round(result["rows_per_s"] / result["executemany_rows_per_s"], 2)
+    result["vs_bulk"] = round(result["rows_per_s"] / result["bulk_rows_per_s"], 2)
     if args.sample:
         result["vs_row_by_row"] = round(result["rows_per_s"] / result["row_by_row_rows_per_s"], 1)
     return result
@@ -312,12 +356,14 @@ def main(argv: list[str] | None = None) -> int:
         print(json.dumps(results, indent=2))
         return 0
     print(f"load average: {' '.join(f'{x:.1f}' for x in os.getloadavg())} ({os.cpu_count()} cores)")
-    header = ["backend", "rows", "import s", "rows/s", "peak RSS MB", "executemany rows/s", "x executemany",
-              "row-by-row rows/s", "x row-by-row", "queue s", "queue before s"]  # fmt: skip
+    header = ["backend", "rows", "import s", "rows/s", "CPU s", "peak RSS MB", "bulk rows/s", "x bulk",
+              "check rows/CPU s", "email-validator/CPU s", "row-by-row rows/s", "x row-by-row", "queue s",
+              "queue before s"]  # fmt: skip
     print(" | ".join(header))
     for r in results:
-        cells = [r["backend"], f"{r['rows']:,}", r["import_s"], f"{r['rows_per_s']:,}", r["peak_rss_mb"],
-                 f"{r['executemany_rows_per_s']:,}", r["vs_executemany"], f"{r.get('row_by_row_rows_per_s', 0):,}",
+        cells = [r["backend"], f"{r['rows']:,}", r["import_s"], f"{r['rows_per_s']:,}", r["cpu_s"], r["peak_rss_mb"],
+                 f"{r['bulk_rows_per_s']:,}", r["vs_bulk"], f"{r['check_rows_per_cpu_s']:,}",
+                 f"{r['email_validator_per_cpu_s']:,}", f"{r.get('row_by_row_rows_per_s', 0):,}",
                  r.get("vs_row_by_row", ""), r.get("queue_s", ""), r.get("queue_before_s", "")]  # fmt: skip
         print(" | ".join(str(c) for c in cells))
     return 0

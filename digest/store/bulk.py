@@ -41,6 +41,7 @@ class RowEncoder:
 
     def __init__(self, conn: Connection, table: Table, columns: Sequence[str], *, copy: bool = False) -> None:
         dialect = conn.dialect
+        self._columns = list(columns)
         self._procs: list[Callable[[Any], Any] | None] = []
         for name in columns:
             type_ = table.c[name].type
@@ -54,6 +55,11 @@ class RowEncoder:
         self._active: list[tuple[int, Callable[[Any], Any], dict[Any, Any]]] = [
             (i, proc, {}) for i, proc in enumerate(self._procs) if proc is not None
         ]
+
+    def value(self, column: str, value: Any) -> Any:
+        """One value of ``column`` encoded (for a caller that encodes each distinct value once itself)."""
+        proc = self._procs[self._columns.index(column)]
+        return value if proc is None or value is None else proc(value)
 
     def encode(self, values: Sequence[Any]) -> tuple[Any, ...]:
         if not self._active:
@@ -75,24 +81,57 @@ class RowEncoder:
         return tuple(out)
 
 
-def insert_rows(conn: Connection, table: Table, columns: Sequence[str], rows: Iterable[Sequence[Any]]) -> None:
-    """INSERT ``rows`` (values of ``columns``, in order) into ``table``, in the caller's transaction."""
+def insert_encoder(conn: Connection, table: Table, columns: Sequence[str]) -> RowEncoder:
+    """The :class:`RowEncoder` of :func:`insert_rows` (``COPY``'s on PostgreSQL), for rows given ``encoded``."""
+    return RowEncoder(conn, table, columns, copy=conn.dialect.name == "postgresql")
+
+
+def insert_rows(
+    conn: Connection, table: Table, columns: Sequence[str], rows: Iterable[Sequence[Any]], *, encoded: bool = False
+) -> None:
+    """INSERT ``rows`` (values of ``columns``, in order) into ``table``, in the caller's transaction.
+
+    ``encoded``: the rows are tuples of values already as the driver takes them (see :func:`insert_encoder`).
+    """
     names = ", ".join(f'"{c}"' for c in columns)
+    if not encoded:
+        rows = map(insert_encoder(conn, table, columns).encode, rows)
     if conn.dialect.name == "postgresql":
-        encoder = RowEncoder(conn, table, columns, copy=True)
-        sql = f'COPY "{table.name}" ({names}) FROM STDIN'
+        types = _binary_types(conn, table, columns)
+        sql = f'COPY "{table.name}" ({names}) FROM STDIN' + (" (FORMAT BINARY)" if types else "")
         cursor = conn.connection.cursor()
         try:
             with cursor.copy(sql) as copy:  # type: ignore[attr-defined]
+                if types:
+                    copy.set_types(types)
+                write = copy.write_row
                 for row in rows:
-                    copy.write_row(encoder.encode(row))
+                    write(row)
         except conn.dialect.loaded_dbapi.Error as exc:
             raise DBAPIError.instance(sql, None, exc, conn.dialect.loaded_dbapi.Error, dialect=conn.dialect) from None
         finally:
             cursor.close()
         return
-    encoder = RowEncoder(conn, table, columns)
     marks = ", ".join("?" for _ in columns)
-    encoded = [encoder.encode(row) for row in rows]
-    if encoded:
-        conn.exec_driver_sql(f'INSERT INTO "{table.name}" ({names}) VALUES ({marks})', encoded)
+    values = list(rows)
+    if values:
+        conn.exec_driver_sql(f'INSERT INTO "{table.name}" ({names}) VALUES ({marks})', values)
+
+
+# The binary form of COPY each column type takes, by its DDL name (a JSON column's is its
+# text). A third of the client's time of the text form, and less of the server's.
+_BINARY = {
+    "VARCHAR": "text", "TEXT": "text", "JSON": "text", "INTEGER": "int4", "BIGINT": "int8", "SMALLINT": "int2",
+    "BOOLEAN": "bool", "TIMESTAMP WITH TIME ZONE": "timestamptz", "TIMESTAMP WITHOUT TIME ZONE": "timestamp",
+}  # fmt: skip
+
+
+def _binary_types(conn: Connection, table: Table, columns: Sequence[str]) -> list[str] | None:
+    """The types of a binary ``COPY`` of ``columns``; None when one is not in :data:`_BINARY` (text ``COPY``)."""
+    types = []
+    for name in columns:
+        ddl = table.c[name].type.compile(dialect=conn.dialect).partition("(")[0]
+        if ddl not in _BINARY:
+            return None
+        types.append(_BINARY[ddl])
+    return types

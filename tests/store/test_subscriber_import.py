@@ -93,3 +93,47 @@ def test_problems_found_while_writing_are_reported_in_line_order(engine: Engine)
     assert [p.where for p in report.problems] == ["people.csv:2", "people.csv:4", "people.csv:5"]
     assert report.added == 1
     assert sum(seen) == 4  # every row read counts, good or bad
+
+
+@pytest.mark.parametrize("chunk_rows", [1, 100])
+def test_a_later_row_for_a_new_address_sets_every_column_it_gives(engine: Engine, chunk_rows: int) -> None:
+    text = (
+        "email,name,timezone,topics,status,send_time,breaking,locale,alerts,quiet_start,quiet_end\n"
+        "ana@example.org,Ana,Europe/Berlin,World,pending,,,,,,\n"
+        "ANA@example.org,,Asia/Tokyo,Science,active,7:30,false,pt_br,yes,22:00,6:00\n"
+        "ana@example.org,Ána Lima,,,,,,,,,\n"
+    )
+
+    report = run(engine, text, chunk_rows)
+
+    assert (report.added, report.updated, report.problems) == (1, 2, [])
+    with session_scope(engine) as s:
+        ana = find_subscriber(s, "ana@example.org")
+        assert ana is not None
+        assert (ana.email, ana.name, ana.timezone, ana.topics, ana.status, ana.send_time) == (
+            "ana@example.org",
+            "Ána Lima",
+            "Asia/Tokyo",
+            ["Science"],
+            SubscriberStatus.ACTIVE,
+            "07:30",
+        )
+        assert (ana.breaking, ana.locale, ana.alerts, ana.quiet_start, ana.quiet_end) == (
+            False,
+            "pt-BR",
+            True,
+            "22:00",
+            "06:00",
+        )
+
+
+def test_a_suppressed_internationalised_address_is_refused(engine: Engine) -> None:
+    with engine.begin() as conn:
+        suppress(conn, "cy@bücher.example", SuppressionReason.COMPLAINED, "arf", NOW)
+        suppress(conn, "dee@straße.example", SuppressionReason.BOUNCED, "bounce", NOW)
+
+    report = run(engine, "email\ncy@BÜCHER.example\ndee@bücher.example\nDee@Straße.example\n", 100)
+
+    assert [p.where for p in report.problems] == ["people.csv:2", "people.csv:4"]
+    assert ["complained" in p.problem for p in report.problems] == [True, False]
+    assert report.added == 1
