@@ -15,6 +15,8 @@ from digest.app.send import send_digest
 from digest.core.clock import FixedClock
 from digest.core.errors import DeliveryError
 from digest.core.settings import Settings
+from digest.outbox import processes
+from digest.outbox.sender import SendReport
 from digest.store.models import DeliveryStatus
 from digest.transport.pool import CircuitBreaker, RateLimiter
 from digest.transport.sink import free_port
@@ -181,3 +183,25 @@ def test_wrong_password_pauses_the_server_bounces_nobody_and_is_never_echoed(
     assert {d.status for d in found.values()} <= {DeliveryStatus.QUEUED, DeliveryStatus.FAILED_TEMPORARY}
     assert all("Wr0ngPassw0rd" not in (d.last_response or "") for d in found.values())
     assert subscriber(engine, "r0@example.org").bounce_count == 0
+
+
+def test_a_sender_keeps_no_batch_once_it_is_recorded(
+    engine: Engine, pool: Settings, clock: FixedClock, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Kept, the batches of a million messages held their results to the end (370 MB a sender).
+    held: list[int] = []
+
+    class Watched(processes.Sender):
+        def run(self, edition_ids: list[int]) -> SendReport:
+            report = super().run(edition_ids)
+            held.append(len(self._batches))
+            return report
+
+    monkeypatch.setattr(processes, "Sender", Watched)
+    pool.batch_size = 5
+    seed(engine, STANDARD_DRAFTS, readers(40))
+
+    report = send_digest(engine, pool, "daily", None, clock)
+
+    assert report.sent == 40
+    assert held == [0]
