@@ -52,7 +52,8 @@ from digest.outbox.ledger import queue_deliveries
 from digest.store.bulk import insert_encoder, insert_rows
 from digest.store.db import make_engine, session_scope, upgrade
 from digest.store.models import Delivery, Edition, Subscriber
-from digest.store.subscribers import KnownTopics, SubscriberCheck, add_subscriber, known_topics
+from digest.store.subscriber_check import KnownTopics, SubscriberCheck, known_topics
+from digest.store.subscribers import add_subscriber
 
 DIGEST = str(Path(sys.executable).parent / "digest")
 SECTIONS = ["World", "Business", "Science", "Technology", "Culture", "Sport"]

@@ -40,10 +40,7 @@ from digest.store.models import (
     SubscriberStatus,
     saved_id,
 )
-from digest.store.subscribers import (
-    add_subscriber,
-    erase_subscriber,
-    find_subscriber,
+from digest.store.subscriber_check import (
     known_topics,
     normalise_email,
     validate_locale,
@@ -51,6 +48,7 @@ from digest.store.subscribers import (
     validate_send_time,
     validate_timezone,
 )
+from digest.store.subscribers import add_subscriber, erase_subscriber, find_subscriber
 from digest.store.suppressions import suppression_of
 
 log = logging.getLogger(__name__)

@@ -27,14 +27,8 @@ from digest.store.models import (
     SubscriberStatus,
     saved_id,
 )
-from digest.store.subscribers import (
-    erase_subscriber,
-    subscriber_data,
-    validate_locale,
-    validate_quiet_hours,
-    validate_send_time,
-    validate_timezone,
-)
+from digest.store.subscriber_check import validate_locale, validate_quiet_hours, validate_send_time, validate_timezone
+from digest.store.subscribers import erase_subscriber, subscriber_data
 from digest.store.suppressions import unsuppress
 
 log = logging.getLogger(__name__)

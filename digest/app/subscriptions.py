@@ -40,12 +40,8 @@ from digest.store.models import (
     event_values,
     saved_id,
 )
-from digest.store.subscribers import (
-    find_subscriber,
-    normalise_email,
-    validate_locale,
-    validate_timezone,
-)
+from digest.store.subscriber_check import normalise_email, validate_locale, validate_timezone
+from digest.store.subscribers import find_subscriber
 from digest.store.suppressions import suppress, unsuppress
 from digest.store.webhooks import subscriber_event
 

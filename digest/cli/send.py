@@ -169,7 +169,7 @@ def _send_copies(
     """
     from digest.app.send import send_plan, send_test
     from digest.store.db import session_scope
-    from digest.store.subscribers import normalise_email
+    from digest.store.subscriber_check import normalise_email
     from digest.transport.smtp import MemoryTransport, smtp_from_settings
 
     transport: Any = MemoryTransport()

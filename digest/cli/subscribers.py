@@ -27,7 +27,7 @@ if TYPE_CHECKING:
     from sqlmodel import Session
 
     from digest.store.models import Subscriber
-    from digest.store.subscribers import KnownTopics
+    from digest.store.subscriber_check import KnownTopics
 
 subscribers_app = typer.Typer(help="Manage subscribers.", no_args_is_help=True)
 app.add_typer(subscribers_app, name="subscribers")
@@ -83,13 +83,8 @@ def subscribers_add(
     """Add an active subscriber (a suppressed address is refused without --allow-suppressed)."""
     from digest.app.preferences import parse_frequency
     from digest.store.db import session_scope
-    from digest.store.subscribers import (
-        add_subscriber,
-        parse_topics,
-        validate_locale,
-        validate_send_time,
-        validate_timezone,
-    )
+    from digest.store.subscriber_check import parse_topics, validate_locale, validate_send_time, validate_timezone
+    from digest.store.subscribers import add_subscriber
 
     validate_timezone(timezone, "--timezone")  # named as the option, not as the address
     tag = validate_locale(locale, "--locale")
@@ -145,7 +140,7 @@ def _schedule(s: Subscriber) -> str:
 
 def _known(st: State, session: Session, allow_new: bool) -> KnownTopics:
     """The sections topics may name: the digests' ``sections`` (and stored categories when they are open)."""
-    from digest.store.subscribers import known_topics
+    from digest.store.subscriber_check import known_topics
 
     return known_topics(session, [cfg.sections for cfg in st.settings.digests.values()], allow_new)
 

@@ -43,7 +43,7 @@ def suppressions_list(
 def suppressions_add(ctx: typer.Context, email: str) -> None:
     """Suppress an address by hand (reason ``manual``): it gets no mail, whatever its status."""
     from digest.store.models import SuppressionReason
-    from digest.store.subscribers import normalise_email
+    from digest.store.subscriber_check import normalise_email
     from digest.store.suppressions import suppress
 
     st = state(ctx)

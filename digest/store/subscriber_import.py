@@ -1,6 +1,6 @@
 """``subscribers import``: a CSV file of subscribers, validated row by row, written set by set.
 
-Each row is checked in Python (:meth:`~digest.store.subscribers.SubscriberCheck.fields`:
+Each row is checked in Python (:meth:`~digest.store.subscriber_check.SubscriberCheck.fields`:
 the address by email-validator, the timezone, the topics against the digests'
 sections, status, send time, breaking), into a plain tuple. The good rows are written
 a chunk at a time: the chunk's existing subscribers and suppressions looked up (one
@@ -35,7 +35,8 @@ from digest.core.errors import InputError
 from digest.core.text import mask_email, one_line
 from digest.store.bulk import RowEncoder, insert_encoder, insert_rows, rows_in
 from digest.store.models import Subscriber, SubscriberStatus
-from digest.store.subscribers import FIELD_COLUMNS, SUPPRESSING, KnownTopics, SubscriberCheck
+from digest.store.subscriber_check import FIELD_COLUMNS, KnownTopics, SubscriberCheck
+from digest.store.subscribers import SUPPRESSING
 from digest.store.suppressions import T as SUPPRESSIONS
 from digest.store.suppressions import email_hash, reasons_of_hashes, suppress_many
 

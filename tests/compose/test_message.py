@@ -36,12 +36,20 @@ def prepared(titles: list[str] | None = None, **digest: object) -> PreparedMessa
     s = settings(**digest)
     arts = [
         art(
-            1, "Harbour cities agree storm warning pact", 20, breaking=True, source="Harbour Times",
+            1,
+            "Harbour cities agree storm warning pact",
+            20,
+            breaking=True,
+            source="Harbour Times",
             summary="Twelve ports will share tide gauges and sirens. The pact starts in March.",
             lead="Why it matters: one warning for the whole coast.",
         ),
         art(
-            2, "Volunteers map new asteroids", 60, category="Science", source="Lab Notes",
+            2,
+            "Volunteers map new asteroids",
+            60,
+            category="Science",
+            source="Lab Notes",
             summary="Dr. Mei Chen's team of 400 volunteers logged 31 new objects. None is a threat.",
         ),
         art(3, "Rail tunnel reopens after repairs", 90, source="Daily Ledger"),

@@ -9,7 +9,7 @@ import pytest
 from digest.core.errors import InputError
 from digest.core.text import mask_email, one_line, parse_hhmm, split_first_sentence
 from digest.edition.schedule import check_send_time
-from digest.store.subscribers import validate_send_time
+from digest.store.subscriber_check import validate_send_time
 
 
 @pytest.mark.parametrize(

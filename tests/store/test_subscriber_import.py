@@ -7,8 +7,9 @@ from sqlalchemy.engine import Engine
 
 from digest.store.db import session_scope
 from digest.store.models import SubscriberStatus, SuppressionReason
+from digest.store.subscriber_check import known_topics
 from digest.store.subscriber_import import CsvReport, import_csv
-from digest.store.subscribers import add_subscriber, find_subscriber, known_topics
+from digest.store.subscribers import add_subscriber, find_subscriber
 from digest.store.suppressions import list_suppressions, suppress
 from tests.conftest import NOW
 

@@ -11,13 +11,7 @@ from digest.store.bounces import count_permanent_bounce
 from digest.store.db import session_scope
 from digest.store.models import Delivery, Edition, SubscriberEvent, SubscriberEventKind, SubscriberStatus
 from digest.store.subscriber_import import CsvReport, import_csv
-from digest.store.subscribers import (
-    add_subscriber,
-    find_subscriber,
-    list_subscribers,
-    remove_subscriber,
-    set_status,
-)
+from digest.store.subscribers import add_subscriber, find_subscriber, list_subscribers, remove_subscriber, set_status
 from tests.conftest import NOW
 
 
@@ -260,7 +254,7 @@ TRICKY = [
 def test_normalise_email_gives_email_validators_verdict(address: str) -> None:
     from email_validator import EmailNotValidError, validate_email
 
-    from digest.store.subscribers import normalise_email
+    from digest.store.subscriber_check import normalise_email
 
     stripped = address.strip()  # as normalise_email does first
     try:
@@ -281,14 +275,14 @@ def test_normalise_email_gives_email_validators_verdict(address: str) -> None:
      ("07:00", "7:00", "must not start and end at the same time")],
 )  # fmt: skip
 def test_quiet_hours_are_both_valid_times_or_none(start: str, end: str | None, problem: str) -> None:
-    from digest.store.subscribers import validate_quiet_hours
+    from digest.store.subscriber_check import validate_quiet_hours
 
     with pytest.raises(InputError, match=problem):
         validate_quiet_hours(start, end, "--quiet-start")
 
 
 def test_quiet_hours_are_stored_zero_padded() -> None:
-    from digest.store.subscribers import validate_quiet_hours
+    from digest.store.subscriber_check import validate_quiet_hours
 
     assert validate_quiet_hours("22:00", "7:05", "x") == ("22:00", "07:05")
     assert validate_quiet_hours(" ", None, "x") == (None, None)
