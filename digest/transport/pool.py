@@ -35,7 +35,8 @@ from digest.core.errors import ConfigError, PermanentFailure, TemporaryFailure
 from digest.core.metrics import SMTP_SEND_SECONDS
 from digest.core.settings import Settings
 from digest.transport.aio import AsyncSMTP, ConnectFailure
-from digest.transport.providers import OTHER, ProviderShaper, classify_reply, provider_of_mx
+from digest.transport.providers import OTHER, ProviderShaper, provider_of_mx
+from digest.transport.replies import classify_reply
 from digest.transport.smtp import SMTPConfig, Transport, smtp_config
 
 log = logging.getLogger(__name__)

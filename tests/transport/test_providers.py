@@ -12,7 +12,8 @@ import pytest
 
 from digest.core.dns import make_resolver
 from digest.core.settings import ProviderLimits, Settings
-from digest.transport.providers import ProviderMap, ProviderShaper, Verdict, classify_reply, known_provider
+from digest.transport.providers import ProviderMap, ProviderShaper, known_provider
+from digest.transport.replies import Verdict, classify_reply
 from tests.dnsserver import Zone, dns_server
 
 
