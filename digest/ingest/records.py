@@ -58,6 +58,9 @@ FIELDS: frozenset[str] = frozenset(
 ALIASES: dict[str, str] = {"section": "category", "published": "published_at"}
 # An editor's lead-in is one line, not a second summary: about the length of a tweet.
 LEAD_MAX_CHARS = 280
+# Bounds the database columns can hold (32-bit integers on PostgreSQL) with room to spare.
+MAX_PRIORITY = 1_000_000
+MAX_PIXELS = 100_000
 # The json module recurses once per level of [ and {; a hostile file (100,000 x "[")
 # exhausts the interpreter's recursion limit (about 1,000 levels) instead.
 TOO_DEEP = "invalid JSON: nested too deeply (more than about 1,000 levels of [ and {)"
@@ -269,11 +272,6 @@ def _http_url(value: Any, name: str, where: str) -> str | None:
     if problem:
         raise InputError(where, f"{name} {value!r} {problem}")
     return value
-
-
-# Bounds the database columns can hold (32-bit integers on PostgreSQL) with room to spare.
-MAX_PRIORITY = 1_000_000
-MAX_PIXELS = 100_000
 
 
 def _pixels(value: Any, name: str, where: str) -> int | None:

@@ -31,7 +31,7 @@ from digest.core.clock import Clock
 from digest.core.errors import ApiKeyError, InputError, InvalidFields, NotFoundError, RateLimited, ScopeError
 from digest.core.logs import mask_emails
 from digest.core.settings import Settings
-from digest.ingest.records import MAX_PIXELS, MAX_PRIORITY
+from digest.ingest.records import LEAD_MAX_CHARS, MAX_PIXELS, MAX_PRIORITY
 
 log = logging.getLogger(__name__)
 
@@ -89,7 +89,7 @@ class ArticleIn(BaseModel):
     priority: int | None = Field(None, ge=-MAX_PRIORITY, le=MAX_PRIORITY)
     lead: str | None = Field(
         None,
-        max_length=280,
+        max_length=LEAD_MAX_CHARS,
         description="The editor's lead-in (plain text): the bold opening line of a top story. "
         '"" clears it; absent keeps the stored one.',
     )
