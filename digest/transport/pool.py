@@ -749,23 +749,21 @@ class Dispatcher:
             state.window.shrink(str(exc))
             self._requeue(job)
             return
-        if isinstance(exc, ConnectFailure) and exc.code == 421 and name not in job.tried:
-            # A 421 greeting with none of ours open: the server may still count the
-            # connections we just closed. Nothing was handed over and the server spoke,
-            # so the job goes back once (the breaker counts the refusal: one that
-            # keeps refusing still pauses the send).
-            state.breaker.failure(str(exc))
+        # A 421 greeting with none of ours open (with some open, the branch above took it): the
+        # server may still count the connections we just closed. It spoke and took
+        # nothing, so this job goes back once, even to this server, as "too many
+        # connections", not an outage; a second refusal of the same job counts as one.
+        turned_away = isinstance(exc, ConnectFailure) and exc.code == 421 and name not in job.tried
+        if turned_away:
+            state.breaker.abandon()
             state.window.shrink(str(exc))
-            job.tried.add(name)
-            self._requeue(job)
-            return
-        if exc.connection_level:
+        elif exc.connection_level:
             state.breaker.failure(str(exc))
         else:
             state.breaker.success()
         job.tried.add(name)
-        if exc.connection_level and not exc.maybe_delivered and self._others_open(job):
-            self._requeue(job)  # nothing was handed over: another server may take it now
+        if exc.connection_level and not exc.maybe_delivered and (turned_away or self._others_open(job)):
+            self._requeue(job)  # nothing was handed over: another server (or this one, once) may take it now
             return
         job.outcome, job.error = "temporary", exc
         job.done(job)
