@@ -213,6 +213,13 @@ class ProviderMap:
                 by_domain[domain] = future.result() if future in done else OTHER
         return {a: by_domain[domain_of(a)] for a in addresses}
 
+    def close(self) -> None:
+        """Wait for the lookups still running (a batch stops waiting at its budget, they do not) and stop."""
+        with self._lock:
+            pool, self._pool = self._pool, None
+        if pool is not None:
+            pool.shutdown(wait=True)
+
     def _lookup(self, domain: str) -> tuple[str, float, bool]:
         """(provider, seconds to keep the answer, whether the lookup failed)."""
         assert self.resolver is not None

@@ -136,9 +136,12 @@ def test_a_batch_waits_for_dns_no_longer_than_its_budget(silent_port: int) -> No
 
     started = time.monotonic()
     found = providers.providers(["a@slow-one.org", "b@slow-two.org", "c@gmail.com"], budget=0.2)
+    waited = time.monotonic() - started
+    # The two lookups left behind time out 2 s later: here, not logging into the next test's output.
+    providers.close()
 
     assert found == {"a@slow-one.org": "other", "b@slow-two.org": "other", "c@gmail.com": "google"}
-    assert time.monotonic() - started < 1.0
+    assert waited < 1.0
 
 
 # ---------------------------------------------------------------- replies
