@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import asyncio
 import secrets
 import threading
 import time
+from typing import Any
 
 import httpx
 import pytest
@@ -17,7 +19,7 @@ from digest.core.clock import SystemClock
 from digest.core.errors import ConfigError
 from digest.core.settings import MetricsSettings, Settings
 from digest.outbox.drain import drain_outbox
-from digest.transport.sink import free_port
+from digest.transport.sink import SmtpSink, free_port
 from digest.web.server import WebServer, make_app
 from tests.conftest import STANDARD_DRAFTS, seed
 from tests.outbox.support import readers
@@ -34,11 +36,22 @@ def scrape(url: str, client: httpx.Client | None = None) -> dict[tuple[str, tupl
     }
 
 
-def test_metrics_show_a_send_in_progress(engine: Engine, settings: Settings) -> None:
+def test_metrics_show_a_send_in_progress(engine: Engine, settings: Settings, sink: SmtpSink) -> None:
     settings.secret_key = SecretStr(secrets.token_urlsafe(32))
     settings.batch_size = 5  # recorded every 5 messages: the send is watched as it goes
     seed(engine, STANDARD_DRAFTS, readers(40))
     edition_of(engine, settings)
+    # The server holds every message after the 10th until /metrics has been read mid-send:
+    # polling alone misses the middle when the machine sends 40 messages between two reads.
+    release = threading.Event()
+    accept = sink.handler.handle_DATA
+
+    async def held(server: Any, session: Any, envelope: Any) -> str:
+        if len(sink.messages) >= 10:
+            await asyncio.to_thread(release.wait, 30)
+        return await accept(server, session, envelope)
+
+    sink.handler.handle_DATA = held  # type: ignore[method-assign]
     port = free_port()
     seen: list[tuple[float, float]] = []
     with (
@@ -47,10 +60,13 @@ def test_metrics_show_a_send_in_progress(engine: Engine, settings: Settings) -> 
     ):
         sender = threading.Thread(target=drain_outbox, args=(engine, settings, SystemClock()))
         sender.start()
+        deadline = time.monotonic() + 30
         while sender.is_alive():
             m = scrape("/metrics", client)
             seen.append((m[("digest_deliveries", (("status", "sent"),))], m[("digest_queue_depth", ())]))
-            time.sleep(0.1)
+            if 0 < seen[-1][0] < 40 or time.monotonic() > deadline:
+                release.set()
+            time.sleep(0.05)
         sender.join()
         final = scrape("/metrics", client)
 
