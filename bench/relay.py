@@ -25,38 +25,14 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import shutil
-import subprocess
 import tempfile
-import time
-from pathlib import Path
 from typing import Any
 
 from bench.drain import one_run
 from bench.proxy import DelayProxy
-from bench.send import Sink
+from bench.send import SMTP_SOURCE, Sink, smtp_source
 
-SMTP_SOURCE = shutil.which("smtp-source") or (
-    "/usr/sbin/smtp-source" if Path("/usr/sbin/smtp-source").exists() else None
-)
 TARGETS = {10.0: 0.7, 50.0: 0.5, 0.0: 0.9}  # share of the reference to reach, by RTT
-
-
-def smtp_source(port: int, sessions: int, messages: int, size: int, sink: Sink) -> float:
-    """Messages a second of ``smtp-source -d -s SESSIONS`` (reused sessions) into ``port``."""
-    assert SMTP_SOURCE is not None
-    cmd = [
-        SMTP_SOURCE, "-d", "-s", str(sessions), "-m", str(messages), "-l", str(size),
-        "-f", "bench@news.example.com", "-t", "reader@example.org", f"127.0.0.1:{port}",
-    ]  # fmt: skip
-    before = sink.received
-    t0 = time.perf_counter()
-    subprocess.run(cmd, check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    seconds = time.perf_counter() - t0
-    received = sink.received - before
-    if received < messages:
-        raise SystemExit(f"smtp-source: the sink got {received} of {messages} messages")
-    return messages / seconds
 
 
 def one_rtt(rtt: float, args: argparse.Namespace, sink: Sink) -> dict[str, Any]:

@@ -157,7 +157,32 @@ class _Filler:
 
 def _qp(text: str) -> bytes:
     body = text.replace("\r\n", "\n").replace("\r", "\n")
-    return binascii.b2a_qp(body.encode("utf-8"), istext=True).replace(b"\n", CRLF)
+    return _no_leading_dots(binascii.b2a_qp(body.encode("utf-8"), istext=True).replace(b"\n", CRLF))
+
+
+def _no_leading_dots(encoded: bytes) -> bytes:
+    """``encoded`` (quoted-printable, CRLF lines) with each line-leading ``.`` written ``=2E``.
+
+    RFC 2049 (section 3, rule 8) recommends it: no line of the body then starts with a
+    dot, so SMTP has nothing to dot-stuff and the sender skips searching 40 KB a message
+    for one (the costliest step of sending it). A line the two extra characters would
+    take past 76 is broken with a soft line break.
+    """
+    if not encoded.startswith(b".") and b"\n." not in encoded:
+        return encoded
+    out: list[bytes] = []
+    for line in encoded.split(CRLF):
+        while line.startswith(b"."):
+            line = b"=2E" + line[1:]
+            if len(line) <= 76:
+                break
+            cut = 75  # 75 characters and the soft break's "=", without splitting an =XX escape
+            while b"=" in line[cut - 2 : cut]:
+                cut -= 1
+            out.append(line[:cut] + b"=")
+            line = line[cut:]
+        out.append(line)
+    return CRLF.join(out)
 
 
 def _qp_chunk(text: str) -> bytes:
@@ -239,7 +264,12 @@ class PreparedMessage:
         return f"{local}+{recipient.bounce_tag}@{domain}"
 
     def fill(self, recipient: Recipient, date: datetime, msgid: str | None = None) -> bytes:
-        """The complete RFC 5322 message for ``recipient`` (CRLF line endings)."""
+        """The complete RFC 5322 message for ``recipient`` (CRLF line endings).
+
+        No line of it starts with a dot (header lines start with a name or folding
+        white space, body lines are quoted-printable with leading dots as ``=2E``): it
+        goes to SMTP as it is (``AsyncSMTP.send(..., no_leading_dots=True)``).
+        """
         values = recipient.values(self.greetings)
         msgid = msgid or self.message_id(recipient)
         unsub = f"<{recipient.unsubscribe_url}>,\r\n <{recipient.unsubscribe_mailto}>"

@@ -329,6 +329,7 @@ class Sender:
             done,
             accepted,
             provider=provider,
+            no_leading_dots=True,  # PreparedMessage.fill's promise; a DKIM header starts with its name
         )
 
     def _journal_failed(self, exc: Exception) -> None:

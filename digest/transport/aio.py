@@ -69,10 +69,16 @@ def envelope(envelope_from: str, recipient: str, utf8: bool) -> bytes:
     return mail + b"RCPT TO:<" + recipient.encode(enc) + b">\r\nDATA\r\n"
 
 
-def dot_stuffed(message: bytes) -> bytes:
-    """The message as DATA content, terminating dot included (RFC 5321 4.5.2)."""
+def dot_stuffed(message: bytes, no_leading_dots: bool = False) -> bytes:
+    """The message as DATA content, terminating dot included (RFC 5321 4.5.2).
+
+    ``no_leading_dots``: the caller vouches that no line starts with a dot (a digest
+    copy: :meth:`digest.compose.message.PreparedMessage.fill`), which spares the search
+    through the whole message, ~60 us for a 43 KB digest.
+    """
     # Looked for before replacing: mostly there is none, and a search copies nothing.
-    body = message.replace(b"\r\n.", b"\r\n..") if b"\n." in message else message
+    stuff = not no_leading_dots and b"\n." in message
+    body = message.replace(b"\r\n.", b"\r\n..") if stuff else message
     if body.startswith(b"."):
         body = b"." + body
     return body + (b".\r\n" if body.endswith(b"\r\n") else b"\r\n.\r\n")
@@ -230,12 +236,19 @@ class AsyncSMTP:
     # ------------------------------------------------------------ one message
 
     async def send(
-        self, envelope_from: str, recipient: str, message: bytes, then: tuple[str, str] | None = None
+        self,
+        envelope_from: str,
+        recipient: str,
+        message: bytes,
+        then: tuple[str, str] | None = None,
+        *,
+        no_leading_dots: bool = False,
     ) -> str:
         """Send one message; raise TemporaryFailure or PermanentFailure for this recipient.
 
         ``then``: the envelope (sender, recipient) of the message this connection
         sends next; with PIPELINING it goes out right behind this message's dot.
+        ``no_leading_dots``: no line of ``message`` starts with a dot (see :func:`dot_stuffed`).
         """
         while True:
             if self.is_open and self.max_messages and self._on_connection >= self.max_messages:
@@ -244,7 +257,7 @@ class AsyncSMTP:
                 await self.connect()
             reused = self._on_connection > 0
             try:
-                return await self._transaction(envelope_from, recipient, message, then)
+                return await self._transaction(envelope_from, recipient, message, then, no_leading_dots)
             except _NotHandedOver as exc:
                 # The server closed an idle connection (its per-connection limit, or 421
                 # before DATA): nothing was delivered, so one fresh connection may take it.
@@ -254,7 +267,7 @@ class AsyncSMTP:
                 raise TemporaryFailure(str(exc), exc.code, connection_level=True) from None
 
     async def _transaction(
-        self, envelope_from: str, recipient: str, message: bytes, then: tuple[str, str] | None
+        self, envelope_from: str, recipient: str, message: bytes, then: tuple[str, str] | None, no_leading_dots: bool
     ) -> str:
         assert self._writer is not None
         utf8 = not (envelope_from.isascii() and recipient.isascii())
@@ -298,11 +311,11 @@ class AsyncSMTP:
             else:
                 await self._reset()
             raise classify(bad[0], bad[1])
-        return await self._data(message, then)
+        return await self._data(message, then, no_leading_dots)
 
-    async def _data(self, message: bytes, then: tuple[str, str] | None) -> str:
+    async def _data(self, message: bytes, then: tuple[str, str] | None, no_leading_dots: bool) -> str:
         assert self._writer is not None
-        payload = dot_stuffed(message)
+        payload = dot_stuffed(message, no_leading_dots)
         following: tuple[str, str] | None = None
         if then is not None and self.can_pipeline_next():
             utf8 = not (then[0].isascii() and then[1].isascii())

@@ -316,6 +316,8 @@ class Job:
     provider: str = OTHER  # the recipient's mailbox provider (digest.transport.providers)
     retry_in: float = 0.0
     slot: bool = False  # holds one of its provider's in-flight slots
+    # prepare() makes messages with no line starting with a dot: nothing to dot-stuff.
+    no_leading_dots: bool = False
 
 
 @dataclass
@@ -698,7 +700,11 @@ class Dispatcher:
                 # in hand-offs than it saves (the work is under the GIL either way).
                 data = job.prepare()
                 job.answer = await transport.send(
-                    job.envelope_from, job.recipient, data, (then.envelope_from, then.recipient) if then else None
+                    job.envelope_from,
+                    job.recipient,
+                    data,
+                    (then.envelope_from, then.recipient) if then else None,
+                    no_leading_dots=job.no_leading_dots,
                 )
             else:
                 assert self._executor is not None

@@ -217,3 +217,34 @@ def test_test_copy_recipient_gets_inert_links() -> None:
     assert msg["To"] == "editor@example.net"
     assert "/unsubscribe/preview" in str(msg["List-Unsubscribe"])
     assert msg["Message-ID"].startswith("<daily.2026-11-25.test-")
+
+
+def test_no_line_of_a_copy_starts_with_a_dot() -> None:
+    # Titles and a name starting with dots, and a long title that quoted-printable
+    # wraps: SMTP would have to dot-stuff every such line, and the sender does not.
+    titles = [".NET 10 ships", "...and then the lights went out", "." * 150, "x" * 75 + "." + "y" * 80]
+    data = prepared(titles).fill(recipient(name=".Ana"), NOW)
+    assert b"\n." not in data and not data.startswith(b".")
+    msg = parse(data)
+    for title in titles:
+        assert title in text_of(msg) and title in html_of(msg)
+    body = data.split(b"\r\n\r\n", 1)[1]
+    assert max(len(line) for line in body.split(b"\r\n")) <= 76
+
+
+def test_leading_dots_are_encoded_without_changing_the_text() -> None:
+    import binascii
+    import random
+
+    from digest.compose.message import _qp
+
+    rng = random.Random(7)
+    for _ in range(2000):
+        text = "".join(rng.choice(".. a=é\n\t.x") for _ in range(rng.randint(0, 300)))
+        encoded = _qp(text)
+        lines = encoded.split(b"\r\n")
+        assert not any(line.startswith(b".") for line in lines), text
+        # Never longer than 76, or than binascii made it (it writes a trailing "=20" past 76).
+        plain = binascii.b2a_qp(text.replace("\r\n", "\n").encode(), istext=True).split(b"\n")
+        assert max(len(line) for line in lines) <= max(76, *(len(line) for line in plain)), text
+        assert binascii.a2b_qp(encoded.replace(b"\r\n", b"\n")).decode() == text.replace("\r\n", "\n"), text
