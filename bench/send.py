@@ -117,19 +117,21 @@ class Sink:
 
     def _read_counter(self) -> None:
         assert self._proc is not None and self._proc.stdout is not None
-        buf = b""
+        tail = b""
         while True:
-            chunk = self._proc.stdout.read1(4096)  # type: ignore[attr-defined]
+            chunk = self._proc.stdout.read1(1 << 16)  # type: ignore[attr-defined]
             if not chunk:
                 return
-            buf = (buf + chunk)[-64:]
-            # smtp-sink prints a counter per message: read it in bulk, not thousands of
-            # times a second, or this thread takes CPU from what is being measured.
-            time.sleep(0.05)
-            numbers = re.findall(rb"(\d+)", buf)
-            if numbers:
+            # Lines of "sess=N quit=N mesg=N\r", one a message; only a whole one counts
+            # (a read can end in the middle of a line).
+            tail = (tail + chunk)[-256:]
+            counts = re.findall(rb"mesg=(\d+)\r", tail)
+            if counts:
                 with self._lock:
-                    self._count = int(numbers[-1])
+                    self._count = int(counts[-1])
+            # Read in bulk, not thousands of times a second, or this thread takes CPU
+            # from what is being measured.
+            time.sleep(0.05)
 
     @property
     def received(self) -> int:

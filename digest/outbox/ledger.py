@@ -16,12 +16,13 @@ recovery of a dead sender's claims) is in :mod:`digest.outbox.journal`.
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from sqlalchemy import and_, bindparam, func, insert, literal, or_, select, update
+from sqlalchemy import Text, and_, bindparam, cast, func, insert, literal, or_, select, update
 from sqlalchemy import select as sa_select
 from sqlalchemy.dialects import sqlite
 from sqlalchemy.engine import Connection, Engine
@@ -43,7 +44,7 @@ from digest.store.models import (
     SubscriberStatus,
     WebhookEventType,
 )
-from digest.store.suppressions import email_hash, suppressed_hashes
+from digest.store.suppressions import email_hash, reasons_of_hashes
 from digest.store.webhooks import delivery_events, listeners
 from digest.store.webhooks import enqueue as enqueue_webhook_events
 
@@ -118,19 +119,36 @@ def claim_batch(
         rows = conn.execute(stmt).all()
         if not rows:
             return []
+        # Topics as their JSON text: a batch of a thousand readers holds a handful of
+        # distinct lists, each decoded once below, not once a row.
         subs = {
             r.id: r
             for r in conn.execute(
                 select(
-                    S.c.id, S.c.email, S.c.email_key, S.c.name, S.c.status, S.c.topics, S.c.breaking, S.c.locale
+                    S.c.id, S.c.email, S.c.email_key, S.c.name, S.c.status, cast(S.c.topics, Text).label("topics"),
+                    S.c.breaking, S.c.locale,
                 ).where(S.c.id.in_({r.subscriber_id for r in rows}))
             )
-        }
-        held = suppressed_hashes(conn, [s.email_key for s in subs.values()])
+        }  # fmt: skip
+        hashes = {s.email_key: email_hash(s.email_key) for s in subs.values() if s.email_key}
+        held = set(reasons_of_hashes(conn, hashes.values()))
         alerted = alerted_stories(conn, {r.edition_id for r in rows}, set(subs))
+    decoded: dict[str | None, list[str]] = {}
     out = []
     for r in sorted(rows, key=lambda r: r.id):
         s = subs.get(r.subscriber_id)
+        if s is None:
+            out.append(
+                Claimed(
+                    r.id, r.edition_id, r.subscriber_id, r.attempts, r.created_at, "", "", "",
+                    SubscriberStatus.UNSUBSCRIBED, [],
+                )
+            )  # fmt: skip
+            continue
+        topics = decoded.get(s.topics)
+        if topics is None:
+            topics = decoded[s.topics] = list(json.loads(s.topics) or []) if s.topics else []
+        marks = alerted.get((r.edition_id, r.subscriber_id))
         out.append(
             Claimed(
                 delivery_id=r.id,
@@ -138,22 +156,18 @@ def claim_batch(
                 subscriber_id=r.subscriber_id,
                 attempts=r.attempts,
                 created_at=r.created_at,
-                email=s.email if s else "",
-                email_key=s.email_key if s else "",
-                name=s.name if s else "",
-                status=s.status if s else SubscriberStatus.UNSUBSCRIBED,
-                topics=_topics(s.topics, alerted.get((r.edition_id, r.subscriber_id))) if s else [],
-                suppressed=s is not None and email_hash(s.email_key) in held,
-                breaking=bool(s.breaking) if s else True,
-                locale=s.locale if s else None,
+                email=s.email,
+                email_key=s.email_key,
+                name=s.name,
+                status=s.status,
+                # Shared by the rows with the same list: nothing downstream changes it.
+                topics=[*topics, *alert_marks(*marks)] if marks else topics,
+                suppressed=hashes.get(s.email_key) in held,
+                breaking=bool(s.breaking),
+                locale=s.locale,
             )
         )
     return out
-
-
-def _topics(topics: list[str] | None, alerted: tuple[set[int], set[int]] | None) -> list[str]:
-    """A claimed reader's topics, with the marks of stories they got as alerts (mostly none)."""
-    return [*(topics or []), *alert_marks(*alerted)] if alerted else list(topics or [])
 
 
 def extend_leases(engine: Engine, worker: str, now: datetime, lease: timedelta) -> None:
