@@ -242,8 +242,12 @@ def record(
         groups.setdefault(tuple(sorted(row)), []).append(row)
     with engine.begin() as conn:
         for keys, rows in groups.items():
-            values: dict[str, Any] = {k: bindparam(k) for k in keys if k != "_id"}
-            conn.execute(update(D).where(D.c.id == bindparam("_id")).values(values), rows)
+            # A column with one value in every row (status, the cleared claim, mostly the
+            # attempt count) is written once in the statement, not bound and converted a row.
+            same = {k: rows[0][k] for k in keys if k != "_id" and all(r[k] == rows[0][k] for r in rows)}
+            values: dict[str, Any] = {k: same[k] if k in same else bindparam(k) for k in keys if k != "_id"}
+            params = [{k: v for k, v in r.items() if k not in same} for r in rows] if same else rows
+            conn.execute(update(D).where(D.c.id == bindparam("_id")).values(values), params)
         for bounce in bounced:
             count_permanent_bounce(
                 conn,
