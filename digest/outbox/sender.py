@@ -294,8 +294,7 @@ class Sender:
         batch.waiting = len(jobs)
         if not jobs:
             batch.finished.set()
-        for job in jobs:
-            self.dispatcher.submit(job)
+        self.dispatcher.submit_all(jobs)
         return batch
 
     def _job(

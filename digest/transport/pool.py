@@ -25,7 +25,7 @@ import sys
 import threading
 import time
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
@@ -441,15 +441,32 @@ class Dispatcher:
     # ------------------------------------------------------------ the Sender's side (any thread)
 
     def submit(self, job: Job) -> None:
-        assert self._queue is not None
-        done = job.done
+        """Hand ``job`` to the lanes."""
+        self.submit_all([job])
 
+    def submit_all(self, jobs: Sequence[Job]) -> None:
+        """Hand ``jobs`` to the lanes, in order, with one wake-up of the loop.
+
+        One wake-up a batch, not a message: each costs a write to the loop's self-pipe
+        and a turn of the loop.
+        """
+        assert self._queue is not None
+        queue = self._queue
+        for job in jobs:
+            job.done = self._freeing(job.done)
+
+        def put_all() -> None:
+            for job in jobs:
+                queue.put_nowait(job)
+
+        self._loop.call_soon_threadsafe(put_all)
+
+    def _freeing(self, done: Callable[[Job], None]) -> Callable[[Job], None]:
         def finish(j: Job) -> None:
             self._free(j)  # whatever the outcome, its provider's slot is free again
             done(j)
 
-        job.done = finish
-        self._loop.call_soon_threadsafe(self._queue.put_nowait, job)
+        return finish
 
     def all_paused(self) -> bool:
         """True when every server's breaker is open: nothing can be sent for now."""
