@@ -48,6 +48,19 @@ TransportFactory = Callable[[SMTPConfig, int], Transport]
 Without one, the pool's connections are the engine's own :class:`AsyncSMTP`."""
 
 
+def new_event_loop() -> asyncio.AbstractEventLoop:
+    """The SMTP lanes' event loop: uvloop's where it is installed, else asyncio's own.
+
+    uvloop (libuv, in C) runs the same streams and timeouts with a fraction of the
+    loop's own CPU a message, where sending is CPU-bound (docs/performance.md).
+    """
+    try:
+        import uvloop
+    except ImportError:  # not on Windows
+        return asyncio.new_event_loop()
+    return uvloop.new_event_loop()
+
+
 @dataclass(frozen=True)
 class Server:
     """One SMTP server with its limits. ``name`` is ``host:port`` (never the password)."""
@@ -429,7 +442,7 @@ class Dispatcher:
         # building jobs, recording) held every connection up to 5 ms a write (measured:
         # send 159 -> 278 msg/s on one process). The sender processes are ours to tune.
         sys.setswitchinterval(min(sys.getswitchinterval(), 0.0005))
-        self._loop = asyncio.new_event_loop()
+        self._loop = new_event_loop()
         self._queue: asyncio.Queue[Job] | None = None
         self._started = threading.Event()
         self._stop: asyncio.Event | None = None

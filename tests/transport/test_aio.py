@@ -106,3 +106,15 @@ def test_postfix_smtp_sink_gets_each_pipelined_message_once(postfix_sink: tuple[
     assert all(dumps.count(f"<{r}>".encode()) == 1 for r in recipients)
     # Dot-stuffing undone by the server: each message's text exactly as given.
     assert dumps.count(b"\n\n.leading dot\nline\n..two dots\n.\nend\n") == 20
+
+
+def test_the_lanes_run_on_uvloop() -> None:
+    # Installed with digest (not on Windows): the loop's own CPU a message is what
+    # bounds sending on loopback (docs/performance.md).
+    from digest.transport.pool import new_event_loop
+
+    loop = new_event_loop()
+    try:
+        assert type(loop).__module__.startswith("uvloop")
+    finally:
+        loop.close()
