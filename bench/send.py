@@ -133,6 +133,13 @@ class Sink:
             # from what is being measured.
             time.sleep(0.05)
 
+    def cpu_s(self) -> float:
+        """CPU seconds (user + system) the sink process has used so far (0 for aiosmtpd, in-process)."""
+        if self._proc is None:
+            return 0.0
+        fields = Path(f"/proc/{self._proc.pid}/stat").read_text().rsplit(")", 1)[1].split()
+        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
     @property
     def received(self) -> int:
         time.sleep(0.3)  # smtp-sink prints its counter asynchronously
@@ -403,13 +410,16 @@ def _run(args: argparse.Namespace, url: str, sink: Sink, workdir: Path) -> dict[
     # The loopback reference of the network-speed issue: Postfix's C client with 16
     # sessions, messages of the digest's size, into the same sink, before and after.
     reference = SMTP_SOURCE is not None and sink.kind == "postfix" and args.reference_messages > 0
+    sink0 = sink.cpu_s()
     source_before = smtp_source(sink.port, 16, args.reference_messages, size, sink) if reference else 0.0
+    sink1 = sink.cpu_s()
     before = sink.received
     user0, sys0 = cpu_s()
     t0 = time.perf_counter()
     report = send_edition(engine, settings, variants, edition.id, None, clock, processes=args.processes)
     send_s = time.perf_counter() - t0
     user1, sys1 = cpu_s()
+    sink2 = sink.cpu_s()
     user_s, sys_s = user1 - user0, sys1 - sys0
     received = sink.received - before
     source_after = smtp_source(sink.port, 16, args.reference_messages, size, sink) if reference else 0.0
@@ -439,6 +449,10 @@ def _run(args: argparse.Namespace, url: str, sink: Sink, workdir: Path) -> dict[
         "send_s": round(send_s, 2),
         "end_to_end_msgs_per_s": round(rate, 1),
         "sender_cpu_ms_per_msg": round(1000 * (user_s + sys_s) / report.sent, 3) if report.sent else None,
+        "sink_cpu_ms_per_msg_smtp_source_digest": (
+            f"{1000 * (sink1 - sink0) / max(args.reference_messages, 1):.3f} / "
+            f"{1000 * (sink2 - sink1) / max(report.sent, 1):.3f}"
+        ),
         "sender_cpu_user_system_ms": f"{1000 * user_s / max(report.sent, 1):.3f} / {1000 * sys_s / max(report.sent, 1):.3f}",  # noqa: E501
         "smtp_source_16_msgs_per_s": round(source_rate, 1) if reference else None,
         "smtp_source_16_before_after": f"{source_before:.0f} / {source_after:.0f}" if reference else None,

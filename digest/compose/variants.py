@@ -64,6 +64,17 @@ class Variants:
             self._cache[variant] = self._prepare(*variant)
         return self._cache[variant]
 
+    def __getstate__(self) -> dict[str, Any]:
+        # Sender processes get the prepared messages (rendering and inlining them is
+        # ~0.6 s of CPU each process would repeat), not the Jinja2 environment, which
+        # does not pickle: one of their own renders a variant they meet first.
+        return {**self.__dict__, "env": None}
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.__dict__.update(state)
+        if self.env is None:
+            self.env = make_environment(self.settings.templates_dir)
+
     def _prepare(self, key: tuple[str, ...], locale: str) -> PreparedMessage | None:
         view = self.content.view(key)
         if view.is_empty and not self.cfg.send_empty:

@@ -92,7 +92,7 @@ def drain_outbox(
     report = run_send(
         engine, settings, clock, editions, edition_variants(engine, settings, inline, known),
         transport=transport, transport_factory=transport_factory, processes=processes, signer=signer,
-        should_stop=should_stop, progress=progress, worker=worker,
+        should_stop=should_stop, progress=progress, worker=worker, prepared=known,
     )  # fmt: skip
     for edition_id in editions:
         finish_edition(engine, edition_id, clock.now())

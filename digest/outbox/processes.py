@@ -13,6 +13,7 @@ from __future__ import annotations
 import logging
 import multiprocessing
 import os
+import pickle
 from collections.abc import Callable, Sequence
 from dataclasses import asdict
 from typing import Any
@@ -20,6 +21,7 @@ from typing import Any
 from sqlalchemy.engine import Engine
 
 from digest.compose.dkim import Signer
+from digest.compose.variants import Variants
 from digest.core.clock import Clock
 from digest.core.errors import DigestError, JournalError
 from digest.core.logs import current_config, event
@@ -54,8 +56,12 @@ def run_send(
     should_stop: Callable[[], bool] = lambda: False,
     progress: Callable[[int], None] | None = None,
     worker: str | None = None,
+    prepared: dict[int, Variants] | None = None,
 ) -> SendReport:
     """Send the due deliveries of ``edition_ids``: in this process, or in worker processes.
+
+    ``prepared``: variants the caller has already rendered (those ``variants_for``
+    gives too); worker processes get copies instead of rendering them again.
 
     Raises :class:`JournalError` when the journal cannot be written: before the first
     message when the probe fails, else after recording what was sent (sent) and
@@ -75,7 +81,7 @@ def run_send(
         report = sender.run(edition_ids)
     else:
         report = _run_processes(
-            engine, settings, clock, edition_ids, n, transport_factory, signer, should_stop, progress
+            engine, settings, clock, edition_ids, n, transport_factory, signer, should_stop, progress, prepared
         )
     report.recovered += recovered.journalled
     report.workers = n
@@ -92,6 +98,7 @@ def _run_processes(
     signer: Signer | None,
     should_stop: Callable[[], bool],
     progress: Callable[[int], None] | None,
+    prepared: dict[int, Variants] | None = None,
 ) -> SendReport:
     ctx = multiprocessing.get_context("spawn")
     stop = ctx.Event()
@@ -107,6 +114,7 @@ def _run_processes(
         "processes": n,
         "parent": os.getpid(),
         "logging": current_config(settings),
+        "prepared": _shareable(prepared),
     }
     counter = ctx.Value("q", 0)  # messages sent, all workers: progress without counting rows
     children = [ctx.Process(target=_child_main, args=(spec, stop, results, counter), daemon=False) for _ in range(n)]
@@ -160,6 +168,17 @@ def _gather(
                 seen = now_sent
 
 
+def _shareable(prepared: dict[int, Variants] | None) -> bytes | None:
+    """``prepared`` pickled for the workers; None when it does not pickle (a test's own inliner)."""
+    if not prepared:
+        return None
+    try:
+        return pickle.dumps(prepared, protocol=pickle.HIGHEST_PROTOCOL)
+    except (pickle.PicklingError, AttributeError, TypeError) as exc:
+        log.debug("prepared variants not shared with the sender processes: %s", exc)
+        return None
+
+
 def _add(counter: Any, n: int) -> None:
     with counter.get_lock():
         counter.value += n
@@ -187,7 +206,7 @@ def _child_main(spec: dict[str, Any], stop: Any, results: Any, counter: Any) -> 
             settings,
             spec["clock"],
             lanes,
-            edition_variants(engine, settings),
+            edition_variants(engine, settings, known=pickle.loads(spec["prepared"]) if spec["prepared"] else None),
             signer=spec["signer"],
             should_stop=should_stop,
             rate_share=spec["rate_share"],
