@@ -70,9 +70,13 @@ _SPACE_RUN = re.compile(rb"   *")
 
 
 class Signer(Protocol):
-    """Anything that signs a finished message: ``sign(message) -> message with a signature header``."""
+    """Anything that signs a finished message: ``sign(message) -> message with a signature header``.
 
-    def sign(self, message: bytes) -> bytes: ...
+    ``body_hash``: the SHA-256 digest of the message's relaxed-canonical body, when the
+    caller has it (:meth:`digest.compose.message.PreparedMessage.fill_hashed`).
+    """
+
+    def sign(self, message: bytes, body_hash: bytes | None = None) -> bytes: ...
 
 
 def canonicalize_body(body: bytes) -> bytes:
@@ -84,13 +88,23 @@ def canonicalize_body(body: bytes) -> bytes:
     runs of two or more spaces (a literal prefix, found by fast search) become one,
     and a space left before a line break goes: the same result in a tenth of the time.
     """
-    if b"\t" in body:
-        body = body.replace(b"\t", b" ")
-    if b"  " in body:
-        body = _SPACE_RUN.sub(b" ", body)
-    if b" \r\n" in body:
-        body = body.replace(b" \r\n", b"\r\n")
-    return correct_empty_body(strip_trailing_lines(body))
+    return correct_empty_body(strip_trailing_lines(relaxed_lines(body)))
+
+
+def relaxed_lines(data: bytes) -> bytes:
+    """The line-by-line part of relaxed body canonicalization: white-space runs to one space, none at line ends.
+
+    Whole lines in, whole lines out: the canonical body of a message made of chunks
+    that each start and end at a line boundary is the chunks' canonical forms joined
+    (:meth:`digest.compose.message.PreparedMessage.fill_hashed` relies on it).
+    """
+    if b"\t" in data:
+        data = data.replace(b"\t", b" ")
+    if b"  " in data:
+        data = _SPACE_RUN.sub(b" ", data)
+    if b" \r\n" in data:
+        data = data.replace(b" \r\n", b"\r\n")
+    return data
 
 
 def _fold_list(names: Sequence[bytes], width: int = 70) -> bytes:
@@ -199,9 +213,13 @@ class DkimSigner:
     def _timestamp(self) -> int:
         return int(self._clock.now().timestamp()) if self._clock is not None else int(time.time())
 
-    def sign(self, message: bytes) -> bytes:
-        """Return ``message`` with a ``DKIM-Signature`` header field prepended."""
-        message, digest, tags = self._prepare(message)
+    def sign(self, message: bytes, body_hash: bytes | None = None) -> bytes:
+        """Return ``message`` with a ``DKIM-Signature`` header field prepended.
+
+        ``body_hash`` (see :class:`Signer`) spares canonicalizing the 40 KB body, the
+        costliest step after the RSA operation.
+        """
+        message, digest, tags = self._prepare(message, body_hash)
         return self._assemble(message, tags, self._rsa(digest))
 
     def sign_stream(self, messages: Iterable[bytes], depth: int = 8) -> Iterator[bytes]:
@@ -235,7 +253,7 @@ class DkimSigner:
             self._pool.shutdown(wait=True)
             self._pool = None
 
-    def _prepare(self, message: bytes) -> tuple[bytes, bytes, bytes]:
+    def _prepare(self, message: bytes, body_hash: bytes | None = None) -> tuple[bytes, bytes, bytes]:
         """Everything but the RSA step: ``(message, digest to sign, header value up to b=)``.
 
         With an Ed25519 key the returned message already carries the ed25519-sha256
@@ -246,7 +264,9 @@ class DkimSigner:
             raise ValueError("message has no header/body separator (CRLF CRLF)")
         # Parse only the header block: dkimpy's parser splits every line of its input.
         headers, _ = dkim.rfc822_parse(message[: split + 2] + CRLF)
-        bh = base64.b64encode(hashlib.sha256(canonicalize_body(message[split + 4 :])).digest())
+        if body_hash is None:
+            body_hash = hashlib.sha256(canonicalize_body(message[split + 4 :])).digest()
+        bh = base64.b64encode(body_hash)
         present = {name.lower() for name, _ in headers}
         include = [h for h in self._headers if h in present]
         include += [h for h in self._oversigned if h in present]

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import binascii
 import functools
+import hashlib
 import html
 import re
 import secrets
@@ -20,11 +21,14 @@ from datetime import datetime
 from email.header import Header
 from email.utils import format_datetime, formataddr, parseaddr
 
+from digest.compose.dkim import relaxed_lines
 from digest.compose.render import GREETINGS, PERSONAL_FIELDS, Rendered
 from digest.core.errors import ConfigError
 from digest.core.text import one_line
 
 CRLF = b"\r\n"
+# The line before the first part (RFC 2046 5.1.1), the first line of the body.
+_PREAMBLE = b"This is a multi-part message in MIME format.\r\n"
 
 
 @dataclass(frozen=True)
@@ -147,12 +151,21 @@ class _Filler:
         ``=CRLF``, which decoding removes), so lines stay within 76 characters
         and the decoded text is exactly the filled text.
         """
+        return b"".join(self.qp_chunks(values))
+
+    def qp_chunks(self, values: dict[str, str]) -> list[bytes]:
+        """The chunks :meth:`fill_qp` joins: static and personal in turn, the static ones first and last."""
         esc = html.escape if self.escape else (lambda s: s)
         out = [self.qp_parts[0]]
         for name, part in zip(self.fields, self.qp_parts[1:], strict=True):
             out.append(_qp_chunk(esc(values[name])))
             out.append(part)
-        return b"".join(out)
+        return out
+
+    @functools.cached_property
+    def relaxed_parts(self) -> list[bytes]:
+        """The static chunks in relaxed canonical form (DKIM), made once for every copy."""
+        return [relaxed_lines(part) for part in self.qp_parts]
 
 
 def _qp(text: str) -> bytes:
@@ -243,6 +256,10 @@ class PreparedMessage:
         self._open_text = b"\r\n--" + b + b"\r\n" + part_head % b"plain"
         self._open_html = b"\r\n--" + b + b"\r\n" + part_head % b"html"
         self._close = b"\r\n--" + b + b"--\r\n"
+        # The body's static chunks in relaxed canonical form, for fill_hashed.
+        self._relaxed_open_text = relaxed_lines(_PREAMBLE + self._open_text)
+        self._relaxed_open_html = relaxed_lines(self._open_html)
+        self._relaxed_close = relaxed_lines(self._close)
 
     def filled_html(self, recipient: Recipient) -> str:
         """The HTML part as ``recipient`` sees it (for checks and previews)."""
@@ -270,21 +287,53 @@ class PreparedMessage:
         white space, body lines are quoted-printable with leading dots as ``=2E``): it
         goes to SMTP as it is (``AsyncSMTP.send(..., no_leading_dots=True)``).
         """
+        return self._fill(recipient, date, msgid, hashed=False)[0]
+
+    def fill_hashed(self, recipient: Recipient, date: datetime, msgid: str | None = None) -> tuple[bytes, bytes]:
+        """:meth:`fill`, and the SHA-256 digest of the message's relaxed-canonical body (DKIM's ``bh=``).
+
+        Every chunk of the body starts and ends at a line boundary, so its canonical
+        form is the chunks' canonical forms joined: the static ones are canonicalized
+        once (:attr:`_Filler.relaxed_parts`), and per copy only the personal values,
+        instead of 40 KB a message. The last chunk, the closing boundary, ends in a
+        line that is not empty: no trailing empty line is left to strip.
+        """
+        data, digest = self._fill(recipient, date, msgid, hashed=True)
+        assert digest is not None
+        return data, digest
+
+    def _fill(
+        self, recipient: Recipient, date: datetime, msgid: str | None, hashed: bool
+    ) -> tuple[bytes, bytes | None]:
         values = recipient.values(self.greetings)
         msgid = msgid or self.message_id(recipient)
         unsub = f"<{recipient.unsubscribe_url}>,\r\n <{recipient.unsubscribe_mailto}>"
-        return b"".join(
+        text = self._text.qp_chunks(values)
+        html_ = self._html.qp_chunks(values)
+        data = b"".join(
             (
                 encode_header("To", format_address(recipient.name, recipient.email)),
                 _date_header(date.replace(microsecond=0)),
                 f"Message-ID: {msgid}\r\n".encode("ascii"),
                 b"List-Unsubscribe: " + unsub.encode("ascii") + CRLF,
                 self._head,
-                b"\r\nThis is a multi-part message in MIME format.\r\n",
+                b"\r\n",
+                _PREAMBLE,
                 self._open_text,
-                self._text.fill_qp(values),
+                *text,
                 self._open_html,
-                self._html.fill_qp(values),
+                *html_,
                 self._close,
             )
         )
+        if not hashed:
+            return data, None
+        h = hashlib.sha256(self._relaxed_open_text)
+        for filler, chunks in ((self._text, text), (self._html, html_)):
+            static = filler.relaxed_parts
+            for i, chunk in enumerate(chunks):
+                h.update(static[i // 2] if i % 2 == 0 else relaxed_lines(chunk))
+            if filler is self._text:
+                h.update(self._relaxed_open_html)
+        h.update(self._relaxed_close)
+        return data, h.digest()

@@ -305,8 +305,12 @@ class Sender:
         clock, signer, journal = self.clock, self.signer, batch.journal
 
         def prepare() -> bytes:
-            data = prepared.fill(recipient, clock.now(), msgid)
-            return signer.sign(data) if signer is not None else data
+            if signer is None:
+                return prepared.fill(recipient, clock.now(), msgid)
+            # The body hash made from the variant's canonical parts: signing does not
+            # canonicalize 40 KB a message.
+            data, body_hash = prepared.fill_hashed(recipient, clock.now(), msgid)
+            return signer.sign(data, body_hash)
 
         def accepted(job: Job) -> None:
             # The server said 250. Before this connection sends its next message's

@@ -21,7 +21,7 @@ from tests.smtp_script import ScriptedSink
 class PrependSigner:
     """Stands in for DKIM: prepends a DKIM-Signature header (picklable, for worker processes)."""
 
-    def sign(self, message: bytes) -> bytes:
+    def sign(self, message: bytes, body_hash: bytes | None = None) -> bytes:
         return b"DKIM-Signature: v=1; test=" + str(len(message)).encode() + b"\r\n" + message
 
 

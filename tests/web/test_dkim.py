@@ -295,3 +295,32 @@ def test_signer_survives_the_trip_to_a_worker_process(signer: DkimSigner) -> Non
     copy = pickle.loads(pickle.dumps(signer))
 
     assert verify(copy.sign(message()), DNS)
+
+
+def test_the_body_hash_made_from_a_variants_parts_is_dkimpys(signer: DkimSigner) -> None:
+    import hashlib
+
+    rng = random.Random(5)
+    pieces = ["  ", "\t", " \n", "\n\n", "word", ".", "é", "<p>", "=", "x" * 90, " \t "]
+    for _ in range(60):
+        markers = Markers.new()
+        text = "".join(rng.choice([*pieces, markers.marker("greeting"), markers.marker("name")]) for _ in range(80))
+        html = "".join(
+            rng.choice([*pieces, markers.marker("unsubscribe_url"), markers.marker("name")]) for _ in range(80)
+        )
+        rendered = Rendered(subject="Spaces", html=html, text=text, markers=markers)
+        prepared = PreparedMessage(
+            rendered, inlined_html=html, from_addr="briefing@news.example.com", reply_to=None,
+            list_id="<daily.news.example.com>", digest="daily", slot="2026-11-25",
+        )  # fmt: skip
+        who = Recipient(
+            email="ana@example.org", name=rng.choice(["Ana  Lima", "Ana\tLima ", " ", "Ana Lima"]), subscriber_id=1,
+            unsubscribe_url="https://news.example.com/unsubscribe/" + "t0k3n" * rng.randint(1, 30),
+            preferences_url="https://news.example.com/preferences/p", unsubscribe_mailto="mailto:u@news.example.com",
+        )  # fmt: skip
+        data, body_hash = prepared.fill_hashed(who, NOW)
+        assert data == prepared.fill(who, NOW)
+        body = data.split(b"\r\n\r\n", 1)[1]
+        assert body_hash == hashlib.sha256(Relaxed.canonicalize_body(body)).digest()
+        signed = signer.sign(data, body_hash)
+        assert signed == signer.sign(data) and verify(signed, DNS)
