@@ -84,7 +84,13 @@ class Claimed:
 
 def _due(now: datetime) -> Any:
     return and_(
-        D.c.status.in_(DeliveryStatus.PENDING),
+        # Written out as literals, the very expression of ix_delivery_pending's WHERE:
+        # SQLite uses a partial index only when it can prove the query implies that
+        # WHERE, which it cannot with bound parameters (it scanned the edition's unique
+        # index instead: every delivery of the edition for each claim).
+        D.c.status.in_(
+            bindparam("pending", list(DeliveryStatus.PENDING), expanding=True, literal_execute=True, unique=True)
+        ),
         or_(
             D.c.status == DeliveryStatus.QUEUED,
             and_(D.c.status == DeliveryStatus.FAILED_TEMPORARY, D.c.next_attempt_at <= now),
@@ -105,18 +111,30 @@ def claim_batch(
     """
     if not edition_ids or limit <= 0:
         return []
-    sendable = select(E.c.id).where(E.c.id.in_(list(edition_ids)), E.c.digest.not_in(select(P.c.digest)))
-    inner = select(D.c.id).where(D.c.edition_id.in_(sendable), _due(now)).order_by(D.c.id).limit(limit)
-    if engine.dialect.name == "postgresql":
-        inner = inner.with_for_update(skip_locked=True)
-    stmt = (
-        update(D)
-        .where(D.c.id.in_(inner.scalar_subquery()))
-        .values(status=DeliveryStatus.CLAIMED, claimed_by=worker, lease_until=now + lease)
-        .returning(D.c.id, D.c.edition_id, D.c.subscriber_id, D.c.attempts, D.c.created_at)
+    sendable = (
+        select(E.c.id).where(E.c.id.in_(list(edition_ids)), E.c.digest.not_in(select(P.c.digest))).order_by(E.c.id)
     )
     with engine.begin() as conn:
-        rows = conn.execute(stmt).all()
+        rows: list[Any] = []
+        # One edition at a time, oldest first: with ``edition_id = X`` the pending index
+        # (edition_id, id) yields the oldest deliveries in order and the LIMIT stops the
+        # scan. With ``edition_id IN (...)`` SQLite read and sorted every pending
+        # delivery of the edition for each batch, a million rows for each of a
+        # thousand batches.
+        for edition_id in conn.execute(sendable).scalars():
+            if len(rows) >= limit:
+                break
+            inner = select(D.c.id).where(D.c.edition_id == edition_id, _due(now)).order_by(D.c.id)
+            inner = inner.limit(limit - len(rows))
+            if engine.dialect.name == "postgresql":
+                inner = inner.with_for_update(skip_locked=True)
+            stmt = (
+                update(D)
+                .where(D.c.id.in_(inner.scalar_subquery()))
+                .values(status=DeliveryStatus.CLAIMED, claimed_by=worker, lease_until=now + lease)
+                .returning(D.c.id, D.c.edition_id, D.c.subscriber_id, D.c.attempts, D.c.created_at)
+            )
+            rows += conn.execute(stmt).all()
         if not rows:
             return []
         # Topics as their JSON text: a batch of a thousand readers holds a handful of
