@@ -144,17 +144,14 @@ class _Filler:
             out.append(part)
         return "".join(out)
 
-    def fill_qp(self, values: dict[str, str]) -> bytes:
-        """``_qp(self.fill(values))`` in effect, encoding only the personal values.
-
-        Every chunk is encoded from column 0 and ends with a line break (a soft one,
-        ``=CRLF``, which decoding removes), so lines stay within 76 characters
-        and the decoded text is exactly the filled text.
-        """
-        return b"".join(self.qp_chunks(values))
-
     def qp_chunks(self, values: dict[str, str]) -> list[bytes]:
-        """The chunks :meth:`fill_qp` joins: static and personal in turn, the static ones first and last."""
+        """The text quoted-printable encoded, in chunks: static and personal in turn, static first and last.
+
+        Only the personal values are encoded here (the static parts were encoded once).
+        Every chunk is encoded from column 0 and ends with a line break (a soft one,
+        ``=CRLF``, which decoding removes), so lines stay within 76 characters and the
+        decoded text is exactly the filled text.
+        """
         esc = html.escape if self.escape else (lambda s: s)
         out = [self.qp_parts[0]]
         for name, part in zip(self.fields, self.qp_parts[1:], strict=True):
@@ -166,6 +163,11 @@ class _Filler:
     def relaxed_parts(self) -> list[bytes]:
         """The static chunks in relaxed canonical form (DKIM), made once for every copy."""
         return [relaxed_lines(part) for part in self.qp_parts]
+
+    def hash_relaxed(self, h: hashlib._Hash, chunks: list[bytes]) -> None:
+        """Feed ``chunks`` (from :meth:`qp_chunks`) to ``h`` in relaxed canonical form."""
+        for i, chunk in enumerate(chunks):
+            h.update(self.relaxed_parts[i // 2] if i % 2 == 0 else relaxed_lines(chunk))
 
 
 def _qp(text: str) -> bytes:
@@ -329,11 +331,8 @@ class PreparedMessage:
         if not hashed:
             return data, None
         h = hashlib.sha256(self._relaxed_open_text)
-        for filler, chunks in ((self._text, text), (self._html, html_)):
-            static = filler.relaxed_parts
-            for i, chunk in enumerate(chunks):
-                h.update(static[i // 2] if i % 2 == 0 else relaxed_lines(chunk))
-            if filler is self._text:
-                h.update(self._relaxed_open_html)
+        self._text.hash_relaxed(h, text)
+        h.update(self._relaxed_open_html)
+        self._html.hash_relaxed(h, html_)
         h.update(self._relaxed_close)
         return data, h.digest()

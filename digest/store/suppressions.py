@@ -80,16 +80,6 @@ def suppression_of(conn: Connection, email: str) -> Suppression | None:
     return Suppression.model_validate(row._mapping) if row is not None else None
 
 
-def suppressed_hashes(conn: Connection, email_keys: Iterable[str]) -> set[str]:
-    """The hashes among those of ``email_keys`` that are suppressed: one query for a whole batch."""
-    return set(suppression_reasons(conn, email_keys))
-
-
-def suppression_reasons(conn: Connection, email_keys: Iterable[str]) -> dict[str, str]:
-    """Hash -> reason of those of ``email_keys`` that are suppressed: one query for a whole batch."""
-    return reasons_of_hashes(conn, {email_hash(k) for k in email_keys if k})
-
-
 def reasons_of_hashes(conn: Connection, hashes: Iterable[str]) -> dict[str, str]:
     """Hash -> reason of those of ``hashes`` (see :func:`email_hash`) on the list."""
     wanted = sorted(hashes)

@@ -453,10 +453,6 @@ class Dispatcher:
 
     # ------------------------------------------------------------ the Sender's side (any thread)
 
-    def submit(self, job: Job) -> None:
-        """Hand ``job`` to the lanes."""
-        self.submit_all([job])
-
     def submit_all(self, jobs: Sequence[Job]) -> None:
         """Hand ``jobs`` to the lanes, in order, with one wake-up of the loop.
 
