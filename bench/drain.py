@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from bench.proxy import DelayProxy
-from bench.send import CATEGORIES, Sink, create_subscribers, database, drafts
+from bench.send import CATEGORIES, Sink, cpu_s, create_subscribers, database, drafts
 from digest.app.planner import run_due
 from digest.app.send import send_digest
 from digest.compose.dkim import signer_from_settings
@@ -71,6 +71,7 @@ def one_run(mode: str, args: argparse.Namespace, smtp_url: str, sink: Sink) -> d
                 upsert_articles(session, drafts(now), now)
             create_subscribers(engine, args.subscribers, now)
             before = sink.received
+            cpu0 = sum(cpu_s())
             t0 = time.perf_counter()
             if mode == "send":
                 # As `digest send` does: the signer [dkim] describes (None: unsigned).
@@ -82,13 +83,15 @@ def one_run(mode: str, args: argparse.Namespace, smtp_url: str, sink: Sink) -> d
                 service.send()
                 sent = -1
             seconds = time.perf_counter() - t0  # before reading the sink's counter, which waits for it
+            cpu = sum(cpu_s()) - cpu0  # this process and the sender processes it started
             received = sink.received - before
             sent = received if sent < 0 else sent
             engine.dispose()
     finally:
         shutil.rmtree(workdir, ignore_errors=True)
     return {"mode": mode, "sent": sent, "received": received, "seconds": round(seconds, 2),
-            "msgs_per_s": round(received / seconds, 1)}  # fmt: skip
+            "msgs_per_s": round(received / seconds, 1),
+            "cpu_ms_per_msg": round(1000 * cpu / max(received, 1), 3)}  # fmt: skip
 
 
 def main(argv: list[str] | None = None) -> int:

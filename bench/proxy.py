@@ -11,6 +11,7 @@ benchmark's GIL:
 from __future__ import annotations
 
 import asyncio
+import os
 import socket
 import subprocess
 import sys
@@ -22,6 +23,13 @@ def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return int(s.getsockname()[1])
+
+
+def process_cpu_s(pid: int) -> float:
+    """CPU seconds (user + system) process ``pid`` has used so far, from ``/proc``."""
+    with open(f"/proc/{pid}/stat") as f:
+        fields = f.read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def wait_port(port: int, seconds: float = 60) -> None:
@@ -119,6 +127,10 @@ class DelayProxy:
             self.stop()
             raise
         return self
+
+    def cpu_s(self) -> float:
+        """CPU seconds the proxy process has used so far."""
+        return process_cpu_s(self._proc.pid) if self._proc is not None else 0.0
 
     def stop(self) -> None:
         if self._proc is not None:

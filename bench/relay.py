@@ -12,7 +12,10 @@ proxy) it starts the delay proxy (:mod:`bench.proxy`) in front of Postfix's
   draining it (``Service.send``), default settings too.
 
 It prints msg/s and each rate's ratio to ``smtp-source -s 128`` (at 0 ms, to
-``smtp-source -s 16``, the loopback reference).
+``smtp-source -s 16``, the loopback reference), and for each run ``*_cpu_ms``: the
+milliseconds of CPU a message of the client, the proxy and the sink
+(``client/proxy/sink``): on two cores the proxy's and the sink's CPU is taken from
+the client, as a relay on another machine would not.
 
     python -m bench.relay [--rtt-ms 10 --rtt-ms 50] [--subscribers 20000] [--database-url URL] [--dkim]
 
@@ -30,7 +33,7 @@ from typing import Any
 
 from bench.drain import one_run
 from bench.proxy import DelayProxy
-from bench.send import SMTP_SOURCE, Sink, smtp_source
+from bench.send import SMTP_SOURCE, Sink, cpu_s, smtp_source
 
 TARGETS = {10.0: 0.7, 50.0: 0.5, 0.0: 0.9}  # share of the reference to reach, by RTT
 
@@ -43,13 +46,20 @@ def one_rtt(rtt: float, args: argparse.Namespace, sink: Sink) -> dict[str, Any]:
         result: dict[str, Any] = {"rtt_ms": rtt}
         if SMTP_SOURCE and sink.kind == "postfix":
             n = args.reference_messages or args.subscribers
-            result["smtp_source_16"] = round(smtp_source(port, 16, n, args.message_bytes, sink), 1)
-            result["smtp_source_128"] = round(smtp_source(port, 128, n, args.message_bytes, sink), 1)
+            for sessions in (16, 128):
+                marks = _cpu_marks(proxy, sink)
+                result[f"smtp_source_{sessions}"] = round(smtp_source(port, sessions, n, args.message_bytes, sink), 1)
+                result[f"smtp_source_{sessions}_cpu_ms"] = _cpu_per_msg(marks, _cpu_marks(proxy, sink), n)
         for mode in ("send", "serve", *(("send_dkim",) if args.dkim else ())):
             signed = argparse.Namespace(**{**vars(args), "dkim_key": args.dkim_key if mode == "send_dkim" else None})
+            marks = _cpu_marks(proxy, sink)
             run = one_run(mode.removesuffix("_dkim"), signed, url, sink)
+            after = _cpu_marks(proxy, sink)
             result[mode] = run["msgs_per_s"]
             result[f"{mode}_seconds"] = run["seconds"]
+            # The client's own CPU is measured around the send alone (not the database set-up).
+            client = marks[0] + run["cpu_ms_per_msg"] * run["received"] / 1000
+            result[f"{mode}_cpu_ms"] = _cpu_per_msg(marks, (client, *after[1:]), run["received"])
             if run["received"] != args.subscribers:
                 result[f"{mode}_problem"] = f"{run['received']} of {args.subscribers} received"
         if args.dkim:
@@ -63,6 +73,16 @@ def one_rtt(rtt: float, args: argparse.Namespace, sink: Sink) -> dict[str, Any]:
             result[f"{mode}_ratio"] = round(result[mode] / reference, 3)
         result["target_ratio"] = TARGETS.get(rtt)
     return result
+
+
+def _cpu_marks(proxy: DelayProxy | None, sink: Sink) -> tuple[float, float, float]:
+    """CPU seconds used so far by the client (this process and its waited children), the proxy and the sink."""
+    return sum(cpu_s()), proxy.cpu_s() if proxy else 0.0, sink.cpu_s()
+
+
+def _cpu_per_msg(before: tuple[float, ...], after: tuple[float, ...], messages: int) -> str:
+    """``client/proxy/sink`` milliseconds of CPU a message: where the machine's two cores went."""
+    return "/".join(f"{1000 * (b - a) / max(messages, 1):.2f}" for a, b in zip(before, after, strict=True))
 
 
 def _dkim_key() -> str:

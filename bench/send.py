@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import multiprocessing.forkserver
 import os
 import re
 import resource
@@ -34,7 +35,7 @@ import sys
 import tempfile
 import threading
 import time
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from datetime import UTC, datetime, timedelta
 from email.message import EmailMessage
 from email.utils import format_datetime, formataddr
@@ -45,6 +46,7 @@ from urllib.parse import quote
 from sqlalchemy import create_engine, text
 from sqlalchemy.engine import Engine
 
+from bench.proxy import process_cpu_s
 from digest.compose.inline import inline_css
 from digest.compose.recipients import recipient_for
 from digest.compose.render import Markers, build_context, make_environment, render_variant
@@ -135,10 +137,7 @@ class Sink:
 
     def cpu_s(self) -> float:
         """CPU seconds (user + system) the sink process has used so far (0 for aiosmtpd, in-process)."""
-        if self._proc is None:
-            return 0.0
-        fields = Path(f"/proc/{self._proc.pid}/stat").read_text().rsplit(")", 1)[1].split()
-        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+        return process_cpu_s(self._proc.pid) if self._proc is not None else 0.0
 
     @property
     def received(self) -> int:
@@ -342,16 +341,67 @@ def smtp_source(port: int, sessions: int, messages: int, size: int, sink: Sink) 
 
 
 def cpu_s() -> tuple[float, float]:
-    """User and system CPU seconds of this process and its waited-for children (the senders)."""
+    """User and system CPU seconds of this process, its waited-for children and the sender processes.
+
+    The senders are forked by multiprocessing's fork server, which reaps them: their
+    CPU is the server's children's.
+    """
     own, children = resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(resource.RUSAGE_CHILDREN)
-    return own.ru_utime + children.ru_utime, own.ru_stime + children.ru_stime
+    user, system = own.ru_utime + children.ru_utime, own.ru_stime + children.ru_stime
+    server = getattr(multiprocessing.forkserver._forkserver, "_forkserver_pid", None)
+    if server is not None:
+        with suppress(OSError):
+            with open(f"/proc/{server}/stat") as f:
+                fields = f.read().rsplit(")", 1)[1].split()
+            tick = os.sysconf("SC_CLK_TCK")
+            user += (int(fields[11]) + int(fields[13])) / tick
+            system += (int(fields[12]) + int(fields[14])) / tick
+    return user, system
 
 
-def peak_rss_mb() -> tuple[float, float]:
-    """Peak resident set of this process and of its largest child (MB)."""
+def _forkserver_children() -> list[int]:
+    server = getattr(multiprocessing.forkserver._forkserver, "_forkserver_pid", None)
+    if server is None:
+        return []
+    with suppress(OSError), open(f"/proc/{server}/task/{server}/children") as f:
+        return [int(p) for p in f.read().split()]
+    return []
+
+
+class WorkerPeakRss:
+    """The largest peak resident set (``VmHWM``) of the sender processes, sampled while they run (MB).
+
+    They are the fork server's children, not this process's: ``RUSAGE_CHILDREN`` does
+    not see them.
+    """
+
+    def __init__(self) -> None:
+        self.mb = 0.0
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._sample, daemon=True)
+
+    def __enter__(self) -> WorkerPeakRss:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join()
+
+    def _sample(self) -> None:
+        while not self._stop.wait(0.2):
+            for pid in _forkserver_children():
+                with suppress(OSError, ValueError):
+                    with open(f"/proc/{pid}/status") as f:
+                        hwm = next(line for line in f if line.startswith("VmHWM:"))
+                    self.mb = max(self.mb, int(hwm.split()[1]) / 1024)
+
+
+def peak_rss_mb(workers: WorkerPeakRss | None = None) -> tuple[float, float]:
+    """Peak resident set of this process and of its largest child or sender process (MB)."""
     own = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     child = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024
-    return own, child
+    return own, max(child, workers.mb if workers else 0.0)
 
 
 def run(args: argparse.Namespace) -> dict[str, Any]:
@@ -416,7 +466,8 @@ def _run(args: argparse.Namespace, url: str, sink: Sink, workdir: Path) -> dict[
     before = sink.received
     user0, sys0 = cpu_s()
     t0 = time.perf_counter()
-    report = send_edition(engine, settings, variants, edition.id, None, clock, processes=args.processes)
+    with WorkerPeakRss() as workers:
+        report = send_edition(engine, settings, variants, edition.id, None, clock, processes=args.processes)
     send_s = time.perf_counter() - t0
     user1, sys1 = cpu_s()
     sink2 = sink.cpu_s()
@@ -428,7 +479,7 @@ def _run(args: argparse.Namespace, url: str, sink: Sink, workdir: Path) -> dict[
     limit_after, _ = transport_limit(settings, engine, sink.url, now, args.limit_messages)
     limit_rate = (limit_before + limit_after) / 2
     naive_rate = naive_baseline(settings, engine, sink.url, now, args.sample)
-    own, child = peak_rss_mb()
+    own, child = peak_rss_mb(workers)
     engine.dispose()
     rate = report.sent / send_s if send_s else 0.0
     return {

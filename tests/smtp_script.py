@@ -15,6 +15,7 @@ import ssl
 import threading
 import time
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -162,11 +163,15 @@ class CrowdedServer:
     It answers ``421 4.7.0 too many connections`` to every connection beyond
     ``max_connections`` open at once, and ``454 4.7.0 Throttling failure`` (as Amazon
     SES does) to a MAIL beyond ``burst`` messages within ``window`` seconds. It
-    offers PIPELINING and keeps every message it accepts.
+    offers PIPELINING and keeps every message it accepts, ``hold(data)`` seconds
+    after its final dot.
     """
 
-    def __init__(self, max_connections: int, burst: int, window: float = 0.25) -> None:
+    def __init__(
+        self, max_connections: int, burst: int, window: float = 0.25, hold: Callable[[bytes], float] | None = None
+    ) -> None:
         self.port = free_port()
+        self.hold = hold  # seconds to wait before accepting a message, given its data
         self.max_connections = max_connections
         self.burst = burst
         self.window = window
@@ -247,6 +252,8 @@ class CrowdedServer:
                     if not chunk:
                         return
                     data += chunk[1:] if chunk.startswith(b"..") else chunk
+                if self.hold is not None:
+                    await asyncio.sleep(self.hold(bytes(data)))
                 self.messages.append((rcpt, bytes(data)))
                 writer.write(b"250 2.0.0 queued\r\n")
             elif verb == b"RSET":

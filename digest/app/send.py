@@ -41,7 +41,7 @@ from digest.edition.select import alert_marks, edition_slot
 from digest.outbox.drain import send_edition
 from digest.outbox.journal import worker_id as worker_id
 from digest.outbox.ledger import delivery_counts, finish_edition
-from digest.outbox.loader import edition_variants
+from digest.outbox.loader import EditionVariants
 from digest.outbox.sender import SendReport
 from digest.outbox.warmup import WarmupUse, warmup_today
 from digest.store.alerts import alerted_among
@@ -194,7 +194,7 @@ def resend_failed(
     requeued = requeue_failed(engine, edition_id)
     report = SendReport(edition_id=edition_id)
     if requeued:
-        variants = edition_variants(engine, settings)(edition_id)
+        variants = EditionVariants(engine, settings)(edition_id)
         if variants is None:
             from digest.core.errors import NotFoundError
 

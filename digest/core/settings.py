@@ -330,6 +330,11 @@ class DeliverySettings(BaseModel):
     processes: int = Field(
         0, ge=0, le=64, description="Sender processes, each claiming from the outbox; 0 = one per CPU core."
     )
+    send_while_starting: bool = Field(
+        True,
+        description="While the sender processes start (a second or two each), the process that starts them "
+        "sends alone over all the connections, then hands over; false: only the sender processes send.",
+    )
     rate_per_second: float = Field(0, ge=0, description="Most messages a second per server (0 = no limit).")
     rate_per_hour: int = Field(0, ge=0, description="Most messages an hour per server (0 = no limit).")
     max_per_connection: int = Field(

@@ -17,7 +17,7 @@ from digest.core.clock import Clock
 from digest.core.errors import DeliveryError
 from digest.core.settings import Settings
 from digest.outbox.ledger import editions_with_work, finish_edition
-from digest.outbox.loader import edition_variants
+from digest.outbox.loader import EditionVariants
 from digest.outbox.processes import run_send
 from digest.outbox.sender import SendReport
 from digest.transport.pool import TransportFactory
@@ -89,10 +89,11 @@ def drain_outbox(
     if not editions:
         return SendReport()
     inline = next(iter(known.values())).inline if known else inline_css
+    variants_for = EditionVariants(engine, settings, inline, known)
     report = run_send(
-        engine, settings, clock, editions, edition_variants(engine, settings, inline, known),
+        engine, settings, clock, editions, variants_for,
         transport=transport, transport_factory=transport_factory, processes=processes, signer=signer,
-        should_stop=should_stop, progress=progress, worker=worker, prepared=known,
+        should_stop=should_stop, progress=progress, worker=worker, prepared=variants_for.prepared,
     )  # fmt: skip
     for edition_id in editions:
         finish_edition(engine, edition_id, clock.now())

@@ -201,7 +201,8 @@ def test_journal_disk_filling_up_stops_every_sender_process(
     seed(engine, STANDARD_DRAFTS, readers(subscribers))
     first = digest(config, "send", "--at", hour(6))
     assert first.returncode == 74, first.stdout + first.stderr
-    assert "a sender process could not write it" in first.stderr
+    # Whichever process met the full disk first (the starting one sends too while the others start).
+    assert str(fs / "journal") in first.stderr and "sending stopped" in first.stderr
     assert 0 < received(sink).total() < subscribers
     codes = [first.returncode]
     for h in range(7, 14):

@@ -30,6 +30,7 @@ def test_sender_processes_send_the_variants_the_parent_prepared(
     engine: Engine, settings: Settings, sink: SmtpSink
 ) -> None:
     settings.batch_size = 5  # more due than one batch: two processes start
+    settings.delivery.send_while_starting = False  # and send every copy
     seed(engine, STANDARD_DRAFTS, readers(20))
     edition_id = edition_of(engine, settings)
     edition, content, _ = get_or_build_edition(engine, settings, "daily", NOW)

@@ -50,6 +50,7 @@ def test_signer_reaches_worker_processes(
     pickle.dumps(PrependSigner())
     pool.delivery.processes = 2
     pool.batch_size = 4  # more due than one batch: worth starting the processes
+    pool.delivery.send_while_starting = False  # and they send every copy
     seed(engine, STANDARD_DRAFTS, readers(10))
     report = send_digest(engine, pool, "daily", None, clock, signer=PrependSigner())
     assert (report.sent, report.workers) == (10, 2) and len(script.messages) == 10
