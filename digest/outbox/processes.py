@@ -4,11 +4,12 @@ Filling and SMTP framing are CPU work under the GIL: for more than one core,
 :func:`run_send` starts worker processes (``[delivery] processes``), each a Sender
 claiming from the same outbox (``FOR UPDATE SKIP LOCKED`` keeps them apart on
 PostgreSQL; SQLite serialises the short claim and record transactions). A worker
-is spawned with the parent's settings, clock, transport factory, signer and
-logging set-up, and reports back its :class:`~digest.outbox.sender.SendReport`.
+is forked from multiprocessing's fork server (spawned where there is none) with the
+parent's settings, clock, transport factory, signer and logging set-up, and reports
+back its :class:`~digest.outbox.sender.SendReport`.
 
-A spawned worker spends a second or two importing before its first message (a
-tenth of a 20,000-subscriber send to a relay 10 ms away). Meanwhile the parent
+The first workers wait a second or two for the fork server to import the package
+(a tenth of a 20,000-subscriber send to a relay 10 ms away). Meanwhile the parent
 sends on its own over all the connections (``[delivery] send_while_starting``):
 once every live worker is ready it stops claiming, lets its messages in flight
 finish, hands back what it claimed but had not started, and closes its
