@@ -25,11 +25,18 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
-def process_cpu_s(pid: int) -> float:
-    """CPU seconds (user + system) process ``pid`` has used so far, from ``/proc``."""
+def process_times(pid: int) -> tuple[float, float, float, float]:
+    """Seconds of user and system CPU of process ``pid``, then of its reaped children, from ``/proc``."""
     with open(f"/proc/{pid}/stat") as f:
         fields = f.read().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    tick = os.sysconf("SC_CLK_TCK")
+    return int(fields[11]) / tick, int(fields[12]) / tick, int(fields[13]) / tick, int(fields[14]) / tick
+
+
+def process_cpu_s(pid: int) -> float:
+    """CPU seconds (user + system) process ``pid`` has used so far."""
+    user, system, _, _ = process_times(pid)
+    return user + system
 
 
 def wait_port(port: int, seconds: float = 60) -> None:

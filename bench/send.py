@@ -46,7 +46,7 @@ from urllib.parse import quote
 from sqlalchemy import create_engine, text
 from sqlalchemy.engine import Engine
 
-from bench.proxy import process_cpu_s
+from bench.proxy import process_cpu_s, process_times
 from digest.compose.inline import inline_css
 from digest.compose.recipients import recipient_for
 from digest.compose.render import Markers, build_context, make_environment, render_variant
@@ -348,19 +348,23 @@ def cpu_s() -> tuple[float, float]:
     """
     own, children = resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(resource.RUSAGE_CHILDREN)
     user, system = own.ru_utime + children.ru_utime, own.ru_stime + children.ru_stime
-    server = getattr(multiprocessing.forkserver._forkserver, "_forkserver_pid", None)
+    server = _forkserver_pid()
     if server is not None:
         with suppress(OSError):
-            with open(f"/proc/{server}/stat") as f:
-                fields = f.read().rsplit(")", 1)[1].split()
-            tick = os.sysconf("SC_CLK_TCK")
-            user += (int(fields[11]) + int(fields[13])) / tick
-            system += (int(fields[12]) + int(fields[14])) / tick
+            s_user, s_system, c_user, c_system = process_times(server)
+            user += s_user + c_user
+            system += s_system + c_system
     return user, system
 
 
+def _forkserver_pid() -> int | None:
+    """The fork server's process id, once a send has started it."""
+    pid = getattr(multiprocessing.forkserver._forkserver, "_forkserver_pid", None)
+    return int(pid) if pid is not None else None
+
+
 def _forkserver_children() -> list[int]:
-    server = getattr(multiprocessing.forkserver._forkserver, "_forkserver_pid", None)
+    server = _forkserver_pid()
     if server is None:
         return []
     with suppress(OSError), open(f"/proc/{server}/task/{server}/children") as f:

@@ -85,12 +85,10 @@ def run_send(
     if n > 1 and pending_count(engine, edition_ids) <= settings.batch_size:
         n = 1  # a few retries are not worth starting processes for (the service drains often)
     if n <= 1:
-        lanes = make_lanes(settings, transport, transport_factory, processes=1)
-        sender = Sender(
-            engine, settings, clock, lanes, variants_for,
-            worker=worker, signer=signer, should_stop=should_stop, progress=progress,
+        report = _send_here(
+            engine, settings, clock, edition_ids, variants_for, transport, transport_factory, signer,
+            should_stop, progress, worker,
         )  # fmt: skip
-        report = sender.run(edition_ids)
     else:
         report = _run_processes(
             engine, settings, clock, edition_ids, n, transport_factory, signer, should_stop, progress, prepared,
@@ -155,7 +153,7 @@ def _run_processes(
         if alone:
             workers.cancelled.set()  # those not started yet are not needed: all were ready, or nothing is left
         workers.wait_started()
-        shared = _shareable(prepared)
+        shared = _shareable(prepared) if workers.started else None
         for _ in workers.started:
             handed.put(shared)
         go.set()
@@ -230,6 +228,28 @@ def _context() -> Any:
     return ctx
 
 
+def _send_here(
+    engine: Engine,
+    settings: Settings,
+    clock: Clock,
+    edition_ids: Sequence[int],
+    variants_for: VariantsFor,
+    transport: Transport | None,
+    transport_factory: TransportFactory | None,
+    signer: Signer | None,
+    should_stop: Callable[[], bool],
+    progress: Callable[[int], None] | None,
+    worker: str | None,
+) -> SendReport:
+    """One Sender in this process, over every connection (``[delivery] connections``, unsplit)."""
+    lanes = make_lanes(settings, transport, transport_factory, processes=1)
+    sender = Sender(
+        engine, settings, clock, lanes, variants_for,
+        worker=worker, signer=signer, should_stop=should_stop, progress=progress,
+    )  # fmt: skip
+    return sender.run(edition_ids)
+
+
 def _send_while_starting(
     engine: Engine,
     settings: Settings,
@@ -264,12 +284,10 @@ def _send_while_starting(
             handed_over = alive > 0 and int(ready.value) >= alive
         return handed_over
 
-    lanes = make_lanes(settings, None, transport_factory, processes=1)
-    sender = Sender(
-        engine, settings, clock, lanes, variants_for,
-        worker=worker, signer=signer, should_stop=handing_over, progress=progress,
+    report = _send_here(
+        engine, settings, clock, edition_ids, variants_for, None, transport_factory, signer, handing_over,
+        progress, worker,
     )  # fmt: skip
-    report = sender.run(edition_ids)
     report.released = 0
     if report.paused:
         stop.set()  # every server's breaker is open: the workers would only knock again
